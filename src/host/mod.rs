@@ -1,0 +1,56 @@
+//! A model of the NT kernel that runs the driver on the host, and checks it like Driver
+//! Verifier.
+//!
+//! [`sys`] implements every kernel function the driver imports (`crate::nt::sys` is
+//! `crate::host::sys` on the host), with NT semantics: per-thread IRQL, real spin locks, DPCs on
+//! simulated processors, timers on a virtual or real clock, work items on worker threads, IRPs
+//! with their real layouts and completion rules, cancellation, MDLs, file and device objects
+//! with handles and reference counts, and tracked pool with fault injection. The rest of this
+//! module is the host API that tests (and the AFD model) use to drive it: [`Kernel`],
+//! [`KernelHandle`] and the types they take and return. Each item documents the IRQL it may be
+//! called at.
+//!
+//! The verifier ([`Rule`]) records every violation with the rule, a message and the site
+//! (source location and driver entry point); the test fails when the [`Kernel`] is dropped
+//! unless it took or expected them.
+//!
+//! What the model does not reproduce: paging (all memory is resident; IRQL rules about pageable
+//! code are not checked), APCs and thread alertability, real preemption (raising the IRQL does
+//! not stop other threads; DPCs of a processor do not preempt the threads that queued them),
+//! processor affinity of PASSIVE_LEVEL threads, thread-exit IRP cancellation, user-mode
+//! address validation (probing), security and access checks, and the I/O manager's fast I/O
+//! and device queues.
+
+mod cancel;
+mod clock;
+mod context;
+mod debug;
+mod device;
+mod dpc;
+mod driver;
+mod file;
+mod io;
+mod irql;
+mod kernel;
+mod mdl;
+mod object;
+pub mod pool;
+mod spinlock;
+mod sync;
+pub mod sys;
+mod verifier;
+mod work;
+
+pub use clock::{BOOT_SYSTEM_TIME, Clock};
+pub use debug::DBGPRINT_ENV;
+pub use device::{STATUS_NO_SUCH_DEVICE, STATUS_OBJECT_NAME_COLLISION};
+pub use driver::{Driver, DriverInitialize, Leak, UnloadReport};
+pub use file::IoctlOptions;
+pub use io::{CompletionFlags, IoStatus, StackLocation};
+pub use irql::{APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL, current_irql, lower_irql, raise_irql};
+pub use kernel::{Config, EnteredKernel, Kernel, KernelHandle};
+pub use mdl::MdlKind;
+pub use object::{Handle, ObjectRef};
+pub use pool::{FaultInjection, PoolRecord, PoolStats, tag_name};
+pub use sync::{Event, EventType, KMutex};
+pub use verifier::{Entry, Rule, Site, Violation, major_name};

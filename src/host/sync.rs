@@ -1,0 +1,254 @@
+//! Dispatcher objects for clients of the driver (the test, the AFD model): a `KEVENT` and a
+//! `KMUTEX`, with waits that check the IRQL.
+//!
+//! As on NT, waiting with a non-zero timeout at DISPATCH_LEVEL or above is forbidden
+//! ([`Rule::WaitAtDispatch`]); the model reports it and still performs the wait. Waits use the
+//! host's wall clock, not the model clock. The event is a real `KEVENT` (its `SignalState` is the
+//! state), so it can be an IRP's `UserEvent`.
+
+use super::context;
+use super::irql::{self, DISPATCH_LEVEL};
+use super::kernel::{KernelHandle, KernelInner};
+use super::verifier::{self, Rule, Site};
+use crate::nt::types::KEVENT;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Wakes every waiter of the kernel's dispatcher objects when one is signalled.
+#[derive(Default)]
+pub(crate) struct Dispatcher {
+    lock: Mutex<()>,
+    signalled: Condvar,
+}
+
+impl Dispatcher {
+    /// Waits until `ready` returns true (checked under the dispatcher lock) or the timeout
+    /// expires; returns the last result of `ready`.
+    fn wait_until(&self, timeout: Option<Duration>, mut ready: impl FnMut() -> bool) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if ready() {
+                return true;
+            }
+            match deadline {
+                None => {
+                    guard = self
+                        .signalled
+                        .wait(guard)
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return false;
+                    }
+                    guard = self
+                        .signalled
+                        .wait_timeout(guard, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// Runs `signal` under the dispatcher lock and wakes all waiters.
+    fn signal(&self, signal: impl FnOnce()) {
+        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        signal();
+        drop(guard);
+        self.signalled.notify_all();
+    }
+}
+
+/// Reports a wait with a non-zero timeout at DISPATCH_LEVEL or above.
+fn check_wait_irql(timeout: Option<Duration>, site: Site, what: &str) {
+    let irql = irql::current_irql();
+    if irql >= DISPATCH_LEVEL && timeout != Some(Duration::ZERO) {
+        verifier::report(
+            Rule::WaitAtDispatch,
+            site,
+            format!("{what} with a non-zero timeout at IRQL {irql}"),
+        );
+    }
+}
+
+/// `EVENT_TYPE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    /// Stays signalled until reset; releases every waiter.
+    Notification,
+    /// Auto-reset: a satisfied wait resets it.
+    Synchronization,
+}
+
+/// The signal state of a `KEVENT`.
+///
+/// # Safety
+/// `event` points to a live `KEVENT` whose `SignalState` is only accessed atomically.
+unsafe fn signal_state<'a>(event: *mut KEVENT) -> &'a AtomicI32 {
+    // SAFETY: forwarded caller contract; the field is an aligned i32.
+    unsafe { AtomicI32::from_ptr(&raw mut (*event).Header.SignalState) }
+}
+
+/// `KeSetEvent` on any `KEVENT` of this kernel (used by IRP completion for `UserEvent`).
+///
+/// # Safety
+/// `event` points to a live, initialised `KEVENT`.
+pub(crate) unsafe fn signal_kevent(kernel: &KernelInner, event: *mut KEVENT) {
+    // SAFETY: forwarded caller contract.
+    kernel
+        .dispatcher
+        .signal(|| unsafe { signal_state(event) }.store(1, Ordering::Release));
+}
+
+/// A `KEVENT` owned by the host, usable as an IRP's `UserEvent`.
+pub struct Event {
+    kernel: KernelHandle,
+    event: Box<UnsafeCell<KEVENT>>,
+}
+
+// SAFETY: the KEVENT's state is only accessed atomically; its other fields are never written
+// after creation.
+unsafe impl Send for Event {}
+// SAFETY: as above.
+unsafe impl Sync for Event {}
+
+impl Event {
+    /// `KeInitializeEvent`. Any IRQL.
+    pub fn new(kernel: &KernelHandle, kind: EventType, signaled: bool) -> Event {
+        // SAFETY: KEVENT is plain data, valid when zeroed.
+        let event: Box<UnsafeCell<KEVENT>> = unsafe { Box::new_zeroed().assume_init() };
+        // SAFETY: a fresh event owned here.
+        let header = unsafe { &mut (*event.get()).Header };
+        header.Type = match kind {
+            EventType::Notification => 0,
+            EventType::Synchronization => 1,
+        };
+        header.Size = (size_of::<KEVENT>() / 4) as u8;
+        header.SignalState = i32::from(signaled);
+        Event {
+            kernel: kernel.clone(),
+            event,
+        }
+    }
+
+    /// The `KEVENT`, for `IRP::UserEvent`.
+    pub fn as_ptr(&self) -> *mut KEVENT {
+        self.event.get()
+    }
+
+    fn is_synchronization(&self) -> bool {
+        // SAFETY: the type is written once at creation.
+        unsafe { (*self.as_ptr()).Header.Type == 1 }
+    }
+
+    fn state(&self) -> &AtomicI32 {
+        // SAFETY: a live KEVENT owned by self, whose state is only accessed atomically.
+        unsafe { signal_state(self.as_ptr()) }
+    }
+
+    /// `KeSetEvent`. Any IRQL ≤ DISPATCH_LEVEL.
+    pub fn set(&self) {
+        // SAFETY: a live, initialised KEVENT.
+        unsafe { signal_kevent(&self.kernel.0, self.as_ptr()) };
+    }
+
+    /// `KeClearEvent`. Any IRQL ≤ DISPATCH_LEVEL.
+    pub fn reset(&self) {
+        self.state().store(0, Ordering::Release);
+    }
+
+    /// `KeReadStateEvent`. Any IRQL ≤ DISPATCH_LEVEL.
+    pub fn is_signaled(&self) -> bool {
+        self.state().load(Ordering::Acquire) != 0
+    }
+
+    /// `KeWaitForSingleObject`: true when the event was signalled, false on timeout (`None`
+    /// waits forever). A satisfied wait resets a synchronization event. PASSIVE_LEVEL, or any
+    /// IRQL ≤ DISPATCH_LEVEL with a zero timeout.
+    #[track_caller]
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        check_wait_irql(timeout, Site::caller(), "KeWaitForSingleObject on an event");
+        let _model = context::ModelScope::enter();
+        let synchronization = self.is_synchronization();
+        self.kernel.0.dispatcher.wait_until(timeout, || {
+            if synchronization {
+                self.state()
+                    .compare_exchange(1, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            } else {
+                self.is_signaled()
+            }
+        })
+    }
+}
+
+/// A `KMUTEX`: recursive for its owner thread.
+pub struct KMutex {
+    kernel: KernelHandle,
+    /// Owner thread token (0 when free) and recursion depth.
+    state: Mutex<(usize, u32)>,
+}
+
+impl KMutex {
+    /// `KeInitializeMutex`. Any IRQL.
+    pub fn new(kernel: &KernelHandle) -> KMutex {
+        KMutex {
+            kernel: kernel.clone(),
+            state: Mutex::new((0, 0)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, u32)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `KeWaitForMutexObject`: true when acquired, false on timeout (`None` waits forever).
+    /// PASSIVE_LEVEL, or any IRQL ≤ DISPATCH_LEVEL with a zero timeout.
+    #[track_caller]
+    pub fn acquire(&self, timeout: Option<Duration>) -> bool {
+        check_wait_irql(timeout, Site::caller(), "KeWaitForMutexObject");
+        let _model = context::ModelScope::enter();
+        let me = context::thread_token();
+        self.kernel.0.dispatcher.wait_until(timeout, || {
+            let mut state = self.lock();
+            if state.0 == 0 || state.0 == me {
+                *state = (me, state.1 + 1);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// `KeReleaseMutex`. Releasing a mutex the thread does not own is a
+    /// [`Rule::MutexNotOwned`] (and changes nothing). Any IRQL ≤ DISPATCH_LEVEL.
+    #[track_caller]
+    pub fn release(&self) {
+        let site = Site::caller();
+        let me = context::thread_token();
+        let owned = {
+            let state = self.lock();
+            state.0 == me
+        };
+        if !owned {
+            verifier::report(
+                Rule::MutexNotOwned,
+                site,
+                "KeReleaseMutex by a thread that does not own the mutex".to_owned(),
+            );
+            return;
+        }
+        self.kernel.0.dispatcher.signal(|| {
+            let mut state = self.lock();
+            state.1 -= 1;
+            if state.1 == 0 {
+                state.0 = 0;
+            }
+        });
+    }
+}

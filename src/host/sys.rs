@@ -1,0 +1,438 @@
+//! The kernel services of `crate::nt::sys` on the host: one function per function of the
+//! kernel contract (`src/nt/sys/kernel.rs`, x64 names and signatures), implemented by the model.
+//!
+//! Each function enters a [`ModelScope`] first, so allocations the model makes on the driver's
+//! behalf are not attributed to the driver, and forwards to the module that models the service.
+//! Functions whose misuse the verifier reports are `#[track_caller]`, so the report names the
+//! driver's call site (through `#[track_caller]` wrappers in `nt`). To add a function to the
+//! contract: add it here, in the section of its kernel component, with the same signature.
+#![allow(
+    non_snake_case,
+    reason = "the NT kernel's export names, as in src/nt/sys/kernel.rs"
+)]
+
+use super::context::{self, ModelScope};
+use super::verifier::Site;
+use super::{cancel, clock, debug, device, dpc, io, mdl, object, pool, spinlock, work};
+use crate::nt::NtStatus;
+use crate::nt::types::*;
+use std::ffi::c_void;
+
+// ---- Executive pool -------------------------------------------------------------------------
+
+/// `ExAllocatePoolWithTag`: a 16-byte aligned block, attributed to the driver and recorded
+/// with its tag and call site; null when fault injection fails it.
+///
+/// # Safety
+/// IRQL ≤ DISPATCH_LEVEL for non-paged pool.
+pub unsafe fn ExAllocatePoolWithTag(pool_type: u32, size: usize, tag: u32) -> *mut c_void {
+    let _ = pool_type;
+    let _model = ModelScope::enter();
+    pool::allocate_pool(size, tag).cast()
+}
+
+/// `ExFreePoolWithTag`: the tag must be the block's.
+///
+/// # Safety
+/// `p` was returned by `ExAllocatePoolWithTag` and is freed once.
+#[track_caller]
+pub unsafe fn ExFreePoolWithTag(p: *mut c_void, tag: u32) {
+    let site = Site::caller();
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    unsafe { pool::free_pool(p.cast(), tag, site) };
+}
+
+// ---- DPCs -----------------------------------------------------------------------------------
+
+/// `KeInitializeDpc`.
+///
+/// # Safety
+/// `dpc` points to writable `KDPC` storage that is not queued.
+pub unsafe fn KeInitializeDpc(dpc: *mut KDPC, routine: PKDEFERRED_ROUTINE, context: *mut c_void) {
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    unsafe { dpc::initialize(dpc, routine, context) };
+}
+
+/// `KeInsertQueueDpc`: FALSE if the DPC is already queued.
+///
+/// # Safety
+/// `dpc` is initialised and stays valid until its routine has run or it is removed.
+pub unsafe fn KeInsertQueueDpc(dpc: *mut KDPC, arg1: *mut c_void, arg2: *mut c_void) -> BOOLEAN {
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    BOOLEAN::from(unsafe { dpc::insert(&context::current(), dpc, arg1, arg2) })
+}
+
+/// `KeRemoveQueueDpc`: TRUE if the DPC was queued.
+///
+/// # Safety
+/// `dpc` is initialised.
+pub unsafe fn KeRemoveQueueDpc(dpc: *mut KDPC) -> BOOLEAN {
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    BOOLEAN::from(unsafe { dpc::remove(&context::current(), dpc) })
+}
+
+/// `KeFlushQueuedDpcs`: waits for every DPC queued before the call. PASSIVE_LEVEL.
+///
+/// # Safety
+/// No other precondition than the IRQL, which the verifier checks.
+#[track_caller]
+pub unsafe fn KeFlushQueuedDpcs() {
+    let site = Site::caller();
+    let _model = ModelScope::enter();
+    dpc::flush(&context::current(), site);
+}
+
+// ---- Timers ---------------------------------------------------------------------------------
+
+/// `KeInitializeTimer`.
+///
+/// # Safety
+/// `timer` points to writable `KTIMER` storage that is not set.
+pub unsafe fn KeInitializeTimer(timer: *mut KTIMER) {
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    unsafe { clock::initialize(timer) };
+}
+
+/// `KeSetTimer`: relative (negative) or absolute due time in 100 ns units; TRUE if the timer
+/// was already set.
+///
+/// # Safety
+/// `timer` is initialised, `dpc` null or initialised; both stay valid while the timer is set.
+pub unsafe fn KeSetTimer(timer: *mut KTIMER, due_time: LARGE_INTEGER, dpc: *mut KDPC) -> BOOLEAN {
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    BOOLEAN::from(unsafe { clock::set(&context::current(), timer, due_time, dpc) })
+}
+
+/// `KeCancelTimer`: TRUE if the timer was set.
+///
+/// # Safety
+/// `timer` is initialised.
+pub unsafe fn KeCancelTimer(timer: *mut KTIMER) -> BOOLEAN {
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    BOOLEAN::from(unsafe { clock::cancel(&context::current(), timer) })
+}
+
+// ---- Work items -----------------------------------------------------------------------------
+
+/// `IoAllocateWorkItem`: null when fault injection fails it.
+///
+/// # Safety
+/// `device` is a device object of the driver.
+pub unsafe fn IoAllocateWorkItem(device: *mut DEVICE_OBJECT) -> *mut IO_WORKITEM {
+    let _model = ModelScope::enter();
+    work::allocate(&context::current(), device)
+}
+
+/// `IoQueueWorkItem`: runs `routine(device, context)` on a worker thread at PASSIVE_LEVEL.
+///
+/// # Safety
+/// `item` is a live work item and `context` valid for the routine.
+#[track_caller]
+pub unsafe fn IoQueueWorkItem(
+    item: *mut IO_WORKITEM,
+    routine: PIO_WORKITEM_ROUTINE,
+    queue_type: u32,
+    context: *mut c_void,
+) {
+    let _ = queue_type;
+    let site = Site::caller();
+    let _model = ModelScope::enter();
+    work::queue(&context::current(), item, routine, context, site);
+}
+
+/// `IoFreeWorkItem`.
+///
+/// # Safety
+/// `item` is a live work item that is not queued.
+#[track_caller]
+pub unsafe fn IoFreeWorkItem(item: *mut IO_WORKITEM) {
+    let site = Site::caller();
+    let _model = ModelScope::enter();
+    work::free(&context::current(), item, site);
+}
+
+// ---- Devices --------------------------------------------------------------------------------
+
+/// `IoCreateDevice`.
+///
+/// # Safety
+/// `driver` is the driver's object, `name` null or a valid `UNICODE_STRING`, `device` a valid
+/// out pointer.
+#[track_caller]
+pub unsafe fn IoCreateDevice(
+    driver: *mut DRIVER_OBJECT,
+    extension_size: u32,
+    name: *mut UNICODE_STRING,
+    device_type: u32,
+    characteristics: u32,
+    exclusive: BOOLEAN,
+    device: *mut *mut DEVICE_OBJECT,
+) -> NTSTATUS {
+    let site = Site::caller();
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    let status = unsafe {
+        device::create_device(
+            &context::current(),
+            driver,
+            extension_size,
+            name,
+            device_type,
+            characteristics,
+            exclusive != 0,
+            device,
+            site,
+        )
+    };
+    status.raw()
+}
+
+/// `IoDeleteDevice`.
+///
+/// # Safety
+/// `device` was created by the driver and is not used by it afterwards.
+#[track_caller]
+pub unsafe fn IoDeleteDevice(device: *mut DEVICE_OBJECT) {
+    let site = Site::caller();
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    unsafe { device::delete_device(&context::current(), device, site) };
+}
+
+// ---- Cancel spin lock -----------------------------------------------------------------------
+
+/// `IoAcquireCancelSpinLock`: raises to DISPATCH_LEVEL; stores the previous IRQL in `*irql`.
+///
+/// # Safety
+/// `irql` is a valid out pointer.
+#[track_caller]
+pub unsafe fn IoAcquireCancelSpinLock(irql: *mut KIRQL) {
+    let site = Site::caller();
+    let _model = ModelScope::enter();
+    let old = cancel::acquire(&context::current(), site);
+    // SAFETY: forwarded caller contract.
+    unsafe { irql.write(old) };
+}
+
+/// `IoReleaseCancelSpinLock`: releases and lowers to `irql`.
+///
+/// # Safety
+/// The cancel spin lock is held by this thread.
+#[track_caller]
+pub unsafe fn IoReleaseCancelSpinLock(irql: KIRQL) {
+    let site = Site::caller();
+    let _model = ModelScope::enter();
+    cancel::release(&context::current(), irql, site);
+}
+
+// ---- Memory manager -------------------------------------------------------------------------
+
+/// `MmMapLockedPagesSpecifyCache` into system space: null on (injected) failure.
+///
+/// # Safety
+/// `mdl` is a valid MDL describing locked pages.
+#[track_caller]
+pub unsafe fn MmMapLockedPagesSpecifyCache(
+    mdl: *mut MDL,
+    access_mode: KPROCESSOR_MODE,
+    cache_type: u32,
+    base_address: *mut c_void,
+    bug_check_on_failure: u32,
+    priority: u32,
+) -> *mut c_void {
+    let _ = (access_mode, cache_type, base_address, bug_check_on_failure, priority);
+    let site = Site::caller();
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    unsafe { mdl::map(&context::current(), mdl, site) }
+}
+
+// ---- Object manager -------------------------------------------------------------------------
+
+/// `ObReferenceObjectByHandle`: `STATUS_INVALID_HANDLE`, `STATUS_OBJECT_TYPE_MISMATCH`, or
+/// success with one more reference on the object.
+///
+/// # Safety
+/// `object` is a valid out pointer.
+pub unsafe fn ObReferenceObjectByHandle(
+    handle: HANDLE,
+    access: ACCESS_MASK,
+    object_type: *mut c_void,
+    access_mode: KPROCESSOR_MODE,
+    object: *mut *mut c_void,
+    handle_information: *mut c_void,
+) -> NTSTATUS {
+    let _ = (access, access_mode, handle_information);
+    let model = ModelScope::enter();
+    let result = object::reference_by_handle(
+        &context::current(),
+        handle,
+        object_type,
+        model.called_by_driver(),
+    );
+    match result {
+        Ok(referenced) => {
+            // SAFETY: forwarded caller contract.
+            unsafe { object.write(referenced) };
+            NtStatus::SUCCESS.raw()
+        }
+        Err(status) => status.raw(),
+    }
+}
+
+/// `ObfDereferenceObject`: returns the new reference count; the last reference of a file
+/// object sends `IRP_MJ_CLOSE` (from a worker thread when called at DISPATCH_LEVEL).
+///
+/// # Safety
+/// `object` is an object the caller holds a reference on.
+#[track_caller]
+pub unsafe fn ObfDereferenceObject(object: *mut c_void) -> isize {
+    let site = Site::caller();
+    let model = ModelScope::enter();
+    object::dereference(
+        &context::current(),
+        object,
+        model.called_by_driver(),
+        site,
+    )
+}
+
+/// The `IoFileObjectType` data export.
+///
+/// # Safety
+/// No precondition.
+pub unsafe fn io_file_object_type() -> *mut c_void {
+    std::ptr::from_ref(&object::FILE_OBJECT_TYPE)
+        .cast_mut()
+        .cast()
+}
+
+// ---- Bug checks and debugger ----------------------------------------------------------------
+
+/// `KeBugCheckEx`: on the host, a panic naming the code and parameters.
+///
+/// # Safety
+/// No precondition; it does not return.
+pub unsafe fn KeBugCheckEx(code: u32, p1: usize, p2: usize, p3: usize, p4: usize) -> ! {
+    let _model = ModelScope::enter();
+    panic!("KeBugCheckEx({code:#010x}, {p1:#x}, {p2:#x}, {p3:#x}, {p4:#x}): the driver crashed the system");
+}
+
+/// `DbgPrintEx(component, level, "%s", arg)`.
+///
+/// # Safety
+/// `format` and (for `"%s"`) `arg` are NUL-terminated strings.
+pub unsafe fn DbgPrintEx(component: u32, level: u32, format: *const u8, arg: *const u8) -> u32 {
+    let _ = component;
+    let _model = ModelScope::enter();
+    let kernel = context::try_current();
+    // SAFETY: forwarded caller contract.
+    unsafe { debug::print(kernel.as_deref(), level, format, arg) };
+    0
+}
+
+// ---- Time -----------------------------------------------------------------------------------
+
+/// `KeQueryPerformanceCounter`: the model clock at 10 MHz.
+///
+/// # Safety
+/// `frequency` is null or a valid out pointer.
+pub unsafe fn KeQueryPerformanceCounter(frequency: *mut LARGE_INTEGER) -> LARGE_INTEGER {
+    let _model = ModelScope::enter();
+    if !frequency.is_null() {
+        // SAFETY: forwarded caller contract.
+        unsafe { frequency.write(10_000_000) };
+    }
+    context::current().clock.now() as LARGE_INTEGER
+}
+
+/// `KeQueryInterruptTime`: the model clock in 100 ns units.
+///
+/// # Safety
+/// No precondition.
+pub unsafe fn KeQueryInterruptTime() -> u64 {
+    let _model = ModelScope::enter();
+    context::current().clock.now()
+}
+
+// ---- Spin locks and IRQL --------------------------------------------------------------------
+
+/// `KeAcquireSpinLockRaiseToDpc`: returns the previous IRQL.
+///
+/// # Safety
+/// `lock` points to an initialised `KSPIN_LOCK` that outlives the hold.
+#[track_caller]
+pub unsafe fn KeAcquireSpinLockRaiseToDpc(lock: *mut KSPIN_LOCK) -> KIRQL {
+    let site = Site::caller();
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    unsafe { spinlock::acquire_raise_to_dpc(lock, site) }
+}
+
+/// `KeReleaseSpinLock`: releases and lowers to `irql`.
+///
+/// # Safety
+/// `lock` is held by this thread.
+#[track_caller]
+pub unsafe fn KeReleaseSpinLock(lock: *mut KSPIN_LOCK, irql: KIRQL) {
+    let site = Site::caller();
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    unsafe { spinlock::release_lower(lock, irql, site) };
+}
+
+/// `KeAcquireSpinLockAtDpcLevel`.
+///
+/// # Safety
+/// `lock` points to an initialised `KSPIN_LOCK`; IRQL is DISPATCH_LEVEL.
+#[track_caller]
+pub unsafe fn KeAcquireSpinLockAtDpcLevel(lock: *mut KSPIN_LOCK) {
+    let site = Site::caller();
+    let _model = ModelScope::enter();
+    spinlock::check_at_dispatch(lock, site, "KeAcquireSpinLockAtDpcLevel");
+    // SAFETY: forwarded caller contract.
+    unsafe { spinlock::acquire(lock, site) };
+}
+
+/// `KeReleaseSpinLockFromDpcLevel`.
+///
+/// # Safety
+/// `lock` is held by this thread at DISPATCH_LEVEL.
+#[track_caller]
+pub unsafe fn KeReleaseSpinLockFromDpcLevel(lock: *mut KSPIN_LOCK) {
+    let site = Site::caller();
+    let _model = ModelScope::enter();
+    spinlock::check_at_dispatch(lock, site, "KeReleaseSpinLockFromDpcLevel");
+    // SAFETY: forwarded caller contract.
+    unsafe { spinlock::release(lock, site) };
+}
+
+/// `KeGetCurrentIrql`.
+///
+/// # Safety
+/// No precondition.
+pub unsafe fn KeGetCurrentIrql() -> KIRQL {
+    super::irql::current_irql()
+}
+
+// ---- I/O manager ----------------------------------------------------------------------------
+
+/// `IoCompleteRequest`: runs the completion routines and the I/O manager's final stage.
+///
+/// # Safety
+/// `irp` is an IRP the driver owns, completed once.
+#[track_caller]
+pub unsafe fn IofCompleteRequest(irp: *mut IRP, priority_boost: i8) {
+    let _ = priority_boost;
+    let site = Site::caller();
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract (a stale pointer is reported, not dereferenced).
+    unsafe { io::complete(&context::current(), irp, site) };
+}

@@ -1,0 +1,213 @@
+//! The glue between the NT loader and the driver: `DriverEntry`, `DriverUnload`, and the
+//! dispatch and cancel routines, which turn raw pointers into the safe types of this module and
+//! call the [`Driver`] implementation.
+
+use crate::nt::NtStatus;
+use crate::nt::device::{Device, Extension};
+use crate::nt::irp::{CancelRoutine, Dispatched, Irp, IrpId};
+use crate::nt::pool;
+use crate::nt::sys;
+use crate::nt::types::*;
+use alloc::boxed::Box;
+use core::ffi::c_void;
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
+
+/// A driver: its state lives from `DriverEntry` to `DriverUnload`, behind every device.
+pub trait Driver: Sync + Sized + 'static {
+    /// The device names to create, e.g. `\Device\Tcp`; a device's index in this list is passed
+    /// to [`Driver::dispatch`].
+    const DEVICES: &'static [&'static str];
+
+    /// Builds the driver state. PASSIVE_LEVEL. The devices exist but receive no requests yet.
+    fn init(devices: &[Device]) -> Result<Self, NtStatus>;
+
+    /// Called once the state is at its final address (to initialise DPCs, timers, work items
+    /// that refer to it). PASSIVE_LEVEL.
+    fn start(&'static self);
+
+    /// Handles an IRP sent to device `device`. PASSIVE_LEVEL (APC_LEVEL at most).
+    fn dispatch(&'static self, device: usize, irp: Irp) -> Dispatched;
+
+    /// The cancel routine of IRPs armed with [`cancel_routine`]: called after the cancel spin
+    /// lock has been released, at the IRQL of the `IoCancelIrp` caller (≤ DISPATCH_LEVEL). It
+    /// must find the IRP and complete it before returning.
+    fn cancel(&'static self, irp: IrpId);
+
+    /// Stops all activity (timers, DPCs, work items) before the state is freed. PASSIVE_LEVEL.
+    fn stop(&'static self);
+}
+
+/// The cancel routine that forwards to `D::cancel`.
+pub fn cancel_routine<D: Driver>() -> CancelRoutine {
+    CancelRoutine(cancel::<D>)
+}
+
+/// `DriverEntry` of tcpip.sys. PASSIVE_LEVEL, system process.
+///
+/// # Safety
+/// Called once by the I/O manager with a valid driver object and registry path.
+pub unsafe extern "system" fn driver_entry(
+    driver: *mut DRIVER_OBJECT,
+    registry_path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: forwarded caller contract.
+    unsafe { driver_entry_for::<crate::driver::Tcpip>(driver, registry_path) }
+}
+
+/// `DriverEntry` for driver `D`.
+///
+/// # Safety
+/// As for [`driver_entry`].
+pub unsafe fn driver_entry_for<D: Driver>(
+    driver: *mut DRIVER_OBJECT,
+    _registry_path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: the I/O manager passes a valid driver object.
+    let Some(driver) = (unsafe { driver.as_mut() }) else {
+        return NtStatus::INVALID_PARAMETER.raw();
+    };
+    match start::<D>(driver) {
+        Ok(()) => NtStatus::SUCCESS.raw(),
+        Err(status) => {
+            delete_devices(driver);
+            status.raw()
+        }
+    }
+}
+
+fn start<D: Driver>(driver: &mut DRIVER_OBJECT) -> Result<(), NtStatus> {
+    let mut devices = pool::try_vec(D::DEVICES.len())?;
+    for (index, name) in D::DEVICES.iter().enumerate() {
+        devices.push(create_device(driver, name, index)?);
+    }
+    let state: &'static D = Box::leak(pool::try_box(D::init(&devices)?)?);
+    for device in &devices {
+        let extension = extension(*device);
+        extension
+            .state
+            .store(state as *const D as *mut c_void, Ordering::Release);
+    }
+    state.start();
+    driver.DriverUnload = Some(unload::<D>);
+    for major in [
+        IRP_MJ_CREATE,
+        IRP_MJ_CLEANUP,
+        IRP_MJ_CLOSE,
+        IRP_MJ_DEVICE_CONTROL,
+        IRP_MJ_INTERNAL_DEVICE_CONTROL,
+    ] {
+        driver.MajorFunction[usize::from(major)] = Some(dispatch::<D>);
+    }
+    for device in &devices {
+        // SAFETY: our device, not yet visible to requests while DO_DEVICE_INITIALIZING is set.
+        let raw = unsafe { &mut *device.as_ptr() };
+        raw.Flags = (raw.Flags | DO_DIRECT_IO) & !DO_DEVICE_INITIALIZING;
+    }
+    Ok(())
+}
+
+fn create_device(
+    driver: &mut DRIVER_OBJECT,
+    name: &str,
+    index: usize,
+) -> Result<Device, NtStatus> {
+    let mut wide = [0u16; 64];
+    let len = name.len().min(wide.len());
+    for (slot, byte) in wide.iter_mut().zip(name.bytes()) {
+        *slot = u16::from(byte);
+    }
+    let mut unicode = UNICODE_STRING {
+        Length: (len * 2) as u16,
+        MaximumLength: (len * 2) as u16,
+        Buffer: wide.as_mut_ptr(),
+    };
+    let mut raw: *mut DEVICE_OBJECT = core::ptr::null_mut();
+    // SAFETY: valid driver object, name and out pointer; the name is copied by IoCreateDevice.
+    let status = unsafe {
+        sys::IoCreateDevice(
+            driver,
+            core::mem::size_of::<Extension>() as u32,
+            &mut unicode,
+            FILE_DEVICE_NETWORK,
+            0,
+            FALSE,
+            &mut raw,
+        )
+    };
+    NtStatus(status).ok()?;
+    let device = Device::from_raw(NonNull::new(raw).ok_or(NtStatus::UNSUCCESSFUL)?);
+    let slot = extension_ptr(device);
+    // SAFETY: the extension is ours, zeroed, sized and aligned for `Extension` by IoCreateDevice.
+    unsafe {
+        slot.write(Extension {
+            state: core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()),
+            index,
+        })
+    };
+    Ok(device)
+}
+
+fn extension_ptr(device: Device) -> *mut Extension {
+    // SAFETY: every device of this driver has an `Extension` as its device extension.
+    unsafe { (*device.as_ptr()).DeviceExtension.cast::<Extension>() }
+}
+
+fn extension(device: Device) -> &'static Extension {
+    // SAFETY: initialised in `create_device`; lives as long as the device, which outlives every
+    // request and DPC that reaches it.
+    unsafe { &*extension_ptr(device) }
+}
+
+/// The driver state behind `device`, once published.
+fn state<D: Driver>(device: *mut DEVICE_OBJECT) -> Option<(&'static D, usize)> {
+    let extension = extension(Device::from_raw(NonNull::new(device)?));
+    let state = extension.state.load(Ordering::Acquire).cast::<D>();
+    // SAFETY: published by `start` from a leaked `Box<D>` that stays until unload.
+    unsafe { state.as_ref() }.map(|state| (state, extension.index))
+}
+
+fn delete_devices(driver: &mut DRIVER_OBJECT) {
+    while let Some(device) = NonNull::new(driver.DeviceObject) {
+        // SAFETY: a device of this driver; IoDeleteDevice unlinks it from the driver's list.
+        unsafe { sys::IoDeleteDevice(device.as_ptr()) };
+    }
+}
+
+unsafe extern "system" fn unload<D: Driver>(driver: *mut DRIVER_OBJECT) {
+    // SAFETY: the I/O manager passes our driver object.
+    let driver = unsafe { &mut *driver };
+    if let Some((state, _)) = state::<D>(driver.DeviceObject) {
+        state.stop();
+        // SAFETY: the state was leaked from a Box in `start`; `stop` has ended every activity
+        // that could still reach it, and no request can arrive during unload.
+        drop(unsafe { Box::from_raw(state as *const D as *mut D) });
+    }
+    delete_devices(driver);
+}
+
+unsafe extern "system" fn dispatch<D: Driver>(
+    device: *mut DEVICE_OBJECT,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the I/O manager hands us the IRP; it is ours until we complete it.
+    let Some(irp) = (unsafe { Irp::from_raw(irp) }) else {
+        return NtStatus::INVALID_PARAMETER.raw();
+    };
+    match state::<D>(device) {
+        Some((state, index)) => state.dispatch(index, irp).status().raw(),
+        None => irp
+            .complete(NtStatus::INVALID_DEVICE_REQUEST, 0)
+            .status()
+            .raw(),
+    }
+}
+
+unsafe extern "system" fn cancel<D: Driver>(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
+    // SAFETY: called by IoCancelIrp with the cancel spin lock held and CancelIrql set; we
+    // release it first, as the contract requires, and continue at the caller's IRQL.
+    unsafe { sys::IoReleaseCancelSpinLock((*irp).CancelIrql) };
+    if let Some((state, _)) = state::<D>(device) {
+        state.cancel(IrpId::from_raw(irp));
+    }
+}

@@ -1,0 +1,32 @@
+//! The NT kernel boundary: every contact with the kernel goes through this module.
+//!
+//! - [`types`]: `#[repr(C)]` NT structures with layout assertions for x86 and x64.
+//! - [`sys`]: the kernel functions, one signature on every target; raw-dylib imports on the
+//!   kernel, the host model (`crate::host`) on Linux.
+//! - Safe wrappers: [`Irp`](irp::Irp) (completed exactly once), [`IoStack`](irp::IoStack),
+//!   [`MdlChain`](mdl::MdlChain), [`SpinLock`](sync::SpinLock) with IRQL-restoring guards,
+//!   [`Dpc`](dpc::Dpc), [`Timer`](timer::Timer), [`WorkItem`](work_item::WorkItem), pool
+//!   allocation, logging, and the [`Driver`](entry::Driver) entry glue.
+//!
+//! `unsafe` code lives here (and in the host model); the layers above use only safe APIs.
+
+pub mod device;
+pub mod dpc;
+pub mod entry;
+pub mod irp;
+pub mod irql;
+pub mod log;
+pub mod mdl;
+pub mod object;
+pub mod pool;
+#[cfg(kernel)]
+mod rt;
+pub mod status;
+pub mod sync;
+pub mod sys;
+pub mod time;
+pub mod timer;
+pub mod types;
+pub mod work_item;
+
+pub use status::NtStatus;

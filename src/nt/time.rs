@@ -1,0 +1,42 @@
+//! Time and entropy sources.
+
+use crate::nt::sys;
+
+/// The interrupt time: 100 ns units since boot, monotonic. Any IRQL.
+pub fn interrupt_time() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { sys::KeQueryInterruptTime() }
+}
+
+/// Microseconds since boot, for smoltcp's `Instant`. Any IRQL.
+pub fn now_micros() -> i64 {
+    i64::try_from(interrupt_time() / 10).unwrap_or(i64::MAX)
+}
+
+/// Unpredictable bits gathered from the performance counter, the interrupt time and the time
+/// stamp counter, mixed with SplitMix64. They seed the driver's CSPRNG; they are not random
+/// numbers themselves. Any IRQL.
+pub fn entropy() -> [u64; 4] {
+    let mut frequency = 0;
+    // SAFETY: `frequency` is a valid out pointer.
+    let counter = unsafe { sys::KeQueryPerformanceCounter(&mut frequency) } as u64;
+    let sources = [counter, interrupt_time(), timestamp_counter(), frequency as u64];
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    sources.map(|source| {
+        state = state.wrapping_add(source).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    })
+}
+
+fn timestamp_counter() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: RDTSC has no preconditions on x86-64.
+    let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+    #[cfg(target_arch = "x86")]
+    // SAFETY: RDTSC exists on every CPU ReactOS supports (Pentium and later).
+    let tsc = unsafe { core::arch::x86::_rdtsc() };
+    tsc
+}

@@ -1,0 +1,92 @@
+//! Work items: run driver code at PASSIVE_LEVEL on a system worker thread.
+
+use crate::nt::NtStatus;
+use crate::nt::device::Device;
+use crate::nt::sys;
+use crate::nt::types::*;
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+/// What a [`WorkItem`] runs, at PASSIVE_LEVEL.
+pub trait WorkHandler: Sync + 'static {
+    /// The work routine. PASSIVE_LEVEL, system worker thread, arbitrary process context.
+    fn run_work(&'static self);
+}
+
+/// An `IO_WORKITEM` that is queued at most once at a time, like a DPC: [`WorkItem::queue`]
+/// returns `false` while it is queued, and the flag is cleared just before the routine runs, so
+/// work that arrives during a run queues it again. `IoQueueWorkItem` keeps the device (and so
+/// the driver image) referenced until the routine returns.
+pub struct WorkItem<T: WorkHandler> {
+    raw: *mut IO_WORKITEM,
+    queued: AtomicBool,
+    handler: AtomicPtr<T>,
+}
+
+// SAFETY: IO_WORKITEM is used only through IoQueueWorkItem/IoFreeWorkItem; `queued` guards
+// against queueing it twice; the handler is `Sync`.
+unsafe impl<T: WorkHandler> Sync for WorkItem<T> {}
+// SAFETY: the work item is not tied to a thread.
+unsafe impl<T: WorkHandler> Send for WorkItem<T> {}
+
+impl<T: WorkHandler> WorkItem<T> {
+    /// `IoAllocateWorkItem` for `device`. IRQL ≤ DISPATCH_LEVEL.
+    pub fn allocate(device: &Device) -> Result<Self, NtStatus> {
+        // SAFETY: `device` is a live device object of this driver.
+        let raw = unsafe { sys::IoAllocateWorkItem(device.as_ptr()) };
+        if raw.is_null() {
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
+        Ok(Self {
+            raw,
+            queued: AtomicBool::new(false),
+            handler: AtomicPtr::new(core::ptr::null_mut()),
+        })
+    }
+
+    /// Queues the item to run `handler.run_work()`; `false` if it is already queued.
+    /// IRQL ≤ DISPATCH_LEVEL.
+    pub fn queue(&'static self, handler: &'static T) -> bool {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.handler
+            .store(handler as *const T as *mut T, Ordering::Release);
+        // SAFETY: allocated and not queued (flag above); `self` is static, so the context
+        // outlives the run.
+        unsafe {
+            sys::IoQueueWorkItem(
+                self.raw,
+                Some(trampoline::<T>),
+                DELAYED_WORK_QUEUE,
+                self as *const Self as *mut c_void,
+            )
+        };
+        true
+    }
+
+    /// Whether the item is queued and has not started running yet.
+    pub fn is_queued(&self) -> bool {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
+impl<T: WorkHandler> Drop for WorkItem<T> {
+    fn drop(&mut self) {
+        // SAFETY: allocated by IoAllocateWorkItem; the owner drops it only after the driver has
+        // drained its work (no IRPs, DPCs or runs outstanding at unload).
+        unsafe { sys::IoFreeWorkItem(self.raw) };
+    }
+}
+
+unsafe extern "system" fn trampoline<T: WorkHandler>(
+    _device: *mut DEVICE_OBJECT,
+    context: *mut c_void,
+) {
+    // SAFETY: `context` is the `&'static WorkItem<T>` that queued this run.
+    let item = unsafe { &*(context as *const WorkItem<T>) };
+    item.queued.store(false, Ordering::Release);
+    // SAFETY: stored by `queue` before queueing, from a `&'static T`.
+    let handler = unsafe { &*item.handler.load(Ordering::Acquire) };
+    handler.run_work();
+}

@@ -1,0 +1,111 @@
+//! `cargo xtask <task>`: the build and test entry points of `tcpip.sys`.
+//!
+//! - `package`: both kernel images in release, packaged in `target/package/{x86,x64}` with
+//!   their PDBs and the INF.
+//! - `clippy`: clippy with `-D warnings` for the host (all targets) and both kernel targets.
+//! - `test`: everything CI checks: `cargo fmt --check`, `clippy`, `package`, then
+//!   `cargo test --workspace` (unit and host tests, the image checks and the Wine smoke load).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+use xtask::{ARCHES, Output, Result};
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  package  build tcpip.sys for x86 and x64 (release) into target/package/<arch>/
+           with tcpip.pdb and tcpip.inf
+  clippy   clippy -D warnings for the host (all targets) and both kernel targets
+  test     fmt --check, clippy, package, then cargo test --workspace (what CI runs)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = xtask::workspace_root();
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["package"] => package(&root),
+        ["clippy"] => clippy(&root),
+        ["test"] => test(&root),
+        ["help"] | ["--help"] | ["-h"] => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one named step, printing its name and how long it took.
+fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    eprintln!("xtask: == {name}");
+    let start = Instant::now();
+    f()?;
+    eprintln!(
+        "xtask: == {name}: ok in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn package(root: &Path) -> Result<()> {
+    step("package", || {
+        for package in xtask::package(root, Output::Inherit)? {
+            for file in [&package.sys, &package.pdb, &package.inf] {
+                let size = std::fs::metadata(file).map_or(0, |m| m.len());
+                let shown = file.strip_prefix(root).unwrap_or(file);
+                eprintln!("xtask: {:>9} bytes  {}", size, shown.display());
+            }
+        }
+        Ok(())
+    })
+}
+
+fn clippy(root: &Path) -> Result<()> {
+    step("clippy (host, all targets)", || {
+        let mut command = xtask::cargo(root);
+        command.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        xtask::run(command, Output::Inherit)
+    })?;
+    for arch in ARCHES {
+        step(&format!("clippy ({} kernel)", arch.name), || {
+            xtask::clippy(root, arch, Output::Inherit)
+        })?;
+    }
+    Ok(())
+}
+
+fn test(root: &Path) -> Result<()> {
+    step("fmt --check", || {
+        let mut command = xtask::cargo(root);
+        command.args(["fmt", "--all", "--check"]);
+        xtask::run(command, Output::Inherit)
+    })?;
+    clippy(root)?;
+    package(root)?;
+    step("test --workspace", || {
+        let mut command = xtask::cargo(root);
+        command.args(["test", "--workspace"]);
+        xtask::run(command, Output::Inherit)
+    })
+}
