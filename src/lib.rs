@@ -20,6 +20,7 @@ extern crate alloc;
 
 pub mod dispatch;
 pub mod driver;
+pub mod entities;
 pub mod nt;
 pub mod tdi;
 

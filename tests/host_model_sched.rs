@@ -144,7 +144,12 @@ fn record_exit(probe: &DpcProbe) {
 }
 
 /// Counts the run; waits for the gate.
-unsafe extern "system" fn gated_dpc(_: *mut KDPC, context: *mut c_void, _: *mut c_void, _: *mut c_void) {
+unsafe extern "system" fn gated_dpc(
+    _: *mut KDPC,
+    context: *mut c_void,
+    _: *mut c_void,
+    _: *mut c_void,
+) {
     // SAFETY: the context is a DpcProbe that outlives the DPC.
     let probe = unsafe { &*context.cast::<DpcProbe>() };
     record_entry(probe);
@@ -153,7 +158,12 @@ unsafe extern "system" fn gated_dpc(_: *mut KDPC, context: *mut c_void, _: *mut 
 }
 
 /// Counts the run; waits (bounded) until two instances run at once.
-unsafe extern "system" fn pairing_dpc(_: *mut KDPC, context: *mut c_void, _: *mut c_void, _: *mut c_void) {
+unsafe extern "system" fn pairing_dpc(
+    _: *mut KDPC,
+    context: *mut c_void,
+    _: *mut c_void,
+    _: *mut c_void,
+) {
     // SAFETY: the context is a DpcProbe that outlives the DPC.
     let probe = unsafe { &*context.cast::<DpcProbe>() };
     record_entry(probe);
@@ -164,7 +174,12 @@ unsafe extern "system" fn pairing_dpc(_: *mut KDPC, context: *mut c_void, _: *mu
 }
 
 /// Counts the run.
-unsafe extern "system" fn counting_dpc(_: *mut KDPC, context: *mut c_void, _: *mut c_void, _: *mut c_void) {
+unsafe extern "system" fn counting_dpc(
+    _: *mut KDPC,
+    context: *mut c_void,
+    _: *mut c_void,
+    _: *mut c_void,
+) {
     // SAFETY: the context is a DpcProbe that outlives the DPC.
     let probe = unsafe { &*context.cast::<DpcProbe>() };
     record_entry(probe);
@@ -174,7 +189,13 @@ unsafe extern "system" fn counting_dpc(_: *mut KDPC, context: *mut c_void, _: *m
 
 fn init_dpc(dpc: &Slot<KDPC>, routine: PKDEFERRED_ROUTINE, probe: &DpcProbe) {
     // SAFETY: unqueued DPC storage; the probe outlives the DPC's use.
-    unsafe { sys::KeInitializeDpc(dpc.get(), routine, std::ptr::from_ref(probe).cast_mut().cast()) };
+    unsafe {
+        sys::KeInitializeDpc(
+            dpc.get(),
+            routine,
+            std::ptr::from_ref(probe).cast_mut().cast(),
+        )
+    };
 }
 
 fn insert(dpc: &Slot<KDPC>) -> bool {
@@ -190,7 +211,9 @@ fn inserting_a_queued_dpc_returns_false_and_remove_dequeues_it() {
     init_dpc(&blocker, Some(gated_dpc), &blocking);
     init_dpc(&target, Some(counting_dpc), &counted);
     assert!(insert(&blocker));
-    spin_until("the blocker to run", || blocking.running.load(Ordering::Acquire) == 1);
+    spin_until("the blocker to run", || {
+        blocking.running.load(Ordering::Acquire) == 1
+    });
     // The only processor is busy: the target stays queued.
     assert!(insert(&target));
     // SAFETY: reading the inserted mark of an initialised DPC.
@@ -216,14 +239,23 @@ fn a_dpc_can_be_requeued_while_its_routine_runs() {
     let probe = DpcProbe::default();
     init_dpc(&dpc, Some(gated_dpc), &probe);
     assert!(insert(&dpc));
-    spin_until("the DPC to run", || probe.running.load(Ordering::Acquire) == 1);
+    spin_until("the DPC to run", || {
+        probe.running.load(Ordering::Acquire) == 1
+    });
     // SAFETY: reading the inserted mark of an initialised DPC.
-    assert!(unsafe { (*dpc.get()).DpcData }.is_null(), "dequeued before it runs");
+    assert!(
+        unsafe { (*dpc.get()).DpcData }.is_null(),
+        "dequeued before it runs"
+    );
     assert!(insert(&dpc));
     probe.gate.store(true, Ordering::Release);
     kernel.wait_quiescent();
     assert_eq!(probe.runs.load(Ordering::Acquire), 2);
-    assert_eq!(probe.max_running.load(Ordering::Acquire), 1, "one processor");
+    assert_eq!(
+        probe.max_running.load(Ordering::Acquire),
+        1,
+        "one processor"
+    );
 }
 
 #[test]
@@ -233,7 +265,9 @@ fn the_same_dpc_runs_concurrently_on_two_processors() {
     let probe = DpcProbe::default();
     init_dpc(&dpc, Some(pairing_dpc), &probe);
     assert!(insert(&dpc));
-    spin_until("the first instance", || probe.running.load(Ordering::Acquire) == 1);
+    spin_until("the first instance", || {
+        probe.running.load(Ordering::Acquire) == 1
+    });
     assert!(insert(&dpc), "requeued while running");
     kernel.wait_quiescent();
     assert_eq!(probe.runs.load(Ordering::Acquire), 2);
@@ -305,7 +339,12 @@ struct TimerCase {
     dpc: Slot<KDPC>,
 }
 
-unsafe extern "system" fn timer_dpc(_: *mut KDPC, context: *mut c_void, a1: *mut c_void, a2: *mut c_void) {
+unsafe extern "system" fn timer_dpc(
+    _: *mut KDPC,
+    context: *mut c_void,
+    a1: *mut c_void,
+    a2: *mut c_void,
+) {
     // SAFETY: the context is a TimerCase that outlives its timer.
     let case = unsafe { &*context.cast::<TimerCase>() };
     // SAFETY: no precondition.
@@ -353,7 +392,11 @@ fn set_timer(case: &TimerCase, due: i64) -> bool {
 fn relative_timers_fire_in_due_order_on_the_virtual_clock() {
     let kernel = kernel(2);
     let probe = Arc::new(TimerProbe::default());
-    let (a, b, c) = (timer_case(&probe, 1), timer_case(&probe, 2), timer_case(&probe, 3));
+    let (a, b, c) = (
+        timer_case(&probe, 1),
+        timer_case(&probe, 2),
+        timer_case(&probe, 3),
+    );
     assert!(!set_timer(&a, -30 * MS));
     assert!(!set_timer(&b, -10 * MS));
     assert!(!set_timer(&c, -20 * MS));
@@ -363,7 +406,11 @@ fn relative_timers_fire_in_due_order_on_the_virtual_clock() {
     kernel.advance(Duration::from_millis(25));
     assert_eq!(
         *probe.fired.lock().unwrap(),
-        vec![(2, 10 * MS as u64), (3, 20 * MS as u64), (1, 30 * MS as u64)]
+        vec![
+            (2, 10 * MS as u64),
+            (3, 20 * MS as u64),
+            (1, 30 * MS as u64)
+        ]
     );
     assert_eq!(kernel.interrupt_time(), 30 * MS as u64);
     assert_eq!(
@@ -371,7 +418,11 @@ fn relative_timers_fire_in_due_order_on_the_virtual_clock() {
         BOOT_SYSTEM_TIME + 30 * MS as u64
     );
     // SAFETY: an initialised timer.
-    assert_eq!(unsafe { (*a.timer.get()).Header.SignalState }, 1, "signalled");
+    assert_eq!(
+        unsafe { (*a.timer.get()).Header.SignalState },
+        1,
+        "signalled"
+    );
 }
 
 #[test]
@@ -418,7 +469,10 @@ fn an_expired_due_time_fires_at_once() {
     assert!(!set_timer(&case, 0), "relative zero is already due");
     kernel.wait_quiescent();
     assert_eq!(*probe.fired.lock().unwrap(), vec![(1, MS as u64)]);
-    assert!(!set_timer(&case, BOOT_SYSTEM_TIME as i64), "an absolute time in the past");
+    assert!(
+        !set_timer(&case, BOOT_SYSTEM_TIME as i64),
+        "an absolute time in the past"
+    );
     kernel.wait_quiescent();
     assert_eq!(probe.fired.lock().unwrap().len(), 2);
 }
@@ -448,7 +502,9 @@ fn real_clock_timers_fire_on_their_own() {
     let case = timer_case(&probe, 1);
     let before = kernel.interrupt_time();
     set_timer(&case, -2 * MS);
-    spin_until("the real-time timer", || !probe.fired.lock().unwrap().is_empty());
+    spin_until("the real-time timer", || {
+        !probe.fired.lock().unwrap().is_empty()
+    });
     let fired_at = probe.fired.lock().unwrap()[0].1;
     assert!(fired_at >= before + 2 * MS as u64);
     assert!(kernel.interrupt_time() >= fired_at);
@@ -515,7 +571,12 @@ fn work_items_run_at_passive_level_and_may_requeue_themselves() {
 }
 
 /// A timer DPC that queues a work item: `advance` waits for both.
-unsafe extern "system" fn dpc_queueing_work(_: *mut KDPC, context: *mut c_void, _: *mut c_void, _: *mut c_void) {
+unsafe extern "system" fn dpc_queueing_work(
+    _: *mut KDPC,
+    context: *mut c_void,
+    _: *mut c_void,
+    _: *mut c_void,
+) {
     // SAFETY: the context is a WorkProbe that outlives the timer.
     let probe = unsafe { &*context.cast::<WorkProbe>() };
     // SAFETY: a live item, not queued.

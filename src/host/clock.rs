@@ -142,7 +142,12 @@ pub(crate) unsafe fn initialize(timer: *mut KTIMER) {
 /// # Safety
 /// `timer` is an initialised timer and `dpc` null or an initialised DPC; both stay valid while
 /// the timer is set.
-pub(crate) unsafe fn set(kernel: &KernelInner, timer: *mut KTIMER, due: i64, dpc: *mut KDPC) -> bool {
+pub(crate) unsafe fn set(
+    kernel: &KernelInner,
+    timer: *mut KTIMER,
+    due: i64,
+    dpc: *mut KDPC,
+) -> bool {
     let now = kernel.clock.now();
     let due_at = if due < 0 {
         now.saturating_add(due.unsigned_abs())

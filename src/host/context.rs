@@ -99,7 +99,9 @@ pub(crate) struct ModelScope {
 
 impl ModelScope {
     pub(crate) fn enter() -> ModelScope {
-        let saved = DRIVER.try_with(|d| d.replace(ptr::null())).unwrap_or(ptr::null());
+        let saved = DRIVER
+            .try_with(|d| d.replace(ptr::null()))
+            .unwrap_or(ptr::null());
         ModelScope { saved }
     }
 

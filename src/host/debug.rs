@@ -34,7 +34,12 @@ impl DebugLog {
 ///
 /// # Safety
 /// `format` and (for `"%s"`) `arg` are NUL-terminated strings.
-pub(crate) unsafe fn print(kernel: Option<&KernelInner>, level: u32, format: *const u8, arg: *const u8) {
+pub(crate) unsafe fn print(
+    kernel: Option<&KernelInner>,
+    level: u32,
+    format: *const u8,
+    arg: *const u8,
+) {
     // SAFETY: forwarded caller contract.
     let format = unsafe { CStr::from_ptr(format.cast()) };
     let text = if format.to_bytes() == b"%s" && !arg.is_null() {

@@ -327,7 +327,11 @@ pub(crate) fn free_foreign(kernel: &KernelInner) {
         // until deleted here.
         unsafe {
             while !(*driver).DeviceObject.is_null() {
-                delete_device(kernel, (*driver).DeviceObject, Site::entry(context::entry()));
+                delete_device(
+                    kernel,
+                    (*driver).DeviceObject,
+                    Site::entry(context::entry()),
+                );
             }
             drop(Box::from_raw(driver));
         }

@@ -157,7 +157,10 @@ impl KernelHandle {
 }
 
 fn forget_driver(kernel: &KernelInner, object: *mut DRIVER_OBJECT) {
-    kernel.drivers.lock().retain(|d| d.object != object as usize);
+    kernel
+        .drivers
+        .lock()
+        .retain(|d| d.object != object as usize);
 }
 
 /// Unloads a loaded driver. PASSIVE_LEVEL.

@@ -263,12 +263,16 @@ impl KernelHandle {
             ),
         };
         let irp = file_irp(&self.0, file.as_file_object(), location);
-        let output_mdl = if method != METHOD_BUFFERED && method != METHOD_NEITHER && !output.is_empty()
-        {
-            self.build_mdl(output.as_mut_ptr(), output.len(), super::mdl::MdlKind::Locked)
-        } else {
-            std::ptr::null_mut()
-        };
+        let output_mdl =
+            if method != METHOD_BUFFERED && method != METHOD_NEITHER && !output.is_empty() {
+                self.build_mdl(
+                    output.as_mut_ptr(),
+                    output.len(),
+                    super::mdl::MdlKind::Locked,
+                )
+            } else {
+                std::ptr::null_mut()
+            };
         // SAFETY: a fresh IRP owned here; the buffers outlive the request.
         unsafe {
             (*irp).RequestorMode = options.requestor_mode;
@@ -291,7 +295,9 @@ impl KernelHandle {
         if method == METHOD_BUFFERED && !is_error {
             let n = information.min(output.len());
             // SAFETY: `buffer` holds at least output.len() bytes.
-            unsafe { std::ptr::copy_nonoverlapping(buffer.as_ptr().cast(), output.as_mut_ptr(), n) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(buffer.as_ptr().cast(), output.as_mut_ptr(), n)
+            };
         }
         (status, information)
     }

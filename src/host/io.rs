@@ -184,15 +184,11 @@ impl Irps {
 
     /// Whether `IoCompleteRequest` was called on the IRP (or it is gone).
     pub(crate) fn is_completed(&self, irp: *mut IRP) -> bool {
-        self.lock()
-            .get(&(irp as usize))
-            .is_none_or(|r| r.completed)
+        self.lock().get(&(irp as usize)).is_none_or(|r| r.completed)
     }
 
-    pub(crate) fn is_live(&self, irp: *mut IRP) -> bool {
-        self.lock()
-            .get(&(irp as usize))
-            .is_some_and(|r| !r.free_requested)
+    pub(crate) fn is_allocated(&self, irp: *mut IRP) -> bool {
+        self.lock().contains_key(&(irp as usize))
     }
 }
 
@@ -294,7 +290,11 @@ pub(crate) unsafe fn call_driver(
         i.CurrentLocation -= 1;
         i.Tail.Overlay.CurrentStackLocation = stack;
         (*stack).DeviceObject = device;
-        ((*stack).MajorFunction, (*stack).MinorFunction, (*device).DriverObject)
+        (
+            (*stack).MajorFunction,
+            (*stack).MinorFunction,
+            (*device).DriverObject,
+        )
     };
     let tracked = !kernel.drivers.is_foreign(driver);
     // SAFETY: a live driver object (it owns a live device).
@@ -432,7 +432,8 @@ unsafe fn complete_held(
     // SAFETY: CancelRoutine is an `Option<fn>` (pointer-sized, null for None), exchanged
     // atomically by IoSetCancelRoutine and IoCancelIrp.
     let cancel_routine = unsafe {
-        AtomicPtr::<c_void>::from_ptr((&raw mut (*irp).CancelRoutine).cast()).load(Ordering::Acquire)
+        AtomicPtr::<c_void>::from_ptr((&raw mut (*irp).CancelRoutine).cast())
+            .load(Ordering::Acquire)
     };
     // SAFETY: the IRP is live and held; the current location is read only if it exists.
     let (status, cancelled, major) = unsafe {
@@ -563,9 +564,11 @@ impl KernelHandle {
         );
     }
 
-    /// Whether `irp` is a live IRP (allocated and not freed). Any IRQL.
+    /// Whether `irp` is still allocated: not freed by [`KernelHandle::free_irp`] or by the I/O
+    /// manager's completion (which waits until the dispatch routine that received the IRP has
+    /// returned). Any IRQL.
     pub fn irp_is_live(&self, irp: *mut IRP) -> bool {
-        self.0.irps.is_live(irp)
+        self.0.irps.is_allocated(irp)
     }
 
     /// Runs `f` on a live IRP's header (to set `MdlAddress`, `AssociatedIrp.SystemBuffer`,

@@ -13,7 +13,7 @@ use super::mdl::Mdls;
 use super::object::Objects;
 use super::pool::{FaultInjection, PoolTracker};
 use super::sync::Dispatcher;
-use super::verifier::{Entry, Rule, RoutineFrame, Verifier, Violation};
+use super::verifier::{Entry, RoutineFrame, Rule, Verifier, Violation};
 use super::work::Workers;
 use std::ops::Deref;
 use std::sync::atomic::AtomicUsize;

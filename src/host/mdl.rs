@@ -81,7 +81,8 @@ fn allocate(kernel: &KernelInner, va: *mut u8, len: usize, kind: MdlKind) -> *mu
         }
         let pfns = mdl.add(1).cast::<usize>();
         for page in 0..pages {
-            pfns.add(page).write((va as usize - offset) / PAGE_SIZE + page);
+            pfns.add(page)
+                .write((va as usize - offset) / PAGE_SIZE + page);
         }
     }
     kernel.mdls.lock().live.insert(mdl as usize, layout);
@@ -134,7 +135,11 @@ pub(crate) unsafe fn map(kernel: &KernelInner, mdl: *mut MDL, site: Site) -> *mu
     // SAFETY: a live model MDL.
     unsafe {
         let m = &mut *mdl;
-        let va = m.StartVa.cast::<u8>().add(m.ByteOffset as usize).cast::<c_void>();
+        let va = m
+            .StartVa
+            .cast::<u8>()
+            .add(m.ByteOffset as usize)
+            .cast::<c_void>();
         m.MappedSystemVa = va;
         m.MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
         va

@@ -174,7 +174,9 @@ pub(crate) fn dereference(
         verifier::report(
             Rule::InvalidObject,
             site,
-            format!("ObDereferenceObject({object:p}): reference count underflow on a {name} object"),
+            format!(
+                "ObDereferenceObject({object:p}): reference count underflow on a {name} object"
+            ),
         );
         return 0;
     }

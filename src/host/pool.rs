@@ -78,7 +78,13 @@ impl fmt::Display for PoolRecord {
 pub fn tag_name(tag: u32) -> String {
     tag.to_le_bytes()
         .iter()
-        .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' })
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 
@@ -457,7 +463,12 @@ pub(crate) unsafe fn free_pool(ptr: *mut u8, tag: u32, site: Site) {
         return;
     }
     // SAFETY: a pool block allocated with this layout by `allocate_pool`.
-    unsafe { free(ptr, Layout::from_size_align_unchecked(size.max(1), POOL_ALIGN)) };
+    unsafe {
+        free(
+            ptr,
+            Layout::from_size_align_unchecked(size.max(1), POOL_ALIGN),
+        )
+    };
 }
 
 impl super::kernel::KernelHandle {

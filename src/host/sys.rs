@@ -247,7 +247,13 @@ pub unsafe fn MmMapLockedPagesSpecifyCache(
     bug_check_on_failure: u32,
     priority: u32,
 ) -> *mut c_void {
-    let _ = (access_mode, cache_type, base_address, bug_check_on_failure, priority);
+    let _ = (
+        access_mode,
+        cache_type,
+        base_address,
+        bug_check_on_failure,
+        priority,
+    );
     let site = Site::caller();
     let _model = ModelScope::enter();
     // SAFETY: forwarded caller contract.
@@ -296,12 +302,7 @@ pub unsafe fn ObReferenceObjectByHandle(
 pub unsafe fn ObfDereferenceObject(object: *mut c_void) -> isize {
     let site = Site::caller();
     let model = ModelScope::enter();
-    object::dereference(
-        &context::current(),
-        object,
-        model.called_by_driver(),
-        site,
-    )
+    object::dereference(&context::current(), object, model.called_by_driver(), site)
 }
 
 /// The `IoFileObjectType` data export.
@@ -322,7 +323,9 @@ pub unsafe fn io_file_object_type() -> *mut c_void {
 /// No precondition; it does not return.
 pub unsafe fn KeBugCheckEx(code: u32, p1: usize, p2: usize, p3: usize, p4: usize) -> ! {
     let _model = ModelScope::enter();
-    panic!("KeBugCheckEx({code:#010x}, {p1:#x}, {p2:#x}, {p3:#x}, {p4:#x}): the driver crashed the system");
+    panic!(
+        "KeBugCheckEx({code:#010x}, {p1:#x}, {p2:#x}, {p3:#x}, {p4:#x}): the driver crashed the system"
+    );
 }
 
 /// `DbgPrintEx(component, level, "%s", arg)`.

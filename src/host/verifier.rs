@@ -215,7 +215,13 @@ impl Verifier {
 
     pub(crate) fn take(&self) -> Vec<Violation> {
         let _model = ModelScope::enter();
-        std::mem::take(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()).violations)
+        std::mem::take(
+            &mut self
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .violations,
+        )
     }
 
     pub(crate) fn expect(&self, rule: Rule) {

@@ -56,7 +56,11 @@ impl Workers {
 
     /// The addresses of the live work items and their devices.
     pub(crate) fn live_items(&self) -> Vec<(usize, usize)> {
-        self.lock().items.iter().map(|(&a, i)| (a, i.device)).collect()
+        self.lock()
+            .items
+            .iter()
+            .map(|(&a, i)| (a, i.device))
+            .collect()
     }
 
     /// Queues the model's own work, to run at PASSIVE_LEVEL on a worker thread.

@@ -107,11 +107,7 @@ fn start<D: Driver>(driver: &mut DRIVER_OBJECT) -> Result<(), NtStatus> {
     Ok(())
 }
 
-fn create_device(
-    driver: &mut DRIVER_OBJECT,
-    name: &str,
-    index: usize,
-) -> Result<Device, NtStatus> {
+fn create_device(driver: &mut DRIVER_OBJECT, name: &str, index: usize) -> Result<Device, NtStatus> {
     let mut wide = [0u16; 64];
     let len = name.len().min(wide.len());
     for (slot, byte) in wide.iter_mut().zip(name.bytes()) {

@@ -127,6 +127,58 @@ impl Irp {
         self.raw().UserBuffer
     }
 
+    /// Copies the METHOD_NEITHER input (`Type3InputBuffer`, `InputBufferLength` bytes) into
+    /// `into`; returns the input length, or `STATUS_INVALID_PARAMETER` if it does not fit or
+    /// a user-mode address range is invalid. PASSIVE_LEVEL, in the requester's context.
+    pub fn neither_input(&self, into: &mut [u8]) -> Result<usize, NtStatus> {
+        let ioctl = self.stack().ioctl();
+        let len = ioctl.input_length as usize;
+        if len > into.len() || !self.address_range_ok(ioctl.type3_input as usize, len) {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        if len > 0 {
+            // SAFETY: a kernel-mode requester passes a valid buffer of `len` bytes; a
+            // user-mode range was checked to lie in user space above. `into` is our own buffer.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    ioctl.type3_input.cast::<u8>(),
+                    into.as_mut_ptr(),
+                    len,
+                )
+            };
+        }
+        Ok(len)
+    }
+
+    /// The METHOD_NEITHER output buffer (`Irp->UserBuffer`, `OutputBufferLength` bytes), or
+    /// `STATUS_INVALID_PARAMETER` for an invalid user-mode range. PASSIVE_LEVEL, in the
+    /// requester's context.
+    pub fn neither_output(&mut self) -> Result<&mut [u8], NtStatus> {
+        let len = self.stack().ioctl().output_length as usize;
+        let address = self.raw().UserBuffer;
+        if len == 0 || address.is_null() {
+            return Ok(&mut []);
+        }
+        if !self.address_range_ok(address as usize, len) {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        // SAFETY: as in `neither_input`; `&mut self` makes this the only view for the IRP.
+        Ok(unsafe { core::slice::from_raw_parts_mut(address.cast::<u8>(), len) })
+    }
+
+    /// Whether `[start, start + len)` may be touched for this request: always for kernel-mode
+    /// requesters; for user mode, only below `MmUserProbeAddress`. Touching user memory
+    /// without SEH still faults on an unmapped page: an SEH-guarded copy is open work.
+    fn address_range_ok(&self, start: usize, len: usize) -> bool {
+        let Some(end) = start.checked_add(len) else {
+            return false;
+        };
+        match self.requestor_mode() {
+            RequestorMode::Kernel => start != 0 || len == 0,
+            RequestorMode::User => start != 0 && end <= sys::user_probe_address(),
+        }
+    }
+
     /// The data buffer described by `Irp->MdlAddress`, if any.
     pub fn mdl(&self) -> Option<MdlChain<'_>> {
         // SAFETY: MdlAddress is null or a locked MDL chain owned by the IRP until completion.
@@ -187,7 +239,10 @@ impl Irp {
 
     /// The `TDI_CONNECTION_INFORMATION` at the given argument of the TDI overlay, e.g.
     /// `RequestConnectionInformation` of `TDI_REQUEST_KERNEL`.
-    pub fn tdi_connection_information(&mut self, argument: usize) -> Option<ConnectionInformation<'_>> {
+    pub fn tdi_connection_information(
+        &mut self,
+        argument: usize,
+    ) -> Option<ConnectionInformation<'_>> {
         let pointer = *self.tdi_arguments().get(argument)? as *mut TDI_CONNECTION_INFORMATION;
         // SAFETY: TDI clients (AFD, kernel mode) pass connection information blocks that stay
         // valid until the IRP completes; `&mut self` ties the view to our ownership of the IRP.

@@ -68,7 +68,14 @@ pub fn print(level: Level, args: fmt::Arguments<'_>) {
     let text = message.as_c_bytes();
     // SAFETY: the format is a NUL-terminated "%s" and `text` is NUL-terminated and lives across
     // the call.
-    unsafe { sys::DbgPrintEx(COMPONENT, level as u32, c"%s".as_ptr().cast(), text.as_ptr()) };
+    unsafe {
+        sys::DbgPrintEx(
+            COMPONENT,
+            level as u32,
+            c"%s".as_ptr().cast(),
+            text.as_ptr(),
+        )
+    };
 }
 
 /// `log!(Level::Trace, "fmt", args…)`: debugger output at the given level.

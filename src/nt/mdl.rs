@@ -25,7 +25,9 @@ impl MdlChain<'_> {
 
     fn mdls(&self) -> impl Iterator<Item = NonNull<MDL>> + '_ {
         // SAFETY: every MDL in the chain is valid for the chain's lifetime (type invariant).
-        core::iter::successors(Some(self.head), |mdl| NonNull::new(unsafe { mdl.as_ref() }.Next))
+        core::iter::successors(Some(self.head), |mdl| {
+            NonNull::new(unsafe { mdl.as_ref() }.Next)
+        })
     }
 
     /// Total bytes described by the chain.
@@ -50,24 +52,23 @@ impl MdlChain<'_> {
         if len == 0 {
             return Ok((core::ptr::null_mut(), 0));
         }
-        let address = if header.MdlFlags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL)
-            != 0
-        {
-            header.MappedSystemVa
-        } else {
-            // SAFETY: the MDL describes locked pages; mapping them into system space is what
-            // MmGetSystemAddressForMdlSafe does, and it is allowed at IRQL ≤ DISPATCH_LEVEL.
-            unsafe {
-                sys::MmMapLockedPagesSpecifyCache(
-                    mdl.as_ptr(),
-                    KERNEL_MODE,
-                    MM_CACHED,
-                    core::ptr::null_mut(),
-                    0,
-                    NORMAL_PAGE_PRIORITY,
-                )
-            }
-        };
+        let address =
+            if header.MdlFlags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL) != 0 {
+                header.MappedSystemVa
+            } else {
+                // SAFETY: the MDL describes locked pages; mapping them into system space is what
+                // MmGetSystemAddressForMdlSafe does, and it is allowed at IRQL ≤ DISPATCH_LEVEL.
+                unsafe {
+                    sys::MmMapLockedPagesSpecifyCache(
+                        mdl.as_ptr(),
+                        KERNEL_MODE,
+                        MM_CACHED,
+                        core::ptr::null_mut(),
+                        0,
+                        NORMAL_PAGE_PRIORITY,
+                    )
+                }
+            };
         if address.is_null() {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }

@@ -20,10 +20,17 @@ pub fn entropy() -> [u64; 4] {
     let mut frequency = 0;
     // SAFETY: `frequency` is a valid out pointer.
     let counter = unsafe { sys::KeQueryPerformanceCounter(&mut frequency) } as u64;
-    let sources = [counter, interrupt_time(), timestamp_counter(), frequency as u64];
+    let sources = [
+        counter,
+        interrupt_time(),
+        timestamp_counter(),
+        frequency as u64,
+    ];
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     sources.map(|source| {
-        state = state.wrapping_add(source).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        state = state
+            .wrapping_add(source)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -6,7 +6,10 @@
 //! that device (or completes the IRP with `STATUS_SUCCESS` when there is none). Handlers are
 //! plain functions; they reach per-test state through the device's context pointer, so tests
 //! running in parallel (each with its own kernel) never share state.
-#![allow(dead_code, reason = "each test crate uses a different subset of these helpers")]
+#![allow(
+    dead_code,
+    reason = "each test crate uses a different subset of these helpers"
+)]
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
@@ -129,7 +132,12 @@ unsafe fn extension<'a>(device: *mut DEVICE_OBJECT) -> &'a FakeExtension {
 /// `device` is a fake device whose context was set to a `T` that is still alive.
 pub unsafe fn context<'a, T>(device: *mut DEVICE_OBJECT) -> &'a T {
     // SAFETY: forwarded caller contract.
-    unsafe { &*extension(device).context.load(Ordering::Acquire).cast::<T>() }
+    unsafe {
+        &*extension(device)
+            .context
+            .load(Ordering::Acquire)
+            .cast::<T>()
+    }
 }
 
 /// The loaded fake driver and its devices.
@@ -141,7 +149,9 @@ pub struct Fake {
 
 impl Fake {
     pub fn load(kernel: &KernelHandle) -> Fake {
-        let driver = kernel.load_driver(fake_entry).expect("load the fake driver");
+        let driver = kernel
+            .load_driver(fake_entry)
+            .expect("load the fake driver");
         Fake {
             driver,
             device: kernel.device_by_name(FAKE).expect("\\Device\\Fake"),
@@ -238,9 +248,12 @@ impl Default for Log {
 }
 
 impl Log {
+    /// Appends a code; codes beyond the capacity are counted but dropped.
     pub fn push(&self, code: u32) {
         let index = self.len.fetch_add(1, Ordering::AcqRel);
-        self.entries[index].store(code, Ordering::Release);
+        if let Some(entry) = self.entries.get(index) {
+            entry.store(code, Ordering::Release);
+        }
     }
 
     pub fn entries(&self) -> Vec<u32> {

@@ -71,6 +71,13 @@ imports!("ntoskrnl.exe", "system" {
 #[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
 unsafe extern "C" {
     static IoFileObjectType: *mut c_void;
+    static MmUserProbeAddress: usize;
+}
+
+/// `MmUserProbeAddress`: the first address above user space.
+pub fn user_probe_address() -> usize {
+    // SAFETY: ntoskrnl initialises MmUserProbeAddress at boot and never changes it.
+    unsafe { MmUserProbeAddress }
 }
 
 /// The `IoFileObjectType` data export: the `POBJECT_TYPE` to pass to
@@ -204,7 +211,9 @@ mod arch {
     pub unsafe fn KeGetCurrentIrql() -> KIRQL {
         let irql: u64;
         // SAFETY: reading CR8 is allowed at CPL 0 and has no side effects.
-        unsafe { core::arch::asm!("mov {}, cr8", out(reg) irql, options(nomem, nostack, preserves_flags)) };
+        unsafe {
+            core::arch::asm!("mov {}, cr8", out(reg) irql, options(nomem, nostack, preserves_flags))
+        };
         irql as KIRQL
     }
 

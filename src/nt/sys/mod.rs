@@ -16,3 +16,10 @@ pub use kernel::*;
 
 #[cfg(not(kernel))]
 pub use crate::host::sys::*;
+
+/// The first address above user space. The host model has a single address space, so every
+/// non-null host address counts as a user address there.
+#[cfg(not(kernel))]
+pub fn user_probe_address() -> usize {
+    usize::MAX
+}
