@@ -1,0 +1,58 @@
+//! ADDRESS_FILE: a local address and port, and the listener created on it.
+#![forbid(unsafe_code)]
+
+use crate::core::ports::Binding;
+use crate::core::sockets::SocketKey;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::net::{Ipv4Addr, SocketAddrV4};
+
+/// One address file. It is reference counted: its file object (until its CLOSE) and every
+/// associated connection hold a reference, and it is freed (and its port released) when the
+/// last one goes, whatever the close order — AFD closes the address before its connections.
+pub struct Address {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    /// The port table entry this address holds.
+    pub binding: Binding,
+    /// Holders: the file object (until its CLOSE) plus each associated connection.
+    pub refs: u32,
+    /// Whether the address file itself is still open.
+    pub file_open: bool,
+    pub listener: Option<Listener>,
+}
+
+/// The transport's own accept queue for one address: smoltcp has no backlog, so the core keeps
+/// one socket in LISTEN, moves it aside when a SYN turns it into a half-open connection, and
+/// replaces it with a fresh one. Connections that complete while no TDI_LISTEN is pending wait
+/// in `ready`; they are never reset for lack of a listen.
+pub struct Listener {
+    /// The socket currently in LISTEN (none if one could not be allocated yet).
+    pub socket: Option<SocketKey>,
+    /// Sockets in SYN-RECEIVED.
+    pub half_open: Vec<SocketKey>,
+    /// Established connections not yet handed to a TDI_LISTEN, with their peers.
+    pub ready: VecDeque<(SocketKey, SocketAddrV4)>,
+    /// Connections (indices) whose TDI_LISTEN waits, oldest first.
+    pub waiting: VecDeque<u32>,
+    /// Half-open plus ready connections allowed before new SYNs are dropped.
+    pub backlog: usize,
+}
+
+impl Listener {
+    /// An empty listener with the given backlog.
+    pub fn new(backlog: usize) -> Self {
+        Self {
+            socket: None,
+            half_open: Vec::new(),
+            ready: VecDeque::new(),
+            waiting: VecDeque::new(),
+            backlog,
+        }
+    }
+
+    /// Whether another SYN may be accepted.
+    pub fn has_room(&self) -> bool {
+        self.half_open.len() + self.ready.len() < self.backlog
+    }
+}

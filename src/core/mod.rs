@@ -1,0 +1,24 @@
+//! The one smoltcp core behind one spin lock, the queues and DPC around it, and the pure
+//! building blocks it is made of. See ARCHITECTURE.md, "The core".
+//!
+//! - [`stack`]: the core behind its lock, the inbound/outbound queues, the DPC, timer and
+//!   completion work item, cancellation.
+//! - [`state`]: the core itself — requests applied, smoltcp polled, listeners and connections
+//!   followed up.
+//! - [`work`]: requests and the two queues. [`connection`], [`address`]: the TDI objects'
+//!   protocol state. [`transfer`]: data between socket rings and MDLs. [`info`]: query answers.
+//! - [`sockets`], [`slab`]: generation-checked tables. [`ports`]: the port table.
+//!   [`segment`]: frame classification before smoltcp. [`random`]: the CSPRNG.
+
+pub mod address;
+pub mod connection;
+pub mod info;
+pub mod ports;
+pub mod random;
+pub mod segment;
+pub mod slab;
+pub mod sockets;
+pub mod stack;
+pub mod state;
+pub mod transfer;
+pub mod work;

@@ -1,0 +1,174 @@
+//! Requests that dispatch routines hand to the core, and the two queues around it.
+//!
+//! A request carries values only: the object it is for (an index from the file object), the
+//! decoded parameters, and the IRP. The core validates the object when it applies the request,
+//! so a request for an object that has gone away completes with an error instead of touching
+//! freed state.
+#![forbid(unsafe_code)]
+
+use crate::nt::NtStatus;
+use crate::nt::irp::{IrpId, PendingIrp};
+use crate::nt::pool;
+use crate::tdi::{Disconnect, QueryType, Timeout, TransportAddress};
+use alloc::collections::VecDeque;
+use core::net::SocketAddrV4;
+
+/// What a file object refers to: the index of its entry in the core's address or connection
+/// table. Entries are freed only when their file is closed, so the index of an open file never
+/// refers to another object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Object {
+    Address(u32),
+    Connection(u32),
+}
+
+/// A decoded request.
+#[derive(Debug)]
+pub enum Request {
+    /// IRP_MJ_CREATE with a `TransportAddress` EA.
+    OpenAddress {
+        address: TransportAddress,
+        shared: bool,
+    },
+    /// IRP_MJ_CREATE with a `ConnectionContext` EA.
+    OpenConnection { context: usize },
+    /// IRP_MJ_CLOSE of an address or connection file.
+    Close(Object),
+    /// TDI_ASSOCIATE_ADDRESS: `connection` joins the address file at `address`.
+    Associate { connection: u32, address: u32 },
+    /// TDI_DISASSOCIATE_ADDRESS (the real unlink happens at CLOSE, as in ReactOS).
+    Disassociate { connection: u32 },
+    Connect {
+        connection: u32,
+        remote: SocketAddrV4,
+        timeout: Timeout,
+    },
+    Listen { connection: u32 },
+    /// TDI_SEND of `length` bytes from the IRP's MDL.
+    Send { connection: u32, length: u32 },
+    /// TDI_RECEIVE of up to `length` bytes into the IRP's MDL.
+    Receive {
+        connection: u32,
+        length: u32,
+        peek: bool,
+    },
+    Disconnect {
+        connection: u32,
+        kind: Disconnect,
+    },
+    Query { object: Object, kind: QueryType },
+    SetNoDelay { connection: u32, enabled: bool },
+}
+
+/// A request with its IRP, waiting in the inbound queue.
+pub struct Work {
+    pub request: Request,
+    pub irp: PendingIrp,
+}
+
+/// The inbound queue: filled by dispatch routines (any IRQL ≤ DISPATCH_LEVEL under its spin
+/// lock), drained by the core DPC under the core lock.
+#[derive(Default)]
+pub struct Inbound {
+    items: VecDeque<Work>,
+}
+
+impl Inbound {
+    /// Makes room for one more request, so that the push after it cannot fail.
+    pub fn reserve(&mut self) -> Result<(), NtStatus> {
+        pool::try_reserve_deque(&mut self.items, 1)
+    }
+
+    /// Appends a request; room was made by [`Inbound::reserve`].
+    pub fn push(&mut self, work: Work) {
+        self.items.push_back(work);
+    }
+
+    /// The oldest request.
+    pub fn pop(&mut self) -> Option<Work> {
+        self.items.pop_front()
+    }
+
+    /// Removes the request carrying IRP `id` (for its cancel routine).
+    pub fn take(&mut self, id: IrpId) -> Option<Work> {
+        let index = self.items.iter().position(|work| work.irp.id() == id)?;
+        self.items.remove(index)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// What to do with a finished IRP at PASSIVE_LEVEL before completing it.
+#[derive(Debug, Clone, Copy)]
+pub enum Finish {
+    /// Nothing more.
+    Plain,
+    /// TDI_LISTEN: write the peer into `ReturnConnectionInformation` (argument 2 of the
+    /// overlay) and clear its data and option lengths.
+    ListenPeer(SocketAddrV4),
+}
+
+/// A finished request waiting for the completion worker.
+pub struct Completion {
+    pub irp: PendingIrp,
+    pub status: NtStatus,
+    pub information: usize,
+    pub finish: Finish,
+}
+
+/// The outbound queue: filled by the core under the core lock, drained at PASSIVE_LEVEL by the
+/// completion work item. Entries keep their cancel routines armed until the worker takes them,
+/// so a cancel that arrives meanwhile completes them synchronously with their result.
+///
+/// Every submitted IRP reserves its slot here first ([`Outbound::reserve_slot`]), so pushing a
+/// completion from the DPC never allocates and never fails.
+#[derive(Default)]
+pub struct Outbound {
+    items: VecDeque<Completion>,
+    reserved: usize,
+}
+
+impl Outbound {
+    /// Reserves room for the completion of one more submitted IRP.
+    pub fn reserve_slot(&mut self) -> Result<(), NtStatus> {
+        let needed = self.items.len() + self.reserved + 1;
+        if needed > self.items.capacity() {
+            pool::try_reserve_deque(&mut self.items, needed - self.items.len())?;
+        }
+        self.reserved += 1;
+        Ok(())
+    }
+
+    /// Gives back a slot whose IRP was completed another way (cancelled or failed early).
+    pub fn release_slot(&mut self) {
+        self.reserved = self.reserved.saturating_sub(1);
+    }
+
+    /// Queues a completion into its reserved slot.
+    pub fn push(&mut self, completion: Completion) {
+        self.release_slot();
+        self.items.push_back(completion);
+    }
+
+    /// The oldest completion whose IRP can be completed now (its cancel routine removed).
+    /// Completions whose IRP a cancel routine has claimed stay queued for it.
+    pub fn pop_ready(&mut self) -> Option<Completion> {
+        let index = self
+            .items
+            .iter_mut()
+            .position(|completion| completion.irp.disarm())?;
+        self.items.remove(index)
+    }
+
+    /// Removes the completion carrying IRP `id` (for its cancel routine).
+    pub fn take(&mut self, id: IrpId) -> Option<Completion> {
+        let index = self.items.iter().position(|c| c.irp.id() == id)?;
+        self.items.remove(index)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}

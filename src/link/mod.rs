@@ -1,0 +1,3 @@
+//! The link layer under the core: the devices smoltcp sends and receives frames through.
+
+pub mod loopback;
