@@ -1,0 +1,207 @@
+//! The stack: the core behind its spin lock, the inbound and outbound queues, and the DPC,
+//! timer and work item that move requests through them (see ARCHITECTURE.md, "The core").
+//!
+//! Lock order: core → inbound, core → outbound. Dispatch routines take only the queue locks;
+//! the DPC and cancel routines take the core lock first. Completion happens only in
+//! [`Stack::run_completions`], at PASSIVE_LEVEL with no lock held, or in a cancel routine,
+//! with no lock held.
+#![forbid(unsafe_code)]
+
+use crate::core::state::{Completer, Core, CoreConfig};
+use crate::core::work::{Completion, Finish, Inbound, Outbound, Request, Work};
+use crate::nt::NtStatus;
+use crate::nt::dpc::{self, Dpc, DpcHandler};
+use crate::nt::irp::{CancelRoutine, Dispatched, Irp, IrpId};
+use crate::nt::sync::SpinLock;
+use crate::nt::time;
+use crate::nt::timer::Timer;
+use crate::tdi::TransportAddress;
+use core::sync::atomic::{AtomicBool, Ordering};
+use smoltcp::time::Instant;
+
+/// How many inbound requests one round applies before it polls the protocol.
+const WORK_BUDGET: usize = 64;
+/// How many apply-and-poll rounds one DPC runs before it re-queues itself.
+const ROUND_BUDGET: usize = 8;
+
+/// The core and the machinery around it.
+pub struct Stack {
+    core: SpinLock<Core>,
+    inbound: SpinLock<Inbound>,
+    outbound: SpinLock<Outbound>,
+    dpc: Dpc,
+    timer: Timer,
+    /// Set at unload: the DPC stops re-arming the timer and re-queueing itself.
+    stopping: AtomicBool,
+}
+
+/// What a DPC pass leaves for its caller.
+pub struct Pass {
+    /// Completions wait in the outbound queue: queue the completion work item.
+    pub completions: bool,
+}
+
+fn now() -> Instant {
+    Instant::from_micros(time::now_micros())
+}
+
+impl Stack {
+    /// Builds the core. PASSIVE_LEVEL.
+    pub fn new(config: CoreConfig) -> Result<Self, NtStatus> {
+        Ok(Self {
+            core: SpinLock::new(Core::new(config, time::entropy(), now())?),
+            inbound: SpinLock::new(Inbound::default()),
+            outbound: SpinLock::new(Outbound::default()),
+            dpc: Dpc::new(),
+            timer: Timer::new(),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// Initialises the DPC (with `handler`, which calls [`Stack::run_dpc`]) and the timer once
+    /// the stack is at its final address. PASSIVE_LEVEL.
+    pub fn start<H: DpcHandler>(&'static self, handler: &'static H) {
+        self.dpc.init(handler);
+        self.timer.init();
+    }
+
+    /// Hands a decoded request to the core: reserves its completion slot, marks the IRP
+    /// pending, arms `cancel` under the inbound lock and kicks the DPC. Failures before the
+    /// IRP is queued complete it at once. PASSIVE_LEVEL (any IRQL ≤ DISPATCH_LEVEL works).
+    pub fn submit(&self, request: Request, irp: Irp, cancel: Option<CancelRoutine>) -> Dispatched {
+        if let Err(status) = self.outbound.lock().reserve_slot() {
+            return irp.complete(status, 0);
+        }
+        let mut inbound = self.inbound.lock();
+        if let Err(status) = inbound.reserve() {
+            drop(inbound);
+            self.outbound.lock().release_slot();
+            return irp.complete(status, 0);
+        }
+        let (dispatched, mut pending) = irp.mark_pending();
+        if let Some(routine) = cancel {
+            if !pending.arm(routine) {
+                drop(inbound);
+                self.outbound.lock().release_slot();
+                pending.complete(NtStatus::CANCELLED, 0);
+                return dispatched;
+            }
+        }
+        inbound.push(Work {
+            request,
+            irp: pending,
+        });
+        drop(inbound);
+        self.dpc.queue();
+        dispatched
+    }
+
+    /// The core DPC: applies queued requests and polls the protocol within a budget, re-arms
+    /// the timer at smoltcp's next deadline, and re-queues itself if work remains.
+    /// DISPATCH_LEVEL.
+    pub fn run_dpc(&'static self) -> Pass {
+        let stopping = self.stopping.load(Ordering::Acquire);
+        let mut core = self.core.lock();
+        let completer = Completer::new(&self.outbound);
+        let mut more = true;
+        for _ in 0..ROUND_BUDGET {
+            for _ in 0..WORK_BUDGET {
+                let work = self.inbound.lock().pop();
+                match work {
+                    Some(work) => core.apply(work, &completer),
+                    None => break,
+                }
+            }
+            let frames = core.poll(now(), &completer);
+            more = frames || !self.inbound.lock().is_empty();
+            if !more {
+                break;
+            }
+        }
+        let now = now();
+        match core.poll_at(now).filter(|_| !stopping) {
+            Some(at) => {
+                let delay = u64::try_from((at - now).total_micros()).unwrap_or(0).max(1);
+                self.timer.set_relative(delay.saturating_mul(10), &self.dpc);
+            }
+            None => {
+                self.timer.cancel();
+            }
+        }
+        drop(core);
+        if more && !stopping {
+            self.dpc.queue();
+        }
+        Pass {
+            completions: !self.outbound.lock().is_empty(),
+        }
+    }
+
+    /// Completes everything in the outbound queue. PASSIVE_LEVEL, no lock held; AFD's
+    /// completion routines may re-enter the driver from here.
+    pub fn run_completions(&self) {
+        loop {
+            let completion = self.outbound.lock().pop_ready();
+            match completion {
+                Some(completion) => finish(completion),
+                None => break,
+            }
+        }
+    }
+
+    /// The body of the cancel routine: finds IRP `id` wherever it is — in the core, still in
+    /// the inbound queue, or already finished in the outbound queue — and completes it before
+    /// returning: `STATUS_CANCELLED` if it had not been served, its result otherwise. All
+    /// three places are searched under the core lock, which every move between them holds, so
+    /// the IRP cannot slip past. At the `IoCancelIrp` caller's IRQL.
+    pub fn cancel(&self, id: IrpId) {
+        let (cancelled, finished) = {
+            let mut core = self.core.lock();
+            let cancelled = core
+                .cancel(id)
+                .or_else(|| self.inbound.lock().take(id).map(|work| work.irp));
+            let finished = match cancelled {
+                Some(_) => None,
+                None => self.outbound.lock().take(id),
+            };
+            (cancelled, finished)
+        };
+        if let Some(mut irp) = cancelled {
+            self.outbound.lock().release_slot();
+            irp.claimed_by_cancel();
+            irp.complete(NtStatus::CANCELLED, 0);
+        } else if let Some(mut completion) = finished {
+            completion.irp.claimed_by_cancel();
+            finish(completion);
+        }
+    }
+
+    /// Stops the timer and waits for the DPC to be idle. A DPC already running when the flag
+    /// is set may still arm the timer once, hence the second round. PASSIVE_LEVEL, at unload.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        for _ in 0..2 {
+            self.timer.cancel();
+            self.dpc.dequeue();
+            dpc::flush_queued_dpcs();
+        }
+    }
+}
+
+/// Completes a finished request, writing a listen's peer first. PASSIVE_LEVEL (or the cancel
+/// routine's IRQL), no lock held.
+fn finish(mut completion: Completion) {
+    if let Finish::ListenPeer(peer) = completion.finish {
+        let address = TransportAddress {
+            ip: *peer.ip(),
+            port: peer.port(),
+        };
+        if let Some(mut info) = completion.irp.irp_mut().tdi_connection_information(2) {
+            info.set_remote_address(&address.emit_ta_ip_address());
+            info.clear_data_and_options();
+        }
+    }
+    completion
+        .irp
+        .complete(completion.status, completion.information);
+}
