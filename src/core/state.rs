@@ -1,0 +1,1046 @@
+//! The core: smoltcp's interface and sockets plus everything smoltcp leaves to its user — the
+//! address and connection tables, ports, listeners with their accept queues, the requests
+//! waiting on each connection, close reasons and orphaned sockets.
+//!
+//! Everything here runs with the core spin lock held, at DISPATCH_LEVEL: it never waits,
+//! never allocates infallibly, and never completes an IRP. Finished requests go to the
+//! outbound queue through a [`Completer`].
+#![forbid(unsafe_code)]
+
+use crate::core::address::{Address, Listener};
+use crate::core::connection::{CloseReason, Connection, Phase, Receive};
+use crate::core::info::Answer;
+use crate::core::ports::PortTable;
+use crate::core::random::Csprng;
+use crate::core::segment;
+use crate::core::slab::{Key, Slab};
+use crate::core::sockets::{SocketKey, Sockets};
+use crate::core::transfer;
+use crate::core::work::{Completion, Finish, Object, Outbound, Request, Work};
+use crate::link::loopback::Loopback;
+use crate::nt::NtStatus;
+use crate::nt::irp::{IrpId, PendingIrp};
+use crate::nt::pool;
+use crate::nt::sync::SpinLock;
+use crate::nt::types::{TDI_CONNECTION_FILE, TDI_TRANSPORT_ADDRESS_FILE};
+use crate::tdi::{Disconnect, QueryType, Timeout, TransportAddress};
+use alloc::vec::Vec;
+use core::net::{Ipv4Addr, SocketAddrV4};
+use smoltcp::iface::{Config, Interface};
+use smoltcp::socket::tcp::{self, State};
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
+
+/// Tunables of the core.
+#[derive(Clone, Copy, Debug)]
+pub struct CoreConfig {
+    /// Receive buffer per connection: the largest window advertised.
+    pub rx_buffer: usize,
+    /// Send buffer per connection.
+    pub tx_buffer: usize,
+    /// The most TCP sockets at once (listening, half-open, connected, closing).
+    pub max_sockets: usize,
+    /// Connections a listener holds before it drops new SYNs (Windows' SOMAXCONN is 200).
+    pub backlog: usize,
+    /// How long a TDI_CONNECT without its own timeout tries.
+    pub connect_timeout: Duration,
+    /// How long a half-open (SYN-RECEIVED) connection waits for the final ACK.
+    pub syn_received_timeout: Duration,
+    /// Loopback MTU: at most a quarter of `rx_buffer`, so that a full-sized segment never waits
+    /// for the delayed ACK of the previous one.
+    pub loopback_mtu: usize,
+    /// Frames the loopback link can hold in flight.
+    pub loopback_frames: usize,
+    /// Frames processed per pass before the core looks at its queues again.
+    pub frame_budget: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            rx_buffer: 64 * 1024,
+            tx_buffer: 64 * 1024,
+            max_sockets: 16 * 1024,
+            backlog: 200,
+            connect_timeout: Duration::from_secs(21),
+            syn_received_timeout: Duration::from_secs(75),
+            loopback_mtu: 16 * 1024,
+            loopback_frames: 64,
+            frame_budget: 64,
+        }
+    }
+}
+
+/// Hands finished requests to the outbound queue. Every IRP in the core reserved its slot when
+/// it was submitted, so this never fails.
+pub struct Completer<'a> {
+    outbound: &'a SpinLock<Outbound>,
+}
+
+impl<'a> Completer<'a> {
+    pub fn new(outbound: &'a SpinLock<Outbound>) -> Self {
+        Self { outbound }
+    }
+
+    /// Queues `irp` for completion with `status` and `information`, then `finish`.
+    pub fn finish(&self, irp: PendingIrp, status: NtStatus, information: usize, finish: Finish) {
+        self.outbound.lock().push(Completion {
+            irp,
+            status,
+            information,
+            finish,
+        });
+    }
+
+    /// Queues `irp` for completion with `status` and `information`.
+    pub fn done(&self, irp: PendingIrp, status: NtStatus, information: usize) {
+        self.finish(irp, status, information, Finish::Plain);
+    }
+}
+
+/// The core state.
+pub struct Core {
+    iface: Interface,
+    device: Loopback,
+    sockets: Sockets,
+    ports: PortTable,
+    addresses: Slab<Address>,
+    connections: Slab<Connection>,
+    /// Sockets whose endpoint is gone, kept until they have finished closing (FIN handshake
+    /// and TIME-WAIT, or the RST has been sent), with the port each holds.
+    orphans: Vec<(SocketKey, u16)>,
+    config: CoreConfig,
+    now: Instant,
+}
+
+impl Core {
+    /// A core with the loopback interface (127.0.0.1/8). PASSIVE_LEVEL (allocates).
+    pub fn new(config: CoreConfig, seed: [u64; 4], now: Instant) -> Result<Self, NtStatus> {
+        let mut random = Csprng::from_seed(seed);
+        let mut device = Loopback::new(config.loopback_mtu, config.loopback_frames)?;
+        let mut iface_config = Config::new(HardwareAddress::Ip);
+        iface_config.random_seed = random.next_u64();
+        let mut iface = Interface::new(iface_config, &mut device, now);
+        iface.update_ip_addrs(|addresses| {
+            // The interface has room for two addresses; the first push cannot fail.
+            let _ = addresses.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8));
+        });
+        Ok(Self {
+            iface,
+            device,
+            sockets: Sockets::new(config.max_sockets)?,
+            ports: PortTable::new(random.next_u64()),
+            addresses: Slab::default(),
+            connections: Slab::default(),
+            orphans: pool::try_vec(config.max_sockets)?,
+            config,
+            now,
+        })
+    }
+
+    /// Applies one request from the inbound queue.
+    pub fn apply(&mut self, work: Work, c: &Completer<'_>) {
+        let Work { request, irp } = work;
+        match request {
+            Request::OpenAddress { address, shared } => self.open_address(address, shared, irp, c),
+            Request::OpenConnection { context } => self.open_connection(context, irp, c),
+            Request::Close(object) => {
+                self.close(object, c);
+                c.done(irp, NtStatus::SUCCESS, 0);
+            }
+            Request::Associate {
+                connection,
+                address,
+            } => {
+                let status = self.associate(connection, address);
+                c.done(irp, status, 0);
+            }
+            Request::Disassociate { connection } => {
+                let status = match self.connection_key(connection) {
+                    Some(_) => NtStatus::SUCCESS,
+                    None => NtStatus::INVALID_CONNECTION,
+                };
+                c.done(irp, status, 0);
+            }
+            Request::Connect {
+                connection,
+                remote,
+                timeout,
+            } => self.connect(connection, remote, timeout, irp, c),
+            Request::Listen { connection } => self.listen(connection, irp, c),
+            Request::Send { connection, length } => self.send(connection, length, irp, c),
+            Request::Receive {
+                connection,
+                length,
+                peek,
+            } => self.receive(connection, length, peek, irp, c),
+            Request::Disconnect { connection, kind } => self.disconnect(connection, kind, irp, c),
+            Request::Query { object, kind } => self.query(object, kind, irp, c),
+            Request::SetNoDelay {
+                connection,
+                enabled,
+            } => {
+                let status = self.set_no_delay(connection, enabled);
+                c.done(irp, status, 0);
+            }
+        }
+    }
+
+    /// One pass of the protocol: a budget of received frames, transmission, and the
+    /// follow-up on listeners, connections and orphans. Returns whether frames are still
+    /// waiting (the caller runs another pass or re-queues its DPC).
+    pub fn poll(&mut self, now: Instant, c: &Completer<'_>) -> bool {
+        self.now = now;
+        for _ in 0..self.config.frame_budget {
+            if !self.ingress_one(c) {
+                break;
+            }
+        }
+        self.iface
+            .poll_egress(now, &mut self.device, self.sockets.set_mut());
+        self.service_all(c);
+        self.iface
+            .poll_egress(now, &mut self.device, self.sockets.set_mut());
+        self.reap_orphans();
+        self.device.pending() > 0
+    }
+
+    /// When the core next needs a pass if nothing arrives: smoltcp's earliest timer.
+    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        self.iface.poll_at(now, self.sockets.set_mut())
+    }
+
+    /// Unlinks the pending IRP `id` for its cancel routine. Protocol side effects of the
+    /// cancellation happen here (a cancelled connect abandons its attempt); nothing is freed.
+    pub fn cancel(&mut self, id: IrpId) -> Option<PendingIrp> {
+        let keys: Vec<Key> = self.connections.keys().collect();
+        for key in keys {
+            let port = self.connection_port(key);
+            let Some(connection) = self.connections.get_mut(key) else {
+                continue;
+            };
+            let Some(irp) = connection.take_irp(id) else {
+                continue;
+            };
+            match connection.phase {
+                Phase::Connecting { .. } if connection.connect.is_none() => {
+                    connection.phase = Phase::Idle;
+                    connection.peer = None;
+                    if let Some(socket) = connection.socket.take() {
+                        self.abandon(socket, port, true);
+                    }
+                }
+                Phase::Listening if connection.listen.is_none() => {
+                    connection.phase = Phase::Idle;
+                    let index = key.index;
+                    if let Some(address) = connection.address {
+                        self.with_listener(address, |listener| {
+                            listener.waiting.retain(|waiting| *waiting != index)
+                        });
+                    }
+                }
+                _ => {}
+            }
+            return Some(irp);
+        }
+        None
+    }
+
+    fn connection_key(&self, index: u32) -> Option<Key> {
+        self.connections.key_at(index)
+    }
+
+    fn address_key(&self, index: u32) -> Option<Key> {
+        self.addresses.key_at(index)
+    }
+
+    fn connection_mut(&mut self, index: u32) -> Option<(Key, &mut Connection)> {
+        let key = self.connection_key(index)?;
+        self.connections.get_mut(key).map(|entry| (key, entry))
+    }
+
+    fn is_local(&self, ip: Ipv4Addr) -> bool {
+        self.iface.has_ip_addr(IpAddress::Ipv4(ip))
+    }
+
+    fn open_address(
+        &mut self,
+        address: TransportAddress,
+        shared: bool,
+        mut irp: PendingIrp,
+        c: &Completer<'_>,
+    ) {
+        let result = if address.ip.is_unspecified() || self.is_local(address.ip) {
+            self.bind_address(address, shared)
+        } else {
+            Err(NtStatus::INVALID_ADDRESS)
+        };
+        match result {
+            Ok(index) => {
+                if let Some(file) = irp.irp_mut().stack().file_object() {
+                    file.set_context(index as usize + 1, TDI_TRANSPORT_ADDRESS_FILE as usize);
+                }
+                c.done(irp, NtStatus::SUCCESS, 0);
+            }
+            Err(status) => c.done(irp, status, 0),
+        }
+    }
+
+    fn bind_address(&mut self, address: TransportAddress, shared: bool) -> Result<u32, NtStatus> {
+        let binding = self.ports.bind(address.ip, address.port, shared)?;
+        let entry = Address {
+            ip: address.ip,
+            port: binding.port(),
+            binding,
+            refs: 1,
+            file_open: true,
+            listener: None,
+        };
+        match self.addresses.try_insert(entry) {
+            Ok(key) => Ok(key.index),
+            Err(status) => {
+                self.ports.unbind(binding);
+                Err(status)
+            }
+        }
+    }
+
+    fn open_connection(&mut self, context: usize, mut irp: PendingIrp, c: &Completer<'_>) {
+        match self.connections.try_insert(Connection::new(context)) {
+            Ok(key) => {
+                if let Some(file) = irp.irp_mut().stack().file_object() {
+                    file.set_context(key.index as usize + 1, TDI_CONNECTION_FILE as usize);
+                }
+                c.done(irp, NtStatus::SUCCESS, 0);
+            }
+            Err(status) => c.done(irp, status, 0),
+        }
+    }
+
+    /// IRP_MJ_CLOSE of an address or connection file.
+    fn close(&mut self, object: Object, c: &Completer<'_>) {
+        match object {
+            Object::Address(index) => {
+                let Some(key) = self.address_key(index) else {
+                    return;
+                };
+                if let Some(address) = self.addresses.get_mut(key) {
+                    address.file_open = false;
+                }
+                self.destroy_listener(key, c);
+                self.release_address(index);
+            }
+            Object::Connection(index) => {
+                let Some(key) = self.connection_key(index) else {
+                    return;
+                };
+                let port = self.connection_port(key);
+                let Some(mut connection) = self.connections.remove(key) else {
+                    return;
+                };
+                for irp in connection.drain_irps() {
+                    c.done(irp, NtStatus::CANCELLED, 0);
+                }
+                if let Some(address) = connection.address {
+                    self.with_listener(address, |listener| {
+                        listener.waiting.retain(|waiting| *waiting != index)
+                    });
+                }
+                if let Some(socket) = connection.socket.take() {
+                    // Closing with unread data resets the connection, as Windows does.
+                    let unread = self
+                        .sockets
+                        .get(socket)
+                        .is_some_and(|socket| socket.recv_queue() > 0);
+                    self.abandon(socket, port, unread);
+                }
+                if let Some(address) = connection.address {
+                    self.release_address(address);
+                }
+            }
+        }
+    }
+
+    /// The port a connection's socket holds: its address file's.
+    fn connection_port(&self, key: Key) -> u16 {
+        self.connections
+            .get(key)
+            .and_then(|connection| connection.address)
+            .and_then(|address| self.address_key(address))
+            .and_then(|key| self.addresses.get(key))
+            .map_or(0, |address| address.port)
+    }
+
+    /// Drops one reference to an address; the last one frees it and its port.
+    fn release_address(&mut self, index: u32) {
+        let Some(key) = self.address_key(index) else {
+            return;
+        };
+        let Some(address) = self.addresses.get_mut(key) else {
+            return;
+        };
+        address.refs = address.refs.saturating_sub(1);
+        if address.refs == 0 {
+            let binding = address.binding;
+            self.destroy_listener_sockets(key);
+            self.addresses.remove(key);
+            self.ports.unbind(binding);
+        }
+    }
+
+    /// Gives a socket up: close it gracefully (FIN) or abort it (RST), and keep it as an orphan
+    /// until smoltcp is done with it. The socket holds a reference on `port` until then.
+    fn abandon(&mut self, socket: SocketKey, port: u16, abort: bool) {
+        if let Some(tcp) = self.sockets.get(socket) {
+            if abort {
+                tcp.abort();
+            } else {
+                tcp.close();
+            }
+        }
+        // `orphans` was reserved for every socket the set can hold.
+        if self.orphans.len() < self.orphans.capacity() {
+            self.orphans.push((socket, port));
+        } else {
+            self.sockets.remove(socket);
+            self.ports.release(port);
+        }
+    }
+
+    /// Removes orphans that smoltcp has finished with: closed, with their tuple forgotten
+    /// (after TIME-WAIT, or once the RST of an abort has gone out).
+    fn reap_orphans(&mut self) {
+        let mut index = 0;
+        while let Some(&(socket, port)) = self.orphans.get(index) {
+            let done = self
+                .sockets
+                .get(socket)
+                .is_none_or(|tcp| tcp.state() == State::Closed && tcp.local_endpoint().is_none());
+            if done {
+                self.sockets.remove(socket);
+                self.ports.release(port);
+                self.orphans.swap_remove(index);
+            } else {
+                index += 1;
+            }
+        }
+    }
+
+    fn associate(&mut self, connection: u32, address: u32) -> NtStatus {
+        let Some(address_key) = self.address_key(address) else {
+            return NtStatus::INVALID_ADDRESS;
+        };
+        let Some((_, entry)) = self.connection_mut(connection) else {
+            return NtStatus::INVALID_CONNECTION;
+        };
+        if entry.address.is_some() {
+            return NtStatus::INVALID_PARAMETER;
+        }
+        entry.address = Some(address);
+        match self.addresses.get_mut(address_key) {
+            Some(target) if target.file_open => {
+                target.refs += 1;
+                NtStatus::SUCCESS
+            }
+            _ => {
+                if let Some((_, entry)) = self.connection_mut(connection) {
+                    entry.address = None;
+                }
+                NtStatus::INVALID_ADDRESS
+            }
+        }
+    }
+
+    fn new_socket(&self, no_delay: bool) -> Result<tcp::Socket<'static>, NtStatus> {
+        let rx = pool::try_zeroed(self.config.rx_buffer)?;
+        let tx = pool::try_zeroed(self.config.tx_buffer)?;
+        let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
+        socket.set_nagle_enabled(!no_delay);
+        Ok(socket)
+    }
+
+    /// The local address a connection to `remote` leaves from: the address file's own, or for
+    /// a wildcard address file the local address on the way to `remote`.
+    fn source_for(&self, bound: Ipv4Addr, remote: Ipv4Addr) -> Result<Ipv4Addr, NtStatus> {
+        if !bound.is_unspecified() {
+            return Ok(bound);
+        }
+        if self.is_local(remote) {
+            return Ok(remote);
+        }
+        if remote.is_loopback() {
+            return Ok(Ipv4Addr::LOCALHOST);
+        }
+        Err(NtStatus::NETWORK_UNREACHABLE)
+    }
+
+    fn connect(
+        &mut self,
+        connection: u32,
+        remote: SocketAddrV4,
+        timeout: Timeout,
+        irp: PendingIrp,
+        c: &Completer<'_>,
+    ) {
+        match self.start_connect(connection, remote, timeout) {
+            Ok(key) => {
+                if let Some(entry) = self.connections.get_mut(key) {
+                    entry.connect = Some(irp);
+                }
+            }
+            Err(status) => c.done(irp, status, 0),
+        }
+    }
+
+    fn start_connect(
+        &mut self,
+        connection: u32,
+        remote: SocketAddrV4,
+        timeout: Timeout,
+    ) -> Result<Key, NtStatus> {
+        let (key, entry) = self
+            .connection_mut(connection)
+            .ok_or(NtStatus::INVALID_CONNECTION)?;
+        if entry.phase != Phase::Idle || entry.socket.is_some() {
+            return Err(NtStatus::INVALID_CONNECTION);
+        }
+        let no_delay = entry.no_delay;
+        let address = entry.address.ok_or(NtStatus::INVALID_CONNECTION)?;
+        let (bound, port) = self
+            .address_key(address)
+            .and_then(|key| self.addresses.get(key))
+            .map(|a| (a.ip, a.port))
+            .ok_or(NtStatus::INVALID_CONNECTION)?;
+        if remote.port() == 0 || remote.ip().is_unspecified() || remote.ip().is_broadcast() {
+            return Err(NtStatus::INVALID_ADDRESS);
+        }
+        let local = SocketAddrV4::new(self.source_for(bound, *remote.ip())?, port);
+        if self.has_socket_for(local, remote) {
+            // The 4-tuple is still in use (e.g. in TIME-WAIT after an explicit rebind).
+            return Err(NtStatus::ADDRESS_ALREADY_EXISTS);
+        }
+        // AFD passes no timeout; a relative one (100 ns units) shortens the attempt.
+        let wait = match timeout {
+            Timeout::Relative(units) if units > 0 => Duration::from_micros(units / 10),
+            _ => self.config.connect_timeout,
+        };
+        let mut socket = self.new_socket(no_delay)?;
+        socket.set_timeout(Some(wait));
+        socket
+            .connect(
+                self.iface.context(),
+                IpEndpoint::new(IpAddress::Ipv4(*remote.ip()), remote.port()),
+                IpListenEndpoint {
+                    addr: Some(IpAddress::Ipv4(*local.ip())),
+                    port,
+                },
+            )
+            .map_err(|_| NtStatus::INVALID_ADDRESS)?;
+        self.ports.acquire(port)?;
+        let socket = match self.sockets.add(socket) {
+            Ok(socket) => socket,
+            Err(status) => {
+                self.ports.release(port);
+                return Err(status);
+            }
+        };
+        let deadline = (self.now + wait).total_micros();
+        if let Some(entry) = self.connections.get_mut(key) {
+            entry.socket = Some(socket);
+            entry.peer = Some(remote);
+            entry.phase = Phase::Connecting { deadline };
+        }
+        Ok(key)
+    }
+
+    fn listen(&mut self, connection: u32, irp: PendingIrp, c: &Completer<'_>) {
+        let Some((key, entry)) = self.connection_mut(connection) else {
+            return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
+        };
+        let (Some(address), Phase::Idle, None) = (entry.address, entry.phase, entry.socket) else {
+            return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
+        };
+        let Some(address_key) = self.address_key(address) else {
+            return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
+        };
+        let backlog = self.config.backlog;
+        match self.addresses.get_mut(address_key) {
+            Some(entry) if entry.file_open => {
+                if entry.listener.is_none() {
+                    entry.listener = Some(Listener::new(backlog));
+                }
+            }
+            _ => return c.done(irp, NtStatus::INVALID_CONNECTION, 0),
+        }
+        let queued = self.with_listener(address, |listener| {
+            pool::try_reserve_deque(&mut listener.waiting, 1)
+                .map(|()| listener.waiting.push_back(connection))
+        });
+        match queued {
+            Some(Ok(())) => {
+                if let Some(entry) = self.connections.get_mut(key) {
+                    entry.phase = Phase::Listening;
+                    entry.listen = Some(irp);
+                }
+                self.maintain_listener(address_key, c);
+            }
+            Some(Err(status)) => c.done(irp, status, 0),
+            None => c.done(irp, NtStatus::INVALID_CONNECTION, 0),
+        }
+    }
+
+    fn with_listener<R>(&mut self, address: u32, f: impl FnOnce(&mut Listener) -> R) -> Option<R> {
+        let key = self.address_key(address)?;
+        self.addresses.get_mut(key)?.listener.as_mut().map(f)
+    }
+
+    /// Keeps one socket in LISTEN, moves sockets that left LISTEN to the half-open list,
+    /// promotes established ones to the accept queue, and hands queued connections to waiting
+    /// TDI_LISTENs.
+    fn maintain_listener(&mut self, address_key: Key, c: &Completer<'_>) {
+        let Some(address) = self.addresses.get_mut(address_key) else {
+            return;
+        };
+        let (ip, port) = (address.ip, address.port);
+        let Some(mut listener) = address.listener.take() else {
+            return;
+        };
+        self.refresh_listen_socket(&mut listener, ip, port);
+        self.promote_half_open(&mut listener, port);
+        while !listener.ready.is_empty() {
+            let Some(waiting) = listener.waiting.pop_front() else {
+                break;
+            };
+            let Some((socket, peer)) = listener.ready.pop_front() else {
+                break;
+            };
+            self.accept_onto(waiting, socket, peer, port, c);
+        }
+        if let Some(address) = self.addresses.get_mut(address_key) {
+            address.listener = Some(listener);
+        }
+    }
+
+    /// If the LISTEN socket took a SYN, moves it to the half-open list and opens a new one.
+    fn refresh_listen_socket(&mut self, listener: &mut Listener, ip: Ipv4Addr, port: u16) {
+        if let Some(key) = listener.socket {
+            match self.sockets.get(key).map(|socket| socket.state()) {
+                Some(State::Listen) => {}
+                Some(State::Closed) | None => {
+                    self.sockets.remove(key);
+                    listener.socket = None;
+                }
+                Some(_) => {
+                    listener.socket = None;
+                    if let Some(socket) = self.sockets.get(key) {
+                        socket.set_timeout(Some(self.config.syn_received_timeout));
+                    }
+                    let held = self.ports.acquire(port).is_ok();
+                    if !held || pool::try_push(&mut listener.half_open, key).is_err() {
+                        // No memory for the bookkeeping: refuse this connection attempt.
+                        if let Some(socket) = self.sockets.get(key) {
+                            socket.abort();
+                        }
+                        self.sockets.remove(key);
+                        if held {
+                            self.ports.release(port);
+                        }
+                    }
+                }
+            }
+        }
+        if listener.socket.is_none() {
+            listener.socket = self.new_listen_socket(ip, port).ok();
+        }
+    }
+
+    /// Moves established half-open connections to the accept queue and drops dead ones.
+    fn promote_half_open(&mut self, listener: &mut Listener, port: u16) {
+        let mut index = 0;
+        while let Some(&key) = listener.half_open.get(index) {
+            let (state, remote) = match self.sockets.get(key) {
+                Some(socket) => (socket.state(), socket.remote_endpoint()),
+                None => (State::Closed, None),
+            };
+            match (state, remote) {
+                (State::SynReceived, _) => index += 1,
+                (State::Closed, _) | (_, None) => {
+                    listener.half_open.swap_remove(index);
+                    self.sockets.remove(key);
+                    self.ports.release(port);
+                }
+                (_, Some(remote)) => {
+                    if pool::try_reserve_deque(&mut listener.ready, 1).is_err() {
+                        break;
+                    }
+                    listener.half_open.swap_remove(index);
+                    if let Some(socket) = self.sockets.get(key) {
+                        socket.set_timeout(None);
+                    }
+                    listener.ready.push_back((key, endpoint_v4(remote)));
+                }
+            }
+        }
+    }
+
+    /// Binds an accepted socket to the connection whose TDI_LISTEN waited for it and completes
+    /// that listen with the peer's address.
+    fn accept_onto(
+        &mut self,
+        connection: u32,
+        socket: SocketKey,
+        peer: SocketAddrV4,
+        port: u16,
+        c: &Completer<'_>,
+    ) {
+        let Some((_, entry)) = self.connection_mut(connection) else {
+            self.abandon(socket, port, true);
+            return;
+        };
+        let no_delay = entry.no_delay;
+        entry.socket = Some(socket);
+        entry.peer = Some(peer);
+        entry.phase = Phase::Connected;
+        let listen = entry.listen.take();
+        if let Some(tcp) = self.sockets.get(socket) {
+            tcp.set_nagle_enabled(!no_delay);
+        }
+        if let Some(irp) = listen {
+            c.finish(irp, NtStatus::SUCCESS, 0, Finish::ListenPeer(peer));
+        }
+    }
+
+    fn new_listen_socket(&mut self, ip: Ipv4Addr, port: u16) -> Result<SocketKey, NtStatus> {
+        let mut socket = self.new_socket(false)?;
+        let addr = (!ip.is_unspecified()).then_some(IpAddress::Ipv4(ip));
+        socket
+            .listen(IpListenEndpoint { addr, port })
+            .map_err(|_| NtStatus::INVALID_ADDRESS)?;
+        self.sockets.add(socket)
+    }
+
+    /// Ends an address's listener: waiting TDI_LISTENs complete with `STATUS_CANCELLED`,
+    /// connections not yet accepted are reset.
+    fn destroy_listener(&mut self, address_key: Key, c: &Completer<'_>) {
+        let Some(listener) = self
+            .addresses
+            .get_mut(address_key)
+            .and_then(|address| address.listener.as_mut())
+        else {
+            return;
+        };
+        let waiting = core::mem::take(&mut listener.waiting);
+        for connection in waiting {
+            let Some((_, entry)) = self.connection_mut(connection) else {
+                continue;
+            };
+            entry.phase = Phase::Idle;
+            if let Some(irp) = entry.listen.take() {
+                c.done(irp, NtStatus::CANCELLED, 0);
+            }
+        }
+        self.destroy_listener_sockets(address_key);
+    }
+
+    fn destroy_listener_sockets(&mut self, address_key: Key) {
+        let Some(address) = self.addresses.get_mut(address_key) else {
+            return;
+        };
+        let port = address.port;
+        let Some(listener) = address.listener.take() else {
+            return;
+        };
+        if let Some(socket) = listener.socket {
+            self.sockets.remove(socket);
+        }
+        for socket in listener.half_open {
+            self.abandon(socket, port, true);
+        }
+        for (socket, _) in listener.ready {
+            self.abandon(socket, port, true);
+        }
+    }
+
+    fn send(&mut self, connection: u32, length: u32, irp: PendingIrp, c: &Completer<'_>) {
+        let Some((key, entry)) = self.connection_mut(connection) else {
+            return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
+        };
+        if let Some(reason) = entry.closed {
+            return c.done(irp, reason.error_status(), 0);
+        }
+        if entry.phase != Phase::Connected || entry.send_shutdown {
+            return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
+        }
+        if let Err((irp, status)) = entry.queue_send(irp, length) {
+            return c.done(irp, status, 0);
+        }
+        self.service(key, c);
+    }
+
+    fn receive(
+        &mut self,
+        connection: u32,
+        length: u32,
+        peek: bool,
+        irp: PendingIrp,
+        c: &Completer<'_>,
+    ) {
+        let Some((key, entry)) = self.connection_mut(connection) else {
+            return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
+        };
+        if entry.phase != Phase::Connected {
+            return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
+        }
+        let receive = Receive { irp, length, peek };
+        if let Err((irp, status)) = entry.queue_receive(receive) {
+            return c.done(irp, status, 0);
+        }
+        self.service(key, c);
+    }
+
+    fn disconnect(&mut self, connection: u32, kind: Disconnect, irp: PendingIrp, c: &Completer<'_>) {
+        let Some((key, entry)) = self.connection_mut(connection) else {
+            return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
+        };
+        let Some(socket) = entry.socket else {
+            // Nothing left to disconnect.
+            return c.done(irp, NtStatus::SUCCESS, 0);
+        };
+        match kind {
+            Disconnect::Release => {
+                // The FIN follows the data already queued: `service` closes the socket once the
+                // pending sends have been copied.
+                entry.send_shutdown = true;
+                c.done(irp, NtStatus::SUCCESS, 0);
+                self.service(key, c);
+            }
+            Disconnect::Wait => c.done(irp, NtStatus::SUCCESS, 0),
+            Disconnect::Abort => {
+                entry.closed = Some(CloseReason::Aborted);
+                for pending in entry.drain_data_irps() {
+                    c.done(pending, NtStatus::FILE_CLOSED, 0);
+                }
+                if let Some(tcp) = self.sockets.get(socket) {
+                    tcp.abort();
+                }
+                c.done(irp, NtStatus::SUCCESS, 0);
+            }
+        }
+    }
+
+    fn query(&mut self, object: Object, kind: QueryType, irp: PendingIrp, c: &Completer<'_>) {
+        let answer = match kind {
+            QueryType::AddressInfo => self.local_address(object).map(Answer::address),
+            QueryType::ConnectionInfo => Ok(Answer::connection(
+                self.config.tx_buffer,
+                self.config.rx_buffer,
+            )),
+            QueryType::ProviderInfo => Ok(Answer::provider()),
+            QueryType::MaxDatagramInfo => Ok(Answer::max_datagram()),
+        };
+        let result = answer.and_then(|answer| {
+            let mdl = irp.irp().mdl().ok_or(NtStatus::BUFFER_TOO_SMALL)?;
+            if mdl.len() < answer.bytes().len() {
+                return Err(NtStatus::BUFFER_TOO_SMALL);
+            }
+            mdl.write(answer.bytes())
+        });
+        match result {
+            Ok(written) => c.done(irp, NtStatus::SUCCESS, written),
+            Err(status) => c.done(irp, status, 0),
+        }
+    }
+
+    /// The true local address of an object: a connection's socket endpoint once it has one
+    /// (also for accepted connections), else its address file's.
+    fn local_address(&mut self, object: Object) -> Result<TransportAddress, NtStatus> {
+        let address = match object {
+            Object::Address(index) => index,
+            Object::Connection(index) => {
+                let (_, entry) = self
+                    .connection_mut(index)
+                    .ok_or(NtStatus::INVALID_CONNECTION)?;
+                let (socket, address) = (entry.socket, entry.address);
+                if let Some(endpoint) = socket
+                    .and_then(|socket| self.sockets.get(socket))
+                    .and_then(|socket| socket.local_endpoint())
+                {
+                    let endpoint = endpoint_v4(endpoint);
+                    return Ok(TransportAddress {
+                        ip: *endpoint.ip(),
+                        port: endpoint.port(),
+                    });
+                }
+                address.ok_or(NtStatus::INVALID_CONNECTION)?
+            }
+        };
+        let key = self.address_key(address).ok_or(NtStatus::INVALID_ADDRESS)?;
+        let entry = self.addresses.get(key).ok_or(NtStatus::INVALID_ADDRESS)?;
+        Ok(TransportAddress {
+            ip: entry.ip,
+            port: entry.port,
+        })
+    }
+
+    fn set_no_delay(&mut self, connection: u32, enabled: bool) -> NtStatus {
+        let Some((_, entry)) = self.connection_mut(connection) else {
+            return NtStatus::INVALID_CONNECTION;
+        };
+        entry.no_delay = enabled;
+        if let Some(socket) = entry.socket.and_then(|socket| self.sockets.get(socket)) {
+            socket.set_nagle_enabled(!enabled);
+        }
+        NtStatus::SUCCESS
+    }
+
+    /// Takes one received frame: drops a SYN smoltcp must not see, otherwise lets smoltcp
+    /// process it. Returns whether a frame was taken.
+    fn ingress_one(&mut self, c: &Completer<'_>) -> bool {
+        let Some(frame) = self.device.peek_front() else {
+            return false;
+        };
+        let request = segment::classify(frame).filter(|segment| segment.is_connection_request());
+        let mut listener = None;
+        if let Some(segment) = request {
+            if self.has_socket_for(segment.dst, segment.src) {
+                // A retransmitted SYN for a connection that exists: its socket answers by
+                // retransmitting its SYN-ACK; a fresh listener must not take it.
+                self.device.drop_front();
+                return true;
+            }
+            if let Some((key, room)) = self.listener_for(segment.dst) {
+                if !room {
+                    // Backlog full: drop silently; the client's retransmission retries.
+                    self.device.drop_front();
+                    return true;
+                }
+                listener = Some(key);
+            }
+        }
+        self.iface
+            .poll_ingress_single(self.now, &mut self.device, self.sockets.set_mut());
+        if let Some(key) = listener {
+            self.maintain_listener(key, c);
+        }
+        true
+    }
+
+    /// Whether a socket already owns the connection `local` ↔ `remote`.
+    fn has_socket_for(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> bool {
+        let keys: Vec<SocketKey> = self.sockets.keys().collect();
+        keys.into_iter().any(|key| {
+            self.sockets.get(key).is_some_and(|socket| {
+                socket.local_endpoint().map(endpoint_v4) == Some(local)
+                    && socket.remote_endpoint().map(endpoint_v4) == Some(remote)
+            })
+        })
+    }
+
+    /// The address with a listener for `local`, and whether its backlog has room and a socket
+    /// in LISTEN.
+    fn listener_for(&self, local: SocketAddrV4) -> Option<(Key, bool)> {
+        self.addresses.iter().find_map(|(key, address)| {
+            let listener = address.listener.as_ref()?;
+            let matches = address.port == local.port()
+                && (address.ip.is_unspecified() || address.ip == *local.ip());
+            matches.then(|| (key, listener.has_room() && listener.socket.is_some()))
+        })
+    }
+
+    /// Follows up every listener and connection after protocol progress.
+    fn service_all(&mut self, c: &Completer<'_>) {
+        let listeners: Vec<Key> = self
+            .addresses
+            .iter()
+            .filter(|(_, address)| address.listener.is_some())
+            .map(|(key, _)| key)
+            .collect();
+        for key in listeners {
+            self.maintain_listener(key, c);
+        }
+        let connections: Vec<Key> = self
+            .connections
+            .iter()
+            .filter(|(_, connection)| connection.socket.is_some())
+            .map(|(key, _)| key)
+            .collect();
+        for key in connections {
+            self.service(key, c);
+        }
+    }
+
+    /// Moves one connection forward: the outcome of a connect, data for pending receives,
+    /// room for pending sends, the FIN after a release, and how the connection ended.
+    fn service(&mut self, key: Key, c: &Completer<'_>) {
+        let now = self.now.total_micros();
+        let port = self.connection_port(key);
+        let Some(entry) = self.connections.get_mut(key) else {
+            return;
+        };
+        let Some(socket_key) = entry.socket else {
+            return;
+        };
+        let Some(socket) = self.sockets.get(socket_key) else {
+            return;
+        };
+        let state = socket.state();
+        if let Phase::Connecting { deadline } = entry.phase {
+            match state {
+                State::SynSent | State::SynReceived => return,
+                State::Closed => {
+                    // smoltcp does not say why: a RST before the deadline is a refusal, no
+                    // answer until the deadline a timeout. STATUS_TIMEOUT is a success code
+                    // that AFD would take for a connection, hence LOCAL_DISCONNECT.
+                    let status = if now >= deadline {
+                        NtStatus::LOCAL_DISCONNECT
+                    } else {
+                        NtStatus::REMOTE_NOT_LISTENING
+                    };
+                    entry.phase = Phase::Idle;
+                    entry.socket = None;
+                    entry.peer = None;
+                    if let Some(irp) = entry.connect.take() {
+                        c.done(irp, status, 0);
+                    }
+                    self.abandon(socket_key, port, false);
+                    return;
+                }
+                _ => {
+                    socket.set_timeout(None);
+                    entry.phase = Phase::Connected;
+                    if let Some(irp) = entry.connect.take() {
+                        c.done(irp, NtStatus::SUCCESS, 0);
+                    }
+                }
+            }
+        }
+        if entry.phase != Phase::Connected {
+            return;
+        }
+        if matches!(
+            state,
+            State::CloseWait | State::LastAck | State::Closing | State::TimeWait
+        ) {
+            entry.fin_received = true;
+        }
+        transfer::receive(entry, socket, c);
+        transfer::send(entry, socket, c);
+        if entry.send_shutdown && entry.sends.is_empty() {
+            socket.close();
+        }
+        if state == State::Closed && entry.closed.is_none() {
+            entry.closed = Some(if entry.fin_received {
+                CloseReason::Fin
+            } else {
+                CloseReason::Reset
+            });
+            transfer::fail_after_close(entry, c);
+        }
+    }
+}
+
+/// An IPv4 smoltcp endpoint as a `SocketAddrV4` (the core only creates IPv4 sockets).
+fn endpoint_v4(endpoint: IpEndpoint) -> SocketAddrV4 {
+    let IpAddress::Ipv4(ip) = endpoint.addr;
+    SocketAddrV4::new(ip, endpoint.port)
+}
