@@ -133,9 +133,10 @@ pub struct Outbound {
 impl Outbound {
     /// Reserves room for the completion of one more submitted IRP.
     pub fn reserve_slot(&mut self) -> Result<(), NtStatus> {
-        let needed = self.items.len() + self.reserved + 1;
+        let len = self.items.len();
+        let needed = len + self.reserved + 1;
         if needed > self.items.capacity() {
-            pool::try_reserve_deque(&mut self.items, needed - self.items.len())?;
+            pool::try_reserve_deque(&mut self.items, needed - len)?;
         }
         self.reserved += 1;
         Ok(())
