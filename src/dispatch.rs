@@ -1,48 +1,253 @@
-//! IRP dispatch: decode the request and route it.
+//! IRP dispatch: decode the request in the caller's context and hand it to the core.
+//!
+//! Everything that needs the caller's context happens here, at PASSIVE_LEVEL: EA and parameter
+//! decoding, resolving the address handle of TDI_ASSOCIATE_ADDRESS, reading the remote address
+//! of TDI_CONNECT, and answering control-channel IOCTLs. The core gets values and the IRP.
 #![forbid(unsafe_code)]
 
+use crate::core::work::{Object, Request};
 use crate::driver::Tcpip;
 use crate::entities;
 use crate::nt::NtStatus;
-use crate::nt::irp::{Dispatched, Irp};
-use crate::nt::types::{
-    IOCTL_TCP_QUERY_INFORMATION_EX, IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE,
-    IRP_MJ_DEVICE_CONTROL, IRP_MJ_INTERNAL_DEVICE_CONTROL, TDI_CONTROL_CHANNEL_FILE,
+use crate::nt::irp::{Dispatched, FileObject, Irp};
+use crate::nt::object::ReferencedFile;
+use crate::nt::types::*;
+use crate::tdi::request::{
+    AssociateParams, KernelRequest, QueryInformationParams, ReceiveParams, SendParams,
+    SetEventParams,
 };
-use crate::tdi::{QueryInformationEx, copy_out_with_probe};
+use crate::tdi::{
+    CreateRequest, Disconnect, QueryInformationEx, SetInformationEx, Timeout, TransportAddress,
+    copy_out_with_probe,
+};
+use core::net::SocketAddrV4;
+
+/// The highest `TDI_EVENT_*` type (`TDI_EVENT_CHAINED_RECEIVE_EXPEDITED`).
+const TDI_EVENT_MAX: i32 = 13;
+
+/// What a file object of this driver is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileKind {
+    Address(u32),
+    Connection(u32),
+    Control,
+}
+
+/// Reads the kind and object index that CREATE stored in `FsContext2`/`FsContext`.
+fn file_kind(file: FileObject<'_>) -> Option<FileKind> {
+    let (context, kind) = file.context();
+    let index = u32::try_from(context.checked_sub(1)?).ok();
+    match kind as u32 {
+        TDI_TRANSPORT_ADDRESS_FILE => index.map(FileKind::Address),
+        TDI_CONNECTION_FILE => index.map(FileKind::Connection),
+        TDI_CONTROL_CHANNEL_FILE => Some(FileKind::Control),
+        _ => None,
+    }
+}
 
 /// Routes an IRP by major function. PASSIVE_LEVEL.
-pub fn dispatch(_driver: &'static Tcpip, _device: usize, irp: Irp) -> Dispatched {
-    let stack = irp.stack();
-    match stack.major() {
-        IRP_MJ_CREATE => create(irp),
-        IRP_MJ_CLEANUP | IRP_MJ_CLOSE => irp.complete(NtStatus::SUCCESS, 0),
-        IRP_MJ_DEVICE_CONTROL => device_control(irp),
-        IRP_MJ_INTERNAL_DEVICE_CONTROL => irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0),
+pub fn dispatch(driver: &'static Tcpip, _device: usize, irp: Irp) -> Dispatched {
+    match irp.stack().major() {
+        IRP_MJ_CREATE => create(driver, irp),
+        IRP_MJ_CLEANUP => irp.complete(NtStatus::SUCCESS, 0),
+        IRP_MJ_CLOSE => close(driver, irp),
+        IRP_MJ_DEVICE_CONTROL => device_control(driver, irp),
+        IRP_MJ_INTERNAL_DEVICE_CONTROL => internal_device_control(driver, irp),
         _ => irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0),
     }
 }
 
-/// IRP_MJ_CREATE: a create without EA opens a control channel.
-fn create(irp: Irp) -> Dispatched {
-    let stack = irp.stack();
-    if stack.create_ea_length() != 0 {
-        return irp.complete(NtStatus::NOT_IMPLEMENTED, 0);
-    }
-    match stack.file_object() {
-        Some(file) => {
+/// IRP_MJ_CREATE: the EA decides what the file is. Malformed EAs fail here, before anything
+/// is allocated. Address files and connection endpoints are created by the core; the IRP
+/// pends until then.
+fn create(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
+    let ea_length = irp.stack().create_ea_length() as usize;
+    let share_access = irp.stack().create_share_access();
+    let request = CreateRequest::parse(irp.system_buffer(ea_length));
+    let Some(file) = irp.stack().file_object() else {
+        return irp.complete(NtStatus::INVALID_PARAMETER, 0);
+    };
+    match request {
+        Err(status) => irp.complete(status, 0),
+        Ok(CreateRequest::ControlChannel) => {
             file.set_context(0, TDI_CONTROL_CHANNEL_FILE as usize);
             irp.complete(NtStatus::SUCCESS, 0)
         }
-        None => irp.complete(NtStatus::INVALID_PARAMETER, 0),
+        Ok(CreateRequest::AddressFile(address)) => driver.stack().submit(
+            Request::OpenAddress {
+                address,
+                shared: share_access != 0,
+            },
+            irp,
+            None,
+        ),
+        Ok(CreateRequest::ConnectionEndpoint { context }) => {
+            driver
+                .stack()
+                .submit(Request::OpenConnection { context }, irp, None)
+        }
     }
+}
+
+/// IRP_MJ_CLOSE: the core completes the file's pending requests with `STATUS_CANCELLED`,
+/// closes or resets its connection and drops its references.
+fn close(driver: &'static Tcpip, irp: Irp) -> Dispatched {
+    let kind = irp.stack().file_object().and_then(file_kind);
+    match kind {
+        Some(FileKind::Address(index)) => {
+            driver
+                .stack()
+                .submit(Request::Close(Object::Address(index)), irp, None)
+        }
+        Some(FileKind::Connection(index)) => {
+            driver
+                .stack()
+                .submit(Request::Close(Object::Connection(index)), irp, None)
+        }
+        Some(FileKind::Control) | None => irp.complete(NtStatus::SUCCESS, 0),
+    }
+}
+
+/// IRP_MJ_INTERNAL_DEVICE_CONTROL: TDI requests, by `MinorFunction`.
+fn internal_device_control(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
+    let stack = irp.stack();
+    let minor = stack.minor();
+    let params = stack.parameters();
+    let kind = stack.file_object().and_then(file_kind);
+    let cancel = Some(driver.cancel_routine());
+    let connection = match kind {
+        Some(FileKind::Connection(index)) => Some(index),
+        _ => None,
+    };
+    let request = match (minor, connection) {
+        (TDI_ASSOCIATE_ADDRESS, Some(connection)) => {
+            return associate(driver, connection, AssociateParams::parse(&params), irp);
+        }
+        (TDI_DISASSOCIATE_ADDRESS, Some(connection)) => {
+            return driver
+                .stack()
+                .submit(Request::Disassociate { connection }, irp, None);
+        }
+        (TDI_CONNECT, Some(connection)) => {
+            let remote = irp
+                .tdi_connection_information(1)
+                .ok_or(NtStatus::INVALID_ADDRESS)
+                .and_then(|info| TransportAddress::parse(info.remote_address()));
+            let remote = match remote {
+                Ok(remote) => SocketAddrV4::new(remote.ip, remote.port),
+                Err(status) => return irp.complete(status, 0),
+            };
+            Request::Connect {
+                connection,
+                remote,
+                timeout: Timeout::from_large_integer(irp.tdi_timeout()),
+            }
+        }
+        (TDI_LISTEN, Some(connection)) => Request::Listen { connection },
+        (TDI_SEND, Some(connection)) => Request::Send {
+            connection,
+            length: SendParams::parse(&params).length,
+        },
+        (TDI_RECEIVE, Some(connection)) => {
+            let receive = ReceiveParams::parse(&params);
+            Request::Receive {
+                connection,
+                length: receive.length,
+                peek: receive.flags.peek(),
+            }
+        }
+        (TDI_DISCONNECT, Some(connection)) => {
+            match Disconnect::from_flags(KernelRequest::parse(&params).flags) {
+                Ok(kind) => Request::Disconnect { connection, kind },
+                Err(status) => return irp.complete(status, 0),
+            }
+        }
+        (TDI_QUERY_INFORMATION, _) => {
+            let object = match kind {
+                Some(FileKind::Address(index)) => Object::Address(index),
+                Some(FileKind::Connection(index)) => Object::Connection(index),
+                _ => return irp.complete(NtStatus::INVALID_PARAMETER, 0),
+            };
+            match QueryInformationParams::parse(&params) {
+                Ok(query) => Request::Query {
+                    object,
+                    kind: query.query_type,
+                },
+                Err(status) => return irp.complete(status, 0),
+            }
+        }
+        (TDI_SET_EVENT_HANDLER, _) => {
+            let event = SetEventParams::parse(&params);
+            let status = if (0..=TDI_EVENT_MAX).contains(&event.event_type) {
+                NtStatus::SUCCESS
+            } else {
+                NtStatus::INVALID_PARAMETER
+            };
+            return irp.complete(status, 0);
+        }
+        (TDI_ACTION, _) => return irp.complete(NtStatus::SUCCESS, 0),
+        (TDI_ACCEPT | TDI_SET_INFORMATION, _) => {
+            return irp.complete(NtStatus::NOT_IMPLEMENTED, 0);
+        }
+        (
+            TDI_ASSOCIATE_ADDRESS
+            | TDI_DISASSOCIATE_ADDRESS
+            | TDI_CONNECT
+            | TDI_LISTEN
+            | TDI_SEND
+            | TDI_RECEIVE
+            | TDI_DISCONNECT,
+            None,
+        ) => return irp.complete(NtStatus::INVALID_CONNECTION, 0),
+        _ => return irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0),
+    };
+    let cancellable = matches!(
+        request,
+        Request::Connect { .. }
+            | Request::Listen { .. }
+            | Request::Send { .. }
+            | Request::Receive { .. }
+            | Request::Disconnect { .. }
+    );
+    driver
+        .stack()
+        .submit(request, irp, if cancellable { cancel } else { None })
+}
+
+/// TDI_ASSOCIATE_ADDRESS: resolves the address handle in the caller's context (it is the
+/// caller's handle) and checks it is an address file of this driver.
+fn associate(
+    driver: &'static Tcpip,
+    connection: u32,
+    params: AssociateParams,
+    irp: Irp,
+) -> Dispatched {
+    let file = match ReferencedFile::from_handle(params.address_handle, irp.requestor_mode()) {
+        Ok(file) => file,
+        Err(status) => return irp.complete(status, 0),
+    };
+    let ours = file.file().driver() == driver.driver_id();
+    let address = match (ours, file_kind(file.file())) {
+        (true, Some(FileKind::Address(index))) => index,
+        _ => return irp.complete(NtStatus::INVALID_HANDLE, 0),
+    };
+    drop(file);
+    driver.stack().submit(
+        Request::Associate {
+            connection,
+            address,
+        },
+        irp,
+        None,
+    )
 }
 
 /// IRP_MJ_DEVICE_CONTROL: IOCTLs. Accepted on every device and file type, as ReactOS's
 /// tcpip.sys does; unknown codes are invalid device requests.
-fn device_control(irp: Irp) -> Dispatched {
+fn device_control(driver: &'static Tcpip, irp: Irp) -> Dispatched {
     match irp.stack().ioctl().code {
         IOCTL_TCP_QUERY_INFORMATION_EX => query_information_ex(irp),
+        IOCTL_TCP_SET_INFORMATION_EX => set_information_ex(driver, irp),
         _ => irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0),
     }
 }
@@ -65,5 +270,36 @@ fn query_information_ex(mut irp: Irp) -> Dispatched {
             irp.complete(NtStatus::SUCCESS, information)
         }
         Err(status) => irp.complete(status, 0),
+    }
+}
+
+/// `IOCTL_TCP_SET_INFORMATION_EX` (METHOD_BUFFERED). `TCP_SOCKET_NODELAY` on a connection file
+/// applies to it; sent on a control channel (wshtcpip's setsockopt), it names a transport entity
+/// this driver does not keep per socket, and succeeds without effect, as the contract allows.
+fn set_information_ex(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
+    let length = irp.stack().ioctl().input_length as usize;
+    let kind = irp.stack().file_object().and_then(file_kind);
+    let (id, enabled) = match SetInformationEx::parse(irp.system_buffer(length)) {
+        Ok(request) => (request.id, request.buffer.iter().any(|byte| *byte != 0)),
+        Err(status) => return irp.complete(status, 0),
+    };
+    if id.toi_class != INFO_CLASS_PROTOCOL {
+        return irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0);
+    }
+    match (id.toi_type, id.toi_id, kind) {
+        (INFO_TYPE_CONNECTION, TCP_SOCKET_NODELAY, Some(FileKind::Connection(connection))) => {
+            driver.stack().submit(
+                Request::SetNoDelay {
+                    connection,
+                    enabled,
+                },
+                irp,
+                None,
+            )
+        }
+        (INFO_TYPE_CONNECTION | INFO_TYPE_ADDRESS_OBJECT, _, _) => {
+            irp.complete(NtStatus::SUCCESS, 0)
+        }
+        _ => irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0),
     }
 }

@@ -1,10 +1,15 @@
 //! The driver object: its devices and its state from `DriverEntry` to `DriverUnload`.
 
+use crate::core::stack::Stack;
+use crate::core::state::CoreConfig;
 use crate::dispatch;
 use crate::nt::NtStatus;
 use crate::nt::device::Device;
-use crate::nt::entry::Driver;
-use crate::nt::irp::{Dispatched, Irp, IrpId};
+use crate::nt::dpc::DpcHandler;
+use crate::nt::entry::{self, Driver};
+use crate::nt::irp::{CancelRoutine, Dispatched, Irp, IrpId};
+use crate::nt::log::Level;
+use crate::nt::work_item::{WorkHandler, WorkItem};
 
 /// The device names, in the order ReactOS's tcpip.sys creates them. Every request is accepted
 /// on every device (iphlpapi sends everything to `\Device\Tcp`).
@@ -18,6 +23,10 @@ pub const DEVICE_NAMES: &[&str] = &[
 /// The state of tcpip.sys.
 pub struct Tcpip {
     devices: [Device; DEVICE_NAMES.len()],
+    stack: Stack,
+    /// Completes finished requests at PASSIVE_LEVEL.
+    completions: WorkItem<Tcpip>,
+    cancel: CancelRoutine,
 }
 
 impl Tcpip {
@@ -25,29 +34,67 @@ impl Tcpip {
     pub fn devices(&self) -> &[Device] {
         &self.devices
     }
+
+    /// The TCP/IP stack.
+    pub fn stack(&self) -> &Stack {
+        &self.stack
+    }
+
+    /// The cancel routine armed on pending TDI requests.
+    pub fn cancel_routine(&self) -> CancelRoutine {
+        self.cancel
+    }
+
+    /// This driver's identity, to recognise its own file objects.
+    pub fn driver_id(&self) -> usize {
+        self.devices[0].driver()
+    }
 }
 
 impl Driver for Tcpip {
     const DEVICES: &'static [&'static str] = DEVICE_NAMES;
 
     fn init(devices: &[Device]) -> Result<Self, NtStatus> {
-        let devices = devices
+        let devices: [Device; DEVICE_NAMES.len()] = devices
             .try_into()
             .map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)?;
-        Ok(Tcpip { devices })
+        Ok(Tcpip {
+            completions: WorkItem::allocate(&devices[0])?,
+            stack: Stack::new(CoreConfig::default())?,
+            devices,
+            cancel: entry::cancel_routine::<Tcpip>(),
+        })
     }
 
     fn start(&'static self) {
-        crate::log!(crate::nt::log::Level::Info, "started");
+        self.stack.start(self);
+        crate::log!(Level::Info, "started");
     }
 
     fn dispatch(&'static self, device: usize, irp: Irp) -> Dispatched {
         dispatch::dispatch(self, device, irp)
     }
 
-    fn cancel(&'static self, _irp: IrpId) {}
+    fn cancel(&'static self, irp: IrpId) {
+        self.stack.cancel(irp);
+    }
 
     fn stop(&'static self) {
-        crate::log!(crate::nt::log::Level::Info, "unloading");
+        self.stack.stop();
+        crate::log!(Level::Info, "unloading");
+    }
+}
+
+impl DpcHandler for Tcpip {
+    fn run_dpc(&'static self) {
+        if self.stack.run_dpc().completions {
+            self.completions.queue(self);
+        }
+    }
+}
+
+impl WorkHandler for Tcpip {
+    fn run_work(&'static self) {
+        self.stack.run_completions();
     }
 }

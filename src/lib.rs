@@ -18,9 +18,11 @@
 
 extern crate alloc;
 
+pub mod core;
 pub mod dispatch;
 pub mod driver;
 pub mod entities;
+pub mod link;
 pub mod nt;
 pub mod tdi;
 

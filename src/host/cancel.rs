@@ -45,6 +45,7 @@ impl KernelHandle {
         if !kernel.irps.hold(irp) {
             return false;
         }
+        let completions = kernel.irps.completions(irp);
         let frame = RoutineFrame::begin();
         let old = acquire(kernel, site);
         // SAFETY: the IRP is live and held. `Cancel` and `CancelRoutine` are accessed atomically
@@ -90,8 +91,7 @@ impl KernelHandle {
             release(kernel, old, Site::entry(Entry::Cancel));
         }
         frame.end(Entry::Cancel, routine_address);
-        let completed = kernel.irps.is_completed(irp);
-        if !completed {
+        if kernel.irps.completions(irp) == completions {
             verifier::report(
                 Rule::CancelRoutineDidNotComplete,
                 Site::entry(Entry::Cancel),

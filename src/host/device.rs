@@ -333,8 +333,36 @@ pub(crate) fn free_foreign(kernel: &KernelInner) {
                     Site::entry(context::entry()),
                 );
             }
-            drop(Box::from_raw(driver));
+            retire_driver_object(kernel, driver);
         }
+    }
+}
+
+/// Frees a driver object that is gone (unloaded, or a foreign driver at teardown), unless a
+/// deleted device with open files still refers to it: then the object stays, with its major
+/// functions sent to the I/O manager's default, so the remaining closes never reach code of
+/// an unloaded driver.
+///
+/// # Safety
+/// `driver` was made by [`new_driver_object`] and is not used by the model afterwards.
+pub(crate) unsafe fn retire_driver_object(kernel: &KernelInner, driver: *mut DRIVER_OBJECT) {
+    let referenced = {
+        let state = kernel.objects.lock();
+        state.objects.iter().any(|(&address, record)| {
+            matches!(record.kind, ObjectKind::Device(_))
+                // SAFETY: a device with a record is allocated.
+                && unsafe { (*(address as *mut DEVICE_OBJECT)).DriverObject } == driver
+        })
+    };
+    if referenced {
+        // SAFETY: forwarded caller contract: the object is live.
+        unsafe {
+            (*driver).MajorFunction = [Some(super::io::invalid_device_request); IRP_MJ_COUNT];
+            (*driver).DriverUnload = None;
+        }
+    } else {
+        // SAFETY: forwarded caller contract: made by `new_driver_object`, freed once.
+        drop(unsafe { Box::from_raw(driver) });
     }
 }
 

@@ -165,6 +165,7 @@ pub(crate) unsafe fn remove(kernel: &KernelInner, dpc: *mut KDPC) -> bool {
     dpc_ref.DpcData = std::ptr::null_mut();
     state.queues[processor].retain(|q| q.dpc != dpc as usize);
     drop(state);
+    processors.changed.notify_all();
     kernel.activity.end();
     true
 }

@@ -8,7 +8,7 @@
 //! timers. Each kind of leak is a verifier violation; the report lists every leaked item.
 
 use super::context::EntryScope;
-use super::device::{DriverRecord, new_driver_object};
+use super::device::{DriverRecord, new_driver_object, retire_driver_object};
 use super::kernel::{KernelHandle, KernelInner};
 use super::object::ObjectKind;
 use super::verifier::{self, Entry, RoutineFrame, Rule, Site};
@@ -84,7 +84,7 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// The driver object.
+    /// The driver object. Any IRQL.
     pub fn object(&self) -> *mut DRIVER_OBJECT {
         self.object as *mut DRIVER_OBJECT
     }
@@ -139,6 +139,8 @@ impl KernelHandle {
             self.wait_quiescent();
             check_leaks(kernel, object, "after DriverEntry failed");
             forget_driver(kernel, object);
+            // SAFETY: made by `new_driver_object`; forgotten, so retired once.
+            unsafe { retire_driver_object(kernel, object) };
             return Err(status);
         }
         // SAFETY: the driver object and its devices are live.
@@ -178,11 +180,8 @@ fn unload(kernel: &Arc<KernelInner>, object: *mut DRIVER_OBJECT) -> UnloadReport
     KernelHandle(kernel.clone()).wait_quiescent();
     let report = check_leaks(kernel, object, "at unload");
     forget_driver(kernel, object);
-    // SAFETY: the driver object is not referenced by any device any more (none leaked).
-    if unsafe { (*object).DeviceObject }.is_null() {
-        // SAFETY: made by `new_driver_object`, freed once (the driver is forgotten).
-        drop(unsafe { Box::from_raw(object) });
-    }
+    // SAFETY: made by `new_driver_object`; the driver is forgotten, so it is retired once.
+    unsafe { retire_driver_object(kernel, object) };
     report
 }
 

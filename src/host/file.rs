@@ -205,6 +205,30 @@ impl KernelHandle {
         Ok(state.insert_handle(file as usize))
     }
 
+    /// An IRP for a request on a referenced file object, as a kernel-mode client such as AFD
+    /// builds it (`TdiBuildInternalDeviceControlIrp`): as many stack locations as the file's
+    /// device needs, the next one filled from `location` with `FileObject` set to the file,
+    /// `RequestorMode` kernel and no `Tail.Overlay.OriginalFileObject`. Send it with
+    /// [`KernelHandle::call_driver`] to [`ObjectRef::device`]. Any IRQL ≤ DISPATCH_LEVEL.
+    ///
+    /// [`ObjectRef::device`]: super::ObjectRef::device
+    pub fn allocate_file_irp(&self, file: &super::ObjectRef, location: StackLocation) -> *mut IRP {
+        let _api = self.api();
+        // SAFETY: the reference keeps the file object and its device alive.
+        let stack_size = unsafe { (*file.device()).StackSize };
+        let irp = super::io::allocate(&self.0, stack_size);
+        // SAFETY: a fresh IRP owned here.
+        unsafe { (*irp).RequestorMode = KERNEL_MODE };
+        self.set_next_stack(
+            irp,
+            StackLocation {
+                file_object: file.as_file_object(),
+                ..location
+            },
+        );
+        irp
+    }
+
     /// `ZwDeviceIoControlFile` on a handle, from user mode: see
     /// [`KernelHandle::device_io_control_with`]. PASSIVE_LEVEL.
     pub fn device_io_control(

@@ -9,10 +9,10 @@
 //! `SL_PENDING_RETURNED` becomes `Irp->PendingReturned`; a completion routine runs when its
 //! `SL_INVOKE_ON_SUCCESS/ERROR/CANCEL` bit matches, with the device of the location above it
 //! (null at the top); without a routine, a pending mark is propagated to the location above;
-//! `STATUS_MORE_PROCESSING_REQUIRED` from a routine stops the walk and leaves the IRP to its
-//! owner (who frees it with [`KernelHandle::free_irp`]). Otherwise the I/O manager's final
-//! stage runs: `IoStatus` is copied to `UserIosb`, the MDLs the model built are freed,
-//! `UserEvent` is signalled and the IRP is freed.
+//! `STATUS_MORE_PROCESSING_REQUIRED` from a routine stops the walk and leaves the IRP to the
+//! routine's owner, which frees it ([`KernelHandle::free_irp`]) or completes it again.
+//! Otherwise the I/O manager's final stage runs: `IoStatus` is copied to `UserIosb`, the MDLs
+//! the model built are freed, `UserEvent` is signalled and the IRP is freed.
 //!
 //! The model never frees an IRP while one of its own calls still uses it (a dispatch routine
 //! that has not returned, a cancel in progress), so the verifier can inspect the IRP after the
@@ -108,8 +108,12 @@ struct IrpRecord {
     /// Model calls currently using the IRP; it is freed only at zero.
     holds: usize,
     free_requested: bool,
+    /// Being completed or completed (reset when a completion routine returns
+    /// `STATUS_MORE_PROCESSING_REQUIRED`, which hands the IRP back to be completed again).
     completed: bool,
-    /// The `Control` byte of every location when completion began.
+    /// How many times `IoCompleteRequest` started on the IRP.
+    completions: u64,
+    /// The `Control` byte of every location when the last completion began.
     controls: Vec<u8>,
     /// Per location: the completion routine there needs PASSIVE_LEVEL.
     passive: Vec<bool>,
@@ -182,9 +186,11 @@ impl Irps {
             .collect()
     }
 
-    /// Whether `IoCompleteRequest` was called on the IRP (or it is gone).
-    pub(crate) fn is_completed(&self, irp: *mut IRP) -> bool {
-        self.lock().get(&(irp as usize)).is_none_or(|r| r.completed)
+    /// How many times `IoCompleteRequest` started on the IRP (`u64::MAX` once it is freed).
+    pub(crate) fn completions(&self, irp: *mut IRP) -> u64 {
+        self.lock()
+            .get(&(irp as usize))
+            .map_or(u64::MAX, |r| r.completions)
     }
 
     pub(crate) fn is_allocated(&self, irp: *mut IRP) -> bool {
@@ -217,6 +223,7 @@ pub(crate) fn allocate(kernel: &KernelInner, stack_size: i8) -> *mut IRP {
             holds: 0,
             free_requested: false,
             completed: false,
+            completions: 0,
             controls: Vec::new(),
             passive: vec![false; stack_count],
             in_driver: None,
@@ -305,8 +312,10 @@ pub(crate) unsafe fn call_driver(
         .unwrap_or(invalid_device_request);
     let handled = !std::ptr::fn_addr_eq(dispatch, invalid_device_request as DispatchRoutine);
     let entry = Entry::Dispatch { major, minor };
+    let mut completions = 0;
     if let Some(record) = kernel.irps.lock().get_mut(&(irp as usize)) {
         record.lowest_dispatched = record.lowest_dispatched.min(index);
+        completions = record.completions;
         if tracked && handled {
             record.in_driver = Some(entry);
         }
@@ -324,19 +333,22 @@ pub(crate) unsafe fn call_driver(
     };
     frame.end(entry, dispatch as usize);
     if tracked && handled {
-        check_dispatch_result(kernel, irp, index, status, entry);
+        check_dispatch_result(kernel, irp, index, completions, status, entry);
     }
     kernel.irps.release(irp);
     status
 }
 
-/// The pending protocol: `STATUS_PENDING` if and only if marked pending; otherwise completed.
-/// A dispatch routine that passed the IRP to a lower driver returns that driver's status and
-/// relies on completion to propagate the pending mark, so it is not checked.
+/// The pending protocol: `STATUS_PENDING` if and only if marked pending; otherwise completed
+/// (`IoCompleteRequest` was called since the dispatch began, when the IRP had seen
+/// `completions` completions). A dispatch routine that passed the IRP to a lower driver returns
+/// that driver's status and relies on completion to propagate the pending mark, so it is not
+/// checked.
 fn check_dispatch_result(
     kernel: &KernelInner,
     irp: *mut IRP,
     index: usize,
+    completions: u64,
     status: NtStatus,
     entry: Entry,
 ) {
@@ -348,13 +360,14 @@ fn check_dispatch_result(
         if record.lowest_dispatched < index {
             return;
         }
-        let control = if record.completed {
+        let completed = record.completions > completions;
+        let control = if completed {
             record.controls.get(index).copied().unwrap_or(0)
         } else {
             // SAFETY: the IRP is held (not freed) and not completed, so its location is intact.
             unsafe { (*stack_location(irp, index)).Control }
         };
-        (record.completed, control)
+        (completed, control)
     };
     let marked = control & SL_PENDING_RETURNED != 0;
     let site = Site::entry(entry);
@@ -393,6 +406,7 @@ pub(crate) unsafe fn complete(kernel: &KernelInner, irp: *mut IRP, site: Site) {
         match table.get_mut(&(irp as usize)) {
             Some(record) if !record.completed && !record.free_requested => {
                 record.completed = true;
+                record.completions += 1;
                 record.holds += 1;
                 record.in_driver = None;
                 record.controls = (0..record.stack_count)
@@ -436,11 +450,10 @@ unsafe fn complete_held(
             .load(Ordering::Acquire)
     };
     // SAFETY: the IRP is live and held; the current location is read only if it exists.
-    let (status, cancelled, major) = unsafe {
+    let (status, major) = unsafe {
         let location = (*irp).CurrentLocation as usize;
         (
             NtStatus((*irp).IoStatus.Status.Status),
-            AtomicU8::from_ptr(&raw mut (*irp).Cancel).load(Ordering::Acquire) != 0,
             (1..=stack_count)
                 .contains(&location)
                 .then(|| (*stack_location(irp, location - 1)).MajorFunction),
@@ -470,8 +483,11 @@ unsafe fn complete_held(
         if location == 0 || location > stack_count {
             break;
         }
-        // SAFETY: as above.
+        // SAFETY: as above. The status is read again at each location, since completion
+        // routines may change it.
         let (routine, context, invoke, pending) = unsafe {
+            let success = NtStatus((*irp).IoStatus.Status.Status).is_success();
+            let cancelled = AtomicU8::from_ptr(&raw mut (*irp).Cancel).load(Ordering::Acquire) != 0;
             let stack = stack_location(irp, location - 1);
             let control = (*stack).Control;
             let pending = control & SL_PENDING_RETURNED != 0;
@@ -483,7 +499,6 @@ unsafe fn complete_held(
             (*stack).Context = std::ptr::null_mut();
             (*irp).CurrentLocation += 1;
             (*irp).Tail.Overlay.CurrentStackLocation = stack.add(1);
-            let success = status.is_success();
             let invoke = (success && control & SL_INVOKE_ON_SUCCESS != 0)
                 || (!success && control & SL_INVOKE_ON_ERROR != 0)
                 || (cancelled && control & SL_INVOKE_ON_CANCEL != 0);
@@ -517,6 +532,11 @@ unsafe fn complete_held(
                     NtStatus(unsafe { routine(device, irp, context) })
                 };
                 if result == NtStatus::MORE_PROCESSING_REQUIRED {
+                    // The IRP is back with the routine's owner, which may free it or complete
+                    // it again.
+                    if let Some(record) = kernel.irps.lock().get_mut(&(irp as usize)) {
+                        record.completed = false;
+                    }
                     kernel.irps.release(irp);
                     return;
                 }

@@ -7,6 +7,7 @@
 //! that depend on it instead: no spin lock above DISPATCH_LEVEL, no wait at DISPATCH_LEVEL,
 //! routines return at the IRQL they were called at.
 
+use super::context::ModelScope;
 use super::verifier::{self, Rule, Site};
 use crate::nt::types::KIRQL;
 use std::cell::Cell;
@@ -33,6 +34,7 @@ pub(crate) fn set(irql: KIRQL) {
 /// [`Rule::InvalidIrqlTransition`] (the IRQL is still set). Any IRQL.
 #[track_caller]
 pub fn raise_irql(new: KIRQL) -> KIRQL {
+    let _model = ModelScope::enter();
     let old = current_irql();
     if new < old {
         verifier::report(
@@ -53,6 +55,7 @@ pub fn lower_irql(new: KIRQL) {
 }
 
 pub(crate) fn lower_to(new: KIRQL, site: Site) {
+    let _model = ModelScope::enter();
     let old = current_irql();
     if new > old {
         verifier::report(

@@ -190,7 +190,7 @@ impl Kernel {
         }
     }
 
-    /// A handle to this kernel, for other threads and for closures.
+    /// A handle to this kernel, for other threads and for closures. Any IRQL.
     pub fn handle(&self) -> KernelHandle {
         self.handle.clone()
     }
@@ -254,7 +254,8 @@ impl Drop for Kernel {
 }
 
 impl KernelHandle {
-    /// The kernel the current thread belongs to. Panics on threads that belong to none.
+    /// The kernel the current thread belongs to. Panics on threads that belong to none. Any
+    /// IRQL.
     pub fn current() -> KernelHandle {
         KernelHandle(context::current())
     }
@@ -275,7 +276,7 @@ impl KernelHandle {
         }
     }
 
-    /// The configuration the kernel was started with.
+    /// The configuration the kernel was started with. Any IRQL.
     pub fn config(&self) -> &Config {
         &self.0.config
     }

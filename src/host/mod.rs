@@ -7,8 +7,8 @@
 //! with their real layouts and completion rules, cancellation, MDLs, file and device objects
 //! with handles and reference counts, and tracked pool with fault injection. The rest of this
 //! module is the host API that tests (and the AFD model) use to drive it: [`Kernel`],
-//! [`KernelHandle`] and the types they take and return. Each item documents the IRQL it may be
-//! called at.
+//! [`KernelHandle`] and the types they take and return. Each function that acts on the kernel
+//! documents the IRQL it may be called at.
 //!
 //! The verifier ([`Rule`]) records every violation with the rule, a message and the site
 //! (source location and driver entry point); the test fails when the [`Kernel`] is dropped
@@ -21,6 +21,7 @@
 //! address validation (probing), security and access checks, and the I/O manager's fast I/O
 //! and device queues.
 
+pub mod afd;
 mod cancel;
 mod clock;
 mod context;
@@ -40,6 +41,7 @@ mod sync;
 pub mod sys;
 mod verifier;
 mod work;
+pub mod winsock;
 
 pub use clock::{BOOT_SYSTEM_TIME, Clock};
 pub use debug::DBGPRINT_ENV;

@@ -221,17 +221,17 @@ pub struct ObjectRef {
 }
 
 impl ObjectRef {
-    /// The object's address (a `PFILE_OBJECT` for file references).
+    /// The object's address (a `PFILE_OBJECT` for file references). Any IRQL.
     pub fn as_ptr(&self) -> *mut c_void {
         self.object as *mut c_void
     }
 
-    /// The object as a file object.
+    /// The object as a file object. Any IRQL.
     pub fn as_file_object(&self) -> *mut FILE_OBJECT {
         self.object as *mut FILE_OBJECT
     }
 
-    /// The device a file object was opened on.
+    /// The device a file object was opened on. Any IRQL.
     pub fn device(&self) -> *mut DEVICE_OBJECT {
         // SAFETY: the reference keeps the file object alive; DeviceObject is set at creation.
         unsafe { (*self.as_file_object()).DeviceObject }

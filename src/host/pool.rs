@@ -4,12 +4,12 @@
 //! ([`crate::nt::pool::TAG`]), so every `Box`/`Vec` of the driver (and of smoltcp) is pool. On
 //! the host, [`TrackingAllocator`] is the process's `#[global_allocator]`:
 //! - allocations made while the current thread is inside the driver (see
-//!   [`super::context`]) are recorded in that kernel's [`PoolTracker`] under the driver's tag,
+//!   `super::context`) are recorded in that kernel's `PoolTracker` under the driver's tag,
 //!   with the driver's call site ([`note_call_site`]) or entry point, and fault injection may
 //!   fail them (return null);
 //! - every other allocation (tests, the model) goes straight to the system allocator.
 //!
-//! Every block, tracked or not, carries a [`BlockHeader`] just below the pointer handed out, so
+//! Every block, tracked or not, carries a `BlockHeader` just below the pointer handed out, so
 //! `dealloc` knows whether and where a block was tracked without a lookup. The tracker's own
 //! bookkeeping allocates through this allocator too; a reentrancy flag makes those nested
 //! allocations untracked. A tracked block holds a strong count on its tracker, so a block freed

@@ -136,7 +136,7 @@ impl Event {
         }
     }
 
-    /// The `KEVENT`, for `IRP::UserEvent`.
+    /// The `KEVENT`, for `IRP::UserEvent`. Any IRQL.
     pub fn as_ptr(&self) -> *mut KEVENT {
         self.event.get()
     }
@@ -172,8 +172,9 @@ impl Event {
     /// IRQL ≤ DISPATCH_LEVEL with a zero timeout.
     #[track_caller]
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
-        check_wait_irql(timeout, Site::caller(), "KeWaitForSingleObject on an event");
+        let site = Site::caller();
         let _model = context::ModelScope::enter();
+        check_wait_irql(timeout, site, "KeWaitForSingleObject on an event");
         let synchronization = self.is_synchronization();
         self.kernel.0.dispatcher.wait_until(timeout, || {
             if synchronization {
@@ -211,8 +212,9 @@ impl KMutex {
     /// PASSIVE_LEVEL, or any IRQL ≤ DISPATCH_LEVEL with a zero timeout.
     #[track_caller]
     pub fn acquire(&self, timeout: Option<Duration>) -> bool {
-        check_wait_irql(timeout, Site::caller(), "KeWaitForMutexObject");
+        let site = Site::caller();
         let _model = context::ModelScope::enter();
+        check_wait_irql(timeout, site, "KeWaitForMutexObject");
         let me = context::thread_token();
         self.kernel.0.dispatcher.wait_until(timeout, || {
             let mut state = self.lock();
@@ -230,6 +232,7 @@ impl KMutex {
     #[track_caller]
     pub fn release(&self) {
         let site = Site::caller();
+        let _model = context::ModelScope::enter();
         let me = context::thread_token();
         let owned = {
             let state = self.lock();

@@ -1,7 +1,7 @@
 //! The kernel services of `crate::nt::sys` on the host: one function per function of the
 //! kernel contract (`src/nt/sys/kernel.rs`, x64 names and signatures), implemented by the model.
 //!
-//! Each function enters a [`ModelScope`] first, so allocations the model makes on the driver's
+//! Each function enters a `ModelScope` first, so allocations the model makes on the driver's
 //! behalf are not attributed to the driver, and forwards to the module that models the service.
 //! Functions whose misuse the verifier reports are `#[track_caller]`, so the report names the
 //! driver's call site (through `#[track_caller]` wrappers in `nt`). To add a function to the
@@ -422,6 +422,7 @@ pub unsafe fn KeReleaseSpinLockFromDpcLevel(lock: *mut KSPIN_LOCK) {
 /// # Safety
 /// No precondition.
 pub unsafe fn KeGetCurrentIrql() -> KIRQL {
+    let _model = ModelScope::enter();
     super::irql::current_irql()
 }
 

@@ -285,6 +285,7 @@ impl RoutineFrame {
     /// and returned at its entry IRQL. Repairs both, so that a buggy routine cannot hang the
     /// test: forgotten locks are released, the IRQL is restored.
     pub(crate) fn end(self, entry: Entry, routine: usize) {
+        let _model = ModelScope::enter();
         let extra = spinlock::release_held_above(self.locks);
         if !extra.is_empty() {
             report(

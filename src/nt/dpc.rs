@@ -50,6 +50,7 @@ impl Dpc {
     }
 
     /// `KeInsertQueueDpc`: `false` if it was already queued. Any IRQL.
+    #[track_caller]
     pub fn queue(&self) -> bool {
         // SAFETY: initialised by `init` at a fixed address.
         unsafe {

@@ -188,6 +188,7 @@ impl Irp {
     /// Sets the status and information and calls `IoCompleteRequest`. Callable at IRQL ≤
     /// DISPATCH_LEVEL; the driver calls it at PASSIVE_LEVEL with no lock held, because
     /// completion routines (AFD's) wait on mutexes and re-enter the driver.
+    #[track_caller]
     pub fn complete(self, status: NtStatus, information: usize) -> Dispatched {
         let raw = self.raw.as_ptr();
         // SAFETY: we own the live IRP; writing its status block and completing it hands it
@@ -202,6 +203,7 @@ impl Irp {
 
     /// `IoMarkIrpPending`: the IRP will be completed later, possibly on another thread, and the
     /// dispatch routine must return `STATUS_PENDING` — which the returned [`Dispatched`] is.
+    #[track_caller]
     pub fn mark_pending(self) -> (Dispatched, PendingIrp) {
         let stack = self.stack().raw as *const IO_STACK_LOCATION as *mut IO_STACK_LOCATION;
         // SAFETY: the current stack location belongs to this driver while it owns the IRP;
@@ -326,6 +328,7 @@ impl PendingIrp {
     /// under which the cancel routine searches for this IRP. Returns `false` if the IRP had
     /// already been cancelled: the routine was taken back and the caller must complete the IRP
     /// with `STATUS_CANCELLED`. Any IRQL ≤ DISPATCH_LEVEL.
+    #[track_caller]
     pub fn arm(&mut self, routine: CancelRoutine) -> bool {
         let slot = self.irp.cancel_routine_slot();
         slot.store(routine.0 as *mut c_void, Ordering::Release);
@@ -346,6 +349,7 @@ impl PendingIrp {
     /// Removes the cancel routine before completion. `true`: the IRP is ours to complete.
     /// `false`: `IoCancelIrp` has claimed it; leave it where the cancel routine looks, and that
     /// routine completes it. Any IRQL ≤ DISPATCH_LEVEL.
+    #[track_caller]
     pub fn disarm(&mut self) -> bool {
         if !self.armed {
             return true;
@@ -365,6 +369,7 @@ impl PendingIrp {
 
     /// Completes the IRP. It must be disarmed (or never armed). Callable at IRQL ≤
     /// DISPATCH_LEVEL; the driver calls it at PASSIVE_LEVEL with no lock held.
+    #[track_caller]
     pub fn complete(self, status: NtStatus, information: usize) {
         debug_assert!(!self.armed, "completing an IRP whose cancel routine is set");
         let _ = self.irp.complete(status, information);
@@ -413,6 +418,13 @@ impl<'a> IoStack<'a> {
     pub fn create_ea_length(&self) -> u32 {
         // SAFETY: plain-data union read; meaningful for IRP_MJ_CREATE.
         unsafe { self.raw.Parameters.Create.EaLength }
+    }
+
+    /// The raw bytes of the `Parameters` union, for the TDI request decoders.
+    pub fn parameters(&self) -> [u8; core::mem::size_of::<IoStackParameters>()] {
+        // SAFETY: the union is plain data of exactly this size; reading it as bytes is defined
+        // for every variant.
+        unsafe { core::mem::transmute_copy(&self.raw.Parameters) }
     }
 
     /// `Parameters.DeviceIoControl`.

@@ -24,9 +24,10 @@ impl MdlChain<'_> {
     }
 
     fn mdls(&self) -> impl Iterator<Item = NonNull<MDL>> + '_ {
-        // SAFETY: every MDL in the chain is valid for the chain's lifetime (type invariant).
         core::iter::successors(Some(self.head), |mdl| {
-            NonNull::new(unsafe { mdl.as_ref() }.Next)
+            // SAFETY: every MDL in the chain is valid for the chain's lifetime (type invariant).
+            let next = unsafe { mdl.as_ref() }.Next;
+            NonNull::new(next)
         })
     }
 
@@ -118,11 +119,20 @@ impl MdlChain<'_> {
     /// Copies `data` into the chain from its start. Returns the bytes copied (at most the
     /// chain's length).
     pub fn write(&self, data: &[u8]) -> Result<usize, NtStatus> {
+        self.write_at(0, data)
+    }
+
+    /// Copies `data` into the chain starting `skip` bytes in. Returns the bytes copied.
+    pub fn write_at(&self, skip: usize, data: &[u8]) -> Result<usize, NtStatus> {
         let mut copied = 0;
-        self.for_each_segment(|_, segment| {
-            let take = segment.len().min(data.len() - copied);
-            segment[..take].copy_from_slice(&data[copied..copied + take]);
-            copied += take;
+        self.for_each_segment(|offset, segment| {
+            let end = offset + segment.len();
+            if end > skip {
+                let start = skip.saturating_sub(offset);
+                let take = (segment.len() - start).min(data.len() - copied);
+                segment[start..start + take].copy_from_slice(&data[copied..copied + take]);
+                copied += take;
+            }
             copied < data.len()
         })?;
         Ok(copied)

@@ -9,6 +9,7 @@
 
 use crate::nt::NtStatus;
 use alloc::boxed::Box;
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 /// The driver's pool tag, shown as `Rtcp` by pool tools.
@@ -62,4 +63,14 @@ pub fn try_push<T>(vec: &mut Vec<T>, value: T) -> Result<(), NtStatus> {
     }
     vec.push(value);
     Ok(())
+}
+
+/// `VecDeque::try_reserve` for `additional` more elements, with the NT status on failure.
+/// Any IRQL ≤ DISPATCH_LEVEL.
+#[track_caller]
+pub fn try_reserve_deque<T>(queue: &mut VecDeque<T>, additional: usize) -> Result<(), NtStatus> {
+    note_call_site();
+    queue
+        .try_reserve(additional)
+        .map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)
 }

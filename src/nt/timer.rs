@@ -34,6 +34,7 @@ impl Timer {
 
     /// Arms the timer to queue `dpc` after `delay_100ns` (relative, in 100 ns units), replacing
     /// any earlier due time. Returns whether it was already set. IRQL ≤ DISPATCH_LEVEL.
+    #[track_caller]
     pub fn set_relative(&self, delay_100ns: u64, dpc: &'static Dpc) -> bool {
         let due = -(i64::try_from(delay_100ns.max(1)).unwrap_or(i64::MAX));
         // SAFETY: both objects are initialised at fixed addresses.
@@ -41,6 +42,7 @@ impl Timer {
     }
 
     /// `KeCancelTimer`: `true` if it was set. IRQL ≤ DISPATCH_LEVEL.
+    #[track_caller]
     pub fn cancel(&self) -> bool {
         // SAFETY: initialised at a fixed address.
         unsafe { sys::KeCancelTimer(self.raw.get()) != 0 }

@@ -46,6 +46,7 @@ impl<T: WorkHandler> WorkItem<T> {
 
     /// Queues the item to run `handler.run_work()`; `false` if it is already queued.
     /// IRQL ≤ DISPATCH_LEVEL.
+    #[track_caller]
     pub fn queue(&'static self, handler: &'static T) -> bool {
         if self.queued.swap(true, Ordering::AcqRel) {
             return false;

@@ -56,6 +56,7 @@ impl<T, B: Backend> Lock<T, B> {
 
 impl<T: ?Sized, B: Backend> Lock<T, B> {
     /// Acquires the lock; the guard releases it (and restores the IRQL) when dropped.
+    #[track_caller]
     pub fn lock(&self) -> Guard<'_, T, B> {
         // SAFETY: `state` is owned by `self`, which is borrowed (so it does not move) for the
         // guard's lifetime.
