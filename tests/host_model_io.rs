@@ -593,6 +593,7 @@ fn mdl_chains_are_mapped_on_demand_and_freed_at_completion() {
                 size_of::<MDL>() + pages * size_of::<usize>()
             );
         }
+        // SAFETY: the chain is live until the IRP completes.
         let second = unsafe { (*head).Next };
         let irp = request(&kernel, IRP_MJ_INTERNAL_DEVICE_CONTROL, TDI_RECEIVE);
         // SAFETY: the test owns the unsent IRP.
@@ -983,4 +984,77 @@ fn unhandled_major_functions_get_invalid_device_request() {
         Err(NtStatus::INVALID_DEVICE_REQUEST)
     );
     assert!(driver.unload().is_clean());
+}
+
+#[test]
+fn files_left_open_at_unload_are_reported_and_closed_safely_later() {
+    let kernel = kernel(1);
+    let context = Ctx::default();
+    let fake = fake(&kernel, &context);
+    fake.set(fake.device, file_requests, context.ptr());
+    let handle = kernel
+        .create_file("\\Device\\Fake\\6", Some(EA), 3)
+        .unwrap();
+    let report = fake.driver.unload();
+    assert_eq!(
+        report.leaks_of(tcpip::host::Rule::FileObjectLeak).count(),
+        1,
+        "{report}"
+    );
+    assert_eq!(kernel.take_violations().len(), 1);
+    assert!(
+        kernel.device_by_name(FAKE).is_none(),
+        "deleted, kept only for its open file"
+    );
+    // The driver is gone: cleanup and close go to the I/O manager's default routine.
+    assert_eq!(kernel.close(handle), NtStatus::SUCCESS);
+    assert_eq!(context.log.entries(), vec![CREATE]);
+}
+
+#[test]
+fn a_driver_still_loaded_at_teardown_is_unloaded() {
+    let kernel = kernel(1);
+    let context = Ctx::default();
+    let _fake = fake(&kernel, &context);
+}
+
+/// Checks the request carries its file object the way AFD's TDI IRPs do.
+unsafe fn tdi_request(device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+    let ctx = ctx(device);
+    // SAFETY: a live IRP in this driver.
+    unsafe {
+        let stack = current_stack(irp);
+        if stack.MajorFunction == IRP_MJ_INTERNAL_DEVICE_CONTROL {
+            ctx.check(!stack.FileObject.is_null() && (*stack.FileObject).DeviceObject == device);
+            ctx.check((*irp).Tail.Overlay.OriginalFileObject.is_null());
+            ctx.check((*irp).RequestorMode == KERNEL_MODE);
+            ctx.log.push(u32::from(stack.MinorFunction));
+        }
+        complete(irp, NtStatus::SUCCESS, 0)
+    }
+}
+
+#[test]
+fn file_irps_are_built_like_tdi_requests() {
+    let kernel = kernel(1);
+    let context = Ctx::default();
+    let fake = fake(&kernel, &context);
+    fake.set(fake.device, tdi_request, context.ptr());
+    let handle = kernel.create_file(FAKE, None, 0).unwrap();
+    let file = kernel.reference_file(handle).unwrap();
+    let location = StackLocation::new(
+        IRP_MJ_INTERNAL_DEVICE_CONTROL,
+        TDI_CONNECT,
+        std::ptr::null_mut(),
+    );
+    let irp = kernel.allocate_file_irp(&file, location);
+    assert_eq!(
+        kernel.call_driver_sync(file.device(), irp).status,
+        NtStatus::SUCCESS
+    );
+    assert_eq!(context.log.entries(), vec![u32::from(TDI_CONNECT)]);
+    assert!(!context.wrong.load(Ordering::Acquire));
+    drop(file);
+    kernel.close(handle);
+    fake.driver.unload();
 }

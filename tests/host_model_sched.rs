@@ -243,10 +243,8 @@ fn a_dpc_can_be_requeued_while_its_routine_runs() {
         probe.running.load(Ordering::Acquire) == 1
     });
     // SAFETY: reading the inserted mark of an initialised DPC.
-    assert!(
-        unsafe { (*dpc.get()).DpcData }.is_null(),
-        "dequeued before it runs"
-    );
+    let mark = unsafe { (*dpc.get()).DpcData };
+    assert!(mark.is_null(), "dequeued before it runs");
     assert!(insert(&dpc));
     probe.gate.store(true, Ordering::Release);
     kernel.wait_quiescent();
@@ -418,11 +416,8 @@ fn relative_timers_fire_in_due_order_on_the_virtual_clock() {
         BOOT_SYSTEM_TIME + 30 * MS as u64
     );
     // SAFETY: an initialised timer.
-    assert_eq!(
-        unsafe { (*a.timer.get()).Header.SignalState },
-        1,
-        "signalled"
-    );
+    let signalled = unsafe { (*a.timer.get()).Header.SignalState };
+    assert_eq!(signalled, 1);
 }
 
 #[test]
@@ -660,4 +655,12 @@ fn kernels_in_parallel_threads_are_independent() {
     let (a, b) = (run(3), run(5));
     assert_eq!(a.join().unwrap(), 3 * MS as u64);
     assert_eq!(b.join().unwrap(), 5 * MS as u64);
+}
+
+#[test]
+#[should_panic(expected = "KeBugCheckEx(0x20544350, 0x1")]
+fn ke_bug_check_ex_panics_with_its_code() {
+    let _kernel = kernel(1);
+    // SAFETY: no precondition; it does not return.
+    unsafe { sys::KeBugCheckEx(0x2054_4350, 1, 2, 3, 4) };
 }

@@ -170,10 +170,11 @@ fn pdb_facts(path: &Path) -> pdb::Result<PdbFacts> {
     let globals = pdb.global_symbols()?;
     let mut symbols = globals.iter();
     while let Some(symbol) = symbols.next()? {
-        if let Ok(pdb::SymbolData::Public(public)) = symbol.parse() {
-            if let (true, Some(rva)) = (public.function, public.offset.to_rva(&address_map)) {
-                public_functions.push((public.name.to_string().into_owned(), rva.0));
-            }
+        if let Ok(pdb::SymbolData::Public(public)) = symbol.parse()
+            && public.function
+            && let Some(rva) = public.offset.to_rva(&address_map)
+        {
+            public_functions.push((public.name.to_string().into_owned(), rva.0));
         }
     }
     let mut procedures = Vec::new();
@@ -184,11 +185,11 @@ fn pdb_facts(path: &Path) -> pdb::Result<PdbFacts> {
         };
         let mut symbols = info.symbols()?;
         while let Some(symbol) = symbols.next()? {
-            if let Ok(pdb::SymbolData::Procedure(procedure)) = symbol.parse() {
-                if let Some(rva) = procedure.offset.to_rva(&address_map) {
-                    let name = procedure.name.to_string().into_owned();
-                    procedures.push((name, rva.0, procedure.len));
-                }
+            if let Ok(pdb::SymbolData::Procedure(procedure)) = symbol.parse()
+                && let Some(rva) = procedure.offset.to_rva(&address_map)
+            {
+                let name = procedure.name.to_string().into_owned();
+                procedures.push((name, rva.0, procedure.len));
             }
         }
     }
@@ -200,25 +201,29 @@ fn pdb_facts(path: &Path) -> pdb::Result<PdbFacts> {
     })
 }
 
-/// Both packaged images, built once per test binary.
+/// Both packaged images, built once per test binary (a failed build fails every check with
+/// its output, without building again).
 fn images() -> &'static [Image] {
-    static IMAGES: OnceLock<Vec<Image>> = OnceLock::new();
-    IMAGES.get_or_init(|| {
+    static IMAGES: OnceLock<Result<Vec<Image>, String>> = OnceLock::new();
+    let images = IMAGES.get_or_init(|| {
         let root = xtask::workspace_root();
         let packages = xtask::package(&root, Output::Capture)
-            .unwrap_or_else(|e| panic!("building the kernel images failed:\n{e}"));
+            .map_err(|e| format!("building the kernel images failed:\n{e}"))?;
         packages
             .into_iter()
-            .map(|package| Image {
-                arch: package.arch,
-                bytes: std::fs::read(&package.sys)
-                    .unwrap_or_else(|e| panic!("{}: {e}", package.sys.display())),
-                pdb: pdb_facts(&package.pdb)
-                    .unwrap_or_else(|e| panic!("{}: {e}", package.pdb.display())),
-                path: package.sys,
+            .map(|package| {
+                Ok(Image {
+                    arch: package.arch,
+                    bytes: std::fs::read(&package.sys)
+                        .map_err(|e| format!("{}: {e}", package.sys.display()))?,
+                    pdb: pdb_facts(&package.pdb)
+                        .map_err(|e| format!("{}: {e}", package.pdb.display()))?,
+                    path: package.sys,
+                })
             })
             .collect()
-    })
+    });
+    images.as_deref().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// At most this many problems are listed per image; the rest are counted.

@@ -52,7 +52,10 @@ fn explicit_port_in_use_is_address_already_exists_unless_shared() {
         Err(NtStatus::ADDRESS_ALREADY_EXISTS),
         "0.0.0.0 covers 127.0.0.1"
     );
-    assert_eq!(t.open_address(any(7002), 0), Err(NtStatus::ADDRESS_ALREADY_EXISTS));
+    assert_eq!(
+        t.open_address(any(7002), 0),
+        Err(NtStatus::ADDRESS_ALREADY_EXISTS)
+    );
     t.close(first);
     let shared = t.open_address(any(7003), 3).expect("shared");
     let again = t.open_address(any(7003), 3).expect("SO_REUSEADDR shares");
@@ -97,7 +100,11 @@ fn malformed_eas_fail_with_invalid_parameter_and_allocate_nothing() {
         let before = t.kernel.pool_stats().allocations;
         let result = t.kernel.create_file("\\Device\\Tcp", Some(&ea), 0);
         assert_eq!(result.err(), Some(NtStatus::INVALID_PARAMETER), "{what}");
-        assert_eq!(t.kernel.pool_stats().allocations, before, "{what} allocated");
+        assert_eq!(
+            t.kernel.pool_stats().allocations,
+            before,
+            "{what} allocated"
+        );
     }
     t.unload();
 }
@@ -116,7 +123,9 @@ fn address_outlives_its_file_while_a_connection_holds_it() {
         "the connection still holds the port"
     );
     t.close(connection);
-    let again = t.open_address(local(7005), 0).expect("port released with the last reference");
+    let again = t
+        .open_address(local(7005), 0)
+        .expect("port released with the last reference");
     t.close(again);
     t.unload();
 }
@@ -126,7 +135,10 @@ fn associate_accepts_only_this_drivers_address_files() {
     let t = loaded();
     let connection = t.open_connection().expect("connection");
     let event = t.kernel.create_event_handle();
-    assert_eq!(t.associate(connection, event), NtStatus::OBJECT_TYPE_MISMATCH);
+    assert_eq!(
+        t.associate(connection, event),
+        NtStatus::OBJECT_TYPE_MISMATCH
+    );
     t.kernel
         .create_foreign_device("\\Device\\Other")
         .expect("foreign device");
@@ -135,7 +147,10 @@ fn associate_accepts_only_this_drivers_address_files() {
         .create_file("\\Device\\Other", None, 0)
         .expect("foreign file");
     assert_eq!(t.associate(connection, foreign), NtStatus::INVALID_HANDLE);
-    let control = t.kernel.create_file("\\Device\\Tcp", None, 0).expect("control");
+    let control = t
+        .kernel
+        .create_file("\\Device\\Tcp", None, 0)
+        .expect("control");
     assert_eq!(t.associate(connection, control), NtStatus::INVALID_HANDLE);
     let other = t.open_connection().expect("second connection");
     assert_eq!(t.associate(connection, other), NtStatus::INVALID_HANDLE);

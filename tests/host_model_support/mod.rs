@@ -177,6 +177,7 @@ impl Fake {
 ///
 /// # Safety
 /// The caller owns `irp`.
+#[track_caller]
 pub unsafe fn complete(irp: *mut IRP, status: NtStatus, information: usize) -> NTSTATUS {
     // SAFETY: forwarded caller contract.
     unsafe {

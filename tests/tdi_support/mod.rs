@@ -38,8 +38,11 @@ impl Loaded {
     }
 
     pub fn open_address(&self, address: SocketAddrV4, share: u16) -> Result<Handle, NtStatus> {
-        self.kernel
-            .create_file("\\Device\\Tcp", Some(&wire::address_file_ea(address)), share)
+        self.kernel.create_file(
+            "\\Device\\Tcp",
+            Some(&wire::address_file_ea(address)),
+            share,
+        )
     }
 
     pub fn open_connection(&self) -> Result<Handle, NtStatus> {
@@ -95,7 +98,10 @@ impl Loaded {
         if result.status != NtStatus::SUCCESS {
             return Err(result.status);
         }
-        assert_eq!(result.information, 26, "TDI_ADDRESS_INFO with one TA_IP_ADDRESS");
+        assert_eq!(
+            result.information, 26,
+            "TDI_ADDRESS_INFO with one TA_IP_ADDRESS"
+        );
         Ok(wire::parse_address_info(&out).expect("TDI_ADDRESS_INFO"))
     }
 }
@@ -223,14 +229,27 @@ pub fn start_connect_with_timeout(
         return_info: Some(wire::ConnectionInfo::new(remote)),
         timeout: timeout.map(Box::new),
     };
-    let request = extras.request_info.as_mut().map_or(std::ptr::null_mut(), |i| i.as_ptr());
-    let ret = extras.return_info.as_mut().map_or(std::ptr::null_mut(), |i| i.as_ptr());
+    let request = extras
+        .request_info
+        .as_mut()
+        .map_or(std::ptr::null_mut(), |i| i.as_ptr());
+    let ret = extras
+        .return_info
+        .as_mut()
+        .map_or(std::ptr::null_mut(), |i| i.as_ptr());
     let timeout = extras
         .timeout
         .as_mut()
         .map_or(std::ptr::null_mut(), |t| &mut **t as *mut i64);
     let parameters = wire::kernel_request(0, request, ret, timeout);
-    start_with(&loaded.kernel, connection, TDI_CONNECT, parameters, None, extras)
+    start_with(
+        &loaded.kernel,
+        connection,
+        TDI_CONNECT,
+        parameters,
+        None,
+        extras,
+    )
 }
 
 /// TDI_LISTEN (flags 0, null request information, as AFD) without waiting; the peer lands in
@@ -241,10 +260,23 @@ pub fn start_listen(loaded: &Loaded, connection: Handle) -> PendingRequest {
         return_info: Some(wire::ConnectionInfo::null()),
         timeout: None,
     };
-    let request = extras.request_info.as_mut().map_or(std::ptr::null_mut(), |i| i.as_ptr());
-    let ret = extras.return_info.as_mut().map_or(std::ptr::null_mut(), |i| i.as_ptr());
+    let request = extras
+        .request_info
+        .as_mut()
+        .map_or(std::ptr::null_mut(), |i| i.as_ptr());
+    let ret = extras
+        .return_info
+        .as_mut()
+        .map_or(std::ptr::null_mut(), |i| i.as_ptr());
     let parameters = wire::kernel_request(0, request, ret, std::ptr::null_mut());
-    start_with(&loaded.kernel, connection, TDI_LISTEN, parameters, None, extras)
+    start_with(
+        &loaded.kernel,
+        connection,
+        TDI_LISTEN,
+        parameters,
+        None,
+        extras,
+    )
 }
 
 /// A connected pair over loopback: (address, connection) on each side.
@@ -284,7 +316,12 @@ pub fn connected_pair(loaded: &Loaded, listen: SocketAddrV4) -> Pair {
 pub fn send(loaded: &Loaded, connection: Handle, data: &[u8]) -> IoStatus {
     let mut buffer = data.to_vec();
     let length = buffer.len() as u32;
-    loaded.request(connection, TDI_SEND, wire::send(length, 0), Some(&mut buffer))
+    loaded.request(
+        connection,
+        TDI_SEND,
+        wire::send(length, 0),
+        Some(&mut buffer),
+    )
 }
 
 /// One TDI_RECEIVE of up to `room` bytes.
@@ -310,8 +347,17 @@ pub fn disconnect(loaded: &Loaded, connection: Handle, flags: u32) -> IoStatus {
         .timeout
         .as_mut()
         .map_or(std::ptr::null_mut(), |t| &mut **t as *mut i64);
-    let parameters = wire::kernel_request(flags, std::ptr::null_mut(), std::ptr::null_mut(), timeout);
-    start_with(&loaded.kernel, connection, TDI_DISCONNECT, parameters, None, extras).wait()
+    let parameters =
+        wire::kernel_request(flags, std::ptr::null_mut(), std::ptr::null_mut(), timeout);
+    start_with(
+        &loaded.kernel,
+        connection,
+        TDI_DISCONNECT,
+        parameters,
+        None,
+        extras,
+    )
+    .wait()
 }
 
 /// The real-clock default for transport tests.
