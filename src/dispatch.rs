@@ -12,6 +12,7 @@ use crate::nt::NtStatus;
 use crate::nt::irp::{Dispatched, FileObject, Irp};
 use crate::nt::object::ReferencedFile;
 use crate::nt::types::*;
+use crate::tdi::ioctl::{SetIpAddress, parse_delete_ip_address};
 use crate::tdi::request::{
     AssociateParams, KernelRequest, QueryInformationParams, ReceiveParams, SendParams,
     SetEventParams,
@@ -21,9 +22,6 @@ use crate::tdi::{
     copy_out_with_probe,
 };
 use core::net::SocketAddrV4;
-
-/// The highest `TDI_EVENT_*` type (`TDI_EVENT_CHAINED_RECEIVE_EXPEDITED`).
-const TDI_EVENT_MAX: i32 = 13;
 
 /// What a file object of this driver is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,12 +176,17 @@ fn internal_device_control(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
         }
         (TDI_SET_EVENT_HANDLER, _) => {
             let event = SetEventParams::parse(&params);
-            let status = if (0..=TDI_EVENT_MAX).contains(&event.event_type) {
-                NtStatus::SUCCESS
-            } else {
-                NtStatus::INVALID_PARAMETER
+            let (Some(FileKind::Address(address)), Ok(event_type)) =
+                (kind, usize::try_from(event.event_type))
+            else {
+                return irp.complete(NtStatus::INVALID_PARAMETER, 0);
             };
-            return irp.complete(status, 0);
+            Request::SetEventHandler {
+                address,
+                event: event_type,
+                handler: event.event_handler,
+                context: event.event_context,
+            }
         }
         (TDI_ACTION, _) => return irp.complete(NtStatus::SUCCESS, 0),
         (TDI_ACCEPT | TDI_SET_INFORMATION, _) => {
@@ -248,7 +251,38 @@ fn device_control(driver: &'static Tcpip, irp: Irp) -> Dispatched {
     match irp.stack().ioctl().code {
         IOCTL_TCP_QUERY_INFORMATION_EX => query_information_ex(irp),
         IOCTL_TCP_SET_INFORMATION_EX => set_information_ex(driver, irp),
+        IOCTL_SET_IP_ADDRESS => set_ip_address(driver, irp),
+        IOCTL_DELETE_IP_ADDRESS => delete_ip_address(driver, irp),
         _ => irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0),
+    }
+}
+
+/// `IOCTL_SET_IP_ADDRESS` (METHOD_BUFFERED): iphlpapi's AddIPAddress and dhcpcsvc. On success
+/// `Information` is the interface index, which iphlpapi keeps as the NTE context.
+fn set_ip_address(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
+    let length = irp.stack().ioctl().input_length as usize;
+    match SetIpAddress::parse(irp.system_buffer(length)) {
+        Ok(request) => driver.stack().submit(
+            Request::SetIpAddress {
+                interface: request.interface,
+                ip: request.ip,
+                prefix: request.prefix,
+            },
+            irp,
+            None,
+        ),
+        Err(status) => irp.complete(status, 0),
+    }
+}
+
+/// `IOCTL_DELETE_IP_ADDRESS` (METHOD_BUFFERED): iphlpapi's DeleteIPAddress.
+fn delete_ip_address(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
+    let length = irp.stack().ioctl().input_length as usize;
+    match parse_delete_ip_address(irp.system_buffer(length)) {
+        Ok(interface) => driver
+            .stack()
+            .submit(Request::DeleteIpAddress { interface }, irp, None),
+        Err(status) => irp.complete(status, 0),
     }
 }
 

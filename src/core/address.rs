@@ -20,7 +20,13 @@ pub struct Address {
     /// Whether the address file itself is still open.
     pub file_open: bool,
     pub listener: Option<Listener>,
+    /// TDI event handlers registered with TDI_SET_EVENT_HANDLER, as (handler, context) by
+    /// `TDI_EVENT_*` type. AFD registers none; they are kept for clients that do.
+    pub handlers: [(usize, usize); EVENT_TYPES],
 }
+
+/// The number of `TDI_EVENT_*` types (0 to `TDI_EVENT_CHAINED_RECEIVE_EXPEDITED`, 13).
+pub const EVENT_TYPES: usize = 14;
 
 /// The transport's own accept queue for one address: smoltcp has no backlog, so the core keeps
 /// one socket in LISTEN, moves it aside when a SYN turns it into a half-open connection, and

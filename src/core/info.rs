@@ -18,7 +18,10 @@ pub struct Answer {
 impl Answer {
     fn from(bytes: &[u8]) -> Self {
         let len = bytes.len().min(64);
-        let mut answer = Self { bytes: [0; 64], len };
+        let mut answer = Self {
+            bytes: [0; 64],
+            len,
+        };
         answer.bytes[..len].copy_from_slice(&bytes[..len]);
         answer
     }

@@ -7,7 +7,7 @@
 //! outbound queue through a [`Completer`].
 #![forbid(unsafe_code)]
 
-use crate::core::address::{Address, Listener};
+use crate::core::address::{Address, EVENT_TYPES, Listener};
 use crate::core::connection::{CloseReason, Connection, Phase, Receive};
 use crate::core::info::Answer;
 use crate::core::ports::PortTable;
@@ -30,6 +30,9 @@ use smoltcp::iface::{Config, Interface};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
+
+/// The interface index of the configured address (loopback is 0).
+pub const CONFIGURED_INTERFACE: u32 = 1;
 
 /// Tunables of the core.
 #[derive(Clone, Copy, Debug)]
@@ -183,7 +186,73 @@ impl Core {
                 let status = self.set_no_delay(connection, enabled);
                 c.done(irp, status, 0);
             }
+            Request::SetEventHandler {
+                address,
+                event,
+                handler,
+                context,
+            } => {
+                let slot = self
+                    .address_key(address)
+                    .and_then(|key| self.addresses.get_mut(key))
+                    .and_then(|entry| entry.handlers.get_mut(event));
+                let status = match slot {
+                    Some(slot) => {
+                        *slot = (handler, context);
+                        NtStatus::SUCCESS
+                    }
+                    None => NtStatus::INVALID_PARAMETER,
+                };
+                c.done(irp, status, 0);
+            }
+            Request::SetIpAddress {
+                interface,
+                ip,
+                prefix,
+            } => match self.set_ip_address(interface, ip, prefix) {
+                Ok(()) => c.done(irp, NtStatus::SUCCESS, interface as usize),
+                Err(status) => c.done(irp, status, 0),
+            },
+            Request::DeleteIpAddress { interface } => {
+                let status = self.delete_ip_address(interface);
+                c.done(irp, status, 0);
+            }
         }
+    }
+
+    /// Gives interface 1 its address. Interface 0 is loopback (127.0.0.1/8, fixed); interface 1
+    /// holds the one configured address. Until an NDIS adapter is bound under it, its traffic to
+    /// its own address loops back and the rest of its subnet is unreachable (frames go
+    /// nowhere).
+    fn set_ip_address(&mut self, interface: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), NtStatus> {
+        if interface != CONFIGURED_INTERFACE {
+            return Err(NtStatus::DEVICE_DOES_NOT_EXIST);
+        }
+        if ip.is_unspecified() || ip.is_loopback() || ip.is_broadcast() || prefix > 32 {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        if self.is_local(ip) {
+            return Err(NtStatus::DUPLICATE_OBJECTID);
+        }
+        let cidr = IpCidr::new(IpAddress::Ipv4(ip), prefix);
+        let mut result = Ok(());
+        self.iface.update_ip_addrs(|addresses| {
+            addresses.truncate(1);
+            result = addresses
+                .push(cidr)
+                .map_err(|_| NtStatus::INSUFFICIENT_RESOURCES);
+        });
+        result
+    }
+
+    /// Removes interface 1's address.
+    fn delete_ip_address(&mut self, interface: u32) -> NtStatus {
+        if interface != CONFIGURED_INTERFACE {
+            return NtStatus::DEVICE_DOES_NOT_EXIST;
+        }
+        self.iface
+            .update_ip_addrs(|addresses| addresses.truncate(1));
+        NtStatus::SUCCESS
     }
 
     /// One pass of the protocol: a budget of received frames, transmission, and the
@@ -295,6 +364,7 @@ impl Core {
             refs: 1,
             file_open: true,
             listener: None,
+            handlers: [(0, 0); EVENT_TYPES],
         };
         match self.addresses.try_insert(entry) {
             Ok(key) => Ok(key.index),
@@ -471,7 +541,19 @@ impl Core {
         if remote.is_loopback() {
             return Ok(Ipv4Addr::LOCALHOST);
         }
-        Err(NtStatus::NETWORK_UNREACHABLE)
+        // On-link for the configured interface: leave from its address.
+        self.iface
+            .ip_addrs()
+            .iter()
+            .find_map(|cidr| match cidr {
+                IpCidr::Ipv4(cidr)
+                    if !cidr.address().is_loopback() && cidr.contains_addr(&remote) =>
+                {
+                    Some(cidr.address())
+                }
+                _ => None,
+            })
+            .ok_or(NtStatus::NETWORK_UNREACHABLE)
     }
 
     fn connect(
@@ -798,7 +880,13 @@ impl Core {
         self.service(key, c);
     }
 
-    fn disconnect(&mut self, connection: u32, kind: Disconnect, irp: PendingIrp, c: &Completer<'_>) {
+    fn disconnect(
+        &mut self,
+        connection: u32,
+        kind: Disconnect,
+        irp: PendingIrp,
+        c: &Completer<'_>,
+    ) {
         let Some((key, entry)) = self.connection_mut(connection) else {
             return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
         };

@@ -41,11 +41,16 @@ pub fn receive(entry: &mut Connection, socket: &mut tcp::Socket<'static>, c: &Co
     }
 }
 
-fn copy_to_receive(receive: &Receive, socket: &mut tcp::Socket<'static>) -> Result<usize, NtStatus> {
+fn copy_to_receive(
+    receive: &Receive,
+    socket: &mut tcp::Socket<'static>,
+) -> Result<usize, NtStatus> {
     let mdl = receive.irp.irp().mdl().ok_or(NtStatus::INVALID_PARAMETER)?;
     let room = mdl.len().min(receive.length as usize);
     if receive.peek {
-        let data = socket.peek(room).map_err(|_| NtStatus::INVALID_CONNECTION)?;
+        let data = socket
+            .peek(room)
+            .map_err(|_| NtStatus::INVALID_CONNECTION)?;
         return mdl.write(data);
     }
     let mut copied = 0;

@@ -11,7 +11,7 @@ use crate::nt::irp::{IrpId, PendingIrp};
 use crate::nt::pool;
 use crate::tdi::{Disconnect, QueryType, Timeout, TransportAddress};
 use alloc::collections::VecDeque;
-use core::net::SocketAddrV4;
+use core::net::{Ipv4Addr, SocketAddrV4};
 
 /// What a file object refers to: the index of its entry in the core's address or connection
 /// table. Entries are freed only when their file is closed, so the index of an open file never
@@ -31,21 +31,33 @@ pub enum Request {
         shared: bool,
     },
     /// IRP_MJ_CREATE with a `ConnectionContext` EA.
-    OpenConnection { context: usize },
+    OpenConnection {
+        context: usize,
+    },
     /// IRP_MJ_CLOSE of an address or connection file.
     Close(Object),
     /// TDI_ASSOCIATE_ADDRESS: `connection` joins the address file at `address`.
-    Associate { connection: u32, address: u32 },
+    Associate {
+        connection: u32,
+        address: u32,
+    },
     /// TDI_DISASSOCIATE_ADDRESS (the real unlink happens at CLOSE, as in ReactOS).
-    Disassociate { connection: u32 },
+    Disassociate {
+        connection: u32,
+    },
     Connect {
         connection: u32,
         remote: SocketAddrV4,
         timeout: Timeout,
     },
-    Listen { connection: u32 },
+    Listen {
+        connection: u32,
+    },
     /// TDI_SEND of `length` bytes from the IRP's MDL.
-    Send { connection: u32, length: u32 },
+    Send {
+        connection: u32,
+        length: u32,
+    },
     /// TDI_RECEIVE of up to `length` bytes into the IRP's MDL.
     Receive {
         connection: u32,
@@ -56,8 +68,31 @@ pub enum Request {
         connection: u32,
         kind: Disconnect,
     },
-    Query { object: Object, kind: QueryType },
-    SetNoDelay { connection: u32, enabled: bool },
+    Query {
+        object: Object,
+        kind: QueryType,
+    },
+    SetNoDelay {
+        connection: u32,
+        enabled: bool,
+    },
+    /// TDI_SET_EVENT_HANDLER on an address file: store (or clear) one client event handler.
+    SetEventHandler {
+        address: u32,
+        event: usize,
+        handler: usize,
+        context: usize,
+    },
+    /// IOCTL_SET_IP_ADDRESS: give interface `interface` an address and mask.
+    SetIpAddress {
+        interface: u32,
+        ip: Ipv4Addr,
+        prefix: u8,
+    },
+    /// IOCTL_DELETE_IP_ADDRESS: remove interface `interface`'s address.
+    DeleteIpAddress {
+        interface: u32,
+    },
 }
 
 /// A request with its IRP, waiting in the inbound queue.

@@ -40,8 +40,8 @@ mod spinlock;
 mod sync;
 pub mod sys;
 mod verifier;
-mod work;
 pub mod winsock;
+mod work;
 
 pub use clock::{BOOT_SYSTEM_TIME, Clock};
 pub use debug::DBGPRINT_ENV;

@@ -476,7 +476,10 @@ impl Winsock {
 /// tdilib's `tdiGetEntityIDSet` on a control channel: the ENTITY_LIST probe (output length 0)
 /// and the fetch with exactly the size the probe returned, repeated until the fetch returns
 /// that size. tdilib loops without limit; the model gives up after 16 rounds (a failure).
-pub fn entity_list(kernel: &KernelHandle, channel: crate::host::Handle) -> Result<Vec<(u32, u32)>, NtStatus> {
+pub fn entity_list(
+    kernel: &KernelHandle,
+    channel: crate::host::Handle,
+) -> Result<Vec<(u32, u32)>, NtStatus> {
     let input = wire::query_information_ex(
         GENERIC_ENTITY,
         0,
@@ -517,7 +520,8 @@ fn send_request(kernel: &KernelHandle, device: &str, request: &[u8]) -> Result<(
     let channel = kernel
         .create_file(device, None, SHARE_READ_WRITE)
         .map_err(|_| WsaError::WSAEINVAL)?;
-    let (status, _) = kernel.device_io_control(channel, IOCTL_TCP_SET_INFORMATION_EX, request, &mut []);
+    let (status, _) =
+        kernel.device_io_control(channel, IOCTL_TCP_SET_INFORMATION_EX, request, &mut []);
     kernel.close(channel);
     if status.is_success() {
         Ok(())

@@ -397,3 +397,88 @@ mod tests {
         }
     }
 }
+
+/// `IOCTL_SET_IP_ADDRESS` input, `IP_SET_DATA` (12 bytes): `ULONG NteContext` (the interface
+/// index), then the new address and mask as `IPAddr`s (network byte order in memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetIpAddress {
+    pub interface: u32,
+    pub ip: core::net::Ipv4Addr,
+    /// The mask as a prefix length.
+    pub prefix: u8,
+}
+
+impl SetIpAddress {
+    /// The input length iphlpapi sends.
+    pub const LEN: usize = 12;
+
+    /// Decodes the input. A short buffer or a mask that is not a contiguous prefix is
+    /// `STATUS_INVALID_PARAMETER`.
+    pub fn parse(input: &[u8]) -> Result<Self, NtStatus> {
+        let bytes: &[u8; Self::LEN] = input
+            .get(..Self::LEN)
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or(NtStatus::INVALID_PARAMETER)?;
+        let [c0, c1, c2, c3, a0, a1, a2, a3, m0, m1, m2, m3] = *bytes;
+        let mask = u32::from_be_bytes([m0, m1, m2, m3]);
+        let prefix = mask.leading_ones();
+        if mask.checked_shl(prefix).unwrap_or(0) != 0 {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        Ok(Self {
+            interface: u32::from_le_bytes([c0, c1, c2, c3]),
+            ip: core::net::Ipv4Addr::new(a0, a1, a2, a3),
+            prefix: prefix as u8,
+        })
+    }
+}
+
+/// `IOCTL_DELETE_IP_ADDRESS` input: a `USHORT` interface index (iphlpapi passes 2 bytes).
+pub fn parse_delete_ip_address(input: &[u8]) -> Result<u32, NtStatus> {
+    match input {
+        [low, high, ..] => Ok(u32::from(u16::from_le_bytes([*low, *high]))),
+        _ => Err(NtStatus::INVALID_PARAMETER),
+    }
+}
+
+#[cfg(test)]
+mod ip_address_tests {
+    use super::*;
+    use core::net::Ipv4Addr;
+
+    #[test]
+    fn set_ip_address_decodes_index_address_and_prefix() {
+        let input = [1, 0, 0, 0, 10, 11, 12, 1, 255, 255, 255, 0];
+        assert_eq!(
+            SetIpAddress::parse(&input),
+            Ok(SetIpAddress {
+                interface: 1,
+                ip: Ipv4Addr::new(10, 11, 12, 1),
+                prefix: 24
+            })
+        );
+        let full = [1, 0, 0, 0, 10, 0, 0, 1, 255, 255, 255, 255];
+        assert_eq!(SetIpAddress::parse(&full).map(|s| s.prefix), Ok(32));
+    }
+
+    #[test]
+    fn set_ip_address_rejects_short_input_and_holes_in_the_mask() {
+        assert_eq!(
+            SetIpAddress::parse(&[1, 0, 0, 0, 10, 0, 0, 1, 255, 255, 255]),
+            Err(NtStatus::INVALID_PARAMETER)
+        );
+        assert_eq!(
+            SetIpAddress::parse(&[1, 0, 0, 0, 10, 0, 0, 1, 255, 0, 255, 0]),
+            Err(NtStatus::INVALID_PARAMETER)
+        );
+    }
+
+    #[test]
+    fn delete_ip_address_takes_a_ushort() {
+        assert_eq!(parse_delete_ip_address(&[1, 0]), Ok(1));
+        assert_eq!(
+            parse_delete_ip_address(&[1]),
+            Err(NtStatus::INVALID_PARAMETER)
+        );
+    }
+}

@@ -345,8 +345,12 @@ impl Drop for FcbLock<'_> {
 
 /// The buffers and blocks an asynchronous TDI IRP points at, owned by its completion context.
 enum Op {
-    Receive { buffer: Vec<u8> },
-    Send { _buffer: Vec<u8> },
+    Receive {
+        buffer: Vec<u8>,
+    },
+    Send {
+        _buffer: Vec<u8>,
+    },
     Connect {
         _call: Box<ConnectionInfo>,
         _ret: Box<ConnectionInfo>,
@@ -605,7 +609,9 @@ impl Afd {
         match state {
             SocketState::Created => {
                 let wildcard = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
-                let file = self.inner.open_address_file(wildcard, ShareType::Wildcard)?;
+                let file = self
+                    .inner
+                    .open_address_file(wildcard, ShareType::Wildcard)?;
                 let mut st = guard.st();
                 st.address_file = Some(Arc::new(file));
                 st.local = Some(wildcard);
@@ -632,8 +638,14 @@ impl Afd {
             _call: call,
             _ret: ret,
         };
-        self.inner
-            .issue(&fcb, &guard, TDI_CONNECT, parameters, std::ptr::null_mut(), op);
+        self.inner.issue(
+            &fcb,
+            &guard,
+            TDI_CONNECT,
+            parameters,
+            std::ptr::null_mut(),
+            op,
+        );
         Ok(waiter)
     }
 
@@ -678,7 +690,10 @@ impl Afd {
                 st.pending_accepts.push(waiter.clone());
                 waiter
             };
-            if !waiter.event.wait(Some(timeout.unwrap_or_else(hang_timeout))) {
+            if !waiter
+                .event
+                .wait(Some(timeout.unwrap_or_else(hang_timeout)))
+            {
                 let guard = FcbLock::acquire(&fcb);
                 guard
                     .st()
@@ -765,7 +780,10 @@ impl Afd {
                 waiter
             }
         };
-        if !waiter.event.wait(Some(timeout.unwrap_or_else(hang_timeout))) {
+        if !waiter
+            .event
+            .wait(Some(timeout.unwrap_or_else(hang_timeout)))
+        {
             let guard = FcbLock::acquire(&fcb);
             let mut st = guard.st();
             let position = st
@@ -811,7 +829,10 @@ impl Afd {
             self.inner.receive_activity(&fcb, &guard);
             waiter
         };
-        if !waiter.event.wait(Some(timeout.unwrap_or_else(hang_timeout))) {
+        if !waiter
+            .event
+            .wait(Some(timeout.unwrap_or_else(hang_timeout)))
+        {
             let guard = FcbLock::acquire(&fcb);
             guard
                 .st()
@@ -926,10 +947,10 @@ impl Afd {
             file
         };
         let mut buffer = vec![0u8; wire::ADDRESS_INFO_LEN + 6];
-        let mdl =
-            self.inner
-                .kernel
-                .build_mdl(buffer.as_mut_ptr(), buffer.len(), MdlKind::Locked);
+        let mdl = self
+            .inner
+            .kernel
+            .build_mdl(buffer.as_mut_ptr(), buffer.len(), MdlKind::Locked);
         let result = self.inner.tdi_sync(
             &file.object,
             TDI_QUERY_INFORMATION,
@@ -1040,10 +1061,7 @@ impl Drop for Afd {
     fn drop(&mut self) {
         let violations = lock(&self.inner.violations).clone();
         if !violations.is_empty() && !std::thread::panicking() {
-            panic!(
-                "AFD model violations:\n  {}",
-                violations.join("\n  ")
-            );
+            panic!("AFD model violations:\n  {}", violations.join("\n  "));
         }
     }
 }
@@ -1087,9 +1105,7 @@ pub fn wait<T>(waiter: &Waiter<T>, timeout: Option<Duration>) -> Result<T, NtSta
         }
         hang("a blocking request");
     }
-    waiter
-        .take()
-        .expect("a signalled request has a result")
+    waiter.take().expect("a signalled request has a result")
 }
 
 impl AfdInner {
@@ -1322,8 +1338,7 @@ impl AfdInner {
     fn post_listen(self: &Arc<Self>, fcb: &Arc<Fcb>, guard: &FcbLock<'_>) {
         let mut call = ConnectionInfo::null();
         let mut ret = ConnectionInfo::null();
-        let parameters =
-            wire::kernel_request(0, call.as_ptr(), ret.as_ptr(), std::ptr::null_mut());
+        let parameters = wire::kernel_request(0, call.as_ptr(), ret.as_ptr(), std::ptr::null_mut());
         let op = Op::Listen { _call: call, ret };
         self.issue(fcb, guard, TDI_LISTEN, parameters, std::ptr::null_mut(), op);
     }
@@ -1479,7 +1494,14 @@ impl AfdInner {
             _ret: ret,
             _timeout: timeout,
         };
-        self.issue(fcb, guard, TDI_DISCONNECT, parameters, std::ptr::null_mut(), op);
+        self.issue(
+            fcb,
+            guard,
+            TDI_DISCONNECT,
+            parameters,
+            std::ptr::null_mut(),
+            op,
+        );
     }
 
     /// `SatisfyAccept` + `MakeSocketIntoConnection`: a new CONNECTED socket owning the
@@ -1540,7 +1562,9 @@ impl AfdInner {
             return NtStatus::FILE_CLOSED;
         }
         match op {
-            Op::Receive { buffer } => self.receive_complete(&fcb, &guard, status, information, &buffer),
+            Op::Receive { buffer } => {
+                self.receive_complete(&fcb, &guard, status, information, &buffer)
+            }
             Op::Send { .. } => self.send_complete(&fcb, &guard, status, information),
             Op::Connect { .. } => self.connect_complete(&fcb, &guard, status),
             Op::Listen { ret, .. } => self.listen_complete(&fcb, &guard, status, &ret),

@@ -139,12 +139,7 @@ fn overlay<T>(request: T) -> IoStackParameters {
     let mut parameters: IoStackParameters = unsafe { std::mem::zeroed() };
     // SAFETY: the overlay fits in the union (asserted above) and the union is at least as
     // aligned as any of its pointer-sized members, which covers the overlays.
-    unsafe {
-        std::ptr::write(
-            (&raw mut parameters).cast::<T>(),
-            request,
-        )
-    };
+    unsafe { std::ptr::write((&raw mut parameters).cast::<T>(), request) };
     parameters
 }
 
