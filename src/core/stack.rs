@@ -79,13 +79,13 @@ impl Stack {
             return irp.complete(status, 0);
         }
         let (dispatched, mut pending) = irp.mark_pending();
-        if let Some(routine) = cancel {
-            if !pending.arm(routine) {
-                drop(inbound);
-                self.outbound.lock().release_slot();
-                pending.complete(NtStatus::CANCELLED, 0);
-                return dispatched;
-            }
+        if let Some(routine) = cancel
+            && !pending.arm(routine)
+        {
+            drop(inbound);
+            self.outbound.lock().release_slot();
+            pending.complete(NtStatus::CANCELLED, 0);
+            return dispatched;
         }
         inbound.push(Work {
             request,
@@ -121,7 +121,7 @@ impl Stack {
         let now = now();
         match core.poll_at(now).filter(|_| !stopping) {
             Some(at) => {
-                let delay = u64::try_from((at - now).total_micros()).unwrap_or(0).max(1);
+                let delay = (at - now).total_micros().max(1);
                 self.timer.set_relative(delay.saturating_mul(10), &self.dpc);
             }
             None => {

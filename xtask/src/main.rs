@@ -105,7 +105,7 @@ fn test(root: &Path) -> Result<()> {
     package(root)?;
     step("test --workspace", || {
         let mut command = xtask::cargo(root);
-        command.args(["test", "--workspace"]);
+        command.args(["test", "--workspace", "--no-fail-fast"]);
         xtask::run(command, Output::Inherit)
     })
 }
