@@ -138,6 +138,13 @@ impl<T> Slab<T> {
         }
     }
 
+    /// One past the highest slot index ever used: iterate `0..slot_count()` with
+    /// [`Slab::key_at`] to visit every value without borrowing the slab (and without
+    /// allocating a list of keys). Any IRQL.
+    pub fn slot_count(&self) -> u32 {
+        u32::try_from(self.slots.len()).unwrap_or(u32::MAX)
+    }
+
     /// Whether `key` refers to a live value. Any IRQL.
     pub fn contains(&self, key: Key) -> bool {
         self.get(key).is_some()

@@ -62,9 +62,14 @@ impl Sockets {
         }
     }
 
-    /// The keys of every socket.
-    pub fn keys(&self) -> impl Iterator<Item = SocketKey> + '_ {
-        self.keys.keys()
+    /// One past the highest slot index; see [`Slab::slot_count`].
+    pub fn slot_count(&self) -> u32 {
+        self.keys.slot_count()
+    }
+
+    /// The key of the socket in slot `index`, if any.
+    pub fn key_at(&self, index: u32) -> Option<SocketKey> {
+        self.keys.key_at(index)
     }
 
     /// The smoltcp set, for `Interface::poll*`.

@@ -282,8 +282,10 @@ impl Core {
     /// Unlinks the pending IRP `id` for its cancel routine. Protocol side effects of the
     /// cancellation happen here (a cancelled connect abandons its attempt); nothing is freed.
     pub fn cancel(&mut self, id: IrpId) -> Option<PendingIrp> {
-        let keys: Vec<Key> = self.connections.keys().collect();
-        for key in keys {
+        for index in 0..self.connections.slot_count() {
+            let Some(key) = self.connections.key_at(index) else {
+                continue;
+            };
             let port = self.connection_port(key);
             let Some(connection) = self.connections.get_mut(key) else {
                 continue;
@@ -1015,8 +1017,10 @@ impl Core {
 
     /// Whether a socket already owns the connection `local` ↔ `remote`.
     fn has_socket_for(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> bool {
-        let keys: Vec<SocketKey> = self.sockets.keys().collect();
-        keys.into_iter().any(|key| {
+        (0..self.sockets.slot_count()).any(|index| {
+            let Some(key) = self.sockets.key_at(index) else {
+                return false;
+            };
             self.sockets.get(key).is_some_and(|socket| {
                 socket.local_endpoint().map(endpoint_v4) == Some(local)
                     && socket.remote_endpoint().map(endpoint_v4) == Some(remote)
@@ -1037,23 +1041,15 @@ impl Core {
 
     /// Follows up every listener and connection after protocol progress.
     fn service_all(&mut self, c: &Completer<'_>) {
-        let listeners: Vec<Key> = self
-            .addresses
-            .iter()
-            .filter(|(_, address)| address.listener.is_some())
-            .map(|(key, _)| key)
-            .collect();
-        for key in listeners {
-            self.maintain_listener(key, c);
+        for index in 0..self.addresses.slot_count() {
+            if let Some(key) = self.addresses.key_at(index) {
+                self.maintain_listener(key, c);
+            }
         }
-        let connections: Vec<Key> = self
-            .connections
-            .iter()
-            .filter(|(_, connection)| connection.socket.is_some())
-            .map(|(key, _)| key)
-            .collect();
-        for key in connections {
-            self.service(key, c);
+        for index in 0..self.connections.slot_count() {
+            if let Some(key) = self.connections.key_at(index) {
+                self.service(key, c);
+            }
         }
     }
 

@@ -164,8 +164,15 @@ fn state<D: Driver>(device: *mut DEVICE_OBJECT) -> Option<(&'static D, usize)> {
 }
 
 fn delete_devices(driver: &mut DRIVER_OBJECT) {
-    while let Some(device) = NonNull::new(driver.DeviceObject) {
-        // SAFETY: a device of this driver; IoDeleteDevice unlinks it from the driver's list.
+    // Read each link before deleting the device it belongs to: IoDeleteDevice may free the
+    // device while it is still on the driver's list (Wine frees it at once; NT keeps it listed
+    // until its last reference goes), so the list cannot be re-read after a deletion.
+    let mut next = NonNull::new(driver.DeviceObject);
+    while let Some(device) = next {
+        // SAFETY: a live device of this driver, not yet deleted.
+        next = NonNull::new(unsafe { device.as_ref() }.NextDevice);
+        // SAFETY: a device this driver created; nothing uses it any more (unload, or a failed
+        // DriverEntry before any request could reach it).
         unsafe { sys::IoDeleteDevice(device.as_ptr()) };
     }
 }

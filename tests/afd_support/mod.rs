@@ -94,6 +94,12 @@ struct File {
     endpoint: Option<Endpoint>,
 }
 
+/// An IRP to complete from a completion thread: (irp, status, information, already owned).
+/// An IRP that is not owned yet still has its cancel routine armed: the completion thread
+/// disarms it just before completing it (keeping AFD's CORE-8640 window short, §7.4 item 2),
+/// and leaves it to the cancel routine if `IoCancelIrp` got there first.
+type Completion = (usize, NtStatus, usize, bool);
+
 #[derive(Default)]
 struct State {
     files: HashMap<usize, File>,
@@ -101,11 +107,14 @@ struct State {
     seen: Vec<Seen>,
     misbehave: Misbehave,
     /// IRPs to complete from the completion thread: (irp, status, information).
-    completions: VecDeque<(usize, NtStatus, usize)>,
+    completions: VecDeque<Completion>,
+    /// Pended synchronous requests (CREATE, ASSOCIATE), completed by a second thread: the
+    /// first one runs AFD's completion routines, which wait for these (contract §4.0 rule 4).
+    sync_completions: VecDeque<Completion>,
     /// Pending IRPs with a cancel routine: irp → owning file.
     pending: HashMap<usize, usize>,
     /// IRPs a deferring cancel routine kept, completed by [`Fake::release_deferred`].
-    deferred: Vec<(usize, NtStatus, usize)>,
+    deferred: Vec<Completion>,
     /// The completion thread is completing an IRP.
     busy: bool,
     shutdown: bool,
@@ -125,6 +134,7 @@ pub struct Fake {
     pub driver: Option<Driver>,
     pub transport: Arc<FakeTransport>,
     thread: Option<std::thread::JoinHandle<()>>,
+    sync_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 static CONTEXT: AtomicPtr<FakeTransport> = AtomicPtr::new(std::ptr::null_mut());
@@ -204,11 +214,16 @@ impl Fake {
         CONTEXT.store(Arc::as_ptr(&transport).cast_mut(), Ordering::Release);
         let driver = kernel.load_driver(entry).expect("load the fake transport");
         let worker = transport.clone();
-        let thread = kernel.spawn("fake-tcp-completion", move || worker.completion_thread());
+        let thread = kernel.spawn("fake-tcp-completion", move || {
+            worker.completion_thread(false)
+        });
+        let worker = transport.clone();
+        let sync_thread = kernel.spawn("fake-tcp-sync", move || worker.completion_thread(true));
         Fake {
             driver: Some(driver),
             transport,
             thread: Some(thread),
+            sync_thread: Some(sync_thread),
         }
     }
 
@@ -251,7 +266,10 @@ impl Fake {
         self.release_deferred();
         lock(&self.transport.state).shutdown = true;
         self.transport.wake.notify_all();
-        if let Some(thread) = self.thread.take() {
+        for thread in [self.thread.take(), self.sync_thread.take()]
+            .into_iter()
+            .flatten()
+        {
             thread.join().expect("completion thread");
         }
         // Free everything the dispatch routines allocated before the leak check.
@@ -341,6 +359,7 @@ unsafe extern "system" fn cancel_routine(_device: *mut DEVICE_OBJECT, irp: *mut 
         let Some(file) = st.pending.remove(&(irp as usize)) else {
             return;
         };
+        st.completions.retain(|c| c.0 != irp as usize);
         if let Some(endpoint) = st.files.get_mut(&file).and_then(|f| f.endpoint.as_mut()) {
             for slot in [
                 &mut endpoint.receive,
@@ -359,7 +378,8 @@ unsafe extern "system" fn cancel_routine(_device: *mut DEVICE_OBJECT, irp: *mut 
             }
         }
         if st.misbehave.deferred_cancel {
-            st.deferred.push((irp as usize, NtStatus::CANCELLED, 0));
+            st.deferred
+                .push((irp as usize, NtStatus::CANCELLED, 0, true));
             true
         } else {
             false
@@ -396,21 +416,29 @@ impl FakeTransport {
         owned
     }
 
-    /// Claims a pending IRP and queues its completion for the completion thread.
+    /// Queues a pending IRP's completion for the completion thread, cancel routine still armed.
     fn queue_completion(&self, st: &mut State, irp: usize, status: NtStatus, information: usize) {
-        if self.claim(st, irp) {
-            st.completions.push_back((irp, status, information));
-            self.wake.notify_all();
-        }
+        st.completions.push_back((irp, status, information, false));
+        self.wake.notify_all();
     }
 
-    fn completion_thread(&self) {
+    fn completion_thread(&self, synchronous: bool) {
         loop {
             let next = {
                 let mut st = lock(&self.state);
                 loop {
-                    if let Some(next) = st.completions.pop_front() {
-                        st.busy = true;
+                    let next = if synchronous {
+                        st.sync_completions.pop_front()
+                    } else {
+                        st.completions.pop_front()
+                    };
+                    if let Some(next) = next {
+                        // Claim under the lock: a cancel routine completes (and frees) the
+                        // IRP only under this lock, so the IRP is live here.
+                        if !next.3 && !self.claim(&mut st, next.0) {
+                            continue;
+                        }
+                        st.busy |= !synchronous;
                         break Some((next, st.misbehave.complete_at_dispatch));
                     }
                     if st.shutdown {
@@ -419,7 +447,7 @@ impl FakeTransport {
                     st = self.wake.wait(st).unwrap_or_else(|e| e.into_inner());
                 }
             };
-            let Some(((irp, status, information), at_dispatch)) = next else {
+            let Some(((irp, status, information, _), at_dispatch)) = next else {
                 return;
             };
             let irp = irp as *mut IRP;
@@ -431,7 +459,9 @@ impl FakeTransport {
                 lower_irql(old);
             }
             self.completed.fetch_add(1, Ordering::AcqRel);
-            lock(&self.state).busy = false;
+            if !synchronous {
+                lock(&self.state).busy = false;
+            }
             self.done.notify_all();
         }
     }
@@ -511,7 +541,8 @@ unsafe fn finish_sync(transport: &FakeTransport, irp: *mut IRP, status: NtStatus
     if st.misbehave.pend_synchronous {
         // SAFETY: a live IRP owned by the dispatch routine.
         unsafe { stack(irp).Control |= SL_PENDING_RETURNED };
-        st.completions.push_back((irp as usize, status, 0));
+        st.sync_completions
+            .push_back((irp as usize, status, 0, true));
         drop(st);
         transport.wake.notify_all();
         return NtStatus::PENDING.raw();
@@ -953,23 +984,15 @@ fn deliver(transport: &FakeTransport, st: &mut State, peer: usize, data: &[u8]) 
     };
     endpoint.rx.extend(data.iter().copied());
     if let Some(receive) = endpoint.receive.take() {
-        // SAFETY: the IRP is pending here until completed.
-        if !unsafe { set_cancel(receive as *mut IRP, None) }.is_some() {
-            return;
-        }
-        st.pending.remove(&receive);
-        let Some(endpoint) = st.files.get_mut(&peer).and_then(|f| f.endpoint.as_mut()) else {
-            return;
-        };
-        // Copy now, complete from the completion thread.
-        // SAFETY: the claimed receive's MDL stays valid until it is completed.
+        // Copy now, complete from the completion thread (lost if the receive is cancelled in
+        // between: the fake only loses data on sockets that are being torn down).
+        // SAFETY: a pending receive's MDL stays valid until it is completed.
         let out = unsafe { mdl_buffer(receive as *mut IRP) };
         let n = out.len().min(endpoint.rx.len());
         for (slot, byte) in out.iter_mut().zip(endpoint.rx.drain(..n)) {
             *slot = byte;
         }
-        st.completions.push_back((receive, NtStatus::SUCCESS, n));
-        transport.wake.notify_all();
+        transport.queue_completion(st, receive, NtStatus::SUCCESS, n);
     }
 }
 

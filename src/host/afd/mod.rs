@@ -978,7 +978,7 @@ impl Afd {
     /// handle close come first, see the Winsock layer):
     /// 1. mark the FCB CLOSED;
     /// 2. `IoCancelIrp` each in-flight IRP (listen, receive, send, connect, disconnect), without
-    ///    waiting;
+    ///    waiting, and cancel the user requests still queued in AFD (`AfdCleanupSocket`);
     /// 3. **poison the FCB**: from here on, a completion routine that finds it is a late
     ///    completion. If `IoCancelIrp` had called the IRP's cancel routine, the routine returned
     ///    without completing the IRP (contract §4.0 rule 5): a **use-after-free**, reported as
@@ -1018,8 +1018,21 @@ impl Afd {
         }
         let (pending, connection, address, user) = {
             let mut st = guard.st();
+            // AfdCleanupSocket: the user requests still queued in AFD are cancelled.
             for waiter in st.pending_accepts.drain(..) {
-                waiter.complete(Err(NtStatus::FILE_CLOSED));
+                waiter.complete(Err(NtStatus::CANCELLED));
+            }
+            for p in st.pending_recvs.drain(..) {
+                p.waiter.complete(Err(NtStatus::CANCELLED));
+            }
+            for p in st.pending_sends.drain(..) {
+                p.waiter.complete(Err(NtStatus::CANCELLED));
+            }
+            if let Some(waiter) = st.pending_connect.take() {
+                waiter.complete(Err(NtStatus::CANCELLED));
+            }
+            for waiter in st.pending_disconnects.drain(..) {
+                waiter.complete(Err(NtStatus::CANCELLED));
             }
             (
                 std::mem::take(&mut st.pending_connections),
