@@ -232,6 +232,34 @@ fn inserting_a_queued_dpc_returns_false_and_remove_dequeues_it() {
     assert!(!counted.bad_thread.load(Ordering::Acquire));
 }
 
+/// The DPC timing hook (`dpc_durations`): one record per routine call, covering the call.
+#[test]
+fn dpc_durations_time_each_routine_call() {
+    let kernel = kernel(1);
+    assert_eq!(kernel.dpc_durations().count, 0);
+    let (gated, counted) = (Slot::<KDPC>::new(), Slot::<KDPC>::new());
+    let (gate_probe, count_probe) = (DpcProbe::default(), DpcProbe::default());
+    init_dpc(&gated, Some(gated_dpc), &gate_probe);
+    init_dpc(&counted, Some(counting_dpc), &count_probe);
+    assert!(insert(&gated));
+    spin_until("the DPC to run", || {
+        gate_probe.running.load(Ordering::Acquire) == 1
+    });
+    // The routine cannot return before the gate opens: its call lasts at least this long.
+    std::thread::sleep(Duration::from_millis(2));
+    gate_probe.gate.store(true, Ordering::Release);
+    assert!(insert(&counted));
+    kernel.wait_quiescent();
+    let durations = kernel.dpc_durations();
+    assert_eq!(durations.count, 2);
+    assert!(durations.max >= Duration::from_millis(2), "{durations:?}");
+    assert!(durations.total >= durations.max);
+    assert_eq!(durations.percentile(1.0), durations.max);
+    assert!(durations.percentile(0.5) <= durations.max);
+    kernel.reset_dpc_durations();
+    assert_eq!(kernel.dpc_durations().count, 0);
+}
+
 #[test]
 fn a_dpc_can_be_requeued_while_its_routine_runs() {
     let kernel = kernel(1);

@@ -176,13 +176,14 @@ impl Stack {
         }
     }
 
-    /// Stops the timer and waits for the DPC to be idle. A DPC already running when the flag
-    /// is set may still arm the timer once, hence the second round. PASSIVE_LEVEL, at unload.
+    /// Stops the timer and waits for the DPC to be idle: once `stopping` is set the DPC
+    /// neither re-queues itself nor re-arms the timer, so flushing the queued DPCs drains it. A
+    /// DPC already running when the flag is set may still arm the timer once, hence the second
+    /// round. PASSIVE_LEVEL, at unload.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         for _ in 0..2 {
             self.timer.cancel();
-            self.dpc.dequeue();
             dpc::flush_queued_dpcs();
         }
     }

@@ -17,7 +17,7 @@ pub struct Dpc {
     raw: UnsafeCell<KDPC>,
 }
 
-// SAFETY: the KDPC is only touched through KeInitializeDpc/KeInsertQueueDpc/KeRemoveQueueDpc,
+// SAFETY: the KDPC is only touched through KeInitializeDpc and KeInsertQueueDpc,
 // which synchronise internally.
 unsafe impl Sync for Dpc {}
 // SAFETY: a KDPC is plain memory until it is initialised and queued at its final address.
@@ -56,12 +56,6 @@ impl Dpc {
         unsafe {
             sys::KeInsertQueueDpc(self.as_ptr(), core::ptr::null_mut(), core::ptr::null_mut()) != 0
         }
-    }
-
-    /// `KeRemoveQueueDpc`: `true` if it was queued and is not any more. Any IRQL.
-    pub fn dequeue(&self) -> bool {
-        // SAFETY: initialised at a fixed address.
-        unsafe { sys::KeRemoveQueueDpc(self.as_ptr()) != 0 }
     }
 }
 

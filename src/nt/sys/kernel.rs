@@ -217,16 +217,19 @@ mod arch {
         irql as KIRQL
     }
 
-    /// `KeQueryInterruptTime`: on x64 it is read from `KUSER_SHARED_DATA.InterruptTime`
-    /// (the WDK's inline implementation).
+    /// `KeQueryInterruptTime` (100 ns units since boot). ReactOS does not export it on x64,
+    /// where the WDK inlines a read of `KUSER_SHARED_DATA`; this derives it from hal's
+    /// performance counter instead, which also works where that page is not mapped (Wine).
     ///
     /// # Safety
     /// Kernel mode only.
     pub unsafe fn KeQueryInterruptTime() -> u64 {
-        const INTERRUPT_TIME: *const u64 = 0xFFFF_F780_0000_0008 as *const u64;
-        // SAFETY: KUSER_SHARED_DATA is mapped at this fixed address in every x64 NT kernel and
-        // the 64-bit InterruptTime is updated atomically there on x64.
-        unsafe { core::ptr::read_volatile(INTERRUPT_TIME) }
+        let mut frequency: i64 = 0;
+        // SAFETY: `frequency` is a valid out pointer.
+        let counter = unsafe { super::KeQueryPerformanceCounter(&mut frequency) };
+        let (counter, frequency) = (counter as u64, frequency.max(1) as u64);
+        // Split to stay within u64: the remainder is below the frequency (a few GHz at most).
+        (counter / frequency) * 10_000_000 + (counter % frequency) * 10_000_000 / frequency
     }
 }
 
