@@ -43,7 +43,12 @@ pub struct CoreConfig {
     pub tx_buffer: usize,
     /// The most TCP sockets at once (listening, half-open, connected, closing).
     pub max_sockets: usize,
-    /// Connections a listener holds before it drops new SYNs (Windows' SOMAXCONN is 200).
+    /// Connections (half-open plus established, not yet accepted) a listener holds before it
+    /// drops new SYNs; dropped SYNs are retried by the client, never reset. AFD does not pass
+    /// listen()'s backlog down, so this is the transport's policy: above Windows' SOMAXCONN
+    /// figure of 200, so that a burst of a thousand connects against a slow acceptor is held
+    /// rather than left to the clients' SYN retries. Each held connection owns its socket
+    /// buffers (`rx_buffer + tx_buffer`), which bounds the memory a burst can take.
     pub backlog: usize,
     /// How long a TDI_CONNECT without its own timeout tries.
     pub connect_timeout: Duration,
@@ -64,7 +69,7 @@ impl Default for CoreConfig {
             rx_buffer: 64 * 1024,
             tx_buffer: 64 * 1024,
             max_sockets: 16 * 1024,
-            backlog: 200,
+            backlog: 1024,
             connect_timeout: Duration::from_secs(21),
             syn_received_timeout: Duration::from_secs(75),
             loopback_mtu: 16 * 1024,
@@ -114,6 +119,8 @@ pub struct Core {
     orphans: Vec<(SocketKey, u16)>,
     config: CoreConfig,
     now: Instant,
+    /// The driver's CSPRNG: ISN seeds and the ephemeral port start.
+    random: Csprng,
 }
 
 impl Core {
@@ -121,13 +128,8 @@ impl Core {
     pub fn new(config: CoreConfig, seed: [u64; 4], now: Instant) -> Result<Self, NtStatus> {
         let mut random = Csprng::from_seed(seed);
         let mut device = Loopback::new(config.loopback_mtu, config.loopback_frames)?;
-        let mut iface_config = Config::new(HardwareAddress::Ip);
-        iface_config.random_seed = random.next_u64();
-        let mut iface = Interface::new(iface_config, &mut device, now);
-        iface.update_ip_addrs(|addresses| {
-            // The interface has room for two addresses; the first push cannot fail.
-            let _ = addresses.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8));
-        });
+        let loopback = IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8);
+        let iface = new_interface(&mut device, random.next_u64(), now, &[loopback]);
         Ok(Self {
             iface,
             device,
@@ -138,7 +140,25 @@ impl Core {
             orphans: pool::try_vec(config.max_sockets)?,
             config,
             now,
+            random,
         })
+    }
+
+    /// Gives the next initial sequence number a fresh CSPRNG seed. smoltcp draws ISNs from a
+    /// PCG32 seeded once per `Interface` (`Config::random_seed`), whose outputs reveal its state;
+    /// rebuilding the interface (it holds no connection state: addresses, the IP identification
+    /// counter, no neighbors on this medium) before each active open and each accepted SYN makes
+    /// every ISN come from a fresh ChaCha20 output, unpredictable to an observer of earlier
+    /// connections. RFC 6528's per-4-tuple monotonic offset would need a change in smoltcp.
+    fn reseed(&mut self) {
+        let mut addresses = [IpCidr::new(IpAddress::v4(0, 0, 0, 0), 0); MAX_ADDRESSES];
+        let mut count = 0;
+        for (slot, cidr) in addresses.iter_mut().zip(self.iface.ip_addrs()) {
+            *slot = *cidr;
+            count += 1;
+        }
+        let seed = self.random.next_u64();
+        self.iface = new_interface(&mut self.device, seed, self.now, &addresses[..count]);
     }
 
     /// Applies one request from the inbound queue.
@@ -610,6 +630,7 @@ impl Core {
         };
         let mut socket = self.new_socket(no_delay)?;
         socket.set_timeout(Some(wait));
+        self.reseed();
         socket
             .connect(
                 self.iface.context(),
@@ -1005,6 +1026,7 @@ impl Core {
                     return true;
                 }
                 listener = Some(key);
+                self.reseed();
             }
         }
         self.iface
@@ -1121,6 +1143,28 @@ impl Core {
             transfer::fail_after_close(entry, c);
         }
     }
+}
+
+/// Addresses the interface holds: loopback and the configured one.
+const MAX_ADDRESSES: usize = 2;
+
+/// A smoltcp interface on `device` with the given ISN seed and addresses.
+fn new_interface(
+    device: &mut Loopback,
+    seed: u64,
+    now: Instant,
+    addresses: &[IpCidr],
+) -> Interface {
+    let mut config = Config::new(HardwareAddress::Ip);
+    config.random_seed = seed;
+    let mut iface = Interface::new(config, device, now);
+    iface.update_ip_addrs(|list| {
+        for cidr in addresses {
+            // The list has room for MAX_ADDRESSES, which `addresses` never exceeds.
+            let _ = list.push(*cidr);
+        }
+    });
+    iface
 }
 
 /// An IPv4 smoltcp endpoint as a `SocketAddrV4` (the core only creates IPv4 sockets).

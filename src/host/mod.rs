@@ -46,6 +46,7 @@ mod work;
 pub use clock::{BOOT_SYSTEM_TIME, Clock};
 pub use debug::DBGPRINT_ENV;
 pub use device::{STATUS_NO_SUCH_DEVICE, STATUS_OBJECT_NAME_COLLISION};
+pub use dpc::DpcDurations;
 pub use driver::{Driver, DriverInitialize, Leak, UnloadReport};
 pub use file::IoctlOptions;
 pub use io::{CompletionFlags, IoStatus, StackLocation};

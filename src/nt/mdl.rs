@@ -100,20 +100,33 @@ impl MdlChain<'_> {
         Ok(())
     }
 
+    /// Calls `f(part, done)` on the pieces of the chain that cover `[skip, skip + len)`, in
+    /// order; `done` counts the bytes of the range before `part`. Returns the bytes covered
+    /// (less than `len` if the chain is shorter).
+    fn for_range(
+        &self,
+        skip: usize,
+        len: usize,
+        mut f: impl FnMut(&mut [u8], usize),
+    ) -> Result<usize, NtStatus> {
+        let mut done = 0;
+        self.for_each_segment(|offset, segment| {
+            if offset + segment.len() > skip {
+                let start = skip.saturating_sub(offset);
+                let take = (segment.len() - start).min(len - done);
+                f(&mut segment[start..start + take], done);
+                done += take;
+            }
+            done < len
+        })?;
+        Ok(done)
+    }
+
     /// Copies from the chain, starting `skip` bytes in, into `out`. Returns the bytes copied.
     pub fn read(&self, skip: usize, out: &mut [u8]) -> Result<usize, NtStatus> {
-        let mut copied = 0;
-        self.for_each_segment(|offset, segment| {
-            let end = offset + segment.len();
-            if end > skip {
-                let start = skip.saturating_sub(offset);
-                let take = (segment.len() - start).min(out.len() - copied);
-                out[copied..copied + take].copy_from_slice(&segment[start..start + take]);
-                copied += take;
-            }
-            copied < out.len()
-        })?;
-        Ok(copied)
+        self.for_range(skip, out.len(), |part, done| {
+            out[done..done + part.len()].copy_from_slice(part)
+        })
     }
 
     /// Copies `data` into the chain from its start. Returns the bytes copied (at most the
@@ -124,17 +137,8 @@ impl MdlChain<'_> {
 
     /// Copies `data` into the chain starting `skip` bytes in. Returns the bytes copied.
     pub fn write_at(&self, skip: usize, data: &[u8]) -> Result<usize, NtStatus> {
-        let mut copied = 0;
-        self.for_each_segment(|offset, segment| {
-            let end = offset + segment.len();
-            if end > skip {
-                let start = skip.saturating_sub(offset);
-                let take = (segment.len() - start).min(data.len() - copied);
-                segment[start..start + take].copy_from_slice(&data[copied..copied + take]);
-                copied += take;
-            }
-            copied < data.len()
-        })?;
-        Ok(copied)
+        self.for_range(skip, data.len(), |part, done| {
+            part.copy_from_slice(&data[done..done + part.len()])
+        })
     }
 }

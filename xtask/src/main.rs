@@ -4,7 +4,8 @@
 //!   their PDBs and the INF.
 //! - `clippy`: clippy with `-D warnings` for the host (all targets) and both kernel targets.
 //! - `test`: everything CI checks: `cargo fmt --check`, `clippy`, `package`, then
-//!   `cargo test --workspace` (unit and host tests, the image checks and the Wine smoke load).
+//!   `cargo test --workspace` (unit and host tests, the image checks and the Wine smoke load),
+//!   then the quick mode of the `driver_vs_linux` benchmark.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -17,7 +18,7 @@ tasks:
   package  build tcpip.sys for x86 and x64 (release) into target/package/<arch>/
            with tcpip.pdb and tcpip.inf
   clippy   clippy -D warnings for the host (all targets) and both kernel targets
-  test     fmt --check, clippy, package, then cargo test --workspace (what CI runs)";
+  test     fmt --check, clippy, package, cargo test --workspace, quick bench (what CI runs)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -106,6 +107,12 @@ fn test(root: &Path) -> Result<()> {
     step("test --workspace", || {
         let mut command = xtask::cargo(root);
         command.args(["test", "--workspace", "--no-fail-fast"]);
+        xtask::run(command, Output::Inherit)
+    })?;
+    // Proves the benchmark still runs (a few seconds; it reports, it asserts no timing).
+    step("bench driver_vs_linux --quick", || {
+        let mut command = xtask::cargo(root);
+        command.args(["bench", "--bench", "driver_vs_linux", "--", "--quick"]);
         xtask::run(command, Output::Inherit)
     })
 }
