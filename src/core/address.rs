@@ -11,9 +11,7 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 /// associated connection hold a reference, and it is freed (and its port released) when the
 /// last one goes, whatever the close order — AFD closes the address before its connections.
 pub struct Address {
-    pub ip: Ipv4Addr,
-    pub port: u16,
-    /// The port table entry this address holds.
+    /// The port table entry this address holds: its local IP and port.
     pub binding: Binding,
     /// Holders: the file object (until its CLOSE) plus each associated connection.
     pub refs: u32,
@@ -27,6 +25,18 @@ pub struct Address {
 
 /// The number of `TDI_EVENT_*` types (0 to `TDI_EVENT_CHAINED_RECEIVE_EXPEDITED`, 13).
 pub const EVENT_TYPES: usize = 14;
+
+impl Address {
+    /// The local IP (0.0.0.0 for a wildcard address file).
+    pub fn ip(&self) -> Ipv4Addr {
+        self.binding.ip()
+    }
+
+    /// The local port (the ephemeral one chosen for port 0).
+    pub fn port(&self) -> u16 {
+        self.binding.port()
+    }
+}
 
 /// The transport's own accept queue for one address: smoltcp has no backlog, so the core keeps
 /// one socket in LISTEN, moves it aside when a SYN turns it into a half-open connection, and

@@ -6,7 +6,6 @@ use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
 use crate::nt::pool;
 use alloc::collections::VecDeque;
-use core::net::SocketAddrV4;
 
 /// Why a connection ended, which smoltcp does not report (smoltcp #349): the core infers it by
 /// watching the socket's state across polls.
@@ -18,21 +17,15 @@ pub enum CloseReason {
     Reset,
     /// The local side aborted it (TDI_DISCONNECT ABORT).
     Aborted,
-    /// The peer stopped answering.
-    TimedOut,
 }
 
 impl CloseReason {
     /// The status that receives and sends fail with after the connection died this way.
     ///
     /// STATUS_FILE_CLOSED becomes WSAECONNRESET in msafd, what a Winsock program expects after
-    /// a reset. A timeout uses STATUS_LOCAL_DISCONNECT (WSAECONNABORTED): STATUS_TIMEOUT is a
-    /// success code (0x102), which AFD would read as data.
+    /// a reset.
     pub fn error_status(self) -> NtStatus {
-        match self {
-            CloseReason::Fin | CloseReason::Reset | CloseReason::Aborted => NtStatus::FILE_CLOSED,
-            CloseReason::TimedOut => NtStatus::LOCAL_DISCONNECT,
-        }
+        NtStatus::FILE_CLOSED
     }
 }
 
@@ -73,7 +66,6 @@ pub struct Connection {
     pub address: Option<u32>,
     pub socket: Option<SocketKey>,
     pub phase: Phase,
-    pub peer: Option<SocketAddrV4>,
     pub connect: Option<PendingIrp>,
     pub listen: Option<PendingIrp>,
     pub sends: VecDeque<Send>,
@@ -95,7 +87,6 @@ impl Connection {
             address: None,
             socket: None,
             phase: Phase::Idle,
-            peer: None,
             connect: None,
             listen: None,
             sends: VecDeque::new(),

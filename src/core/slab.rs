@@ -223,12 +223,6 @@ impl<T> Slab<T> {
                 ))
             })
     }
-
-    /// The keys of the live values, in slot order. Collect them first to remove while
-    /// walking. Any IRQL.
-    pub fn keys(&self) -> impl Iterator<Item = Key> {
-        self.iter().map(|(key, _)| key)
-    }
 }
 
 #[cfg(test)]
@@ -344,7 +338,7 @@ mod tests {
             );
         }
         assert_eq!(slab.len(), 1);
-        assert_eq!(slab.keys().collect::<Vec<_>>(), vec![next]);
+        assert_eq!(slab.iter().map(|(k, _)| k).collect::<Vec<_>>(), vec![next]);
     }
 
     #[test]
@@ -360,7 +354,7 @@ mod tests {
         }
         assert_eq!(slab.get(keys[4]), Some(&41));
         assert_eq!(
-            slab.keys().collect::<Vec<_>>(),
+            slab.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             vec![keys[1], keys[2], keys[4]]
         );
     }

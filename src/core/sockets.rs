@@ -76,13 +76,4 @@ impl Sockets {
     pub fn set_mut(&mut self) -> &mut SocketSet<'static> {
         &mut self.set
     }
-
-    /// How many sockets exist.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
 }

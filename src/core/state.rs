@@ -306,7 +306,6 @@ impl Core {
             let Some(key) = self.connections.key_at(index) else {
                 continue;
             };
-            let port = self.connection_port(key);
             let Some(connection) = self.connections.get_mut(key) else {
                 continue;
             };
@@ -316,8 +315,8 @@ impl Core {
             match connection.phase {
                 Phase::Connecting { .. } if connection.connect.is_none() => {
                     connection.phase = Phase::Idle;
-                    connection.peer = None;
                     if let Some(socket) = connection.socket.take() {
+                        let port = self.connection_port(key);
                         self.abandon(socket, port, true);
                     }
                 }
@@ -380,8 +379,6 @@ impl Core {
     fn bind_address(&mut self, address: TransportAddress, shared: bool) -> Result<u32, NtStatus> {
         let binding = self.ports.bind(address.ip, address.port, shared)?;
         let entry = Address {
-            ip: address.ip,
-            port: binding.port(),
             binding,
             refs: 1,
             file_open: true,
@@ -460,7 +457,7 @@ impl Core {
             .and_then(|connection| connection.address)
             .and_then(|address| self.address_key(address))
             .and_then(|key| self.addresses.get(key))
-            .map_or(0, |address| address.port)
+            .map_or(0, Address::port)
     }
 
     /// Drops one reference to an address; the last one frees it and its port.
@@ -613,7 +610,7 @@ impl Core {
         let (bound, port) = self
             .address_key(address)
             .and_then(|key| self.addresses.get(key))
-            .map(|a| (a.ip, a.port))
+            .map(|a| (a.ip(), a.port()))
             .ok_or(NtStatus::INVALID_CONNECTION)?;
         if remote.port() == 0 || remote.ip().is_unspecified() || remote.ip().is_broadcast() {
             return Err(NtStatus::INVALID_ADDRESS);
@@ -652,7 +649,6 @@ impl Core {
         let deadline = (self.now + wait).total_micros();
         if let Some(entry) = self.connections.get_mut(key) {
             entry.socket = Some(socket);
-            entry.peer = Some(remote);
             entry.phase = Phase::Connecting { deadline };
         }
         Ok(key)
@@ -706,7 +702,7 @@ impl Core {
         let Some(address) = self.addresses.get_mut(address_key) else {
             return;
         };
-        let (ip, port) = (address.ip, address.port);
+        let (ip, port) = (address.ip(), address.port());
         let Some(mut listener) = address.listener.take() else {
             return;
         };
@@ -804,7 +800,6 @@ impl Core {
         };
         let no_delay = entry.no_delay;
         entry.socket = Some(socket);
-        entry.peer = Some(peer);
         entry.phase = Phase::Connected;
         let listen = entry.listen.take();
         if let Some(tcp) = self.sockets.get(socket) {
@@ -851,7 +846,7 @@ impl Core {
         let Some(address) = self.addresses.get_mut(address_key) else {
             return;
         };
-        let port = address.port;
+        let port = address.port();
         let Some(listener) = address.listener.take() else {
             return;
         };
@@ -988,8 +983,8 @@ impl Core {
         let key = self.address_key(address).ok_or(NtStatus::INVALID_ADDRESS)?;
         let entry = self.addresses.get(key).ok_or(NtStatus::INVALID_ADDRESS)?;
         Ok(TransportAddress {
-            ip: entry.ip,
-            port: entry.port,
+            ip: entry.ip(),
+            port: entry.port(),
         })
     }
 
@@ -1055,8 +1050,8 @@ impl Core {
     fn listener_for(&self, local: SocketAddrV4) -> Option<(Key, bool)> {
         self.addresses.iter().find_map(|(key, address)| {
             let listener = address.listener.as_ref()?;
-            let matches = address.port == local.port()
-                && (address.ip.is_unspecified() || address.ip == *local.ip());
+            let matches = address.port() == local.port()
+                && (address.ip().is_unspecified() || address.ip() == *local.ip());
             matches.then(|| (key, listener.has_room() && listener.socket.is_some()))
         })
     }
@@ -1079,7 +1074,6 @@ impl Core {
     /// room for pending sends, the FIN after a release, and how the connection ended.
     fn service(&mut self, key: Key, c: &Completer<'_>) {
         let now = self.now.total_micros();
-        let port = self.connection_port(key);
         let Some(entry) = self.connections.get_mut(key) else {
             return;
         };
@@ -1104,10 +1098,10 @@ impl Core {
                     };
                     entry.phase = Phase::Idle;
                     entry.socket = None;
-                    entry.peer = None;
                     if let Some(irp) = entry.connect.take() {
                         c.done(irp, status, 0);
                     }
+                    let port = self.connection_port(key);
                     self.abandon(socket_key, port, false);
                     return;
                 }
@@ -1129,18 +1123,18 @@ impl Core {
         ) {
             entry.fin_received = true;
         }
-        transfer::receive(entry, socket, c);
-        transfer::send(entry, socket, c);
-        if entry.send_shutdown && entry.sends.is_empty() {
-            socket.close();
-        }
         if state == State::Closed && entry.closed.is_none() {
             entry.closed = Some(if entry.fin_received {
                 CloseReason::Fin
             } else {
                 CloseReason::Reset
             });
-            transfer::fail_after_close(entry, c);
+        }
+        // Once `closed` is set, these complete whatever still waits with its final status.
+        transfer::receive(entry, socket, c);
+        transfer::send(entry, socket, c);
+        if entry.send_shutdown && entry.sends.is_empty() {
+            socket.close();
         }
     }
 }

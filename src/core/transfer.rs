@@ -111,19 +111,3 @@ pub fn send(entry: &mut Connection, socket: &mut tcp::Socket<'static>, c: &Compl
         }
     }
 }
-
-/// Fails every request still waiting once the connection is over: receives with success and
-/// 0 bytes after a FIN, everything else with the connection's error. DISPATCH_LEVEL.
-pub fn fail_after_close(entry: &mut Connection, c: &Completer<'_>) {
-    let graceful = entry.fin_received || entry.closed == Some(CloseReason::Fin);
-    let status = entry
-        .closed
-        .map_or(NtStatus::INVALID_CONNECTION, CloseReason::error_status);
-    while let Some(receive) = entry.receives.pop_front() {
-        let status = if graceful { NtStatus::SUCCESS } else { status };
-        c.done(receive.irp, status, 0);
-    }
-    while let Some(send) = entry.sends.pop_front() {
-        c.done(send.irp, status, 0);
-    }
-}

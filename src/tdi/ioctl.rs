@@ -18,7 +18,7 @@
 
 use crate::nt::NtStatus;
 use crate::nt::types::{
-    TCP_REQUEST_QUERY_INFORMATION_EX, TCP_REQUEST_SET_INFORMATION_EX, TDIEntityID, TDIObjectID,
+    TCP_REQUEST_QUERY_INFORMATION_EX, TCP_REQUEST_SET_INFORMATION_EX, TDIObjectID,
 };
 use core::mem::{offset_of, size_of};
 use zerocopy::{FromBytes, IntoBytes};
@@ -146,16 +146,10 @@ pub fn copy_out_with_probe(answer: &[u8], out: &mut [u8]) -> usize {
     answer.len()
 }
 
-/// Answers `ENTITY_LIST_ID` (`INFO_CLASS_GENERIC`, `INFO_TYPE_PROVIDER`, on
-/// `GENERIC_ENTITY`): the array of `TDIEntityID`s (8 bytes each), with the probe semantics of
-/// [`copy_out_with_probe`]. Returns the Information to complete with.
-pub fn copy_out_entity_list(entities: &[TDIEntityID], out: &mut [u8]) -> usize {
-    copy_out_with_probe(entities.as_bytes(), out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nt::types::TDIEntityID;
     use crate::nt::types::{
         CO_TL_ENTITY, ENTITY_LIST_ID, GENERIC_ENTITY, IF_ENTITY, INFO_CLASS_GENERIC,
         INFO_CLASS_PROTOCOL, INFO_TYPE_CONNECTION, INFO_TYPE_PROVIDER, TCP_SOCKET_NODELAY,
@@ -336,10 +330,10 @@ mod tests {
                 tei_instance: 2,
             },
         ];
-        let needed = copy_out_entity_list(&entities, &mut []);
+        let needed = copy_out_with_probe(entities.as_bytes(), &mut []);
         assert_eq!(needed, 16);
         let mut out = vec![0; needed];
-        assert_eq!(copy_out_entity_list(&entities, &mut out), needed);
+        assert_eq!(copy_out_with_probe(entities.as_bytes(), &mut out), needed);
         assert_eq!(out, [0, 2, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 2, 0, 0, 0]);
     }
 
