@@ -7,11 +7,14 @@
 //!   followed up.
 //! - [`work`]: requests and the two queues. [`connection`], [`address`]: the TDI objects'
 //!   protocol state. [`transfer`]: data between socket rings and MDLs. [`info`]: query answers.
-//! - [`sockets`], [`slab`]: generation-checked tables. [`ports`]: the port table.
-//!   [`segment`]: frame classification before smoltcp. [`random`]: the CSPRNG.
+//! - [`sockets`]: one smoltcp set per socket, touched sockets and events; [`demux`]: 4-tuple
+//!   → socket; [`timers`]: socket deadlines. [`slab`]: generation-checked tables. [`ports`]:
+//!   the port table. [`segment`]: frame classification before smoltcp. [`random`]: the
+//!   CSPRNG.
 
 pub mod address;
 pub mod connection;
+pub mod demux;
 pub mod info;
 pub mod ports;
 pub mod random;
@@ -20,5 +23,6 @@ pub mod slab;
 pub mod sockets;
 pub mod stack;
 pub mod state;
+pub mod timers;
 pub mod transfer;
 pub mod work;

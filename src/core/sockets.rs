@@ -1,79 +1,342 @@
-//! smoltcp sockets behind generation-checked keys.
+//! The core's TCP sockets, each in a smoltcp `SocketSet` of its own, and the bookkeeping that
+//! keeps a DPC pass proportional to the sockets it concerns rather than to all of them.
+//!
+//! # One set per socket
+//!
+//! smoltcp's `Interface::poll_*` functions visit every socket of the set they are given:
+//! ingress to find the socket a segment belongs to, egress to let each one transmit, `poll_at`
+//! to find the earliest deadline. With thousands of connections a pass over one big set costs
+//! thousands of socket visits, whatever happened. Here each socket has its own set, and a pass
+//! visits only:
+//! - the socket a received segment is for, found by 4-tuple ([`crate::core::demux`]);
+//! - the sockets whose deadline has come ([`crate::core::timers`]);
+//! - the sockets the core changed through [`Sockets::get`] (data queued or read, a close).
+//!
+//! Every mutable access marks its socket *touched*; [`Sockets::egress`] lets each touched
+//! socket transmit, asks smoltcp for its next deadline and files it. Sockets whose protocol
+//! state moved (a segment arrived, a timer fired, a transmission changed the state) raise an
+//! *event*, which the core follows up for the socket's [`Owner`]. Both lists hold slot indices
+//! with a flag per slot, so a slot is listed at most once and the lists, reserved for every
+//! slot when a socket is added, never grow during a pass.
+//!
+//! # Keys
 //!
 //! `SocketSet::get_mut` and `remove` panic on a handle whose slot is empty (smoltcp #501), and
 //! a panic here is a bugcheck. The core therefore never stores a `SocketHandle`: it stores a
-//! [`SocketKey`] into a slab that maps to the handle, and removes both together. A stale key
-//! finds nothing.
+//! [`SocketKey`] into a slab whose entry owns the set and the handle. A stale key finds nothing.
 #![forbid(unsafe_code)]
 
+use crate::core::demux::{Tuple, TupleMap};
 use crate::core::slab::{Key, Slab};
+use crate::core::timers::TimerQueue;
 use crate::nt::NtStatus;
 use crate::nt::pool;
 use alloc::vec::Vec;
-use smoltcp::iface::{SocketHandle, SocketSet, SocketStorage};
-use smoltcp::socket::tcp;
+use core::net::SocketAddrV4;
+use smoltcp::iface::{Interface, PollResult, SocketHandle, SocketSet, SocketStorage};
+use smoltcp::phy::Device;
+use smoltcp::socket::tcp::{self, State};
+use smoltcp::time::Instant;
+use smoltcp::wire::{IpAddress, IpEndpoint};
 
 /// A generation-checked reference to one of the core's TCP sockets.
 pub type SocketKey = Key;
 
-/// The core's TCP sockets.
-pub struct Sockets {
+/// Segments one socket may transmit per egress, so that one busy connection cannot hold the
+/// link for a whole pass.
+const EGRESS_SEGMENTS: usize = 8;
+
+/// Flag bits per slot.
+const TOUCHED: u8 = 1;
+const EVENT: u8 = 2;
+
+/// Who a socket works for: what the core follows up when the socket has an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// The connection (by key) whose endpoint it is: connecting or connected.
+    Connection(Key),
+    /// The listener of the address (by key): its LISTEN socket, or a connection it holds
+    /// half-open or ready for a TDI_LISTEN.
+    Listener(Key),
+    /// Nobody: closing after its endpoint went, holding a reference on `port` until smoltcp
+    /// has finished with it.
+    Orphan { port: u16 },
+}
+
+struct Entry {
     set: SocketSet<'static>,
-    keys: Slab<Option<SocketHandle>>,
+    handle: SocketHandle,
+    owner: Owner,
+    tuple: Option<Tuple>,
+    /// The deadline filed in the timer queue, if any.
+    deadline: Option<Instant>,
+}
+
+impl Entry {
+    fn socket(&self) -> &tcp::Socket<'static> {
+        self.set.get(self.handle)
+    }
+
+    fn socket_mut(&mut self) -> &mut tcp::Socket<'static> {
+        self.set.get_mut(self.handle)
+    }
+
+    /// What an event is raised for: the state, and whether the socket still has a tuple
+    /// (an abort keeps it until its RST is out).
+    fn progress(&self) -> (State, bool) {
+        let socket = self.socket();
+        (socket.state(), socket.local_endpoint().is_some())
+    }
+}
+
+/// The core's TCP sockets. Any IRQL ≤ DISPATCH_LEVEL, under the core lock.
+pub struct Sockets {
+    entries: Slab<Entry>,
     capacity: usize,
+    tuples: TupleMap,
+    timers: TimerQueue,
+    /// Per slot: `TOUCHED` and `EVENT`.
+    flags: Vec<u8>,
+    touched: Vec<u32>,
+    /// The touched list being worked through by `egress` (kept to reuse its storage).
+    draining: Vec<u32>,
+    events: Vec<u32>,
+    /// A set with no socket, for segments nobody owns: smoltcp answers them with a RST.
+    nobody: SocketSet<'static>,
 }
 
 impl Sockets {
-    /// A set with room for `capacity` sockets, reserved now: smoltcp grows its storage with an
-    /// infallible push, so the set is never allowed to grow past what was reserved.
-    pub fn new(capacity: usize) -> Result<Self, NtStatus> {
-        let storage: Vec<SocketStorage<'static>> = pool::try_vec(capacity)?;
-        Ok(Self {
-            set: SocketSet::new(storage),
-            keys: Slab::default(),
+    /// Room for `capacity` sockets; the demultiplexer's hash is keyed with `seed`. Allocates
+    /// nothing until sockets are added.
+    pub fn new(capacity: usize, seed: u64) -> Self {
+        Self {
+            entries: Slab::default(),
             capacity,
-        })
+            tuples: TupleMap::new(seed),
+            timers: TimerQueue::default(),
+            flags: Vec::new(),
+            touched: Vec::new(),
+            draining: Vec::new(),
+            events: Vec::new(),
+            nobody: SocketSet::new(Vec::new()),
+        }
     }
 
-    /// Adds a socket. `STATUS_INSUFFICIENT_RESOURCES` when the set is full.
-    pub fn add(&mut self, socket: tcp::Socket<'static>) -> Result<SocketKey, NtStatus> {
-        if self.keys.len() >= self.capacity {
+    /// Adds a socket for `owner`, touched (so that its first egress and deadline follow).
+    /// `STATUS_INSUFFICIENT_RESOURCES` when the set is full or the pool is exhausted, with
+    /// nothing changed.
+    pub fn add(&mut self, socket: tcp::Socket<'static>, owner: Owner) -> Result<SocketKey, NtStatus> {
+        if self.entries.len() >= self.capacity {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
-        // Reserve the key first so that a failure leaves the set unchanged.
-        let key = self.keys.try_insert(None)?;
-        let handle = self.set.add(socket);
-        if let Some(slot) = self.keys.get_mut(key) {
-            *slot = Some(handle);
+        let slots = self.entries.slot_count() as usize + 1;
+        let flags = slots.saturating_sub(self.flags.len());
+        pool::try_reserve(&mut self.flags, flags)?;
+        for list in [&mut self.touched, &mut self.draining, &mut self.events] {
+            let more = slots.saturating_sub(list.len());
+            pool::try_reserve(list, more)?;
         }
+        self.timers.reserve(2 * slots)?;
+        let mut storage: Vec<SocketStorage<'static>> = pool::try_vec(1)?;
+        storage.push(SocketStorage::EMPTY);
+        let mut set = SocketSet::new(storage);
+        let handle = set.add(socket);
+        let key = self.entries.try_insert(Entry {
+            set,
+            handle,
+            owner,
+            tuple: None,
+            deadline: None,
+        })?;
+        while self.flags.len() < self.entries.slot_count() as usize {
+            self.flags.push(0);
+        }
+        self.mark(key.index, TOUCHED);
         Ok(key)
     }
 
-    /// The socket behind `key`, if it still exists.
+    /// The socket behind `key`, marked touched.
     pub fn get(&mut self, key: SocketKey) -> Option<&mut tcp::Socket<'static>> {
-        let handle = (*self.keys.get(key)?)?;
-        Some(self.set.get_mut::<tcp::Socket<'static>>(handle))
+        self.entries.get(key)?;
+        self.mark(key.index, TOUCHED);
+        self.entries.get_mut(key).map(Entry::socket_mut)
     }
 
-    /// Removes the socket behind `key` (no-op for a stale key).
-    pub fn remove(&mut self, key: SocketKey) {
-        if let Some(Some(handle)) = self.keys.remove(key) {
-            self.set.remove(handle);
+    /// The socket behind `key`, to look at.
+    pub fn peek(&self, key: SocketKey) -> Option<&tcp::Socket<'static>> {
+        self.entries.get(key).map(Entry::socket)
+    }
+
+    /// Hands the socket to a new owner.
+    pub fn set_owner(&mut self, key: SocketKey, owner: Owner) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.owner = owner;
         }
     }
 
-    /// One past the highest slot index; see [`Slab::slot_count`].
-    pub fn slot_count(&self) -> u32 {
-        self.keys.slot_count()
+    /// Files the socket's 4-tuple, so that its segments find it.
+    pub fn set_tuple(&mut self, key: SocketKey, tuple: Tuple) -> Result<(), NtStatus> {
+        let entry = self
+            .entries
+            .get_mut(key)
+            .ok_or(NtStatus::INVALID_CONNECTION)?;
+        self.tuples.insert(tuple, key)?;
+        if let Some(old) = entry.tuple.replace(tuple) {
+            self.tuples.remove(&old, key);
+        }
+        Ok(())
     }
 
-    /// The key of the socket in slot `index`, if any.
-    pub fn key_at(&self, index: u32) -> Option<SocketKey> {
-        self.keys.key_at(index)
+    /// The socket that owns the connection `local` ↔ `remote`: filed for that tuple and still
+    /// connected to it (a closed socket has forgotten its tuple).
+    pub fn find(&self, local: SocketAddrV4, remote: SocketAddrV4) -> Option<SocketKey> {
+        let key = self.tuples.get(&(local, remote))?;
+        let socket = self.peek(key)?;
+        let same = socket.local_endpoint() == Some(endpoint(local))
+            && socket.remote_endpoint() == Some(endpoint(remote));
+        same.then_some(key)
     }
 
-    /// The smoltcp set, for `Interface::poll*`.
-    pub fn set_mut(&mut self) -> &mut SocketSet<'static> {
-        &mut self.set
+    /// Removes the socket behind `key` (no-op for a stale key) and its tuple.
+    pub fn remove(&mut self, key: SocketKey) {
+        if let Some(entry) = self.entries.remove(key)
+            && let Some(tuple) = entry.tuple
+        {
+            self.tuples.remove(&tuple, key);
+        }
     }
+
+    /// Lets smoltcp take the next received frame from `device` for the socket `target` (or
+    /// for nobody), and raises an event for the socket.
+    pub fn ingress<D: Device>(
+        &mut self,
+        target: Option<SocketKey>,
+        iface: &mut Interface,
+        device: &mut D,
+        now: Instant,
+    ) {
+        match target.and_then(|key| self.entries.get_mut(key).map(|entry| (key, entry))) {
+            Some((key, entry)) => {
+                iface.poll_ingress_single(now, device, &mut entry.set);
+                self.mark(key.index, TOUCHED | EVENT);
+            }
+            None => {
+                iface.poll_ingress_single(now, device, &mut self.nobody);
+            }
+        }
+    }
+
+    /// Touches every socket whose deadline has come, with an event.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some((key, at)) = self.timers.pop_due(now) {
+            let Some(entry) = self.entries.get_mut(key) else {
+                continue;
+            };
+            if entry.deadline == Some(at) {
+                entry.deadline = None;
+                self.mark(key.index, TOUCHED | EVENT);
+            }
+        }
+    }
+
+    /// Lets every touched socket transmit, files its next deadline, and raises an event for
+    /// those whose state moved and for orphans (which may now be done).
+    pub fn egress<D: Device>(&mut self, iface: &mut Interface, device: &mut D, now: Instant) {
+        core::mem::swap(&mut self.touched, &mut self.draining);
+        let mut draining = core::mem::take(&mut self.draining);
+        for &index in &draining {
+            if let Some(flags) = self.flags.get_mut(index as usize) {
+                *flags &= !TOUCHED;
+            }
+            let Some(key) = self.entries.key_at(index) else {
+                continue;
+            };
+            let Some(entry) = self.entries.get_mut(key) else {
+                continue;
+            };
+            let before = entry.progress();
+            for _ in 0..EGRESS_SEGMENTS {
+                if iface.poll_egress(now, device, &mut entry.set) == PollResult::None {
+                    break;
+                }
+            }
+            let moved = entry.progress() != before || matches!(entry.owner, Owner::Orphan { .. });
+            let deadline = iface.poll_at(now, &entry.set);
+            if deadline != entry.deadline {
+                entry.deadline = deadline;
+                if let Some(at) = deadline {
+                    self.file_deadline(key, at);
+                }
+            }
+            if moved {
+                self.mark(index, EVENT);
+            }
+        }
+        draining.clear();
+        self.draining = draining;
+    }
+
+    /// Takes the next socket with an event, with its owner.
+    pub fn next_event(&mut self) -> Option<(SocketKey, Owner)> {
+        while let Some(index) = self.events.pop() {
+            if let Some(flags) = self.flags.get_mut(index as usize) {
+                *flags &= !EVENT;
+            }
+            let Some(key) = self.entries.key_at(index) else {
+                continue;
+            };
+            if let Some(entry) = self.entries.get(key) {
+                return Some((key, entry.owner));
+            }
+        }
+        None
+    }
+
+    /// Whether events wait for the next pass.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// When the core next needs a pass: now if sockets wait to transmit, otherwise the
+    /// earliest deadline filed.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        if !self.touched.is_empty() {
+            return Some(now);
+        }
+        self.timers.next()
+    }
+
+    /// Files `at` for `key`, rebuilding the queue from the entries' deadlines when it is full
+    /// (it was reserved for two entries per slot, and holds one per live socket after that).
+    fn file_deadline(&mut self, key: SocketKey, at: Instant) {
+        if self.timers.push(key, at) {
+            return;
+        }
+        self.timers.clear();
+        for (key, entry) in self.entries.iter() {
+            if let Some(at) = entry.deadline {
+                let _filed = self.timers.push(key, at);
+            }
+        }
+    }
+
+    /// Lists slot `index` for `bits` it is not listed for yet (the lists were reserved for
+    /// every slot, so this never grows them).
+    fn mark(&mut self, index: u32, bits: u8) {
+        let Some(flags) = self.flags.get_mut(index as usize) else {
+            return;
+        };
+        let new = bits & !*flags;
+        *flags |= bits;
+        if new & TOUCHED != 0 && self.touched.len() < self.touched.capacity() {
+            self.touched.push(index);
+        }
+        if new & EVENT != 0 && self.events.len() < self.events.capacity() {
+            self.events.push(index);
+        }
+    }
+}
+
+fn endpoint(address: SocketAddrV4) -> IpEndpoint {
+    IpEndpoint::new(IpAddress::Ipv4(*address.ip()), address.port())
 }

@@ -170,6 +170,8 @@ impl Stack {
             self.outbound.lock().release_slot();
             irp.claimed_by_cancel();
             irp.complete(NtStatus::CANCELLED, 0);
+            // The cancellation may have touched a socket (an abandoned connect sends its RST).
+            self.dpc.queue();
         } else if let Some(mut completion) = finished {
             completion.irp.claimed_by_cancel();
             finish(completion);

@@ -14,7 +14,7 @@ use crate::core::ports::PortTable;
 use crate::core::random::Csprng;
 use crate::core::segment;
 use crate::core::slab::{Key, Slab};
-use crate::core::sockets::{SocketKey, Sockets};
+use crate::core::sockets::{Owner, SocketKey, Sockets};
 use crate::core::transfer;
 use crate::core::work::{Completion, Finish, Object, Outbound, Request, Work};
 use crate::link::loopback::Loopback;
@@ -114,9 +114,8 @@ pub struct Core {
     ports: PortTable,
     addresses: Slab<Address>,
     connections: Slab<Connection>,
-    /// Sockets whose endpoint is gone, kept until they have finished closing (FIN handshake
-    /// and TIME-WAIT, or the RST has been sent), with the port each holds.
-    orphans: Vec<(SocketKey, u16)>,
+    /// The addresses that have a listener.
+    listeners: Vec<Key>,
     config: CoreConfig,
     now: Instant,
     /// The driver's CSPRNG: ISN seeds and the ephemeral port start.
@@ -133,11 +132,11 @@ impl Core {
         Ok(Self {
             iface,
             device,
-            sockets: Sockets::new(config.max_sockets)?,
+            sockets: Sockets::new(config.max_sockets, random.next_u64()),
             ports: PortTable::new(random.next_u64()),
             addresses: Slab::default(),
             connections: Slab::default(),
-            orphans: pool::try_vec(config.max_sockets)?,
+            listeners: Vec::new(),
             config,
             now,
             random,
@@ -275,28 +274,35 @@ impl Core {
         NtStatus::SUCCESS
     }
 
-    /// One pass of the protocol: a budget of received frames, transmission, and the
-    /// follow-up on listeners, connections and orphans. Returns whether frames are still
-    /// waiting (the caller runs another pass or re-queues its DPC).
+    /// One pass of the protocol over the sockets it concerns: those whose deadline has come
+    /// and a budget of received frames; then their transmissions (ACKs, timeouts), the
+    /// follow-up of every socket with an event for its owner (connection, listener, orphan),
+    /// and the transmissions that follow-up caused. Returns whether work remains (frames
+    /// waiting, events raised by the last transmissions): the caller runs another pass or
+    /// re-queues its DPC.
     pub fn poll(&mut self, now: Instant, c: &Completer<'_>) -> bool {
         self.now = now;
+        self.sockets.expire(now);
         for _ in 0..self.config.frame_budget {
             if !self.ingress_one(c) {
                 break;
             }
         }
-        self.iface
-            .poll_egress(now, &mut self.device, self.sockets.set_mut());
-        self.service_all(c);
-        self.iface
-            .poll_egress(now, &mut self.device, self.sockets.set_mut());
-        self.reap_orphans();
-        self.device.pending() > 0
+        self.sockets.egress(&mut self.iface, &mut self.device, now);
+        while let Some((socket, owner)) = self.sockets.next_event() {
+            match owner {
+                Owner::Connection(key) => self.service(key, c),
+                Owner::Listener(key) => self.maintain_listener(key, c),
+                Owner::Orphan { port } => self.reap(socket, port),
+            }
+        }
+        self.sockets.egress(&mut self.iface, &mut self.device, now);
+        self.device.pending() > 0 || self.sockets.has_events()
     }
 
-    /// When the core next needs a pass if nothing arrives: smoltcp's earliest timer.
+    /// When the core next needs a pass if nothing arrives: the earliest socket deadline.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        self.iface.poll_at(now, self.sockets.set_mut())
+        self.sockets.next_deadline(now)
     }
 
     /// Unlinks the pending IRP `id` for its cancel routine. Protocol side effects of the
@@ -487,31 +493,20 @@ impl Core {
                 tcp.close();
             }
         }
-        // `orphans` was reserved for every socket the set can hold.
-        if self.orphans.len() < self.orphans.capacity() {
-            self.orphans.push((socket, port));
-        } else {
-            self.sockets.remove(socket);
-            self.ports.release(port);
-        }
+        self.sockets.set_owner(socket, Owner::Orphan { port });
+        self.reap(socket, port);
     }
 
-    /// Removes orphans that smoltcp has finished with: closed, with their tuple forgotten
-    /// (after TIME-WAIT, or once the RST of an abort has gone out).
-    fn reap_orphans(&mut self) {
-        let mut index = 0;
-        while let Some(&(socket, port)) = self.orphans.get(index) {
-            let done = self
-                .sockets
-                .get(socket)
-                .is_none_or(|tcp| tcp.state() == State::Closed && tcp.local_endpoint().is_none());
-            if done {
-                self.sockets.remove(socket);
-                self.ports.release(port);
-                self.orphans.swap_remove(index);
-            } else {
-                index += 1;
-            }
+    /// Removes an orphan once smoltcp has finished with it: closed, with its tuple forgotten
+    /// (after TIME-WAIT, or once the RST of an abort has gone out), and releases its port.
+    fn reap(&mut self, socket: SocketKey, port: u16) {
+        let done = self
+            .sockets
+            .peek(socket)
+            .is_some_and(|tcp| tcp.state() == State::Closed && tcp.local_endpoint().is_none());
+        if done {
+            self.sockets.remove(socket);
+            self.ports.release(port);
         }
     }
 
@@ -639,13 +634,18 @@ impl Core {
             )
             .map_err(|_| NtStatus::INVALID_ADDRESS)?;
         self.ports.acquire(port)?;
-        let socket = match self.sockets.add(socket) {
+        let socket = match self.sockets.add(socket, Owner::Connection(key)) {
             Ok(socket) => socket,
             Err(status) => {
                 self.ports.release(port);
                 return Err(status);
             }
         };
+        if let Err(status) = self.sockets.set_tuple(socket, (local, remote)) {
+            self.sockets.remove(socket);
+            self.ports.release(port);
+            return Err(status);
+        }
         let deadline = (self.now + wait).total_micros();
         if let Some(entry) = self.connections.get_mut(key) {
             entry.socket = Some(socket);
@@ -668,6 +668,9 @@ impl Core {
         match self.addresses.get_mut(address_key) {
             Some(entry) if entry.file_open => {
                 if entry.listener.is_none() {
+                    if let Err(status) = pool::try_push(&mut self.listeners, address_key) {
+                        return c.done(irp, status, 0);
+                    }
                     entry.listener = Some(Listener::new(backlog));
                 }
             }
@@ -706,7 +709,7 @@ impl Core {
         let Some(mut listener) = address.listener.take() else {
             return;
         };
-        self.refresh_listen_socket(&mut listener, ip, port);
+        self.refresh_listen_socket(&mut listener, address_key, ip, port);
         self.promote_half_open(&mut listener, port);
         while !listener.ready.is_empty() {
             let Some(waiting) = listener.waiting.pop_front() else {
@@ -722,10 +725,17 @@ impl Core {
         }
     }
 
-    /// If the LISTEN socket took a SYN, moves it to the half-open list and opens a new one.
-    fn refresh_listen_socket(&mut self, listener: &mut Listener, ip: Ipv4Addr, port: u16) {
+    /// If the LISTEN socket took a SYN, files its 4-tuple, moves it to the half-open list and
+    /// opens a new one.
+    fn refresh_listen_socket(
+        &mut self,
+        listener: &mut Listener,
+        address_key: Key,
+        ip: Ipv4Addr,
+        port: u16,
+    ) {
         if let Some(key) = listener.socket {
-            match self.sockets.get(key).map(|socket| socket.state()) {
+            match self.sockets.peek(key).map(|socket| socket.state()) {
                 Some(State::Listen) => {}
                 Some(State::Closed) | None => {
                     self.sockets.remove(key);
@@ -733,10 +743,16 @@ impl Core {
                 }
                 Some(_) => {
                     listener.socket = None;
-                    if let Some(socket) = self.sockets.get(key) {
+                    let tuple = self.sockets.get(key).and_then(|socket| {
                         socket.set_timeout(Some(self.config.syn_received_timeout));
-                    }
-                    let held = self.ports.acquire(port).is_ok();
+                        Some((
+                            endpoint_v4(socket.local_endpoint()?),
+                            endpoint_v4(socket.remote_endpoint()?),
+                        ))
+                    });
+                    let filed = tuple
+                        .is_some_and(|tuple| self.sockets.set_tuple(key, tuple).is_ok());
+                    let held = filed && self.ports.acquire(port).is_ok();
                     if !held || pool::try_push(&mut listener.half_open, key).is_err() {
                         // No memory for the bookkeeping: refuse this connection attempt.
                         if let Some(socket) = self.sockets.get(key) {
@@ -751,7 +767,7 @@ impl Core {
             }
         }
         if listener.socket.is_none() {
-            listener.socket = self.new_listen_socket(ip, port).ok();
+            listener.socket = self.new_listen_socket(address_key, ip, port).ok();
         }
     }
 
@@ -759,7 +775,7 @@ impl Core {
     fn promote_half_open(&mut self, listener: &mut Listener, port: u16) {
         let mut index = 0;
         while let Some(&key) = listener.half_open.get(index) {
-            let (state, remote) = match self.sockets.get(key) {
+            let (state, remote) = match self.sockets.peek(key) {
                 Some(socket) => (socket.state(), socket.remote_endpoint()),
                 None => (State::Closed, None),
             };
@@ -802,6 +818,9 @@ impl Core {
         entry.socket = Some(socket);
         entry.phase = Phase::Connected;
         let listen = entry.listen.take();
+        if let Some(key) = self.connection_key(connection) {
+            self.sockets.set_owner(socket, Owner::Connection(key));
+        }
         if let Some(tcp) = self.sockets.get(socket) {
             tcp.set_nagle_enabled(!no_delay);
         }
@@ -810,13 +829,18 @@ impl Core {
         }
     }
 
-    fn new_listen_socket(&mut self, ip: Ipv4Addr, port: u16) -> Result<SocketKey, NtStatus> {
+    fn new_listen_socket(
+        &mut self,
+        address_key: Key,
+        ip: Ipv4Addr,
+        port: u16,
+    ) -> Result<SocketKey, NtStatus> {
         let mut socket = self.new_socket(false)?;
         let addr = (!ip.is_unspecified()).then_some(IpAddress::Ipv4(ip));
         socket
             .listen(IpListenEndpoint { addr, port })
             .map_err(|_| NtStatus::INVALID_ADDRESS)?;
-        self.sockets.add(socket)
+        self.sockets.add(socket, Owner::Listener(address_key))
     }
 
     /// Ends an address's listener: waiting TDI_LISTENs complete with `STATUS_CANCELLED`,
@@ -850,6 +874,7 @@ impl Core {
         let Some(listener) = address.listener.take() else {
             return;
         };
+        self.listeners.retain(|key| *key != address_key);
         if let Some(socket) = listener.socket {
             self.sockets.remove(socket);
         }
@@ -999,75 +1024,61 @@ impl Core {
         NtStatus::SUCCESS
     }
 
-    /// Takes one received frame: drops a SYN smoltcp must not see, otherwise lets smoltcp
-    /// process it. Returns whether a frame was taken.
+    /// Takes one received frame and gives it to smoltcp with the one socket it is for: the
+    /// socket filed for its 4-tuple, or for a connection request the listener's LISTEN socket
+    /// (whose backlog must have room: a SYN past it is dropped, and the client's
+    /// retransmission retries), or no socket (smoltcp answers with a RST). A retransmitted SYN
+    /// for a connection that exists is dropped: that socket retransmits its own SYN-ACK.
+    /// Returns whether a frame was taken.
     fn ingress_one(&mut self, c: &Completer<'_>) -> bool {
         let Some(frame) = self.device.peek_front() else {
             return false;
         };
-        let request = segment::classify(frame).filter(|segment| segment.is_connection_request());
+        let segment = segment::classify(frame);
+        let mut target = None;
         let mut listener = None;
-        if let Some(segment) = request {
-            if self.has_socket_for(segment.dst, segment.src) {
-                // A retransmitted SYN for a connection that exists: its socket answers by
-                // retransmitting its SYN-ACK; a fresh listener must not take it.
-                self.device.drop_front();
-                return true;
-            }
-            if let Some((key, room)) = self.listener_for(segment.dst) {
-                if !room {
-                    // Backlog full: drop silently; the client's retransmission retries.
+        if let Some(segment) = segment {
+            target = self.sockets.find(segment.dst, segment.src);
+            if segment.is_connection_request() {
+                if target.is_some() {
                     self.device.drop_front();
                     return true;
                 }
-                listener = Some(key);
-                self.reseed();
+                if let Some((key, socket)) = self.listener_for(segment.dst) {
+                    let Some(socket) = socket else {
+                        self.device.drop_front();
+                        return true;
+                    };
+                    listener = Some(key);
+                    target = Some(socket);
+                    self.reseed();
+                }
             }
         }
-        self.iface
-            .poll_ingress_single(self.now, &mut self.device, self.sockets.set_mut());
+        self.sockets
+            .ingress(target, &mut self.iface, &mut self.device, self.now);
         if let Some(key) = listener {
+            // Replace the LISTEN socket at once: the next SYN may be in the same batch.
             self.maintain_listener(key, c);
         }
         true
     }
 
     /// Whether a socket already owns the connection `local` ↔ `remote`.
-    fn has_socket_for(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> bool {
-        (0..self.sockets.slot_count()).any(|index| {
-            let Some(key) = self.sockets.key_at(index) else {
-                return false;
-            };
-            self.sockets.get(key).is_some_and(|socket| {
-                socket.local_endpoint().map(endpoint_v4) == Some(local)
-                    && socket.remote_endpoint().map(endpoint_v4) == Some(remote)
-            })
-        })
+    fn has_socket_for(&self, local: SocketAddrV4, remote: SocketAddrV4) -> bool {
+        self.sockets.find(local, remote).is_some()
     }
 
-    /// The address with a listener for `local`, and whether its backlog has room and a socket
-    /// in LISTEN.
-    fn listener_for(&self, local: SocketAddrV4) -> Option<(Key, bool)> {
-        self.addresses.iter().find_map(|(key, address)| {
+    /// The address with a listener for `local`, with its LISTEN socket if the backlog has
+    /// room for another connection.
+    fn listener_for(&self, local: SocketAddrV4) -> Option<(Key, Option<SocketKey>)> {
+        self.listeners.iter().find_map(|&key| {
+            let address = self.addresses.get(key)?;
             let listener = address.listener.as_ref()?;
             let matches = address.port() == local.port()
                 && (address.ip().is_unspecified() || address.ip() == *local.ip());
-            matches.then(|| (key, listener.has_room() && listener.socket.is_some()))
+            matches.then(|| (key, listener.socket.filter(|_| listener.has_room())))
         })
-    }
-
-    /// Follows up every listener and connection after protocol progress.
-    fn service_all(&mut self, c: &Completer<'_>) {
-        for index in 0..self.addresses.slot_count() {
-            if let Some(key) = self.addresses.key_at(index) {
-                self.maintain_listener(key, c);
-            }
-        }
-        for index in 0..self.connections.slot_count() {
-            if let Some(key) = self.connections.key_at(index) {
-                self.service(key, c);
-            }
-        }
     }
 
     /// Moves one connection forward: the outcome of a connect, data for pending receives,

@@ -15,8 +15,11 @@ use alloc::vec::Vec;
 /// The driver's pool tag, shown as `Rtcp` by pool tools.
 pub const TAG: u32 = u32::from_le_bytes(*b"Rtcp");
 
+/// Tells the host model's pool tracker who asks for the next allocation (for a fallible
+/// reservation made outside these helpers, such as a collection's own `try_reserve`). No-op on
+/// the kernel. Any IRQL.
 #[track_caller]
-fn note_call_site() {
+pub fn note_call_site() {
     #[cfg(not(kernel))]
     crate::host::pool::note_call_site(core::panic::Location::caller());
 }
