@@ -125,7 +125,11 @@ impl Sockets {
     /// Adds a socket for `owner`, touched (so that its first egress and deadline follow).
     /// `STATUS_INSUFFICIENT_RESOURCES` when the set is full or the pool is exhausted, with
     /// nothing changed.
-    pub fn add(&mut self, socket: tcp::Socket<'static>, owner: Owner) -> Result<SocketKey, NtStatus> {
+    pub fn add(
+        &mut self,
+        socket: tcp::Socket<'static>,
+        owner: Owner,
+    ) -> Result<SocketKey, NtStatus> {
         if self.entries.len() >= self.capacity {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }

@@ -750,8 +750,8 @@ impl Core {
                             endpoint_v4(socket.remote_endpoint()?),
                         ))
                     });
-                    let filed = tuple
-                        .is_some_and(|tuple| self.sockets.set_tuple(key, tuple).is_ok());
+                    let filed =
+                        tuple.is_some_and(|tuple| self.sockets.set_tuple(key, tuple).is_ok());
                     let held = filed && self.ports.acquire(port).is_ok();
                     if !held || pool::try_push(&mut listener.half_open, key).is_err() {
                         // No memory for the bookkeeping: refuse this connection attempt.

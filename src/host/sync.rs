@@ -16,26 +16,54 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Wakes every waiter of the kernel's dispatcher objects when one is signalled.
-#[derive(Default)]
+/// How many wait queues the dispatcher objects hash to.
+const SHARDS: usize = 64;
+
+/// The wait queues of the kernel's dispatcher objects. An object hashes (by address) to one
+/// queue; signalling it wakes the waiters of that queue only, so a thousand threads blocked
+/// on their own events do not all wake for each completion.
 pub(crate) struct Dispatcher {
+    shards: [Shard; SHARDS],
+}
+
+#[derive(Default)]
+struct Shard {
     lock: Mutex<()>,
     signalled: Condvar,
 }
 
+impl Default for Dispatcher {
+    fn default() -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Shard::default()),
+        }
+    }
+}
+
 impl Dispatcher {
-    /// Waits until `ready` returns true (checked under the dispatcher lock) or the timeout
+    fn shard(&self, object: usize) -> &Shard {
+        let hash = (object >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize);
+        &self.shards[(hash >> 32) % SHARDS]
+    }
+
+    /// Waits until `ready` returns true (checked under the object's queue lock) or the timeout
     /// expires; returns the last result of `ready`.
-    fn wait_until(&self, timeout: Option<Duration>, mut ready: impl FnMut() -> bool) -> bool {
+    fn wait_until(
+        &self,
+        object: usize,
+        timeout: Option<Duration>,
+        mut ready: impl FnMut() -> bool,
+    ) -> bool {
+        let shard = self.shard(object);
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = shard.lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if ready() {
                 return true;
             }
             match deadline {
                 None => {
-                    guard = self
+                    guard = shard
                         .signalled
                         .wait(guard)
                         .unwrap_or_else(|e| e.into_inner());
@@ -45,7 +73,7 @@ impl Dispatcher {
                     if now >= deadline {
                         return false;
                     }
-                    guard = self
+                    guard = shard
                         .signalled
                         .wait_timeout(guard, deadline - now)
                         .unwrap_or_else(|e| e.into_inner())
@@ -55,12 +83,13 @@ impl Dispatcher {
         }
     }
 
-    /// Runs `signal` under the dispatcher lock and wakes all waiters.
-    fn signal(&self, signal: impl FnOnce()) {
-        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+    /// Runs `signal` under the object's queue lock and wakes that queue's waiters.
+    fn signal(&self, object: usize, signal: impl FnOnce()) {
+        let shard = self.shard(object);
+        let guard = shard.lock.lock().unwrap_or_else(|e| e.into_inner());
         signal();
         drop(guard);
-        self.signalled.notify_all();
+        shard.signalled.notify_all();
     }
 }
 
@@ -99,10 +128,10 @@ unsafe fn signal_state<'a>(event: *mut KEVENT) -> &'a AtomicI32 {
 /// # Safety
 /// `event` points to a live, initialised `KEVENT`.
 pub(crate) unsafe fn signal_kevent(kernel: &KernelInner, event: *mut KEVENT) {
-    // SAFETY: forwarded caller contract.
-    kernel
-        .dispatcher
-        .signal(|| unsafe { signal_state(event) }.store(1, Ordering::Release));
+    kernel.dispatcher.signal(event as usize, || {
+        // SAFETY: forwarded caller contract.
+        unsafe { signal_state(event) }.store(1, Ordering::Release)
+    });
 }
 
 /// A `KEVENT` owned by the host, usable as an IRP's `UserEvent`.
@@ -176,7 +205,8 @@ impl Event {
         let _model = context::ModelScope::enter();
         check_wait_irql(timeout, site, "KeWaitForSingleObject on an event");
         let synchronization = self.is_synchronization();
-        self.kernel.0.dispatcher.wait_until(timeout, || {
+        let object = self.as_ptr() as usize;
+        self.kernel.0.dispatcher.wait_until(object, timeout, || {
             if synchronization {
                 self.state()
                     .compare_exchange(1, 0, Ordering::AcqRel, Ordering::Acquire)
@@ -216,7 +246,8 @@ impl KMutex {
         let _model = context::ModelScope::enter();
         check_wait_irql(timeout, site, "KeWaitForMutexObject");
         let me = context::thread_token();
-        self.kernel.0.dispatcher.wait_until(timeout, || {
+        let object = std::ptr::from_ref(self) as usize;
+        self.kernel.0.dispatcher.wait_until(object, timeout, || {
             let mut state = self.lock();
             if state.0 == 0 || state.0 == me {
                 *state = (me, state.1 + 1);
@@ -246,7 +277,8 @@ impl KMutex {
             );
             return;
         }
-        self.kernel.0.dispatcher.signal(|| {
+        let object = std::ptr::from_ref(self) as usize;
+        self.kernel.0.dispatcher.signal(object, || {
             let mut state = self.lock();
             state.1 -= 1;
             if state.1 == 0 {
