@@ -41,7 +41,9 @@ pub struct CoreConfig {
     pub rx_buffer: usize,
     /// Send buffer per connection.
     pub tx_buffer: usize,
-    /// The most TCP sockets at once (listening, half-open, connected, closing).
+    /// The most TCP sockets at once (listening, half-open, connected, closing). A limit, not a
+    /// reservation: each socket's memory (mostly `rx_buffer + tx_buffer`) is taken from the
+    /// pool when it is created.
     pub max_sockets: usize,
     /// Connections (half-open plus established, not yet accepted) a listener holds before it
     /// drops new SYNs; dropped SYNs are retried by the client, never reset. AFD does not pass
@@ -68,7 +70,7 @@ impl Default for CoreConfig {
         Self {
             rx_buffer: 64 * 1024,
             tx_buffer: 64 * 1024,
-            max_sockets: 16 * 1024,
+            max_sockets: 64 * 1024,
             backlog: 1024,
             connect_timeout: Duration::from_secs(21),
             syn_received_timeout: Duration::from_secs(75),
