@@ -10,7 +10,8 @@
 //!   and the TDI objects (`AddressFile`, `TcpContext`, `ControlChannel`).
 //! - [`core`]: the one smoltcp core behind one spinlock, its DPC-driven work queue, ports,
 //!   listeners and accept queues, and the completion path to PASSIVE_LEVEL.
-//! - [`link`]: the link layer under the core (loopback now, NDIS later).
+//! - [`link`]: the link layer under the core: the loopback, and the Ethernet link over an
+//!   NDIS-miniport-shaped adapter (a TAP device in the host model).
 //! - `host` (host builds only): the NT kernel model that runs all of the above on Linux and
 //!   checks it like Driver Verifier, plus the AFD model and a Winsock-style API.
 #![cfg_attr(kernel, no_std)]

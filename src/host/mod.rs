@@ -8,7 +8,8 @@
 //! with handles and reference counts, and tracked pool with fault injection. The rest of this
 //! module is the host API that tests (and the AFD model) use to drive it: [`Kernel`],
 //! [`KernelHandle`] and the types they take and return. Each function that acts on the kernel
-//! documents the IRQL it may be called at.
+//! documents the IRQL it may be called at. [`tap`] (Linux) puts a TAP device under the Ethernet
+//! link as its adapter, the model's stand-in for an NDIS miniport.
 //!
 //! The verifier ([`Rule`]) records every violation with the rule, a message and the site
 //! (source location and driver entry point); the test fails when the [`Kernel`] is dropped
@@ -39,6 +40,8 @@ pub mod pool;
 mod spinlock;
 mod sync;
 pub mod sys;
+#[cfg(target_os = "linux")]
+pub mod tap;
 mod verifier;
 pub mod winsock;
 mod work;

@@ -100,6 +100,9 @@ pub enum Entry {
     Cancel,
     /// A completion routine (the IRP's owner's code, running in the completing thread).
     Completion,
+    /// The driver's receive handler, called by the adapter's receive path at DISPATCH_LEVEL
+    /// (`ProtocolReceive` under NDIS; the TAP adapter's reader thread in the model).
+    ReceiveIndication,
 }
 
 impl fmt::Display for Entry {
@@ -115,6 +118,7 @@ impl fmt::Display for Entry {
             Entry::WorkItem => f.write_str("work item routine"),
             Entry::Cancel => f.write_str("cancel routine"),
             Entry::Completion => f.write_str("completion routine"),
+            Entry::ReceiveIndication => f.write_str("receive indication"),
         }
     }
 }
