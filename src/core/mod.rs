@@ -15,6 +15,7 @@
 pub mod address;
 pub mod connection;
 pub mod demux;
+pub mod ethernet;
 pub mod info;
 pub mod ports;
 pub mod random;

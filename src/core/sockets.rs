@@ -50,6 +50,14 @@ const EGRESS_SEGMENTS: usize = 8;
 const TOUCHED: u8 = 1;
 const EVENT: u8 = 2;
 
+/// The link a socket's segments leave by, chosen from its remote address when its tuple is
+/// filed: the loopback for the host's own addresses, the Ethernet link for the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Loopback,
+    Ethernet,
+}
+
 /// Who a socket works for: what the core follows up when the socket has an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Owner {
@@ -68,6 +76,7 @@ struct Entry {
     handle: SocketHandle,
     owner: Owner,
     tuple: Option<Tuple>,
+    route: Route,
     /// The deadline filed in the timer queue, if any.
     deadline: Option<Instant>,
 }
@@ -150,6 +159,7 @@ impl Sockets {
             handle,
             owner,
             tuple: None,
+            route: Route::Loopback,
             deadline: None,
         })?;
         while self.flags.len() < self.entries.slot_count() as usize {
@@ -178,13 +188,20 @@ impl Sockets {
         }
     }
 
-    /// Files the socket's 4-tuple, so that its segments find it.
-    pub fn set_tuple(&mut self, key: SocketKey, tuple: Tuple) -> Result<(), NtStatus> {
+    /// Files the socket's 4-tuple, so that its segments find it, and the link its segments
+    /// leave by.
+    pub fn set_tuple(
+        &mut self,
+        key: SocketKey,
+        tuple: Tuple,
+        route: Route,
+    ) -> Result<(), NtStatus> {
         let entry = self
             .entries
             .get_mut(key)
             .ok_or(NtStatus::INVALID_CONNECTION)?;
         self.tuples.insert(tuple, key)?;
+        entry.route = route;
         if let Some(old) = entry.tuple.replace(tuple) {
             self.tuples.remove(&old, key);
         }
@@ -243,9 +260,16 @@ impl Sockets {
         }
     }
 
-    /// Lets every touched socket transmit, files its next deadline, and raises an event for
-    /// those whose state moved and for orphans (which may now be done).
-    pub fn egress<D: Device>(&mut self, iface: &mut Interface, device: &mut D, now: Instant) {
+    /// Lets every touched socket transmit on its link, files its next deadline, and raises an
+    /// event for those whose state moved and for orphans (which may now be done). A socket
+    /// routed to an Ethernet link that is not there transmits nothing.
+    pub fn egress<L: Device, E: Device>(
+        &mut self,
+        loopback: (&mut Interface, &mut L),
+        mut ethernet: Option<(&mut Interface, &mut E)>,
+        now: Instant,
+    ) {
+        let (lo_iface, lo_device) = loopback;
         core::mem::swap(&mut self.touched, &mut self.draining);
         let mut draining = core::mem::take(&mut self.draining);
         for &index in &draining {
@@ -258,14 +282,14 @@ impl Sockets {
             let Some(entry) = self.entries.get_mut(key) else {
                 continue;
             };
-            let before = entry.progress();
-            for _ in 0..EGRESS_SEGMENTS {
-                if iface.poll_egress(now, device, &mut entry.set) == PollResult::None {
-                    break;
+            let outcome = match (entry.route, ethernet.as_mut()) {
+                (Route::Loopback, _) => transmit(entry, lo_iface, lo_device, now),
+                (Route::Ethernet, Some((iface, device))) => {
+                    transmit(entry, &mut **iface, &mut **device, now)
                 }
-            }
-            let moved = entry.progress() != before || matches!(entry.owner, Owner::Orphan { .. });
-            let deadline = iface.poll_at(now, &entry.set);
+                (Route::Ethernet, None) => continue,
+            };
+            let (moved, deadline) = outcome;
             if deadline != entry.deadline {
                 entry.deadline = deadline;
                 if let Some(at) = deadline {
@@ -339,6 +363,24 @@ impl Sockets {
             self.events.push(index);
         }
     }
+}
+
+/// Lets one socket transmit up to [`EGRESS_SEGMENTS`] segments on `iface`. Returns whether an
+/// event is due (its state moved, or it is an orphan) and its next deadline.
+fn transmit<D: Device>(
+    entry: &mut Entry,
+    iface: &mut Interface,
+    device: &mut D,
+    now: Instant,
+) -> (bool, Option<Instant>) {
+    let before = entry.progress();
+    for _ in 0..EGRESS_SEGMENTS {
+        if iface.poll_egress(now, device, &mut entry.set) == PollResult::None {
+            break;
+        }
+    }
+    let moved = entry.progress() != before || matches!(entry.owner, Owner::Orphan { .. });
+    (moved, iface.poll_at(now, &entry.set))
 }
 
 fn endpoint(address: SocketAddrV4) -> IpEndpoint {

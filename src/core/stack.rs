@@ -7,8 +7,10 @@
 //! with no lock held.
 #![forbid(unsafe_code)]
 
+use crate::core::ethernet::Link;
 use crate::core::state::{Completer, Core, CoreConfig};
 use crate::core::work::{Completion, Finish, Inbound, Outbound, Request, Work};
+use crate::link::ethernet::Adapter;
 use crate::nt::NtStatus;
 use crate::nt::dpc::{self, Dpc, DpcHandler};
 use crate::nt::irp::{CancelRoutine, Dispatched, Irp, IrpId};
@@ -16,6 +18,8 @@ use crate::nt::sync::SpinLock;
 use crate::nt::time;
 use crate::nt::timer::Timer;
 use crate::tdi::TransportAddress;
+use alloc::sync::Arc;
+use core::net::Ipv4Addr;
 use core::sync::atomic::{AtomicBool, Ordering};
 use smoltcp::time::Instant;
 
@@ -29,6 +33,8 @@ pub struct Stack {
     core: SpinLock<Core>,
     inbound: SpinLock<Inbound>,
     outbound: SpinLock<Outbound>,
+    /// The bound Ethernet link, shared with the receive indication.
+    link: SpinLock<Option<Arc<Link>>>,
     dpc: Dpc,
     timer: Timer,
     /// Set at unload: the DPC stops re-arming the timer and re-queueing itself.
@@ -52,6 +58,7 @@ impl Stack {
             core: SpinLock::new(Core::new(config, time::entropy(), now())?),
             inbound: SpinLock::new(Inbound::default()),
             outbound: SpinLock::new(Outbound::default()),
+            link: SpinLock::new(None),
             dpc: Dpc::new(),
             timer: Timer::new(),
             stopping: AtomicBool::new(false),
@@ -101,6 +108,7 @@ impl Stack {
     /// DISPATCH_LEVEL.
     pub fn run_dpc(&'static self) -> Pass {
         let stopping = self.stopping.load(Ordering::Acquire);
+        let link = self.link.lock().clone();
         let mut core = self.core.lock();
         let completer = Completer::new(&self.outbound);
         let mut more = true;
@@ -112,7 +120,7 @@ impl Stack {
                     None => break,
                 }
             }
-            let frames = core.poll(now(), &completer);
+            let frames = core.poll(now(), &completer, link.as_deref());
             more = frames || !self.inbound.lock().is_empty();
             if !more {
                 break;
@@ -135,6 +143,40 @@ impl Stack {
         Pass {
             completions: !self.outbound.lock().is_empty(),
         }
+    }
+
+    /// Binds an Ethernet adapter under interface 1 (what NDIS's `ProtocolBindAdapter` will
+    /// do), with a receive queue of `frames` buffers; replaces a link bound earlier.
+    /// PASSIVE_LEVEL.
+    pub fn attach_link(&self, adapter: Arc<dyn Adapter>, frames: usize) -> Result<(), NtStatus> {
+        let link = Link::new(adapter, frames)?;
+        self.core.lock().attach_link(&link)?;
+        *self.link.lock() = Some(link);
+        self.dpc.queue();
+        Ok(())
+    }
+
+    /// Unbinds the Ethernet adapter. PASSIVE_LEVEL.
+    pub fn detach_link(&self) {
+        self.core.lock().detach_link();
+        let link = self.link.lock().take();
+        drop(link);
+    }
+
+    /// The receive indication of the bound adapter: queues `frame` for the core and kicks the
+    /// DPC. `false` if it was dropped (no link, queue full, bad size). IRQL ≤ DISPATCH_LEVEL.
+    pub fn indicate_receive(&self, frame: &[u8]) -> bool {
+        let link = self.link.lock().clone();
+        let queued = link.is_some_and(|link| link.indicate(frame));
+        if queued {
+            self.dpc.queue();
+        }
+        queued
+    }
+
+    /// Sets or clears the default gateway. PASSIVE_LEVEL.
+    pub fn set_gateway(&self, gateway: Option<Ipv4Addr>) {
+        self.core.lock().set_gateway(gateway);
     }
 
     /// Completes everything in the outbound queue. PASSIVE_LEVEL, no lock held; AFD's

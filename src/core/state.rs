@@ -9,14 +9,17 @@
 
 use crate::core::address::{Address, EVENT_TYPES, Listener};
 use crate::core::connection::{CloseReason, Connection, Phase, Receive};
+use crate::core::ethernet::{Link, Port};
 use crate::core::info::Answer;
 use crate::core::ports::PortTable;
 use crate::core::random::Csprng;
 use crate::core::segment;
+use crate::core::segment::TcpSegment;
 use crate::core::slab::{Key, Slab};
-use crate::core::sockets::{Owner, SocketKey, Sockets};
+use crate::core::sockets::{Owner, Route, SocketKey, Sockets};
 use crate::core::transfer;
 use crate::core::work::{Completion, Finish, Object, Outbound, Request, Work};
+use crate::link::ethernet::{self, EthernetDevice};
 use crate::link::loopback::Loopback;
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
@@ -118,6 +121,10 @@ pub struct Core {
     connections: Slab<Connection>,
     /// The addresses that have a listener.
     listeners: Vec<Key>,
+    /// The interface on the bound Ethernet link, if one is bound.
+    ethernet: Option<Port>,
+    /// The default gateway, on the Ethernet link.
+    gateway: Option<Ipv4Addr>,
     config: CoreConfig,
     now: Instant,
     /// The driver's CSPRNG: ISN seeds and the ephemeral port start.
@@ -139,6 +146,8 @@ impl Core {
             addresses: Slab::default(),
             connections: Slab::default(),
             listeners: Vec::new(),
+            ethernet: None,
+            gateway: None,
             config,
             now,
             random,
@@ -242,9 +251,8 @@ impl Core {
     }
 
     /// Gives interface 1 its address. Interface 0 is loopback (127.0.0.1/8, fixed); interface 1
-    /// holds the one configured address. Until an NDIS adapter is bound under it, its traffic to
-    /// its own address loops back and the rest of its subnet is unreachable (frames go
-    /// nowhere).
+    /// holds the one configured address. Its traffic to its own address loops back; the rest
+    /// goes over the bound Ethernet link, or nowhere while none is bound.
     fn set_ip_address(&mut self, interface: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), NtStatus> {
         if interface != CONFIGURED_INTERFACE {
             return Err(NtStatus::DEVICE_DOES_NOT_EXIST);
@@ -263,6 +271,9 @@ impl Core {
                 .push(cidr)
                 .map_err(|_| NtStatus::INSUFFICIENT_RESOURCES);
         });
+        if let Some(port) = self.ethernet.as_mut() {
+            port.set_addresses(&[cidr]);
+        }
         result
     }
 
@@ -273,24 +284,39 @@ impl Core {
         }
         self.iface
             .update_ip_addrs(|addresses| addresses.truncate(1));
+        if let Some(port) = self.ethernet.as_mut() {
+            port.set_addresses(&[]);
+        }
         NtStatus::SUCCESS
     }
 
     /// One pass of the protocol over the sockets it concerns: those whose deadline has come
-    /// and a budget of received frames; then their transmissions (ACKs, timeouts), the
-    /// follow-up of every socket with an event for its owner (connection, listener, orphan),
-    /// and the transmissions that follow-up caused. Returns whether work remains (frames
-    /// waiting, events raised by the last transmissions): the caller runs another pass or
-    /// re-queues its DPC.
-    pub fn poll(&mut self, now: Instant, c: &Completer<'_>) -> bool {
+    /// and a budget of received frames from each link; then their transmissions (ACKs,
+    /// timeouts), the follow-up of every socket with an event for its owner (connection,
+    /// listener, orphan), and the transmissions that follow-up caused. `link` is the bound
+    /// Ethernet link, if any. Returns whether work remains (frames waiting, events raised by
+    /// the last transmissions): the caller runs another pass or re-queues its DPC.
+    pub fn poll(&mut self, now: Instant, c: &Completer<'_>, link: Option<&Link>) -> bool {
         self.now = now;
+        let mut port = self.ethernet.take();
+        let mut device = match (link, port.as_mut()) {
+            (Some(link), Some(port)) => link.device(core::mem::take(&mut port.tx)).ok(),
+            _ => None,
+        };
         self.sockets.expire(now);
         for _ in 0..self.config.frame_budget {
-            if !self.ingress_one(c) {
+            if !self.ingress_loopback(c) {
                 break;
             }
         }
-        self.sockets.egress(&mut self.iface, &mut self.device, now);
+        if let (Some(port), Some(device)) = (port.as_mut(), device.as_mut()) {
+            for _ in 0..self.config.frame_budget {
+                if !self.ingress_ethernet(&mut port.iface, device, c) {
+                    break;
+                }
+            }
+        }
+        self.egress(port.as_mut(), device.as_mut());
         while let Some((socket, owner)) = self.sockets.next_event() {
             match owner {
                 Owner::Connection(key) => self.service(key, c),
@@ -298,8 +324,54 @@ impl Core {
                 Owner::Orphan { port } => self.reap(socket, port),
             }
         }
-        self.sockets.egress(&mut self.iface, &mut self.device, now);
-        self.device.pending() > 0 || self.sockets.has_events()
+        self.egress(port.as_mut(), device.as_mut());
+        let waiting = device.as_ref().map_or(0, EthernetDevice::pending);
+        if let (Some(port), Some(device)) = (port.as_mut(), device) {
+            port.tx = device.into_transmit_buffer();
+        }
+        self.ethernet = port;
+        self.device.pending() > 0 || waiting > 0 || self.sockets.has_events()
+    }
+
+    /// Lets the touched sockets transmit, each on its link.
+    fn egress(&mut self, port: Option<&mut Port>, device: Option<&mut EthernetDevice<'_>>) {
+        let ethernet = port
+            .zip(device)
+            .map(|(port, device)| (&mut port.iface, device));
+        self.sockets
+            .egress((&mut self.iface, &mut self.device), ethernet, self.now);
+    }
+
+    /// Binds an Ethernet link under interface 1: a smoltcp interface on it with the
+    /// configured address and the default gateway. PASSIVE_LEVEL (allocates).
+    pub fn attach_link(&mut self, link: &Link) -> Result<(), NtStatus> {
+        let seed = self.random.next_u64();
+        let configured = self.configured();
+        let port = Port::new(link, seed, self.now, configured.as_slice(), self.gateway)?;
+        self.ethernet = Some(port);
+        Ok(())
+    }
+
+    /// Unbinds the Ethernet link; its connections can no longer transmit.
+    pub fn detach_link(&mut self) {
+        self.ethernet = None;
+    }
+
+    /// Sets the default gateway (reached over the Ethernet link).
+    pub fn set_gateway(&mut self, gateway: Option<Ipv4Addr>) {
+        self.gateway = gateway;
+        if let Some(port) = self.ethernet.as_mut() {
+            port.set_gateway(gateway);
+        }
+    }
+
+    /// Interface 1's address, if configured.
+    fn configured(&self) -> Option<IpCidr> {
+        self.iface
+            .ip_addrs()
+            .iter()
+            .copied()
+            .find(|cidr| !matches!(cidr, IpCidr::Ipv4(v4) if v4.address().is_loopback()))
     }
 
     /// When the core next needs a pass if nothing arrives: the earliest socket deadline.
@@ -557,19 +629,17 @@ impl Core {
         if remote.is_loopback() {
             return Ok(Ipv4Addr::LOCALHOST);
         }
-        // On-link for the configured interface: leave from its address.
-        self.iface
-            .ip_addrs()
-            .iter()
-            .find_map(|cidr| match cidr {
-                IpCidr::Ipv4(cidr)
-                    if !cidr.address().is_loopback() && cidr.contains_addr(&remote) =>
-                {
-                    Some(cidr.address())
-                }
-                _ => None,
-            })
-            .ok_or(NtStatus::NETWORK_UNREACHABLE)
+        // On-link for the configured interface, or through its gateway: leave from its
+        // address.
+        match self.configured() {
+            Some(IpCidr::Ipv4(cidr))
+                if cidr.contains_addr(&remote)
+                    || (self.gateway.is_some() && self.ethernet.is_some()) =>
+            {
+                Ok(cidr.address())
+            }
+            _ => Err(NtStatus::NETWORK_UNREACHABLE),
+        }
     }
 
     fn connect(
@@ -643,7 +713,8 @@ impl Core {
                 return Err(status);
             }
         };
-        if let Err(status) = self.sockets.set_tuple(socket, (local, remote)) {
+        let route = self.route_to(*remote.ip());
+        if let Err(status) = self.sockets.set_tuple(socket, (local, remote), route) {
             self.sockets.remove(socket);
             self.ports.release(port);
             return Err(status);
@@ -752,8 +823,10 @@ impl Core {
                             endpoint_v4(socket.remote_endpoint()?),
                         ))
                     });
-                    let filed =
-                        tuple.is_some_and(|tuple| self.sockets.set_tuple(key, tuple).is_ok());
+                    let filed = tuple.is_some_and(|tuple| {
+                        let route = self.route_to(*tuple.1.ip());
+                        self.sockets.set_tuple(key, tuple, route).is_ok()
+                    });
                     let held = filed && self.ports.acquire(port).is_ok();
                     if !held || pool::try_push(&mut listener.half_open, key).is_err() {
                         // No memory for the bookkeeping: refuse this connection attempt.
@@ -1026,44 +1099,99 @@ impl Core {
         NtStatus::SUCCESS
     }
 
-    /// Takes one received frame and gives it to smoltcp with the one socket it is for: the
-    /// socket filed for its 4-tuple, or for a connection request the listener's LISTEN socket
-    /// (whose backlog must have room: a SYN past it is dropped, and the client's
-    /// retransmission retries), or no socket (smoltcp answers with a RST). A retransmitted SYN
-    /// for a connection that exists is dropped: that socket retransmits its own SYN-ACK.
-    /// Returns whether a frame was taken.
-    fn ingress_one(&mut self, c: &Completer<'_>) -> bool {
+    /// Takes one frame from the loopback. Returns whether a frame was taken.
+    fn ingress_loopback(&mut self, c: &Completer<'_>) -> bool {
         let Some(frame) = self.device.peek_front() else {
             return false;
         };
-        let segment = segment::classify(frame);
-        let mut target = None;
-        let mut listener = None;
-        if let Some(segment) = segment {
-            target = self.sockets.find(segment.dst, segment.src);
-            if segment.is_connection_request() {
-                if target.is_some() {
-                    self.device.drop_front();
-                    return true;
-                }
-                if let Some((key, socket)) = self.listener_for(segment.dst) {
-                    let Some(socket) = socket else {
-                        self.device.drop_front();
-                        return true;
-                    };
-                    listener = Some(key);
-                    target = Some(socket);
-                    self.reseed();
-                }
+        match self.demux(segment::classify(frame)) {
+            Demux::Drop => {
+                self.device.drop_front();
+            }
+            Demux::Deliver { target, listener } => {
+                self.sockets
+                    .ingress(target, &mut self.iface, &mut self.device, self.now);
+                self.after_ingress(listener, c);
             }
         }
-        self.sockets
-            .ingress(target, &mut self.iface, &mut self.device, self.now);
-        if let Some(key) = listener {
-            // Replace the LISTEN socket at once: the next SYN may be in the same batch.
-            self.maintain_listener(key, c);
+        true
+    }
+
+    /// Takes one frame from the Ethernet link (ARP and ICMP are smoltcp's). Returns whether a
+    /// frame was taken.
+    fn ingress_ethernet(
+        &mut self,
+        iface: &mut Interface,
+        device: &mut EthernetDevice<'_>,
+        c: &Completer<'_>,
+    ) -> bool {
+        let Some(frame) = device.peek_front() else {
+            return false;
+        };
+        let segment = ethernet::ipv4_packet(frame).and_then(segment::classify);
+        match self.demux(segment) {
+            Demux::Drop => {
+                device.drop_front();
+            }
+            Demux::Deliver { target, listener } => {
+                self.sockets.ingress(target, iface, device, self.now);
+                self.after_ingress(listener, c);
+            }
         }
         true
+    }
+
+    /// Picks the one socket a received segment is for: the socket filed for its 4-tuple, or
+    /// for a connection request the listener's LISTEN socket (whose backlog must have room: a
+    /// SYN past it is dropped, and the client's retransmission retries), or no socket
+    /// (smoltcp answers with a RST). A retransmitted SYN for a connection that exists is
+    /// dropped: that socket retransmits its own SYN-ACK.
+    fn demux(&mut self, segment: Option<TcpSegment>) -> Demux {
+        let nobody = Demux::Deliver {
+            target: None,
+            listener: None,
+        };
+        let Some(segment) = segment else {
+            return nobody;
+        };
+        let target = self.sockets.find(segment.dst, segment.src);
+        if !segment.is_connection_request() {
+            return Demux::Deliver {
+                target,
+                listener: None,
+            };
+        }
+        if target.is_some() {
+            return Demux::Drop;
+        }
+        match self.listener_for(segment.dst) {
+            Some((_, None)) => Demux::Drop,
+            Some((key, Some(socket))) => {
+                self.reseed();
+                Demux::Deliver {
+                    target: Some(socket),
+                    listener: Some(key),
+                }
+            }
+            None => nobody,
+        }
+    }
+
+    /// Replaces a listener's LISTEN socket at once after it took a SYN: the next SYN may be in
+    /// the same batch.
+    fn after_ingress(&mut self, listener: Option<Key>, c: &Completer<'_>) {
+        if let Some(key) = listener {
+            self.maintain_listener(key, c);
+        }
+    }
+
+    /// The link to `remote`: the loopback for the host's own addresses.
+    fn route_to(&self, remote: Ipv4Addr) -> Route {
+        if remote.is_loopback() || self.is_local(remote) {
+            Route::Loopback
+        } else {
+            Route::Ethernet
+        }
     }
 
     /// Whether a socket already owns the connection `local` ↔ `remote`.
@@ -1150,6 +1278,15 @@ impl Core {
             socket.close();
         }
     }
+}
+
+/// Where a received frame goes.
+enum Demux {
+    Drop,
+    Deliver {
+        target: Option<SocketKey>,
+        listener: Option<Key>,
+    },
 }
 
 /// Addresses the interface holds: loopback and the configured one.

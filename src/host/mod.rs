@@ -23,6 +23,8 @@
 //! and device queues.
 
 pub mod afd;
+#[cfg(target_os = "linux")]
+pub mod binding;
 mod cancel;
 mod clock;
 mod context;

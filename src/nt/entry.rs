@@ -155,6 +155,17 @@ fn extension(device: Device) -> &'static Extension {
     unsafe { &*extension_ptr(device) }
 }
 
+/// The state of a loaded driver, found through its first device: how the host model binds a
+/// link adapter to it, as NDIS will through `ProtocolBindAdapter`. `driver` must be a driver
+/// object that `driver_entry::<D>` initialised and that is still loaded. PASSIVE_LEVEL.
+#[cfg(not(kernel))]
+pub fn loaded_state<D: Driver>(driver: NonNull<DRIVER_OBJECT>) -> Option<&'static D> {
+    // SAFETY: a loaded driver's object is live; its device list is only changed at load and
+    // unload.
+    let device = unsafe { driver.as_ref() }.DeviceObject;
+    state::<D>(device).map(|(state, _)| state)
+}
+
 /// The driver state behind `device`, once published.
 fn state<D: Driver>(device: *mut DEVICE_OBJECT) -> Option<(&'static D, usize)> {
     let extension = extension(Device::from_raw(NonNull::new(device)?));

@@ -20,6 +20,7 @@
 //! [`peers::reset_close`]).
 #![allow(dead_code, reason = "each suite uses a different subset")]
 
+pub mod driver;
 pub mod peers;
 
 use std::net::Ipv4Addr;

@@ -1,0 +1,104 @@
+//! The core's side of an Ethernet link: the adapter binding shared with the receive path, and
+//! the smoltcp interface the core runs over it.
+//!
+//! A [`Link`] is what binding an adapter creates (on ReactOS, `ProtocolBindAdapter`; on the
+//! host, attaching a TAP adapter): the adapter and its [`ReceiveQueue`]. It is shared, behind
+//! an `Arc`, by the receive indication (which fills the queue at DISPATCH_LEVEL without the
+//! core lock) and the core DPC (which drains it). A [`Port`] is the core's state for the link:
+//! a smoltcp `Interface` with `Medium::Ethernet` (smoltcp resolves neighbours with ARP and
+//! answers ARP and ICMP echo for the configured address), the transmit buffer the DPC lends to
+//! each pass's [`EthernetDevice`], and the default gateway.
+//!
+//! ISNs of connections accepted on this link come from the PCG32 of its interface, seeded once
+//! from the driver's CSPRNG when the link is bound: rebuilding this interface per connection,
+//! as the core does for the loopback one, would forget the ARP cache.
+#![forbid(unsafe_code)]
+
+use crate::link::ethernet::{Adapter, EthernetDevice, ReceiveQueue};
+use crate::nt::NtStatus;
+use alloc::sync::Arc;
+use core::net::Ipv4Addr;
+use smoltcp::iface::{Config, Interface};
+use smoltcp::time::Instant;
+use smoltcp::wire::IpCidr;
+
+/// A bound adapter and the queue its received frames wait in.
+pub struct Link {
+    adapter: Arc<dyn Adapter>,
+    queue: ReceiveQueue,
+}
+
+impl Link {
+    /// Binds `adapter` with a receive queue of `frames` buffers of its MTU. PASSIVE_LEVEL.
+    pub fn new(adapter: Arc<dyn Adapter>, frames: usize) -> Result<Arc<Link>, NtStatus> {
+        let queue = ReceiveQueue::new(adapter.mtu(), frames)?;
+        Arc::try_new(Link { adapter, queue }).map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)
+    }
+
+    /// The receive indication: copies `frame` into the queue. `false` if it was dropped (queue
+    /// full, bad size). IRQL ≤ DISPATCH_LEVEL.
+    pub fn indicate(&self, frame: &[u8]) -> bool {
+        self.queue.indicate(frame)
+    }
+
+    /// A device for one DPC pass over the transmit buffer `tx`. IRQL ≤ DISPATCH_LEVEL.
+    pub fn device(&self, tx: alloc::vec::Vec<u8>) -> Result<EthernetDevice<'_>, NtStatus> {
+        EthernetDevice::with_transmit_buffer(&self.queue, &*self.adapter, tx)
+    }
+}
+
+/// The core's interface on a bound link.
+pub struct Port {
+    pub iface: Interface,
+    /// The transmit buffer, lent to each pass's device.
+    pub tx: alloc::vec::Vec<u8>,
+}
+
+impl Port {
+    /// An interface on `link` holding `addresses`, with `gateway` as its default route.
+    /// PASSIVE_LEVEL (allocates the transmit buffer).
+    pub fn new(
+        link: &Link,
+        seed: u64,
+        now: Instant,
+        addresses: &[IpCidr],
+        gateway: Option<Ipv4Addr>,
+    ) -> Result<Port, NtStatus> {
+        let mut device = EthernetDevice::new(&link.queue, &*link.adapter)?;
+        let mut config = Config::new(device.hardware_address());
+        config.random_seed = seed;
+        let mut iface = Interface::new(config, &mut device, now);
+        set_addresses(&mut iface, addresses);
+        let mut port = Port {
+            iface,
+            tx: device.into_transmit_buffer(),
+        };
+        port.set_gateway(gateway);
+        Ok(port)
+    }
+
+    /// Replaces the interface's addresses (at most the configured one).
+    pub fn set_addresses(&mut self, addresses: &[IpCidr]) {
+        set_addresses(&mut self.iface, addresses);
+    }
+
+    /// Sets or clears the default route.
+    pub fn set_gateway(&mut self, gateway: Option<Ipv4Addr>) {
+        let routes = self.iface.routes_mut();
+        routes.remove_default_ipv4_route();
+        if let Some(gateway) = gateway {
+            // The route table has room for the one default route just removed.
+            let _ = routes.add_default_ipv4_route(gateway);
+        }
+    }
+}
+
+fn set_addresses(iface: &mut Interface, addresses: &[IpCidr]) {
+    iface.update_ip_addrs(|list| {
+        list.clear();
+        for cidr in addresses {
+            // The list holds smoltcp's IFACE_MAX_ADDR_COUNT (2) and `addresses` at most one.
+            let _ = list.push(*cidr);
+        }
+    });
+}
