@@ -285,7 +285,7 @@ impl Sockets {
             let outcome = match (entry.route, ethernet.as_mut()) {
                 (Route::Loopback, _) => transmit(entry, lo_iface, lo_device, now),
                 (Route::Ethernet, Some((iface, device))) => {
-                    transmit(entry, &mut **iface, &mut **device, now)
+                    transmit(entry, iface, &mut **device, now)
                 }
                 (Route::Ethernet, None) => continue,
             };
