@@ -97,8 +97,4 @@ impl WorkHandler for Tcpip {
     fn run_work(&'static self) {
         self.stack.run_completions();
     }
-
-    fn has_work(&'static self) -> bool {
-        self.stack.has_completions()
-    }
 }

@@ -183,11 +183,6 @@ impl Stack {
         self.core.lock().set_gateway(gateway);
     }
 
-    /// Whether finished requests wait in the outbound queue. IRQL ≤ DISPATCH_LEVEL.
-    pub fn has_completions(&self) -> bool {
-        !self.outbound.lock().is_empty()
-    }
-
     /// Completes everything in the outbound queue. PASSIVE_LEVEL, no lock held; AFD's
     /// completion routines may re-enter the driver from here.
     pub fn run_completions(&self) {

@@ -11,19 +11,11 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 pub trait WorkHandler: Sync + 'static {
     /// The work routine. PASSIVE_LEVEL, system worker thread, arbitrary process context.
     fn run_work(&'static self);
-
-    /// Whether work arrived that the run just ended did not take: the item then queues itself
-    /// again. Any IRQL ≤ DISPATCH_LEVEL.
-    fn has_work(&'static self) -> bool {
-        false
-    }
 }
 
-/// An `IO_WORKITEM` that is queued at most once at a time: [`WorkItem::queue`] returns `false`
-/// while it is queued or running, and when a run ends the item queues itself again if
-/// [`WorkHandler::has_work`] says work arrived too late for it. So the item is never queued a
-/// second time while its routine is still draining the work that queued it (the last run of a
-/// drained driver leaves nothing queued behind it, which unload relies on). `IoQueueWorkItem` keeps the device (and so
+/// An `IO_WORKITEM` that is queued at most once at a time, like a DPC: [`WorkItem::queue`]
+/// returns `false` while it is queued, and the flag is cleared just before the routine runs, so
+/// work that arrives during a run queues it again. `IoQueueWorkItem` keeps the device (and so
 /// the driver image) referenced until the routine returns.
 pub struct WorkItem<T: WorkHandler> {
     raw: *mut IO_WORKITEM,
@@ -93,12 +85,9 @@ unsafe extern "system" fn trampoline<T: WorkHandler>(
     context: *mut c_void,
 ) {
     // SAFETY: `context` is the `&'static WorkItem<T>` that queued this run.
-    let item: &'static WorkItem<T> = unsafe { &*(context as *const WorkItem<T>) };
+    let item = unsafe { &*(context as *const WorkItem<T>) };
+    item.queued.store(false, Ordering::Release);
     // SAFETY: stored by `queue` before queueing, from a `&'static T`.
     let handler = unsafe { &*item.handler.load(Ordering::Acquire) };
     handler.run_work();
-    item.queued.store(false, Ordering::Release);
-    if handler.has_work() {
-        item.queue(handler);
-    }
 }
