@@ -4,9 +4,8 @@
 //!   their PDBs and the INF.
 //! - `clippy`: clippy with `-D warnings` for the host (all targets) and both kernel targets.
 //! - `test`: everything CI checks: `cargo fmt --check`, `clippy`, `package`, then
-//!   `cargo test --workspace` with `TCPIP_FULL_SUITES=1` (unit and host tests with the echo
-//!   suites at full size, the image checks, the Wine smoke load, the TAP interop tests), then
-//!   the quick mode of the `driver_vs_linux` benchmark.
+//!   `cargo test --workspace` (unit and host tests with the echo suites at reduced sizes, the
+//!   image checks, the Wine smoke load, the TAP interop tests), then the quick mode of the `driver_vs_linux` benchmark.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -108,8 +107,6 @@ fn test(root: &Path) -> Result<()> {
     step("test --workspace", || {
         let mut command = xtask::cargo(root);
         command.args(["test", "--workspace", "--no-fail-fast"]);
-        // The echo suites at the sizes issue #5 names (a few minutes in all).
-        command.env("TCPIP_FULL_SUITES", "1");
         xtask::run(command, Output::Inherit)
     })?;
     // Proves the benchmark still runs (a few seconds; it reports, it asserts no timing).
