@@ -15,6 +15,7 @@ use crate::nt::NtStatus;
 use crate::nt::dpc::{self, Dpc, DpcHandler};
 use crate::nt::irp::{CancelRoutine, Dispatched, Irp, IrpId};
 use crate::nt::sync::SpinLock;
+use crate::nt::thread::ThreadId;
 use crate::nt::time;
 use crate::nt::timer::Timer;
 use crate::tdi::TransportAddress;
@@ -145,7 +146,7 @@ impl Stack {
             self.dpc.queue();
         }
         Pass {
-            completions: !self.outbound.lock().is_empty(),
+            completions: self.outbound.lock().has_ready(),
         }
     }
 
@@ -183,15 +184,19 @@ impl Stack {
         self.core.lock().set_gateway(gateway);
     }
 
-    /// Completes everything in the outbound queue. PASSIVE_LEVEL, no lock held; AFD's
-    /// completion routines may re-enter the driver from here.
+    /// Completes everything in the outbound queue that may be completed now (a file's close
+    /// waits for the completions other threads are still running on it, see [`Outbound`]).
+    /// Several runs may overlap: AFD's completion routines re-enter the driver from here and
+    /// wait for synchronous requests that another run completes. PASSIVE_LEVEL, no lock held.
     pub fn run_completions(&self) {
+        let thread = ThreadId::current();
         loop {
-            let completion = self.outbound.lock().pop_ready();
-            match completion {
-                Some(completion) => finish(completion),
-                None => break,
-            }
+            let taken = self.outbound.lock().take_ready(thread);
+            let Some((completion, ticket)) = taken else {
+                break;
+            };
+            finish(completion);
+            self.outbound.lock().retire(ticket);
         }
     }
 

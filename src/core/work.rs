@@ -9,6 +9,8 @@
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
 use crate::nt::pool;
+use crate::nt::thread::ThreadId;
+use crate::nt::types::{IRP_MJ_CLOSE, IRP_MJ_INTERNAL_DEVICE_CONTROL, TDI_DISASSOCIATE_ADDRESS};
 use crate::tdi::{Disconnect, QueryType, Timeout, TransportAddress};
 use alloc::collections::VecDeque;
 use core::net::{Ipv4Addr, SocketAddrV4};
@@ -153,16 +155,55 @@ pub struct Completion {
     pub finish: Finish,
 }
 
+/// A completion in the outbound queue.
+struct Ready {
+    completion: Completion,
+    /// The file object the IRP was sent to (0 if none).
+    file: usize,
+    /// A DISASSOCIATE or CLOSE: the client is done with the file, and may free what the
+    /// file's other completion routines use once this one returns.
+    closes: bool,
+}
+
+/// A completion a run of the worker has taken and not yet finished completing: its cancel
+/// routine is gone, so `IoCancelIrp` no longer sees it (contract §9.2, CORE-8640).
+struct Completing {
+    ticket: u64,
+    file: usize,
+    thread: ThreadId,
+}
+
+enum Entry {
+    Ready(Ready),
+    Completing(Completing),
+}
+
+/// Which completion of the outbound queue a run is finishing: handed back to
+/// [`Outbound::retire`] once `IoCompleteRequest` has returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket(u64);
+
 /// The outbound queue: filled by the core under the core lock, drained at PASSIVE_LEVEL by the
 /// completion work item. Entries keep their cancel routines armed until the worker takes them,
 /// so a cancel that arrives meanwhile completes them synchronously with their result.
 ///
 /// Every submitted IRP reserves its slot here first ([`Outbound::reserve_slot`]), so pushing a
-/// completion from the DPC never allocates and never fails.
+/// completion from the DPC never allocates and never fails. A taken completion keeps its slot
+/// (as a [`Completing`] mark) until its run retires it.
+///
+/// **Close ordering.** AFD cancels a socket's IRPs, then disassociates and closes its
+/// connection and frees the socket's state without waiting for the cancelled IRPs. An IRP that
+/// a run had already taken when `IoCancelIrp` came is completed late, into freed memory. So a
+/// file's DISASSOCIATE or CLOSE is not completed while another thread is still completing an
+/// IRP of the same file: the client's close waits until that completion routine has returned.
+/// Its own thread is exempt, so a completion routine that closes its own file does not wait
+/// for itself.
 #[derive(Default)]
 pub struct Outbound {
-    items: VecDeque<Completion>,
+    items: VecDeque<Entry>,
     reserved: usize,
+    ready: usize,
+    next_ticket: u64,
 }
 
 impl Outbound {
@@ -185,26 +226,92 @@ impl Outbound {
     /// Queues a completion into its reserved slot.
     pub fn push(&mut self, completion: Completion) {
         self.release_slot();
-        self.items.push_back(completion);
+        let stack = completion.irp.irp().stack();
+        let file = stack.file_object().map_or(0, |file| file.id());
+        let closes = stack.major() == IRP_MJ_CLOSE
+            || (stack.major() == IRP_MJ_INTERNAL_DEVICE_CONTROL
+                && stack.minor() == TDI_DISASSOCIATE_ADDRESS);
+        self.ready += 1;
+        self.items.push_back(Entry::Ready(Ready {
+            completion,
+            file,
+            closes,
+        }));
     }
 
-    /// The oldest completion whose IRP can be completed now (its cancel routine removed).
-    /// Completions whose IRP a cancel routine has claimed stay queued for it.
-    pub fn pop_ready(&mut self) -> Option<Completion> {
+    /// Takes, for `thread`, the oldest completion that can be completed now: its cancel routine
+    /// removed, and not a close held back by another thread's completion on the same file.
+    /// Completions a cancel routine has claimed stay queued for it. The taken completion
+    /// leaves a mark until [`Outbound::retire`].
+    pub fn take_ready(&mut self, thread: ThreadId) -> Option<(Completion, Ticket)> {
+        let index = (0..self.items.len()).find(|&i| self.can_take(i))?;
+        let ticket = self.next_ticket;
+        self.next_ticket = self.next_ticket.wrapping_add(1);
+        let entry = self.items.get_mut(index)?;
+        let file = match entry {
+            Entry::Ready(ready) => ready.file,
+            Entry::Completing(_) => return None,
+        };
+        let mark = Entry::Completing(Completing {
+            ticket,
+            file,
+            thread,
+        });
+        let Entry::Ready(ready) = core::mem::replace(entry, mark) else {
+            return None;
+        };
+        self.ready -= 1;
+        Some((ready.completion, Ticket(ticket)))
+    }
+
+    /// Whether entry `index` is a completion [`Outbound::take_ready`] may take (disarming it).
+    fn can_take(&mut self, index: usize) -> bool {
+        let Some(Entry::Ready(ready)) = self.items.get(index) else {
+            return false;
+        };
+        if ready.closes {
+            let (file, dispatcher) = (ready.file, ready.completion.irp.dispatcher());
+            let held = self.items.iter().any(|entry| {
+                matches!(entry, Entry::Completing(mark)
+                    if mark.file == file && mark.thread != dispatcher)
+            });
+            if held {
+                return false;
+            }
+        }
+        match self.items.get_mut(index) {
+            Some(Entry::Ready(ready)) => ready.completion.irp.disarm(),
+            _ => false,
+        }
+    }
+
+    /// Removes the mark of a completion whose `IoCompleteRequest` has returned.
+    pub fn retire(&mut self, ticket: Ticket) {
         let index = self
             .items
-            .iter_mut()
-            .position(|completion| completion.irp.disarm())?;
-        self.items.remove(index)
+            .iter()
+            .position(|entry| matches!(entry, Entry::Completing(mark) if mark.ticket == ticket.0));
+        if let Some(index) = index {
+            self.items.remove(index);
+        }
     }
 
     /// Removes the completion carrying IRP `id` (for its cancel routine).
     pub fn take(&mut self, id: IrpId) -> Option<Completion> {
-        let index = self.items.iter().position(|c| c.irp.id() == id)?;
-        self.items.remove(index)
+        let index = self.items.iter().position(
+            |entry| matches!(entry, Entry::Ready(ready) if ready.completion.irp.id() == id),
+        )?;
+        match self.items.remove(index) {
+            Some(Entry::Ready(ready)) => {
+                self.ready -= 1;
+                Some(ready.completion)
+            }
+            _ => None,
+        }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+    /// Whether completions wait for the worker.
+    pub fn has_ready(&self) -> bool {
+        self.ready != 0
     }
 }

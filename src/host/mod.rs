@@ -44,6 +44,7 @@ mod sync;
 pub mod sys;
 #[cfg(target_os = "linux")]
 pub mod tap;
+mod thread;
 mod verifier;
 pub mod winsock;
 mod work;

@@ -13,7 +13,7 @@
 
 use super::context::{self, ModelScope};
 use super::verifier::Site;
-use super::{cancel, clock, debug, device, dpc, io, mdl, object, pool, spinlock, work};
+use super::{cancel, clock, debug, device, dpc, io, mdl, object, pool, spinlock, thread, work};
 use crate::nt::NtStatus;
 use crate::nt::types::*;
 use std::ffi::c_void;
@@ -363,6 +363,34 @@ pub unsafe fn KeQueryPerformanceCounter(frequency: *mut LARGE_INTEGER) -> LARGE_
 pub unsafe fn KeQueryInterruptTime() -> u64 {
     let _model = ModelScope::enter();
     context::current().clock.now()
+}
+
+// ---- Threads --------------------------------------------------------------------------------
+
+/// `PsGetCurrentThread`: the calling thread's identity.
+///
+/// # Safety
+/// No precondition.
+pub unsafe fn PsGetCurrentThread() -> *mut c_void {
+    thread::current()
+}
+
+/// `KeDelayExecutionThread`: `STATUS_SUCCESS` after the interval. IRQL ≤ APC_LEVEL.
+///
+/// # Safety
+/// `interval` points to a valid `LARGE_INTEGER`.
+#[track_caller]
+pub unsafe fn KeDelayExecutionThread(
+    wait_mode: KPROCESSOR_MODE,
+    alertable: BOOLEAN,
+    interval: *mut LARGE_INTEGER,
+) -> NTSTATUS {
+    let _ = (wait_mode, alertable);
+    let site = Site::caller();
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    thread::delay(unsafe { interval.read() }, site);
+    NtStatus::SUCCESS.raw()
 }
 
 // ---- Spin locks and IRQL --------------------------------------------------------------------

@@ -16,6 +16,7 @@
 use crate::nt::NtStatus;
 use crate::nt::mdl::MdlChain;
 use crate::nt::sys;
+use crate::nt::thread::ThreadId;
 use crate::nt::types::*;
 use core::ffi::c_void;
 use core::ptr::NonNull;
@@ -214,6 +215,7 @@ impl Irp {
             PendingIrp {
                 irp: self,
                 armed: false,
+                dispatcher: ThreadId::current(),
             },
         )
     }
@@ -306,6 +308,9 @@ impl ConnectionInformation<'_> {
 pub struct PendingIrp {
     irp: Irp,
     armed: bool,
+    /// The thread whose dispatch routine marked it pending: the thread its issuer waits in
+    /// when the request is synchronous.
+    dispatcher: ThreadId,
 }
 
 impl PendingIrp {
@@ -322,6 +327,11 @@ impl PendingIrp {
     /// This IRP's identity.
     pub fn id(&self) -> IrpId {
         self.irp.id()
+    }
+
+    /// The thread that dispatched this IRP.
+    pub fn dispatcher(&self) -> ThreadId {
+        self.dispatcher
     }
 
     /// Installs `routine` as the cancel routine (`IoSetCancelRoutine`). Call with the lock held
@@ -477,6 +487,11 @@ impl<'a> FileObject<'a> {
         let (a, b) = self.fields();
         b.store(context2 as *mut c_void, Ordering::Release);
         a.store(context as *mut c_void, Ordering::Release);
+    }
+
+    /// The file object itself, as an opaque identity.
+    pub fn id(&self) -> usize {
+        self.raw as *const FILE_OBJECT as usize
     }
 
     /// The device the file was opened on, as an opaque identity.

@@ -24,6 +24,7 @@ mod rt;
 pub mod status;
 pub mod sync;
 pub mod sys;
+pub mod thread;
 pub mod time;
 pub mod timer;
 pub mod types;

@@ -3,9 +3,10 @@
 use crate::nt::NtStatus;
 use crate::nt::device::Device;
 use crate::nt::sys;
+use crate::nt::thread;
 use crate::nt::types::*;
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 /// What a [`WorkItem`] runs, at PASSIVE_LEVEL.
 pub trait WorkHandler: Sync + 'static {
@@ -15,11 +16,14 @@ pub trait WorkHandler: Sync + 'static {
 
 /// An `IO_WORKITEM` that is queued at most once at a time, like a DPC: [`WorkItem::queue`]
 /// returns `false` while it is queued, and the flag is cleared just before the routine runs, so
-/// work that arrives during a run queues it again. `IoQueueWorkItem` keeps the device (and so
-/// the driver image) referenced until the routine returns.
+/// work that arrives during a run queues it again, and two runs may overlap. `IoQueueWorkItem`
+/// keeps the device (and so the driver image) referenced until the routine returns; dropping
+/// the item waits until no run is queued or running.
 pub struct WorkItem<T: WorkHandler> {
     raw: *mut IO_WORKITEM,
     queued: AtomicBool,
+    /// Runs queued and not yet returned.
+    outstanding: AtomicUsize,
     handler: AtomicPtr<T>,
 }
 
@@ -40,6 +44,7 @@ impl<T: WorkHandler> WorkItem<T> {
         Ok(Self {
             raw,
             queued: AtomicBool::new(false),
+            outstanding: AtomicUsize::new(0),
             handler: AtomicPtr::new(core::ptr::null_mut()),
         })
     }
@@ -53,6 +58,7 @@ impl<T: WorkHandler> WorkItem<T> {
         }
         self.handler
             .store(handler as *const T as *mut T, Ordering::Release);
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
         // SAFETY: allocated and not queued (flag above); `self` is static, so the context
         // outlives the run.
         unsafe {
@@ -65,17 +71,20 @@ impl<T: WorkHandler> WorkItem<T> {
         };
         true
     }
-
-    /// Whether the item is queued and has not started running yet.
-    pub fn is_queued(&self) -> bool {
-        self.queued.load(Ordering::Acquire)
-    }
 }
 
+/// How long [`WorkItem`]'s drop sleeps between looks at a run that has not returned yet.
+const DRAIN_POLL_MICROS: u32 = 1_000;
+
 impl<T: WorkHandler> Drop for WorkItem<T> {
+    /// Waits for the runs still queued or running (a DPC may have queued one more while the
+    /// last run drained the work), then frees the item. PASSIVE_LEVEL, at unload, after the
+    /// DPCs that queue the item have stopped.
     fn drop(&mut self) {
-        // SAFETY: allocated by IoAllocateWorkItem; the owner drops it only after the driver has
-        // drained its work (no IRPs, DPCs or runs outstanding at unload).
+        while self.outstanding.load(Ordering::Acquire) != 0 {
+            thread::sleep_micros(DRAIN_POLL_MICROS);
+        }
+        // SAFETY: allocated by IoAllocateWorkItem, and neither queued nor running (above).
         unsafe { sys::IoFreeWorkItem(self.raw) };
     }
 }
@@ -90,4 +99,6 @@ unsafe extern "system" fn trampoline<T: WorkHandler>(
     // SAFETY: stored by `queue` before queueing, from a `&'static T`.
     let handler = unsafe { &*item.handler.load(Ordering::Acquire) };
     handler.run_work();
+    // The last touch of the item: once this reaches zero, unload may free it.
+    item.outstanding.fetch_sub(1, Ordering::AcqRel);
 }

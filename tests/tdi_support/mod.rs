@@ -5,7 +5,7 @@
 use std::net::SocketAddrV4;
 use tcpip::host::afd::wire;
 use tcpip::host::{Clock, Config, Driver, Event, EventType, Handle, IoStatus, Kernel, MdlKind};
-use tcpip::host::{KernelHandle, StackLocation};
+use tcpip::host::{CompletionFlags, KernelHandle, StackLocation};
 use tcpip::nt::NtStatus;
 use tcpip::nt::entry::driver_entry;
 use tcpip::nt::types::*;
@@ -149,12 +149,14 @@ impl PendingRequest {
     }
 }
 
-/// The pieces a TDI request may point to.
+/// The pieces a TDI request may point to, and an optional completion routine (set like AFD's:
+/// on success, error and cancel, needing PASSIVE_LEVEL) with its context.
 #[derive(Default)]
 pub struct Extras {
     pub request_info: Option<Box<wire::ConnectionInfo>>,
     pub return_info: Option<Box<wire::ConnectionInfo>>,
     pub timeout: Option<Box<i64>>,
+    pub completion: Option<(PIO_COMPLETION_ROUTINE, usize)>,
 }
 
 impl Extras {
@@ -226,6 +228,14 @@ pub fn start_with(
             }
         })
     };
+    if let Some((routine, context)) = extras.completion {
+        kernel.set_completion_routine(
+            irp,
+            routine,
+            context as *mut std::ffi::c_void,
+            CompletionFlags::ALWAYS_PASSIVE,
+        );
+    }
     let returned = kernel.call_driver(file.device(), irp);
     PendingRequest {
         irp,
@@ -254,6 +264,7 @@ pub fn start_connect_with_timeout(
         request_info: Some(wire::ConnectionInfo::new(remote)),
         return_info: Some(wire::ConnectionInfo::new(remote)),
         timeout: timeout.map(Box::new),
+        ..Extras::default()
     };
     let (request, ret, timeout) = extras.pointers();
     let parameters = wire::kernel_request(0, request, ret, timeout);
@@ -273,7 +284,7 @@ pub fn start_listen(loaded: &Loaded, connection: Handle) -> PendingRequest {
     let mut extras = Extras {
         request_info: Some(wire::ConnectionInfo::null()),
         return_info: Some(wire::ConnectionInfo::null()),
-        timeout: None,
+        ..Extras::default()
     };
     let (request, ret, timeout) = extras.pointers();
     let parameters = wire::kernel_request(0, request, ret, timeout);

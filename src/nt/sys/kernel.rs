@@ -64,6 +64,12 @@ imports!("ntoskrnl.exe", "system" {
         handle_information: *mut c_void,
     ) -> NTSTATUS;
     pub fn KeBugCheckEx(code: u32, p1: usize, p2: usize, p3: usize, p4: usize) -> !;
+    pub fn PsGetCurrentThread() -> *mut c_void;
+    pub fn KeDelayExecutionThread(
+        wait_mode: KPROCESSOR_MODE,
+        alertable: BOOLEAN,
+        interval: *mut LARGE_INTEGER,
+    ) -> NTSTATUS;
 });
 
 // Data imports live in their own block: on x86 `import_name_type` (which only applies to
