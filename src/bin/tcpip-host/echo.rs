@@ -7,6 +7,7 @@ use crate::station::Station;
 use std::io::{BufRead, Write};
 use std::net::SocketAddrV4;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 use tcpip::host::tap::TapAdapter;
 use tcpip::host::winsock::{Shutdown, Socket, Winsock, WsaError};
@@ -60,22 +61,29 @@ pub fn server(station: &Station, env: &Env, port: u16, count: Option<u64>) -> Re
         accepted += 1;
         env.counters.opened();
         let (ws, env) = (ws.clone(), env.clone());
-        handlers.push(
-            station
-                .kernel
-                .spawn("echo", move || echo(&ws, &env, s, peer)),
-        );
+        let handler = station
+            .kernel
+            .spawn("echo", move || echo(&ws, &env, s, peer));
+        handlers.push(handler);
+        let (done, running) = handlers.into_iter().partition(|h| h.is_finished());
+        handlers = running;
+        join(done, &mut failure);
     }
     let closed = ws.closesocket(listener);
-    for handler in handlers {
-        if handler.join().is_err() {
-            failure.get_or_insert_with(|| "an echo thread panicked".into());
-        }
-    }
+    join(handlers, &mut failure);
     match (failure, closed) {
         (Some(failure), _) => Err(failure),
         (None, Err(e)) => Err(format!("closing the listener: {e}")),
         (None, Ok(())) => Ok(()),
+    }
+}
+
+/// Joins echo threads; a panic in one is a failure.
+fn join(handlers: Vec<JoinHandle<()>>, failure: &mut Option<String>) {
+    for handler in handlers {
+        if handler.join().is_err() {
+            failure.get_or_insert_with(|| "an echo thread panicked".into());
+        }
     }
 }
 
