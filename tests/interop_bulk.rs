@@ -3,7 +3,7 @@
 //! regenerated stream; the rate of each direction is printed, not asserted.
 //!
 //! Sizes: 32 MiB each way on a clean wire (about 6 s in a debug build, 5–6 MiB/s each way) and
-//! 2 MiB each way on the impaired one (about 20 s: see below) by default; `TCPIP_FULL_SUITES=1`
+//! 2 MiB each way on the impaired one (20 to 30 s: see below) by default; `TCPIP_FULL_SUITES=1`
 //! runs the 256 MiB each way (about 50 s in a debug build), and 16 MiB on the impaired
 //! wire (about 200 s).
 //!

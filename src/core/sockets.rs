@@ -261,8 +261,7 @@ impl Sockets {
     }
 
     /// Lets every touched socket transmit on its link, files its next deadline, and raises an
-    /// event for those whose state moved and for orphans (which may now be done). A socket
-    /// routed to an Ethernet link that is not there transmits nothing.
+    /// event for those whose state moved and for orphans (which may now be done).
     pub fn egress<L: Device, E: Device>(
         &mut self,
         loopback: (&mut Interface, &mut L),
@@ -287,7 +286,10 @@ impl Sockets {
                 (Route::Ethernet, Some((iface, device))) => {
                     transmit(entry, iface, &mut **device, now)
                 }
-                (Route::Ethernet, None) => continue,
+                // No link bound: the segments go to the loopback, where no interface owns their
+                // destination and they are dropped, so the socket's timers still run (a connect
+                // times out as against a silent host).
+                (Route::Ethernet, None) => transmit(entry, lo_iface, lo_device, now),
             };
             let (moved, deadline) = outcome;
             if deadline != entry.deadline {

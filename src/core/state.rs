@@ -79,7 +79,7 @@ impl Default for CoreConfig {
             syn_received_timeout: Duration::from_secs(75),
             loopback_mtu: 16 * 1024,
             loopback_frames: 64,
-            frame_budget: 64,
+            frame_budget: 16,
         }
     }
 }

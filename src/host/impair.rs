@@ -182,11 +182,15 @@ impl Drop for DelayLine {
 }
 
 impl DelayInput {
-    /// Hands a frame (copied) to the line, which drops, delays or reorders it.
+    /// Hands a frame (copied) to the line, which drops, delays or reorders it; a stopped line
+    /// discards it uncounted.
     pub fn push(&self, frame: &[u8]) {
         let impairment = &self.0.impairment;
         let mut state = lock(&self.0.state);
-        if state.stop || state.generator.chance(impairment.loss) {
+        if state.stop {
+            return;
+        }
+        if state.generator.chance(impairment.loss) {
             state.stats.dropped += 1;
             return;
         }

@@ -1046,22 +1046,16 @@ fn pair(
     client: usize,
     server: usize,
 ) -> Option<SocketAddrV4> {
-    let client_local = st
-        .files
-        .get(&client)
-        .and_then(|f| f.endpoint.as_ref())
-        .and_then(|e| e.address)
-        .and_then(|a| st.files.get(&a))
-        .and_then(|f| f.address.as_ref())
-        .map(|a| SocketAddrV4::new(LOOPBACK, a.local.port()));
-    let server_local = st
-        .files
-        .get(&server)
-        .and_then(|f| f.endpoint.as_ref())
-        .and_then(|e| e.address)
-        .and_then(|a| st.files.get(&a))
-        .and_then(|f| f.address.as_ref())
-        .map(|a| SocketAddrV4::new(LOOPBACK, a.local.port()));
+    let local = |endpoint: usize| {
+        st.files
+            .get(&endpoint)
+            .and_then(|f| f.endpoint.as_ref())
+            .and_then(|e| e.address)
+            .and_then(|a| st.files.get(&a))
+            .and_then(|f| f.address.as_ref())
+            .map(|a| SocketAddrV4::new(LOOPBACK, a.local.port()))
+    };
+    let (client_local, server_local) = (local(client), local(server));
     let connect = {
         let c = st.files.get_mut(&client)?.endpoint.as_mut()?;
         c.peer = Some(server);

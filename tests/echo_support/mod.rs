@@ -82,27 +82,9 @@ impl Env {
     }
 }
 
-/// A 64-bit FNV-1a hash.
-#[derive(Clone, Copy)]
-pub struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    pub fn update(&mut self, data: &[u8]) {
-        for &b in data {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    pub fn value(self) -> u64 {
-        self.0
-    }
-}
+#[path = "../fnv_support/mod.rs"]
+mod fnv_support;
+pub use fnv_support::Fnv;
 
 /// A seeded xorshift generator (deterministic data, sizes and schedules).
 #[derive(Clone)]

@@ -125,40 +125,20 @@ pub fn linux_side(
         .map_err(|e| e.to_string())?;
     let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
     let sender = std::thread::spawn(move || -> Result<Leg, String> {
-        let mut source = Stream::new(send_seed);
-        let mut chunk = vec![0u8; CHUNK];
-        let mut sent = 0;
-        while sent < total {
-            let len = (total - sent).min(CHUNK as u64) as usize;
-            source.fill(&mut chunk[..len]);
-            writer
-                .write_all(&chunk[..len])
-                .map_err(|e| format!("Linux send at {sent}: {e}"))?;
-            sent += len as u64;
-        }
+        let bytes = send_stream("Linux", total, send_seed, |chunk| writer.write_all(chunk))?;
         writer
             .shutdown(Shutdown::Write)
             .map_err(|e| format!("Linux shutdown: {e}"))?;
         Ok(Leg {
-            bytes: sent,
+            bytes,
             elapsed: started.elapsed(),
         })
     });
-    let mut checker = Checker::new(receive_seed);
-    let mut buffer = vec![0u8; CHUNK];
-    loop {
-        let n = stream
-            .read(&mut buffer)
-            .map_err(|e| format!("Linux recv at {}: {e}", checker.bytes()))?;
-        if n == 0 {
-            break;
-        }
-        checker
-            .check(&buffer[..n])
-            .map_err(|e| format!("driver → Linux: {e}"))?;
-    }
+    let bytes = receive_stream("driver → Linux", receive_seed, |buffer| {
+        stream.read(buffer)
+    })?;
     let received = Leg {
-        bytes: checker.bytes(),
+        bytes,
         elapsed: started.elapsed(),
     };
     let sent = sender.join().map_err(|_| "Linux sender panicked")??;
@@ -185,41 +165,22 @@ pub fn driver_side(
     let sender = {
         let ws = ws.clone();
         kernel.spawn("driver-bulk-sender", move || -> Result<Leg, String> {
-            let mut source = Stream::new(send_seed);
-            let mut chunk = vec![0u8; CHUNK];
-            let mut sent = 0;
-            while sent < total {
-                let len = (total - sent).min(CHUNK as u64) as usize;
-                source.fill(&mut chunk[..len]);
-                ws.send_all(s, &chunk[..len])
-                    .map_err(|e| format!("driver send at {sent}: {e}"))?;
-                sent += len as u64;
-            }
+            let bytes = send_stream("driver", total, send_seed, |chunk| ws.send_all(s, chunk))?;
             ws.shutdown(s, winsock::Shutdown::Send)
                 .map_err(|e| format!("driver shutdown: {e}"))?;
             Ok(Leg {
-                bytes: sent,
+                bytes,
                 elapsed: started.elapsed(),
             })
         })
     };
-    let mut checker = Checker::new(receive_seed);
-    let mut buffer = vec![0u8; CHUNK];
-    let received = loop {
-        let n = match ws.recv(s, &mut buffer) {
-            Ok(n) => n,
-            Err(e) => break Err(format!("driver recv at {}: {e}", checker.bytes())),
-        };
-        if n == 0 {
-            break Ok(Leg {
-                bytes: checker.bytes(),
-                elapsed: started.elapsed(),
-            });
-        }
-        if let Err(e) = checker.check(&buffer[..n]) {
-            break Err(format!("Linux → driver: {e}"));
-        }
-    };
+    let received = receive_stream("Linux → driver", receive_seed, |buffer| {
+        ws.recv(s, buffer)
+    })
+    .map(|bytes| Leg {
+        bytes,
+        elapsed: started.elapsed(),
+    });
     let sent = sender
         .join()
         .map_err(|_| "driver sender panicked".to_owned());
@@ -227,4 +188,46 @@ pub fn driver_side(
     let (received, sent) = (received?, sent??);
     closed?;
     Ok((sent, received))
+}
+
+/// Sends `total` bytes of stream `seed` through `send`, a chunk at a time; returns the bytes
+/// sent. The error names `sender` and the offset of the send that failed.
+fn send_stream<E: std::fmt::Display>(
+    sender: &str,
+    total: u64,
+    seed: u64,
+    mut send: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<u64, String> {
+    let mut source = Stream::new(seed);
+    let mut chunk = vec![0u8; CHUNK];
+    let mut sent = 0;
+    while sent < total {
+        let len = (total - sent).min(CHUNK as u64) as usize;
+        source.fill(&mut chunk[..len]);
+        send(&chunk[..len]).map_err(|e| format!("{sender} send at {sent}: {e}"))?;
+        sent += len as u64;
+    }
+    Ok(sent)
+}
+
+/// Receives through `recv` until it returns 0 (the end of the stream), checking every byte
+/// against stream `seed`; returns the bytes received. The error names `direction` and the
+/// offset.
+fn receive_stream<E: std::fmt::Display>(
+    direction: &str,
+    seed: u64,
+    mut recv: impl FnMut(&mut [u8]) -> Result<usize, E>,
+) -> Result<u64, String> {
+    let mut checker = Checker::new(seed);
+    let mut buffer = vec![0u8; CHUNK];
+    loop {
+        let n = recv(&mut buffer)
+            .map_err(|e| format!("{direction}: recv at {}: {e}", checker.bytes()))?;
+        if n == 0 {
+            return Ok(checker.bytes());
+        }
+        checker
+            .check(&buffer[..n])
+            .map_err(|e| format!("{direction}: {e}"))?;
+    }
 }

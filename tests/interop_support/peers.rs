@@ -10,27 +10,9 @@ use std::time::Duration;
 /// rather than hanging it.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A 64-bit FNV-1a hash, fed incrementally.
-#[derive(Clone, Copy, Debug)]
-pub struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    pub fn update(&mut self, data: &[u8]) {
-        for &b in data {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    pub fn value(self) -> u64 {
-        self.0
-    }
-}
+#[path = "../fnv_support/mod.rs"]
+mod fnv_support;
+pub use fnv_support::Fnv;
 
 /// `len` deterministic pseudo-random bytes from `seed` (xorshift).
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {

@@ -157,6 +157,32 @@ pub struct Extras {
     pub timeout: Option<Box<i64>>,
 }
 
+impl Extras {
+    /// The request information, return information and timeout pointers (null when absent),
+    /// for `wire::kernel_request`.
+    fn pointers(
+        &mut self,
+    ) -> (
+        *mut TDI_CONNECTION_INFORMATION,
+        *mut TDI_CONNECTION_INFORMATION,
+        *mut i64,
+    ) {
+        let request = self
+            .request_info
+            .as_mut()
+            .map_or(std::ptr::null_mut(), |i| i.as_ptr());
+        let ret = self
+            .return_info
+            .as_mut()
+            .map_or(std::ptr::null_mut(), |i| i.as_ptr());
+        let timeout = self
+            .timeout
+            .as_mut()
+            .map_or(std::ptr::null_mut(), |t| &mut **t as *mut i64);
+        (request, ret, timeout)
+    }
+}
+
 /// Sends one TDI request on `handle` without waiting (TdiBuildInternalDeviceControlIrp with an
 /// event and status block, so the test can wait).
 pub fn start(
@@ -229,18 +255,7 @@ pub fn start_connect_with_timeout(
         return_info: Some(wire::ConnectionInfo::new(remote)),
         timeout: timeout.map(Box::new),
     };
-    let request = extras
-        .request_info
-        .as_mut()
-        .map_or(std::ptr::null_mut(), |i| i.as_ptr());
-    let ret = extras
-        .return_info
-        .as_mut()
-        .map_or(std::ptr::null_mut(), |i| i.as_ptr());
-    let timeout = extras
-        .timeout
-        .as_mut()
-        .map_or(std::ptr::null_mut(), |t| &mut **t as *mut i64);
+    let (request, ret, timeout) = extras.pointers();
     let parameters = wire::kernel_request(0, request, ret, timeout);
     start_with(
         &loaded.kernel,
@@ -260,15 +275,8 @@ pub fn start_listen(loaded: &Loaded, connection: Handle) -> PendingRequest {
         return_info: Some(wire::ConnectionInfo::null()),
         timeout: None,
     };
-    let request = extras
-        .request_info
-        .as_mut()
-        .map_or(std::ptr::null_mut(), |i| i.as_ptr());
-    let ret = extras
-        .return_info
-        .as_mut()
-        .map_or(std::ptr::null_mut(), |i| i.as_ptr());
-    let parameters = wire::kernel_request(0, request, ret, std::ptr::null_mut());
+    let (request, ret, timeout) = extras.pointers();
+    let parameters = wire::kernel_request(0, request, ret, timeout);
     start_with(
         &loaded.kernel,
         connection,

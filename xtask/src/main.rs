@@ -4,8 +4,8 @@
 //!   their PDBs and the INF.
 //! - `clippy`: clippy with `-D warnings` for the host (all targets) and both kernel targets.
 //! - `test`: everything CI checks: `cargo fmt --check`, `clippy`, `package`, then
-//!   `cargo test --workspace` (unit and host tests, the image checks and the Wine smoke load),
-//!   then the quick mode of the `driver_vs_linux` benchmark.
+//!   `cargo test --workspace` (unit and host tests with the echo suites at reduced sizes, the
+//!   image checks, the Wine smoke load, the TAP interop tests), then the quick mode of the `driver_vs_linux` benchmark.
 
 use std::path::Path;
 use std::process::ExitCode;

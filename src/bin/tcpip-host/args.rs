@@ -111,33 +111,31 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, Str
             refuse(&[
                 ("--connect", connect.is_some()),
                 ("--message", message.is_some()),
+                ("--threads", threads.is_some()),
             ])?;
-            refuse(&[("--threads", threads.is_some())])?;
             Command::EchoServer {
                 port: port_number(port)?,
-                count,
+                count: count.map(|n| at_least_one(n, "--count")).transpose()?,
             }
         }
         Some("echo-client") => {
             refuse(&[("--port", port.is_some())])?;
-            let at_least_one = |n: Option<u64>, what: &str| match n {
-                None => Ok(1),
-                Some(0) => Err(format!("{what} must be at least 1")),
-                Some(n) => usize::try_from(n).map_err(|_| format!("{what} too large")),
+            let how_many = |n: Option<u64>, what| {
+                n.map_or(Ok(1), |n| at_least_one(n, what))?
+                    .try_into()
+                    .map_err(|_| format!("{what} too large"))
             };
             Command::EchoClient {
                 connect: connect.ok_or("echo-client needs --connect IP:PORT")?,
                 message: message.ok_or("echo-client needs --message TEXT")?,
-                threads: at_least_one(threads, "--threads")?,
-                count: at_least_one(count, "--count")?,
+                threads: how_many(threads, "--threads")?,
+                count: how_many(count, "--count")?,
             }
         }
         Some(_) => {
             refuse(&[
                 ("--connect", connect.is_some()),
                 ("--message", message.is_some()),
-            ])?;
-            refuse(&[
                 ("--threads", threads.is_some()),
                 ("--count", count.is_some()),
             ])?;
@@ -164,6 +162,13 @@ fn refuse(options: &[(&str, bool)]) -> Result<(), String> {
     match options.iter().find(|(_, given)| *given) {
         Some((name, _)) => Err(format!("{name} does not apply to this command")),
         None => Ok(()),
+    }
+}
+
+fn at_least_one(n: u64, option: &str) -> Result<u64, String> {
+    match n {
+        0 => Err(format!("{option} must be at least 1")),
+        n => Ok(n),
     }
 }
 
@@ -270,6 +275,7 @@ mod tests {
             "--tap t --address 10.0.0.2/24",
             "--tap t --address 10.0.0.2/24 echo-server --port 0",
             "--tap t --address 10.0.0.2/24 echo-server --port 70000",
+            "--tap t --address 10.0.0.2/24 echo-server --count 0",
             "--tap t --address 10.0.0.2/24 echo-server --message x",
             "--tap t --address 10.0.0.2/24 echo-client --message x",
             "--tap t --address 10.0.0.2/24 echo-client --connect 1.2.3.4:5 --message x --count 0",

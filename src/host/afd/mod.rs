@@ -1186,6 +1186,19 @@ impl AfdInner {
         mdl: *mut MDL,
     ) -> IoStatus {
         lock(&self.stats).tdi_requests[usize::from(minor)] += 1;
+        let irp = self.internal_irp(file, minor, parameters, mdl);
+        self.kernel.call_driver_sync(file.device(), irp)
+    }
+
+    /// An `IRP_MJ_INTERNAL_DEVICE_CONTROL` IRP for TDI request `minor` on `file`, with `mdl`
+    /// (if not null) as its `MdlAddress`.
+    fn internal_irp(
+        &self,
+        file: &ObjectRef,
+        minor: u8,
+        parameters: IoStackParameters,
+        mdl: *mut MDL,
+    ) -> *mut IRP {
         let irp = self.kernel.allocate_file_irp(
             file,
             StackLocation {
@@ -1200,7 +1213,7 @@ impl AfdInner {
             // SAFETY: a fresh IRP owned here, not sent yet.
             unsafe { self.kernel.with_irp(irp, |i| i.MdlAddress = mdl) };
         }
-        self.kernel.call_driver_sync(file.device(), irp)
+        irp
     }
 
     /// `WarmSocketForConnection`: a new connection endpoint and a synchronous
@@ -1266,20 +1279,7 @@ impl AfdInner {
         mdl: *mut MDL,
         op: Op,
     ) -> Prepared {
-        let irp = self.kernel.allocate_file_irp(
-            file,
-            StackLocation {
-                major: IRP_MJ_INTERNAL_DEVICE_CONTROL,
-                minor,
-                flags: 0,
-                file_object: std::ptr::null_mut(),
-                parameters,
-            },
-        );
-        if !mdl.is_null() {
-            // SAFETY: a fresh IRP owned here, not sent yet.
-            unsafe { self.kernel.with_irp(irp, |i| i.MdlAddress = mdl) };
-        }
+        let irp = self.internal_irp(file, minor, parameters, mdl);
         let cancel = Arc::new(AtomicU8::new(NOT_CANCELLED));
         let context = Box::new(IrpContext {
             afd: self.clone(),
