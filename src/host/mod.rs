@@ -9,7 +9,8 @@
 //! module is the host API that tests (and the AFD model) use to drive it: [`Kernel`],
 //! [`KernelHandle`] and the types they take and return. Each function that acts on the kernel
 //! documents the IRQL it may be called at. [`tap`] (Linux) puts a TAP device under the Ethernet
-//! link as its adapter, the model's stand-in for an NDIS miniport.
+//! link as its adapter, the model's stand-in for an NDIS miniport, optionally over an impaired
+//! wire ([`impair`]) and counting TCP retransmissions ([`retransmissions`]).
 //!
 //! The verifier ([`Rule`]) records every violation with the rule, a message and the site
 //! (source location and driver entry point); the test fails when the [`Kernel`] is dropped
@@ -33,12 +34,16 @@ mod device;
 mod dpc;
 mod driver;
 mod file;
+#[cfg(target_os = "linux")]
+pub mod impair;
 mod io;
 mod irql;
 mod kernel;
 mod mdl;
 mod object;
 pub mod pool;
+#[cfg(target_os = "linux")]
+pub mod retransmissions;
 mod spinlock;
 mod sync;
 pub mod sys;

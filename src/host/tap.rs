@@ -14,13 +14,21 @@
 //! driver copies the frame into its `ReceiveQueue` and queues its DPC.
 //!
 //! Every frame in and out can also be appended to a pcap file (`LINKTYPE_ETHERNET`, with
-//! wall-clock timestamps) that Wireshark and tcpdump read.
+//! wall-clock timestamps) that Wireshark and tcpdump read. The capture is the driver's view:
+//! each frame it transmits, and each frame indicated to it.
+//!
+//! The adapter counts the TCP retransmissions in each direction from the frames themselves
+//! ([`RetransmissionCounter`]): the driver's in what it transmits, Linux's in what the reader
+//! reads. [`TapAdapter::impair`] puts an [`Impairment`] on the wire (loss, delay, reordering,
+//! in both directions, each through its own [`DelayLine`]) for kernels without netem.
 //!
 //! Stop the adapter ([`TapAdapter::stop`], or drop it) before the driver unloads: the reader
 //! thread calls into the driver until then.
 
-use super::context::{self, EntryScope, KernelContext};
+use super::context::{self, EntryScope, KernelContext, ModelScope};
+use super::impair::{DelayLine, Impairment, LineStats};
 use super::irql::{self, DISPATCH_LEVEL};
+use super::retransmissions::RetransmissionCounter;
 use super::verifier::{Entry, RoutineFrame};
 use crate::link::ethernet::{Adapter, HEADER_LEN};
 use smoltcp::phy::{self, Device, Medium, PcapLinkType, TunTapInterface};
@@ -53,6 +61,14 @@ pub struct TapStats {
     pub transmit_errors: u64,
     /// Frames not captured because the pcap file could not be written.
     pub pcap_errors: u64,
+    /// TCP retransmissions in the frames the driver transmitted.
+    pub retransmissions_out: u64,
+    /// TCP retransmissions in the frames read from the TAP (Linux's).
+    pub retransmissions_in: u64,
+    /// What the impairment did to the frames the driver transmitted.
+    pub impaired_out: LineStats,
+    /// What the impairment did to the frames read from the TAP (since the reader started).
+    pub impaired_in: LineStats,
 }
 
 #[derive(Default)]
@@ -96,6 +112,8 @@ struct Shared {
     counters: Counters,
     /// Why the reader thread ended early, if it did.
     failure: Mutex<Option<String>>,
+    retransmissions_out: Mutex<RetransmissionCounter>,
+    retransmissions_in: Mutex<RetransmissionCounter>,
 }
 
 impl Shared {
@@ -118,6 +136,23 @@ impl Shared {
     fn fail(&self, why: String) {
         lock(&self.failure).get_or_insert(why);
     }
+
+    /// One `write(2)` of `frame` to the TAP, counted.
+    fn write(&self, frame: &[u8]) -> bool {
+        let written = loop {
+            match (&self.tap).write(frame) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                result => break result,
+            }
+        };
+        if !matches!(written, Ok(n) if n == frame.len()) {
+            bump(&self.counters.transmit_errors, 1);
+            return false;
+        }
+        bump(&self.counters.frames_out, 1);
+        bump(&self.counters.bytes_out, frame.len());
+        true
+    }
 }
 
 /// A TAP interface as an [`Adapter`]. See the module documentation.
@@ -127,6 +162,12 @@ pub struct TapAdapter {
     mtu: usize,
     shared: Arc<Shared>,
     reader: Mutex<Option<JoinHandle<()>>>,
+    impairment: Option<Impairment>,
+    /// The impaired wire towards Linux, with [`TapAdapter::impair`].
+    outbound: Option<DelayLine>,
+    /// The impaired wire towards the driver, while the reader runs (kept after it stops, for
+    /// its counters).
+    inbound: Mutex<Option<DelayLine>>,
 }
 
 impl TapAdapter {
@@ -174,9 +215,33 @@ impl TapAdapter {
                 stop: AtomicBool::new(false),
                 counters: Counters::default(),
                 failure: Mutex::new(None),
+                retransmissions_out: Mutex::default(),
+                retransmissions_in: Mutex::default(),
             }),
             reader: Mutex::new(None),
+            impairment: None,
+            outbound: None,
+            inbound: Mutex::new(None),
         })
+    }
+
+    /// Impairs the wire in both directions from now on (see [`Impairment`]): frames the driver
+    /// transmits and frames the reader reads each go through a [`DelayLine`] of their own.
+    /// Call before the adapter is shared; errors if it is already impaired or the line's
+    /// thread cannot be spawned. Host threads only (PASSIVE_LEVEL).
+    pub fn impair(mut self, impairment: Impairment) -> io::Result<TapAdapter> {
+        if self.impairment.is_some() {
+            return Err(io::Error::other("the TAP is already impaired"));
+        }
+        let shared = self.shared.clone();
+        let line = DelayLine::start(format!("tap-{}-out", self.name), impairment, 1, || {
+            move |frame: &[u8]| {
+                shared.write(frame);
+            }
+        })?;
+        self.outbound = Some(line);
+        self.impairment = Some(impairment);
+        Ok(self)
     }
 
     /// The interface's name. Any IRQL.
@@ -199,18 +264,40 @@ impl TapAdapter {
             return Err(io::Error::other("the TAP reader is already running"));
         }
         self.shared.stop.store(false, Ordering::Release);
-        let shared = self.shared.clone();
         let kernel = context::try_current();
-        let thread = std::thread::Builder::new()
-            .name(format!("tap-{}", self.name))
-            .spawn(move || {
-                let _context = kernel.clone().map(KernelContext::install);
+        let indicator = {
+            let shared = self.shared.clone();
+            move || {
+                let context = kernel.clone().map(KernelContext::install);
                 let tracker = kernel
                     .as_ref()
                     .map_or(std::ptr::null(), |k| Arc::as_ptr(&k.pool));
-                read_frames(&shared, tracker, on_frame);
-            })?;
-        *reader = Some(thread);
+                let mut on_frame = on_frame;
+                move |frame: &[u8]| {
+                    // Owned by the sink, the thread's kernel context lives as long as it.
+                    let _context = &context;
+                    shared.capture(frame);
+                    indicate(tracker, frame, &mut on_frame);
+                }
+            }
+        };
+        let mut inbound = lock(&self.inbound);
+        let shared = self.shared.clone();
+        let thread = match self.impairment {
+            Some(impairment) => {
+                let name = format!("tap-{}-in", self.name);
+                let line = DelayLine::start(name, impairment, 2, indicator)?;
+                let input = line.input();
+                *inbound = Some(line);
+                std::thread::Builder::new()
+                    .name(format!("tap-{}", self.name))
+                    .spawn(move || read_frames(&shared, |frame| input.push(frame)))
+            }
+            None => std::thread::Builder::new()
+                .name(format!("tap-{}", self.name))
+                .spawn(move || read_frames(&shared, indicator())),
+        };
+        *reader = Some(thread?);
         Ok(())
     }
 
@@ -223,6 +310,9 @@ impl TapAdapter {
         if let Some(thread) = thread
             && thread.join().is_err()
         {
+            self.shared.fail("the receive handler panicked".to_owned());
+        }
+        if lock(&self.inbound).as_mut().is_some_and(DelayLine::stop) {
             self.shared.fail("the receive handler panicked".to_owned());
         }
         match lock(&self.shared.failure).clone() {
@@ -241,6 +331,17 @@ impl TapAdapter {
             bytes_out: c.bytes_out.load(Ordering::Relaxed),
             transmit_errors: c.transmit_errors.load(Ordering::Relaxed),
             pcap_errors: c.pcap_errors.load(Ordering::Relaxed),
+            retransmissions_out: lock(&self.shared.retransmissions_out).count(),
+            retransmissions_in: lock(&self.shared.retransmissions_in).count(),
+            impaired_out: self
+                .outbound
+                .as_ref()
+                .map(DelayLine::stats)
+                .unwrap_or_default(),
+            impaired_in: lock(&self.inbound)
+                .as_ref()
+                .map(DelayLine::stats)
+                .unwrap_or_default(),
         }
     }
 }
@@ -256,23 +357,20 @@ impl Adapter for TapAdapter {
         self.mtu
     }
 
-    /// One `write(2)` of the frame to the TAP, then the capture. IRQL ≤ DISPATCH_LEVEL.
+    /// Counts a retransmission, captures the frame, and writes it to the TAP (`write(2)`), or
+    /// hands it to the impaired wire (which always takes it). IRQL ≤ DISPATCH_LEVEL.
     fn transmit(&self, frame: &[u8]) -> bool {
-        let written = loop {
-            match (&self.shared.tap).write(frame) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                result => break result,
-            }
-        };
-        let counters = &self.shared.counters;
-        if !matches!(written, Ok(n) if n == frame.len()) {
-            bump(&counters.transmit_errors, 1);
-            return false;
-        }
-        bump(&counters.frames_out, 1);
-        bump(&counters.bytes_out, frame.len());
+        // The host side's bookkeeping is the model's, not the driver's allocations.
+        let _model = ModelScope::enter();
+        lock(&self.shared.retransmissions_out).observe(frame);
         self.shared.capture(frame);
-        true
+        match &self.outbound {
+            Some(line) => {
+                line.input().push(frame);
+                true
+            }
+            None => self.shared.write(frame),
+        }
     }
 }
 
@@ -282,12 +380,9 @@ impl Drop for TapAdapter {
     }
 }
 
-/// The reader thread's loop, until the stop flag is set or the TAP fails.
-fn read_frames(
-    shared: &Shared,
-    tracker: *const super::pool::PoolTracker,
-    mut on_frame: impl FnMut(&[u8]),
-) {
+/// The reader thread's loop, until the stop flag is set or the TAP fails: hands every frame
+/// to `on_frame`.
+fn read_frames(shared: &Shared, mut on_frame: impl FnMut(&[u8])) {
     let mut buffer = vec![0u8; READ_BUFFER];
     while !shared.stop.load(Ordering::Acquire) {
         match wait_readable(&shared.tap, POLL_INTERVAL_MS) {
@@ -305,8 +400,8 @@ fn read_frames(
             let frame = buffer.get(..len).unwrap_or_default();
             bump(&shared.counters.frames_in, 1);
             bump(&shared.counters.bytes_in, len);
-            shared.capture(frame);
-            indicate(tracker, frame, &mut on_frame);
+            lock(&shared.retransmissions_in).observe(frame);
+            on_frame(frame);
         }
     }
 }

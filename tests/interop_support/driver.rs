@@ -1,11 +1,15 @@
 //! The driver on the namespace's TAP: a model kernel with the driver loaded, interface 1
 //! configured by `IOCTL_SET_IP_ADDRESS` (as dhcpcsvc does) with the namespace's driver
-//! address, the TAP bound under it, and Winsock over the AFD model.
+//! address, the TAP bound under it, and Winsock over the AFD model; and the driver-side echo
+//! server and client, Winsock programs on that driver.
 
 use super::Namespace;
+use std::net::SocketAddrV4;
 use std::sync::Arc;
 use tcpip::host::binding::TapBinding;
-use tcpip::host::winsock::Winsock;
+use tcpip::host::impair::Impairment;
+use tcpip::host::tap::TapStats;
+use tcpip::host::winsock::{Socket, Winsock};
 use tcpip::host::{Clock, Config, Driver, Kernel};
 use tcpip::link::ethernet::DEFAULT_FRAMES;
 use tcpip::nt::NtStatus;
@@ -24,6 +28,15 @@ impl DriverOnTap {
     /// Loads the driver, gives it the namespace's driver address (/24), binds the TAP (with
     /// an optional pcap capture), and sets Linux's address as the default gateway.
     pub fn start(namespace: &Namespace, pcap: Option<&std::path::Path>) -> DriverOnTap {
+        DriverOnTap::start_impaired(namespace, pcap, None)
+    }
+
+    /// [`DriverOnTap::start`] with the TAP's wire impaired in both directions.
+    pub fn start_impaired(
+        namespace: &Namespace,
+        pcap: Option<&std::path::Path>,
+        impairment: Option<Impairment>,
+    ) -> DriverOnTap {
         let kernel = Kernel::new(Config {
             processors: 2,
             clock: Clock::Real,
@@ -44,7 +57,11 @@ impl DriverOnTap {
             kernel.device_io_control(control, IOCTL_SET_IP_ADDRESS, &input, &mut output);
         assert_eq!(status, NtStatus::SUCCESS, "IOCTL_SET_IP_ADDRESS");
         assert_eq!(kernel.close(control), NtStatus::SUCCESS);
-        let tap = Arc::new(namespace.open_tap(pcap));
+        let mut tap = namespace.open_tap(pcap);
+        if let Some(impairment) = impairment {
+            tap = tap.impair(impairment).expect("impair the TAP");
+        }
+        let tap = Arc::new(tap);
         let binding = TapBinding::bind(&driver, tap, DEFAULT_FRAMES).expect("bind the TAP");
         binding.set_gateway(Some(namespace.linux_ip()));
         let ws = Arc::new(Winsock::new(&kernel));
@@ -59,6 +76,11 @@ impl DriverOnTap {
     /// The bound adapter's binding (counters, the TAP).
     pub fn binding(&self) -> &TapBinding {
         self.binding.as_ref().expect("bound")
+    }
+
+    /// The adapter's counters.
+    pub fn tap_stats(&self) -> TapStats {
+        self.binding().tap().stats()
     }
 
     /// Checks that every socket was closed and no completion hit a freed FCB, unbinds the TAP
@@ -77,4 +99,67 @@ impl DriverOnTap {
         let report = self.driver.take().expect("loaded").unload();
         assert!(report.is_clean(), "{report}");
     }
+}
+
+/// Serves `connections` echo connections on the driver at `port`, one thread each; each
+/// echoes until the peer shuts down, then closes gracefully. The thread returns the bytes
+/// echoed.
+pub fn echo_server(
+    setup: &DriverOnTap,
+    port: u16,
+    connections: usize,
+) -> std::thread::JoinHandle<u64> {
+    let ws = setup.ws.clone();
+    let listener = ws.socket().expect("socket");
+    ws.bind(listener, SocketAddrV4::new([0, 0, 0, 0].into(), port))
+        .expect("bind");
+    ws.listen(listener, 200).expect("listen");
+    let kernel = setup.kernel.handle();
+    setup.kernel.spawn("driver-echo-server", move || {
+        let handlers: Vec<_> = (0..connections)
+            .map(|_| {
+                let (s, _) = ws.accept(listener).expect("accept");
+                let ws = ws.clone();
+                kernel.spawn("driver-echo", move || echo(&ws, s))
+            })
+            .collect();
+        let total = handlers.into_iter().map(|h| h.join().expect("echo")).sum();
+        ws.closesocket(listener).expect("close listener");
+        total
+    })
+}
+
+fn echo(ws: &Winsock, s: Socket) -> u64 {
+    let mut buffer = vec![0u8; 16 * 1024];
+    let mut total = 0;
+    loop {
+        let n = ws.recv(s, &mut buffer).expect("recv");
+        if n == 0 {
+            break;
+        }
+        ws.send_all(s, &buffer[..n]).expect("send");
+        total += n as u64;
+    }
+    ws.closesocket(s).expect("close");
+    total
+}
+
+/// One echo round trip from the driver: connects to `peer`, sends `message`, receives it back,
+/// checks it, and closes gracefully. Any error (refused, reset, a short or wrong echo) is
+/// returned with what failed.
+pub fn echo_once(ws: &Winsock, peer: SocketAddrV4, message: &[u8]) -> Result<(), String> {
+    let s = ws.socket().map_err(|e| format!("socket: {e}"))?;
+    let result = (|| {
+        ws.connect(s, peer).map_err(|e| format!("connect: {e}"))?;
+        ws.send_all(s, message).map_err(|e| format!("send: {e}"))?;
+        let mut echoed = vec![0u8; message.len()];
+        match ws.recv_exact(s, &mut echoed) {
+            Ok(true) if echoed == message => Ok(()),
+            Ok(true) => Err("the echo differs".to_owned()),
+            Ok(false) => Err("the peer closed before the whole echo".to_owned()),
+            Err(e) => Err(format!("recv: {e}")),
+        }
+    })();
+    let closed = ws.closesocket(s).map_err(|e| format!("closesocket: {e}"));
+    result.and(closed)
 }

@@ -20,6 +20,7 @@
 //! [`peers::reset_close`]).
 #![allow(dead_code, reason = "each suite uses a different subset")]
 
+pub mod bulk;
 pub mod driver;
 pub mod peers;
 
@@ -104,14 +105,14 @@ impl Namespace {
     }
 
     /// Adds a netem qdisc on the TAP's Linux side, e.g.
-    /// `"loss 2% reorder 5% delay 20ms 5ms"`. Panics if tc fails (a kernel without
+    /// `"loss 2% reorder 5% delay 20ms 5ms"`; the error is tc's output (a kernel without
     /// `sch_netem` says "Specified qdisc kind is unknown").
-    pub fn netem(&self, spec: &str) {
+    pub fn netem(&self, spec: &str) -> Result<(), String> {
         let mut args = vec![
             "-n", &self.name, "qdisc", "add", "dev", &self.tap, "root", "netem",
         ];
         args.extend(spec.split_whitespace());
-        run("tc", &args);
+        try_run("tc", &args).map(drop)
     }
 
     /// Runs `f` on a thread inside the namespace and returns its result (a panic in `f` fails
@@ -151,6 +152,12 @@ impl Namespace {
         let (tap, mac) = (self.tap.as_str(), self.driver_mac());
         self.run(|| TapAdapter::open(tap, mac, pcap))
             .unwrap_or_else(|e| panic!("cannot open TAP {tap} in {}: {e}", self.name))
+    }
+
+    /// Runs `ip -n NAME neigh show dev TAP`: Linux's neighbour table on the link.
+    pub fn neighbours(&self) -> String {
+        let tap = self.tap.clone();
+        self.ip(&["neigh", "show", "dev", &tap])
     }
 
     /// Starts `ping -c COUNT` from the Linux side to `target`, one echo every 0.2 s, waiting

@@ -1,0 +1,90 @@
+//! Neighbour resolution between the driver and Linux over a TAP link (issue #6): the driver
+//! resolves Linux with ARP to connect, Linux resolves the driver to ping it, and the driver
+//! follows Linux to a new MAC address once Linux announces it with an ARP request.
+#![feature(tcp_linger)]
+
+mod interop_support;
+
+use interop_support::Namespace;
+use interop_support::driver::{self, DriverOnTap};
+use interop_support::peers;
+use std::net::{SocketAddr, SocketAddrV4, TcpListener};
+
+/// The MAC address Linux's side of the TAP moves to.
+const NEW_LINUX_MAC: &str = "02:77:77:00:00:01";
+
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// `ping -c 3` from Linux to the driver; panics with ping's output unless all three echoes
+/// came back.
+fn ping_driver(namespace: &Namespace) {
+    let output = namespace
+        .ping(namespace.driver_ip(), 3)
+        .join()
+        .expect("ping");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("3 received"),
+        "ping {}: {text}{}",
+        namespace.driver_ip(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `connections` echo round trips from the driver to a Linux echo server at `port`.
+fn driver_echoes(namespace: &Namespace, setup: &DriverOnTap, port: u16, connections: usize) {
+    let addr = SocketAddr::from((namespace.linux_ip(), port));
+    let listener = namespace
+        .run(move || TcpListener::bind(addr))
+        .expect("Linux listener");
+    let server = namespace.spawn("linux-echo-server", move || {
+        peers::echo_server(listener, connections)
+    });
+    let peer = SocketAddrV4::new(namespace.linux_ip(), port);
+    for i in 0..connections {
+        driver::echo_once(&setup.ws, peer, format!("echo {i} over ARP").as_bytes())
+            .unwrap_or_else(|e| panic!("driver echo {i} to {peer}: {e}"));
+    }
+    server.join().expect("Linux server").expect("Linux echo");
+}
+
+#[test]
+fn both_sides_resolve_each_other_and_follow_a_mac_change() {
+    let namespace = Namespace::new();
+    let setup = DriverOnTap::start(&namespace, None);
+    let driver_mac = mac_text(namespace.driver_mac());
+
+    // The driver speaks first: it must resolve Linux itself.
+    driver_echoes(&namespace, &setup, 7200, 2);
+    // Linux learnt the driver's MAC from that exchange, and can ping it.
+    ping_driver(&namespace);
+    let neighbours = namespace.neighbours();
+    let entry = format!("{} lladdr {driver_mac}", namespace.driver_ip());
+    assert!(
+        neighbours.contains(&entry),
+        "Linux's neighbour table has `{entry}`: {neighbours}"
+    );
+
+    // Linux moves to a new MAC. Frames the driver still sends to the old one are not for
+    // Linux any more (its stack drops them as PACKET_OTHERHOST). Linux forgets its neighbours
+    // when its address changes (the flush only makes that explicit), so its next ping starts
+    // with an ARP request for the driver from the new MAC: smoltcp learns from requests aimed
+    // at its address, and the replies can only reach Linux if it did. (Had the driver spoken
+    // first, its entry for Linux would have had to expire first: smoltcp keeps entries for
+    // 60 s and ignores gratuitous ARP, whose target is the sender itself.)
+    let tap = namespace.tap().to_owned();
+    namespace.ip(&["link", "set", &tap, "address", NEW_LINUX_MAC]);
+    namespace.ip(&["neigh", "flush", "dev", &tap]);
+    ping_driver(&namespace);
+    driver_echoes(&namespace, &setup, 7201, 2);
+    let neighbours = namespace.neighbours();
+    assert!(
+        neighbours.contains(&entry),
+        "Linux re-resolved the driver: {neighbours}"
+    );
+    let stats = setup.tap_stats();
+    assert_eq!(stats.transmit_errors, 0, "{stats:?}");
+    setup.finish();
+}
