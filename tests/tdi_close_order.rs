@@ -1,4 +1,4 @@
-//! Completions and closes on one file (afd-tdi-contract.md §9.2, CORE-8640). AFD cancels a
+//! Completions and closes on one file (afd-tdi-contract.md §7.4 item 2, CORE-8640). AFD cancels a
 //! socket's IRPs, then disassociates and closes its connection and frees the socket state
 //! without waiting for them. An IRP the completion worker had already taken when the cancel
 //! came is invisible to `IoCancelIrp`; if its completion routine ran after the free, AFD would

@@ -166,7 +166,7 @@ struct Ready {
 }
 
 /// A completion a run of the worker has taken and not yet finished completing: its cancel
-/// routine is gone, so `IoCancelIrp` no longer sees it (contract §9.2, CORE-8640).
+/// routine is gone, so `IoCancelIrp` no longer sees it (contract §7.4 item 2, CORE-8640).
 struct Completing {
     ticket: u64,
     file: usize,
@@ -260,7 +260,7 @@ impl Outbound {
         let Entry::Ready(ready) = core::mem::replace(entry, mark) else {
             return None;
         };
-        self.ready -= 1;
+        self.ready = self.ready.saturating_sub(1);
         Some((ready.completion, Ticket(ticket)))
     }
 
@@ -303,7 +303,7 @@ impl Outbound {
         )?;
         match self.items.remove(index) {
             Some(Entry::Ready(ready)) => {
-                self.ready -= 1;
+                self.ready = self.ready.saturating_sub(1);
                 Some(ready.completion)
             }
             _ => None,
