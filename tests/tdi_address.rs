@@ -7,15 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use tcpip::host::afd::wire;
 use tcpip::nt::NtStatus;
 use tcpip::nt::types::*;
-use tdi_support::{loaded, start_connect};
-
-fn local(port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
-}
-
-fn any(port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)
-}
+use tdi_support::{any, loaded, local, start_connect};
 
 #[test]
 fn address_file_reports_its_true_address() {

@@ -9,7 +9,6 @@
 mod tdi_support;
 
 use std::ffi::c_void;
-use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
@@ -23,10 +22,6 @@ use tdi_support::*;
 const MUST_HAPPEN: Duration = Duration::from_secs(20);
 /// How long the first test gives a DISASSOCIATE that must stay held back to complete anyway.
 const MUST_NOT_HAPPEN: Duration = Duration::from_millis(300);
-
-fn local(port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
-}
 
 /// What a test's receive completion routine does and reports.
 struct Gate {
@@ -125,17 +120,6 @@ fn receive_with(
     );
     assert_eq!(send(t, pair.client, b"x").status, NtStatus::SUCCESS);
     (receiving, buffer)
-}
-
-fn close_pair(t: &Loaded, pair: Pair) {
-    for handle in [
-        pair.client_address,
-        pair.client,
-        pair.server_address,
-        pair.server,
-    ] {
-        t.close(handle);
-    }
 }
 
 #[test]

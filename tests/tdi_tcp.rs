@@ -11,31 +11,12 @@ use tcpip::nt::NtStatus;
 use tcpip::nt::types::*;
 use tdi_support::*;
 
-fn local(port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
-}
-
-fn any(port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)
-}
-
 /// A client endpoint bound to 0.0.0.0:0 and associated, as msafd's connect() makes it.
 fn client(t: &Loaded) -> (tcpip::host::Handle, tcpip::host::Handle) {
     let address = t.open_address(any(0), 0).expect("client address");
     let connection = t.open_connection().expect("client endpoint");
     assert_eq!(t.associate(connection, address), NtStatus::SUCCESS);
     (address, connection)
-}
-
-fn close_pair(t: &Loaded, pair: Pair) {
-    for handle in [
-        pair.client_address,
-        pair.client,
-        pair.server_address,
-        pair.server,
-    ] {
-        t.close(handle);
-    }
 }
 
 #[test]

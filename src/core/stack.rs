@@ -190,13 +190,14 @@ impl Stack {
     /// wait for synchronous requests that another run completes. PASSIVE_LEVEL, no lock held.
     pub fn run_completions(&self) {
         let thread = ThreadId::current();
+        let mut finished = None;
         loop {
-            let taken = self.outbound.lock().take_ready(thread);
+            let taken = self.outbound.lock().take_ready(thread, finished);
             let Some((completion, ticket)) = taken else {
                 break;
             };
             finish(completion);
-            self.outbound.lock().retire(ticket);
+            finished = Some(ticket);
         }
     }
 

@@ -179,7 +179,7 @@ enum Entry {
 }
 
 /// Which completion of the outbound queue a run is finishing: handed back to
-/// [`Outbound::retire`] once `IoCompleteRequest` has returned.
+/// [`Outbound::take_ready`] once `IoCompleteRequest` has returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ticket(u64);
 
@@ -239,11 +239,19 @@ impl Outbound {
         }));
     }
 
-    /// Takes, for `thread`, the oldest completion that can be completed now: its cancel routine
-    /// removed, and not a close held back by another thread's completion on the same file.
-    /// Completions a cancel routine has claimed stay queued for it. The taken completion
-    /// leaves a mark until [`Outbound::retire`].
-    pub fn take_ready(&mut self, thread: ThreadId) -> Option<(Completion, Ticket)> {
+    /// Removes the mark of `finished` (the run's previous completion, whose `IoCompleteRequest`
+    /// has returned), then takes, for `thread`, the oldest completion that can be completed
+    /// now: its cancel routine removed, and not a close held back by another thread's
+    /// completion on the same file. Completions a cancel routine has claimed stay queued for
+    /// it. The taken completion leaves a mark until the run hands its ticket back.
+    pub fn take_ready(
+        &mut self,
+        thread: ThreadId,
+        finished: Option<Ticket>,
+    ) -> Option<(Completion, Ticket)> {
+        if let Some(ticket) = finished {
+            self.retire(ticket);
+        }
         let index = (0..self.items.len()).find(|&i| self.can_take(i))?;
         let ticket = self.next_ticket;
         self.next_ticket = self.next_ticket.wrapping_add(1);
@@ -286,7 +294,7 @@ impl Outbound {
     }
 
     /// Removes the mark of a completion whose `IoCompleteRequest` has returned.
-    pub fn retire(&mut self, ticket: Ticket) {
+    fn retire(&mut self, ticket: Ticket) {
         let index = self
             .items
             .iter()

@@ -298,6 +298,16 @@ pub fn start_listen(loaded: &Loaded, connection: Handle) -> PendingRequest {
     )
 }
 
+/// `127.0.0.1:port`.
+pub fn local(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port)
+}
+
+/// `0.0.0.0:port`.
+pub fn any(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port)
+}
+
 /// A connected pair over loopback: (address, connection) on each side.
 pub struct Pair {
     pub server_address: Handle,
@@ -328,6 +338,18 @@ pub fn connected_pair(loaded: &Loaded, listen: SocketAddrV4) -> Pair {
         client_address,
         client,
         listen_address: listen,
+    }
+}
+
+/// Closes both ends of a pair, each connection after its address file (AFD's order).
+pub fn close_pair(loaded: &Loaded, pair: Pair) {
+    for handle in [
+        pair.client_address,
+        pair.client,
+        pair.server_address,
+        pair.server,
+    ] {
+        loaded.close(handle);
     }
 }
 
