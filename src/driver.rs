@@ -68,7 +68,13 @@ impl Driver for Tcpip {
 
     fn start(&'static self) {
         self.stack.start(self);
-        crate::log!(Level::Info, "started");
+        crate::log!(
+            Level::Notice,
+            "started: {} {}, devices {}",
+            env!("CARGO_PKG_NAME"),
+            env!("CARGO_PKG_VERSION"),
+            DEVICE_NAMES.len()
+        );
     }
 
     fn dispatch(&'static self, device: usize, irp: Irp) -> Dispatched {
@@ -81,7 +87,7 @@ impl Driver for Tcpip {
 
     fn stop(&'static self) {
         self.stack.stop();
-        crate::log!(Level::Info, "unloading");
+        crate::log!(Level::Notice, "unloading");
     }
 }
 

@@ -23,6 +23,30 @@ fn driver_entry_creates_every_device_and_unload_deletes_them() {
     }
 }
 
+/// Load and unload reach the debugger with its default filter (nothing set, as on a fresh
+/// ReactOS boot where COM1 shows only what passes it).
+#[test]
+fn load_and_unload_are_shown_by_default() {
+    let kernel = Kernel::new(Config::default());
+    let driver = kernel
+        .load_driver(driver_entry)
+        .expect("DriverEntry succeeds");
+    let output = kernel.take_debug_output();
+    assert!(
+        output.iter().any(|l| l.starts_with("tcpip: started")),
+        "{output:?}"
+    );
+    assert!(driver.unload().is_clean());
+    assert!(
+        kernel
+            .debug_output()
+            .iter()
+            .any(|l| l == "tcpip: unloading"),
+        "{:?}",
+        kernel.debug_output()
+    );
+}
+
 #[test]
 fn control_channel_opens_and_closes_on_every_device() {
     let kernel = Kernel::new(Config::default());
@@ -71,6 +95,14 @@ fn allocation_failure_at_every_point_of_driver_entry_unwinds_cleanly() {
                 for name in DEVICE_NAMES {
                     assert!(kernel.device_by_name(name).is_none(), "{name} after {nth}");
                 }
+                // The failure reaches the debugger with no filter set.
+                let output = kernel.debug_output();
+                assert!(
+                    output
+                        .iter()
+                        .any(|l| l.starts_with("tcpip: error: DriverEntry failed")),
+                    "allocation {nth}: {output:?}"
+                );
                 failures += 1;
             }
             Ok(driver) => {

@@ -32,6 +32,7 @@ const GROW_VEC: u32 = 4;
 const EX_POOL: u32 = 5;
 const PRINT: u32 = 6;
 const WORK_ITEM: u32 = 7;
+const PRINT_INFO: u32 = 8;
 
 const EX_TAG: u32 = u32::from_le_bytes(*b"Tst1");
 
@@ -101,6 +102,17 @@ unsafe fn pool_request(device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
                     0,
                     c"%s".as_ptr().cast(),
                     c"tcpip: hello\n".as_ptr().cast(),
+                )
+            };
+        }
+        PRINT_INFO => {
+            // SAFETY: "%s" with a NUL-terminated string; level 3 is DPFLTR_INFO_LEVEL.
+            unsafe {
+                sys::DbgPrintEx(
+                    80,
+                    3,
+                    c"%s".as_ptr().cast(),
+                    c"tcpip: detail\n".as_ptr().cast(),
                 )
             };
         }
@@ -331,6 +343,22 @@ fn debugger_output_is_captured() {
     assert_eq!(kernel.debug_output(), vec!["tcpip: hello".to_owned()]);
     assert_eq!(kernel.take_debug_output().len(), 1);
     assert!(kernel.debug_output().is_empty());
+    assert!(fake.driver.unload().is_clean());
+}
+
+#[test]
+fn the_debugger_shows_info_lines_only_when_the_mask_lets_them_through() {
+    let kernel = kernel(1);
+    let ctx = Ctx::default();
+    let fake = setup(&kernel, &ctx);
+    send(&kernel, &fake, &ctx, PRINT_INFO);
+    assert!(
+        kernel.debug_output().is_empty(),
+        "info shown with a zero mask"
+    );
+    kernel.set_debug_print_mask(0x8);
+    send(&kernel, &fake, &ctx, PRINT_INFO);
+    assert_eq!(kernel.debug_output(), vec!["tcpip: detail".to_owned()]);
     assert!(fake.driver.unload().is_clean());
 }
 

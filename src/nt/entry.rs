@@ -71,6 +71,7 @@ pub unsafe fn driver_entry_for<D: Driver>(
         Ok(()) => NtStatus::SUCCESS.raw(),
         Err(status) => {
             delete_devices(driver);
+            crate::log!(crate::nt::log::Level::Error, "DriverEntry failed: {status}");
             status.raw()
         }
     }

@@ -108,7 +108,7 @@ fn panic(info: &PanicInfo<'_>) -> ! {
         unsafe {
             DbgPrintEx(
                 log::COMPONENT,
-                Level::Error as u32,
+                Level::Error.dpfltr_level(),
                 c"%s".as_ptr().cast(),
                 text.as_ptr(),
             )

@@ -7,6 +7,8 @@
 //! `CARGO_TARGET_DIR=target/kernel`, so they never wait for the host build's lock nor
 //! invalidate its artifacts.
 
+pub mod vm;
+
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};

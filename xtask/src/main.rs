@@ -5,7 +5,9 @@
 //! - `clippy`: clippy with `-D warnings` for the host (all targets) and both kernel targets.
 //! - `test`: everything CI checks: `cargo fmt --check`, `clippy`, `package`, then
 //!   `cargo test --workspace` (unit and host tests with the echo suites at reduced sizes, the
-//!   image checks, the Wine smoke load, the TAP interop tests), then the quick mode of the `driver_vs_linux` benchmark.
+//!   image checks, the Wine smoke load, the TAP interop tests), then the quick mode of the
+//!   `driver_vs_linux` benchmark, then the VM suite (`vm --compare`).
+//! - `vm`: the x86 image in the ReactOS livecd under QEMU, with the guest suite (`xtask::vm`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -18,7 +20,9 @@ tasks:
   package  build tcpip.sys for x86 and x64 (release) into target/package/<arch>/
            with tcpip.pdb and tcpip.inf
   clippy   clippy -D warnings for the host (all targets) and both kernel targets
-  test     fmt --check, clippy, package, cargo test --workspace, quick bench (what CI runs)";
+  test     fmt --check, clippy, package, cargo test --workspace, quick bench, and the VM
+           suite against the stock driver (what CI runs)
+  ";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,12 +36,15 @@ fn main() -> ExitCode {
         ["package"] => package(&root),
         ["clippy"] => clippy(&root),
         ["test"] => test(&root),
+        ["vm", rest @ ..] => {
+            xtask::vm::Options::parse(rest).and_then(|o| xtask::vm::run(&root, &o))
+        }
         ["help"] | ["--help"] | ["-h"] => {
-            println!("{USAGE}");
+            println!("{USAGE}{}", xtask::vm::USAGE);
             return ExitCode::SUCCESS;
         }
         _ => {
-            eprintln!("{USAGE}");
+            eprintln!("{USAGE}{}", xtask::vm::USAGE);
             return ExitCode::from(2);
         }
     };
@@ -114,5 +121,11 @@ fn test(root: &Path) -> Result<()> {
         let mut command = xtask::cargo(root);
         command.args(["bench", "--bench", "driver_vs_linux", "--", "--quick"]);
         xtask::run(command, Output::Inherit)
+    })?;
+    // The driver in a real ReactOS kernel: the livecd booted with the stock driver, then with
+    // ours; every scenario must pass on ours.
+    step("vm --compare (ReactOS livecd under QEMU)", || {
+        let options = xtask::vm::Options::parse(&["--compare"])?;
+        xtask::vm::run(root, &options)
     })
 }
