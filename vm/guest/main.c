@@ -107,7 +107,7 @@ static int child_main(int argc, char **argv)
     SetUnhandledExceptionFilter(crash_filter);
     copy_name(g_name, sizeof g_name, argv[0]);
     args_init(argc - 1, argv + 1);
-    label = arg_str("label", NULL);
+    label = arg_str("label", arg_str("name", NULL)); /* name= is an alias */
     if (label != NULL)
         copy_name(g_name, sizeof g_name, label);
     g_io_ms = (int)arg_long("io_ms", 20000, 100, 200000);

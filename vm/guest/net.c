@@ -61,16 +61,20 @@ int op_ms(void)
     return left < (double)g_io_ms ? (int)left + 1 : g_io_ms;
 }
 
-/* How long to wait for threads whose every wait is bounded by op_ms(). */
+/* How long to wait for threads whose every wait is bounded by op_ms():
+ * the rest of the budget and 5 s.  A call that blocks despite its select()
+ * costs at most 5 s per join after the budget, so that the child still
+ * reports before the parent's timeout (30 s after the budget by default).
+ * Without a budget: until the parent's timeout. */
 DWORD join_bound(void)
 {
-    double left = 24.0 * 3600.0 * 1000.0;
-    if (g_budget_end != 0) {
-        LONGLONG now = now_ticks();
-        left = now >= g_budget_end ? 0.0
-             : (double)(g_budget_end - now) * 1000.0 / (double)g_freq.QuadPart;
-    }
-    return (DWORD)left + 2 * (DWORD)g_io_ms + 5000;
+    LONGLONG now;
+    if (g_budget_end == 0)
+        return 24UL * 3600UL * 1000UL;
+    now = now_ticks();
+    if (now >= g_budget_end)
+        return 5000;
+    return (DWORD)((double)(g_budget_end - now) * 1000.0 / (double)g_freq.QuadPart) + 5000;
 }
 
 int running_on_wine(void)

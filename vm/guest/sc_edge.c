@@ -102,7 +102,7 @@ static int check_b(void)
         closesocket(a);
         return 0;
     }
-    Sleep(300); /* let the recv block */
+    Sleep(1000); /* let the recv block (slow under QEMU TCG) */
     closesocket(c);
     if (threads_join(&th, 1, (DWORD)op_ms()) != 0) {
         report_error("b: blocked recv did not return within %d ms of the peer's close", g_io_ms);
@@ -275,7 +275,7 @@ static int check_e(void)
             ok = 0;
         }
     }
-    Sleep(300);
+    Sleep(1000); /* let the handshakes complete */
     closesocket(l);
     for (i = 0; i < N; i++) {
         char buf[64];

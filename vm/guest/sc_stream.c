@@ -12,6 +12,7 @@ static struct {
     uint64_t hash;
     unsigned long sent;
     int err;
+    volatile LONG abort; /* the receiver failed and closed the socket */
 } B;
 
 /* Sender thread: total bytes of the pattern in chunk-sized sends, then
@@ -35,12 +36,13 @@ static DWORD WINAPI bulk_sender(void *p)
         B.hash = fnv1a64(B.hash, buf, n);
         if ((e = send_all(B.s, buf, (int)n)) != 0) {
             B.err = e;
-            report_error("send at byte %lu: %s(%d)", B.sent, errname(e), e);
+            if (!B.abort)
+                report_error("send at byte %lu: %s(%d)", B.sent, errname(e), e);
             break;
         }
         B.sent += n;
     }
-    if (B.err == 0 && shutdown(B.s, SD_SEND) != 0) {
+    if (B.err == 0 && !B.abort && shutdown(B.s, SD_SEND) != 0) {
         B.err = last_err();
         report_error("shutdown: %s(%d)", errname(B.err), B.err);
     }
@@ -69,6 +71,7 @@ int sc_bulk(void)
     B.total = kib > 0 ? (unsigned long)kib * 1024UL : (unsigned long)mib * 1048576UL;
     B.sent = 0;
     B.err = 0;
+    B.abort = 0;
     rbuf = (char *)malloc((size_t)rsize);
     if (rbuf == NULL) {
         report_error("out of memory");
@@ -117,8 +120,10 @@ int sc_bulk(void)
         got_total += (unsigned long)got;
     }
     ms = ms_since(t0);
-    if (e != 0)
+    if (e != 0) {
+        B.abort = 1;
         sock_close(&B.s); /* unblocks the sender if it is stuck in send */
+    }
     if (threads_join(&th, 1, join_bound()) != 0) {
         report_error("sender thread did not end");
         joined = 0;

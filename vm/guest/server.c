@@ -157,13 +157,12 @@ int server_start(server_t *sv, int port)
 
 int server_stop(server_t *sv)
 {
-    DWORD bound = (DWORD)g_io_ms * 2 + 5000;
     int left = 0;
     sv->stop = 1;
     if (sv->thread != NULL)
-        left += threads_join(&sv->thread, 1, bound);
+        left += threads_join(&sv->thread, 1, join_bound());
     if (left == 0) {
-        left += threads_join(sv->workers, (int)sv->nworkers, bound);
+        left += threads_join(sv->workers, (int)sv->nworkers, join_bound());
         if (left == 0) {
             free(sv->workers);
             sv->workers = NULL;
