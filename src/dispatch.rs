@@ -7,10 +7,11 @@
 
 use crate::core::work::{Object, Request};
 use crate::driver::Tcpip;
-use crate::entities;
+use crate::info::set::{self, Setting};
 use crate::nt::NtStatus;
 use crate::nt::irp::{Dispatched, FileObject, Irp};
 use crate::nt::object::ReferencedFile;
+use crate::nt::security;
 use crate::nt::types::*;
 use crate::tdi::ioctl::{SetIpAddress, parse_delete_ip_address};
 use crate::tdi::request::{
@@ -249,7 +250,7 @@ fn associate(
 /// tcpip.sys does; unknown codes are invalid device requests.
 fn device_control(driver: &'static Tcpip, irp: Irp) -> Dispatched {
     match irp.stack().ioctl().code {
-        IOCTL_TCP_QUERY_INFORMATION_EX => query_information_ex(irp),
+        IOCTL_TCP_QUERY_INFORMATION_EX => query_information_ex(driver, irp),
         IOCTL_TCP_SET_INFORMATION_EX => set_information_ex(driver, irp),
         IOCTL_SET_IP_ADDRESS => set_ip_address(driver, irp),
         IOCTL_DELETE_IP_ADDRESS => delete_ip_address(driver, irp),
@@ -289,12 +290,17 @@ fn delete_ip_address(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
 /// `IOCTL_TCP_QUERY_INFORMATION_EX` (METHOD_NEITHER): answered here, in the requester's
 /// context, with ReactOS's probe semantics: a zero-length or too short output buffer succeeds
 /// with `Information` = the size needed and nothing copied.
-fn query_information_ex(mut irp: Irp) -> Dispatched {
+fn query_information_ex(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
     let mut input = [0u8; QueryInformationEx::LEN];
     let request = irp
         .neither_input(&mut input)
-        .and_then(|len| QueryInformationEx::parse(&input[..len]));
-    let answer = match request.and_then(|request| entities::query(&request.id)) {
+        .and_then(|len| QueryInformationEx::parse(input.get(..len).unwrap_or_default()));
+    let answer = request.and_then(|request| {
+        driver
+            .stack()
+            .query_information(&request.id, &request.context)
+    });
+    let answer = match answer {
         Ok(answer) => answer,
         Err(status) => return irp.complete(status, 0),
     };
@@ -308,32 +314,40 @@ fn query_information_ex(mut irp: Irp) -> Dispatched {
 }
 
 /// `IOCTL_TCP_SET_INFORMATION_EX` (METHOD_BUFFERED). `TCP_SOCKET_NODELAY` on a connection file
-/// applies to it; sent on a control channel (wshtcpip's setsockopt), it names a transport entity
-/// this driver does not keep per socket, and succeeds without effect, as the contract allows.
+/// applies to that connection. Everything else is decoded by [`set::decode`] and names its
+/// object by entity: routes (IP entity), ARP entries (AT entity), which need the caller's right
+/// to change the configuration, and socket options on an address file's transport entity
+/// (what wshtcpip's setsockopt sends over a control channel).
 fn set_information_ex(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
     let length = irp.stack().ioctl().input_length as usize;
     let kind = irp.stack().file_object().and_then(file_kind);
-    let (id, enabled) = match SetInformationEx::parse(irp.system_buffer(length)) {
-        Ok(request) => (request.id, request.buffer.iter().any(|byte| *byte != 0)),
+    let decoded = SetInformationEx::parse(irp.system_buffer(length))
+        .map(|request| (request.id, set::decode(&request.id, request.buffer)));
+    let (id, setting) = match decoded {
+        Ok(decoded) => decoded,
         Err(status) => return irp.complete(status, 0),
     };
-    if id.toi_class != INFO_CLASS_PROTOCOL {
-        return irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0);
+    if let (Ok(Setting::Option { option, .. }), Some(FileKind::Connection(connection))) =
+        (setting, kind)
+        && id.toi_type == INFO_TYPE_CONNECTION
+        && let set::SocketOption::NoDelay(enabled) = option
+    {
+        return driver.stack().submit(
+            Request::SetNoDelay {
+                connection,
+                enabled,
+            },
+            irp,
+            None,
+        );
     }
-    match (id.toi_type, id.toi_id, kind) {
-        (INFO_TYPE_CONNECTION, TCP_SOCKET_NODELAY, Some(FileKind::Connection(connection))) => {
-            driver.stack().submit(
-                Request::SetNoDelay {
-                    connection,
-                    enabled,
-                },
-                irp,
-                None,
-            )
-        }
-        (INFO_TYPE_CONNECTION | INFO_TYPE_ADDRESS_OBJECT, _, _) => {
-            irp.complete(NtStatus::SUCCESS, 0)
-        }
-        _ => irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0),
+    let setting = match setting {
+        Ok(setting) => setting,
+        Err(status) => return irp.complete(status, 0),
+    };
+    if setting.is_configuration() && !security::may_configure(&irp) {
+        return irp.complete(NtStatus::ACCESS_DENIED, 0);
     }
+    let status = driver.stack().apply_setting(setting);
+    irp.complete(status, 0)
 }

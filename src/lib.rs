@@ -22,7 +22,7 @@ extern crate alloc;
 pub mod core;
 pub mod dispatch;
 pub mod driver;
-pub mod entities;
+pub mod info;
 pub mod link;
 pub mod nt;
 pub mod tdi;

@@ -11,6 +11,8 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 /// associated connection hold a reference, and it is freed (and its port released) when the
 /// last one goes, whatever the close order — AFD closes the address before its connections.
 pub struct Address {
+    /// Opening order among address files (the information model lists them oldest first).
+    pub serial: u64,
     /// The port table entry this address holds: its local IP and port.
     pub binding: Binding,
     /// Holders: the file object (until its CLOSE) plus each associated connection.

@@ -14,9 +14,11 @@
 //! as the core does for the loopback one, would forget the ARP cache.
 #![forbid(unsafe_code)]
 
+use crate::core::counters::LinkCounters;
 use crate::link::ethernet::{Adapter, EthernetDevice, ReceiveQueue};
 use crate::nt::NtStatus;
 use alloc::sync::Arc;
+use core::cell::Cell;
 use core::net::Ipv4Addr;
 use smoltcp::iface::{Config, Interface};
 use smoltcp::time::Instant;
@@ -50,6 +52,10 @@ impl Link {
 /// The core's interface on a bound link.
 pub struct Port {
     pub iface: Interface,
+    /// The adapter's IP MTU.
+    pub mtu: usize,
+    /// The link's counters since it was bound.
+    pub link: Cell<LinkCounters>,
     /// The transmit buffer, lent to each pass's device.
     pub tx: alloc::vec::Vec<u8>,
 }
@@ -71,6 +77,8 @@ impl Port {
         set_addresses(&mut iface, addresses);
         let mut port = Port {
             iface,
+            mtu: link.adapter.mtu(),
+            link: Cell::default(),
             tx: device.into_transmit_buffer(),
         };
         port.set_gateway(gateway);

@@ -181,6 +181,23 @@ impl Sockets {
         self.entries.get(key).map(Entry::socket)
     }
 
+    /// Calls `each` with every socket, in slot order; an error stops the walk. Any IRQL.
+    pub fn try_for_each(
+        &self,
+        mut each: impl FnMut(&tcp::Socket<'static>) -> Result<(), NtStatus>,
+    ) -> Result<(), NtStatus> {
+        for index in 0..self.entries.slot_count() {
+            let entry = self
+                .entries
+                .key_at(index)
+                .and_then(|key| self.entries.get(key));
+            if let Some(entry) = entry {
+                each(entry.socket())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Hands the socket to a new owner.
     pub fn set_owner(&mut self, key: SocketKey, owner: Owner) {
         if let Some(entry) = self.entries.get_mut(key) {

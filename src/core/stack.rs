@@ -10,6 +10,8 @@
 use crate::core::ethernet::Link;
 use crate::core::state::{Completer, Core, CoreConfig};
 use crate::core::work::{Completion, Finish, Inbound, Outbound, Request, Work};
+use crate::info::query;
+use crate::info::set::Setting;
 use crate::link::ethernet::Adapter;
 use crate::nt::NtStatus;
 use crate::nt::dpc::{self, Dpc, DpcHandler};
@@ -18,8 +20,10 @@ use crate::nt::sync::SpinLock;
 use crate::nt::thread::ThreadId;
 use crate::nt::time;
 use crate::nt::timer::Timer;
+use crate::nt::types::TDIObjectID;
 use crate::tdi::TransportAddress;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 use core::sync::atomic::{AtomicBool, Ordering};
 use smoltcp::time::Instant;
@@ -177,6 +181,32 @@ impl Stack {
             self.dpc.queue();
         }
         queued
+    }
+
+    /// Answers an `IOCTL_TCP_QUERY_INFORMATION_EX` object from the core's state, under the core
+    /// lock: the answer is one consistent snapshot. IRQL ≤ DISPATCH_LEVEL.
+    pub fn query_information(
+        &self,
+        id: &TDIObjectID,
+        context: &[u8; 16],
+    ) -> Result<Vec<u8>, NtStatus> {
+        let core = self.core.lock();
+        query::answer(&*core, id, context)
+    }
+
+    /// Applies a decoded `IOCTL_TCP_SET_INFORMATION_EX` setting. ARP entries cannot be set:
+    /// smoltcp's neighbour cache takes no entries from outside. IRQL ≤ DISPATCH_LEVEL.
+    pub fn apply_setting(&self, setting: Setting) -> NtStatus {
+        let mut core = self.core.lock();
+        let status = match setting {
+            Setting::Route(change) => core.change_route(change),
+            Setting::Neighbor { .. } => NtStatus::NOT_SUPPORTED,
+            Setting::Option { instance, option } => core.set_socket_option(instance, option),
+        };
+        drop(core);
+        // A changed socket transmits at the next pass.
+        self.dpc.queue();
+        status
     }
 
     /// Sets or clears the default gateway. PASSIVE_LEVEL.

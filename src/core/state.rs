@@ -9,10 +9,12 @@
 
 use crate::core::address::{Address, EVENT_TYPES, Listener};
 use crate::core::connection::{CloseReason, Connection, Phase, Receive};
+use crate::core::counters::{Counters, LinkCounters, Meter, Metered};
 use crate::core::ethernet::{Link, Port};
 use crate::core::info::Answer;
 use crate::core::ports::PortTable;
 use crate::core::random::Csprng;
+use crate::core::routes::StaticRoutes;
 use crate::core::segment;
 use crate::core::segment::TcpSegment;
 use crate::core::slab::{Key, Slab};
@@ -28,11 +30,15 @@ use crate::nt::sync::SpinLock;
 use crate::nt::types::{TDI_CONNECTION_FILE, TDI_TRANSPORT_ADDRESS_FILE};
 use crate::tdi::{Disconnect, QueryType, Timeout, TransportAddress};
 use alloc::vec::Vec;
+use core::cell::Cell;
 use core::net::{Ipv4Addr, SocketAddrV4};
 use smoltcp::iface::{Config, Interface};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
+
+mod configure;
+mod report;
 
 /// The interface index of the configured address (loopback is 0).
 pub const CONFIGURED_INTERFACE: u32 = 1;
@@ -129,6 +135,14 @@ pub struct Core {
     now: Instant,
     /// The driver's CSPRNG: ISN seeds and the ephemeral port start.
     random: Csprng,
+    /// IP, TCP and ICMP counters (see [`counters`]).
+    counters: Cell<Counters>,
+    /// The loopback link's counters.
+    loopback_link: Cell<LinkCounters>,
+    /// Static routes added with `IOCTL_TCP_SET_INFORMATION_EX` (see [`crate::core::routes`]).
+    routes: StaticRoutes,
+    /// The serial number of the last address file opened.
+    next_serial: u64,
 }
 
 impl Core {
@@ -151,7 +165,18 @@ impl Core {
             config,
             now,
             random,
+            counters: Cell::default(),
+            loopback_link: Cell::default(),
+            routes: StaticRoutes::default(),
+            next_serial: 0,
         })
+    }
+
+    /// Updates the counters. Any IRQL (the core lock is held).
+    fn count(&self, update: impl FnOnce(&mut Counters)) {
+        let mut counters = self.counters.get();
+        update(&mut counters);
+        self.counters.set(counters);
     }
 
     /// Gives the next initial sequence number a fresh CSPRNG seed. smoltcp draws ISNs from a
@@ -311,7 +336,7 @@ impl Core {
         }
         if let (Some(port), Some(device)) = (port.as_mut(), device.as_mut()) {
             for _ in 0..self.config.frame_budget {
-                if !self.ingress_ethernet(&mut port.iface, device, c) {
+                if !self.ingress_ethernet(&mut port.iface, device, &port.link, c) {
                     break;
                 }
             }
@@ -335,11 +360,26 @@ impl Core {
 
     /// Lets the touched sockets transmit, each on its link.
     fn egress(&mut self, port: Option<&mut Port>, device: Option<&mut EthernetDevice<'_>>) {
-        let ethernet = port
-            .zip(device)
-            .map(|(port, device)| (&mut port.iface, device));
+        let mut ethernet = port.zip(device).map(|(port, device)| {
+            let meter = Meter {
+                layers: &self.counters,
+                link: &port.link,
+            };
+            (&mut port.iface, Metered { device, meter })
+        });
+        let ethernet = ethernet
+            .as_mut()
+            .map(|(iface, device)| (&mut **iface, device));
+        let meter = Meter {
+            layers: &self.counters,
+            link: &self.loopback_link,
+        };
+        let mut loopback = Metered {
+            device: &mut self.device,
+            meter,
+        };
         self.sockets
-            .egress((&mut self.iface, &mut self.device), ethernet, self.now);
+            .egress((&mut self.iface, &mut loopback), ethernet, self.now);
     }
 
     /// Binds an Ethernet link under interface 1: a smoltcp interface on it with the
@@ -347,7 +387,8 @@ impl Core {
     pub fn attach_link(&mut self, link: &Link) -> Result<(), NtStatus> {
         let seed = self.random.next_u64();
         let configured = self.configured();
-        let port = Port::new(link, seed, self.now, configured.as_slice(), self.gateway)?;
+        let mut port = Port::new(link, seed, self.now, configured.as_slice(), self.gateway)?;
+        self.routes.apply(&mut port.iface, self.gateway);
         self.ethernet = Some(port);
         Ok(())
     }
@@ -361,7 +402,7 @@ impl Core {
     pub fn set_gateway(&mut self, gateway: Option<Ipv4Addr>) {
         self.gateway = gateway;
         if let Some(port) = self.ethernet.as_mut() {
-            port.set_gateway(gateway);
+            self.routes.apply(&mut port.iface, gateway);
         }
     }
 
@@ -458,7 +499,9 @@ impl Core {
 
     fn bind_address(&mut self, address: TransportAddress, shared: bool) -> Result<u32, NtStatus> {
         let binding = self.ports.bind(address.ip, address.port, shared)?;
+        self.next_serial = self.next_serial.wrapping_add(1);
         let entry = Address {
+            serial: self.next_serial,
             binding,
             refs: 1,
             file_open: true,
@@ -724,6 +767,7 @@ impl Core {
             entry.socket = Some(socket);
             entry.phase = Phase::Connecting { deadline };
         }
+        self.count(|c| c.tcp.active_opens = c.tcp.active_opens.wrapping_add(1));
         Ok(key)
     }
 
@@ -828,6 +872,7 @@ impl Core {
                         self.sockets.set_tuple(key, tuple, route).is_ok()
                     });
                     let held = filed && self.ports.acquire(port).is_ok();
+                    self.count(|c| c.tcp.passive_opens = c.tcp.passive_opens.wrapping_add(1));
                     if !held || pool::try_push(&mut listener.half_open, key).is_err() {
                         // No memory for the bookkeeping: refuse this connection attempt.
                         if let Some(socket) = self.sockets.get(key) {
@@ -857,6 +902,7 @@ impl Core {
             match (state, remote) {
                 (State::SynReceived, _) => index += 1,
                 (State::Closed, _) | (_, None) => {
+                    self.count(|c| c.tcp.attempt_fails = c.tcp.attempt_fails.wrapping_add(1));
                     listener.half_open.swap_remove(index);
                     self.sockets.remove(key);
                     self.ports.release(port);
@@ -1109,8 +1155,16 @@ impl Core {
                 self.device.drop_front();
             }
             Demux::Deliver { target, listener } => {
+                let meter = Meter {
+                    layers: &self.counters,
+                    link: &self.loopback_link,
+                };
+                let mut loopback = Metered {
+                    device: &mut self.device,
+                    meter,
+                };
                 self.sockets
-                    .ingress(target, &mut self.iface, &mut self.device, self.now);
+                    .ingress(target, &mut self.iface, &mut loopback, self.now);
                 self.after_ingress(listener, c);
             }
         }
@@ -1123,6 +1177,7 @@ impl Core {
         &mut self,
         iface: &mut Interface,
         device: &mut EthernetDevice<'_>,
+        link: &Cell<LinkCounters>,
         c: &Completer<'_>,
     ) -> bool {
         let Some(frame) = device.peek_front() else {
@@ -1134,7 +1189,12 @@ impl Core {
                 device.drop_front();
             }
             Demux::Deliver { target, listener } => {
-                self.sockets.ingress(target, iface, device, self.now);
+                let meter = Meter {
+                    layers: &self.counters,
+                    link,
+                };
+                let mut device = Metered { device, meter };
+                self.sockets.ingress(target, iface, &mut device, self.now);
                 self.after_ingress(listener, c);
             }
         }
@@ -1242,6 +1302,7 @@ impl Core {
                     if let Some(irp) = entry.connect.take() {
                         c.done(irp, status, 0);
                     }
+                    self.count(|c| c.tcp.attempt_fails = c.tcp.attempt_fails.wrapping_add(1));
                     let port = self.connection_port(key);
                     self.abandon(socket_key, port, false);
                     return;
@@ -1265,11 +1326,18 @@ impl Core {
             entry.fin_received = true;
         }
         if state == State::Closed && entry.closed.is_none() {
-            entry.closed = Some(if entry.fin_received {
+            let reason = if entry.fin_received {
                 CloseReason::Fin
             } else {
                 CloseReason::Reset
-            });
+            };
+            entry.closed = Some(reason);
+            if reason == CloseReason::Reset {
+                let counters = &self.counters;
+                let mut all = counters.get();
+                all.tcp.established_resets = all.tcp.established_resets.wrapping_add(1);
+                counters.set(all);
+            }
         }
         // Once `closed` is set, these complete whatever still waits with its final status.
         transfer::receive(entry, socket, c);

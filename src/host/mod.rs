@@ -50,6 +50,7 @@ pub mod sys;
 #[cfg(target_os = "linux")]
 pub mod tap;
 mod thread;
+pub use thread::as_unprivileged_user;
 mod verifier;
 pub mod winsock;
 mod work;

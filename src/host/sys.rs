@@ -393,6 +393,42 @@ pub unsafe fn KeDelayExecutionThread(
     NtStatus::SUCCESS.raw()
 }
 
+// ---- Security ------------------------------------------------------------------------------
+
+/// `SeCaptureSubjectContext`: the calling thread's token, as the model keeps it (an
+/// administrator's unless the test made the thread an ordinary user's).
+///
+/// # Safety
+/// `context` points to writable memory for a `SECURITY_SUBJECT_CONTEXT`.
+pub unsafe fn SeCaptureSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT) {
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        context.write(SECURITY_SUBJECT_CONTEXT {
+            ClientToken: std::ptr::null_mut(),
+            ImpersonationLevel: 0,
+            PrimaryToken: thread::token(),
+            ProcessAuditId: std::ptr::null_mut(),
+        })
+    };
+}
+
+/// `SeReleaseSubjectContext`: nothing to release in the model.
+///
+/// # Safety
+/// `context` was filled by `SeCaptureSubjectContext`.
+pub unsafe fn SeReleaseSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT) {
+    let _ = context;
+}
+
+/// `SeTokenIsAdmin`: whether the token is the model's administrator token.
+///
+/// # Safety
+/// `token` came from a captured subject context.
+pub unsafe fn SeTokenIsAdmin(token: *mut std::ffi::c_void) -> BOOLEAN {
+    BOOLEAN::from(thread::is_admin_token(token))
+}
+
 // ---- Spin locks and IRQL --------------------------------------------------------------------
 
 /// `KeAcquireSpinLockRaiseToDpc`: returns the previous IRQL.

@@ -12,6 +12,36 @@ use std::time::Duration;
 
 thread_local! {
     static ETHREAD: Cell<u8> = const { Cell::new(0) };
+    /// Whether this thread's token is an ordinary user's rather than an administrator's.
+    static UNPRIVILEGED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The two tokens of the model, told apart by address.
+static ADMIN_TOKEN: u8 = 0;
+static USER_TOKEN: u8 = 0;
+
+/// The calling thread's primary token. Any IRQL.
+pub(crate) fn token() -> *mut c_void {
+    let token = if UNPRIVILEGED.with(Cell::get) {
+        &USER_TOKEN
+    } else {
+        &ADMIN_TOKEN
+    };
+    std::ptr::from_ref(token).cast_mut().cast()
+}
+
+/// Whether `token` is the administrator's. Any IRQL.
+pub(crate) fn is_admin_token(token: *mut c_void) -> bool {
+    std::ptr::eq(token.cast_const().cast::<u8>(), &ADMIN_TOKEN)
+}
+
+/// Runs `f` with the calling thread holding an ordinary user's token: what a process without
+/// administrator rights sends. Restored afterwards.
+pub fn as_unprivileged_user<R>(f: impl FnOnce() -> R) -> R {
+    let before = UNPRIVILEGED.with(|cell| cell.replace(true));
+    let result = f();
+    UNPRIVILEGED.with(|cell| cell.set(before));
+    result
 }
 
 /// `PsGetCurrentThread`. Any IRQL.

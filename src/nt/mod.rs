@@ -21,6 +21,7 @@ pub mod object;
 pub mod pool;
 #[cfg(kernel)]
 mod rt;
+pub mod security;
 pub mod status;
 pub mod sync;
 pub mod sys;

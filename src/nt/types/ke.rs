@@ -110,3 +110,13 @@ pub const NON_PAGED_POOL: u32 = 0;
 pub const DELAYED_WORK_QUEUE: u32 = 1;
 /// `WORK_QUEUE_TYPE::CriticalWorkQueue`.
 pub const CRITICAL_WORK_QUEUE: u32 = 0;
+
+/// `SECURITY_SUBJECT_CONTEXT` (16 / 32 bytes): the tokens `SeCaptureSubjectContext` captures.
+#[repr(C)]
+pub struct SECURITY_SUBJECT_CONTEXT {
+    pub ClientToken: *mut c_void,
+    /// `SECURITY_IMPERSONATION_LEVEL`.
+    pub ImpersonationLevel: u32,
+    pub PrimaryToken: *mut c_void,
+    pub ProcessAuditId: *mut c_void,
+}

@@ -1,0 +1,97 @@
+//! Configuration changes the information model's set requests make: routes and socket options
+//! (see [`crate::info::set`]). Run under the core lock.
+#![forbid(unsafe_code)]
+
+use super::{CONFIGURED_INTERFACE, Core};
+use crate::core::routes::StaticRoute;
+use crate::info::entities::ADDRESS_ENTITY_BASE;
+use crate::info::set::{RouteChange, SocketOption};
+use crate::nt::NtStatus;
+
+impl Core {
+    /// Adds or deletes a route through interface 1. The default route is the gateway; other
+    /// destinations are static routes. Routes through loopback are refused, as ReactOS's
+    /// transport refuses them. DISPATCH_LEVEL.
+    pub fn change_route(&mut self, change: RouteChange) -> NtStatus {
+        if change.interface != CONFIGURED_INTERFACE {
+            return NtStatus::INVALID_PARAMETER;
+        }
+        let default = change.prefix == 0;
+        let status = match (default, change.delete) {
+            (true, false) if change.gateway.is_unspecified() => NtStatus::INVALID_PARAMETER,
+            (true, false) => {
+                self.gateway = Some(change.gateway);
+                NtStatus::SUCCESS
+            }
+            (true, true) if self.gateway.is_some() => {
+                self.gateway = None;
+                NtStatus::SUCCESS
+            }
+            (false, false) => {
+                let route = StaticRoute {
+                    destination: change.destination,
+                    prefix: change.prefix,
+                    gateway: change.gateway,
+                    metric: change.metric,
+                };
+                match self.routes.add(route) {
+                    Ok(()) => NtStatus::SUCCESS,
+                    Err(status) => status,
+                }
+            }
+            (false, true) if self.routes.remove(change.destination, change.prefix) => {
+                NtStatus::SUCCESS
+            }
+            (_, true) => NtStatus::INVALID_PARAMETER,
+        };
+        if status == NtStatus::SUCCESS
+            && let Some(port) = self.ethernet.as_mut()
+        {
+            self.routes.apply(&mut port.iface, self.gateway);
+        }
+        status
+    }
+
+    /// Applies a socket option sent to the transport entity `instance` to every connection
+    /// associated with that address file (and to its listening socket).
+    /// `STATUS_INVALID_PARAMETER` if no open address file has that entity. DISPATCH_LEVEL.
+    pub fn set_socket_option(&mut self, instance: u32, option: SocketOption) -> NtStatus {
+        let Some(address) = instance.checked_sub(ADDRESS_ENTITY_BASE) else {
+            return NtStatus::INVALID_PARAMETER;
+        };
+        let Some(entry) = self
+            .address_key(address)
+            .and_then(|key| self.addresses.get(key))
+            .filter(|entry| entry.file_open)
+        else {
+            return NtStatus::INVALID_PARAMETER;
+        };
+        let listening = entry.listener.as_ref().and_then(|listener| listener.socket);
+        for index in 0..self.connections.slot_count() {
+            let Some((_, connection)) = self.connection_mut(index) else {
+                continue;
+            };
+            if connection.address != Some(address) {
+                continue;
+            }
+            match option {
+                SocketOption::NoDelay(enabled) => {
+                    self.set_no_delay(index, enabled);
+                }
+                SocketOption::Ttl(ttl) => {
+                    let socket = connection.socket;
+                    if let Some(socket) = socket.and_then(|socket| self.sockets.get(socket)) {
+                        socket.set_hop_limit(Some(ttl));
+                    }
+                }
+                SocketOption::NoEffect => {}
+            }
+        }
+        if let (Some(socket), SocketOption::Ttl(ttl)) = (listening, option)
+            && let Some(socket) = self.sockets.get(socket)
+        {
+            socket.set_hop_limit(Some(ttl));
+        }
+        NtStatus::SUCCESS
+    }
+}

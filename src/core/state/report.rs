@@ -1,0 +1,206 @@
+//! The core as the information model's [`Source`]: its interfaces, routes, sockets, address
+//! files and counters, read under the core lock and handed over as values.
+#![forbid(unsafe_code)]
+
+use super::{CONFIGURED_INTERFACE, Core};
+use crate::core::counters::{Counters, LinkCounters};
+use crate::info::model::{
+    Each, EachInterface, Interface, LinkKind, NeighborRow, RouteKind, RouteRow, Source, TcpRow,
+    TcpState, Transport, UdpRow,
+};
+use crate::nt::NtStatus;
+use crate::nt::pool;
+use alloc::vec::Vec;
+use core::net::{Ipv4Addr, SocketAddrV4};
+use smoltcp::socket::tcp::State;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+
+/// The loopback's speed as Windows reports it: 10 Mbit/s.
+const LOOPBACK_SPEED: u32 = 10_000_000;
+
+/// `(address, prefix)` of an IPv4 CIDR.
+fn v4(cidr: IpCidr) -> (Ipv4Addr, u8) {
+    let IpCidr::Ipv4(cidr) = cidr;
+    (cidr.address(), cidr.prefix_len())
+}
+
+/// The network of `ip`/`prefix`.
+fn network(ip: Ipv4Addr, prefix: u8) -> Ipv4Addr {
+    let mask = u32::MAX
+        .checked_shl(32u32.saturating_sub(u32::from(prefix)))
+        .unwrap_or(0);
+    Ipv4Addr::from(u32::from(ip) & mask)
+}
+
+fn tcp_state(state: State) -> TcpState {
+    match state {
+        State::Closed => TcpState::Closed,
+        State::Listen => TcpState::Listen,
+        State::SynSent => TcpState::SynSent,
+        State::SynReceived => TcpState::SynReceived,
+        State::Established => TcpState::Established,
+        State::FinWait1 => TcpState::FinWait1,
+        State::FinWait2 => TcpState::FinWait2,
+        State::CloseWait => TcpState::CloseWait,
+        State::Closing => TcpState::Closing,
+        State::LastAck => TcpState::LastAck,
+        State::TimeWait => TcpState::TimeWait,
+    }
+}
+
+fn endpoint(addr: Option<IpAddress>, port: u16) -> SocketAddrV4 {
+    let ip = match addr {
+        Some(IpAddress::Ipv4(ip)) => ip,
+        None => Ipv4Addr::UNSPECIFIED,
+    };
+    SocketAddrV4::new(ip, port)
+}
+
+impl Source for Core {
+    fn interfaces(&self, each: EachInterface<'_>) -> Result<(), NtStatus> {
+        each(&Interface {
+            index: 0,
+            kind: LinkKind::Loopback,
+            name: b"Loopback",
+            mtu: u32::try_from(self.config.loopback_mtu).unwrap_or(u32::MAX),
+            speed: LOOPBACK_SPEED,
+            physical: &[],
+            admin_up: true,
+            oper_up: true,
+            counters: self.loopback_link.get(),
+            address: Some((Ipv4Addr::LOCALHOST, 8)),
+        })?;
+        let configured = self.configured().map(v4);
+        if configured.is_none() && self.ethernet.is_none() {
+            return Ok(());
+        }
+        let mac = match self
+            .ethernet
+            .as_ref()
+            .map(|port| port.iface.hardware_addr())
+        {
+            Some(HardwareAddress::Ethernet(mac)) => mac.0,
+            _ => [0; 6],
+        };
+        let port = self.ethernet.as_ref();
+        each(&Interface {
+            index: CONFIGURED_INTERFACE,
+            kind: LinkKind::Ethernet,
+            name: b"Ethernet",
+            mtu: port.map_or(1500, |port| u32::try_from(port.mtu).unwrap_or(u32::MAX)),
+            speed: 0,
+            physical: if port.is_some() { &mac } else { &[] },
+            admin_up: true,
+            oper_up: port.is_some(),
+            counters: port.map_or(LinkCounters::default(), |port| port.link.get()),
+            address: configured,
+        })
+    }
+
+    fn routes(&self, each: Each<'_, RouteRow>) -> Result<(), NtStatus> {
+        each(&RouteRow {
+            destination: Ipv4Addr::new(127, 0, 0, 0),
+            prefix: 8,
+            next_hop: Ipv4Addr::LOCALHOST,
+            interface: 0,
+            kind: RouteKind::Direct,
+            is_static: false,
+            metric: 1,
+        })?;
+        let Some((ip, prefix)) = self.configured().map(v4) else {
+            return Ok(());
+        };
+        each(&RouteRow {
+            destination: network(ip, prefix),
+            prefix,
+            next_hop: ip,
+            interface: CONFIGURED_INTERFACE,
+            kind: RouteKind::Direct,
+            is_static: false,
+            metric: 1,
+        })?;
+        if let Some(gateway) = self.gateway {
+            each(&RouteRow {
+                destination: Ipv4Addr::UNSPECIFIED,
+                prefix: 0,
+                next_hop: gateway,
+                interface: CONFIGURED_INTERFACE,
+                kind: RouteKind::Indirect,
+                is_static: true,
+                metric: 1,
+            })?;
+        }
+        for route in self.routes.iter() {
+            each(&RouteRow {
+                destination: route.destination,
+                prefix: route.prefix,
+                next_hop: route.gateway,
+                interface: CONFIGURED_INTERFACE,
+                kind: RouteKind::Indirect,
+                is_static: true,
+                metric: route.metric,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// smoltcp keeps its neighbour cache private (no iteration in 0.14), so the ARP table is
+    /// empty until the core mirrors it.
+    fn neighbors(&self, _each: Each<'_, NeighborRow>) -> Result<(), NtStatus> {
+        Ok(())
+    }
+
+    fn tcp_connections(&self, each: Each<'_, TcpRow>) -> Result<(), NtStatus> {
+        self.sockets.try_for_each(|socket| {
+            let state = socket.state();
+            if state == State::Closed {
+                return Ok(());
+            }
+            let (local, remote) = match (socket.local_endpoint(), socket.remote_endpoint()) {
+                (Some(local), Some(remote)) => (
+                    endpoint(Some(local.addr), local.port),
+                    endpoint(Some(remote.addr), remote.port),
+                ),
+                _ => {
+                    let listen = socket.listen_endpoint();
+                    (
+                        endpoint(listen.addr, listen.port),
+                        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                    )
+                }
+            };
+            each(&TcpRow {
+                state: tcp_state(state),
+                local,
+                remote,
+            })
+        })
+    }
+
+    /// UDP is not served yet: no listeners.
+    fn udp_listeners(&self, _each: Each<'_, UdpRow>) -> Result<(), NtStatus> {
+        Ok(())
+    }
+
+    fn address_files(&self, each: Each<'_, (Transport, u32)>) -> Result<(), NtStatus> {
+        let mut open: Vec<(u64, u32)> = Vec::new();
+        for index in 0..self.addresses.slot_count() {
+            let address = self
+                .addresses
+                .key_at(index)
+                .and_then(|key| self.addresses.get(key));
+            if let Some(address) = address.filter(|address| address.file_open) {
+                pool::try_push(&mut open, (address.serial, index))?;
+            }
+        }
+        open.sort_unstable();
+        for (_, index) in open {
+            each(&(Transport::Tcp, index))?;
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> Counters {
+        self.counters.get()
+    }
+}

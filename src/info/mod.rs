@@ -1,0 +1,16 @@
+//! The IP helper's view of the stack: the TDI entities and the answers to
+//! `IOCTL_TCP_QUERY_INFORMATION_EX` that iphlpapi, wshtcpip and `netstat`/`route`/`arp`/
+//! `ipconfig` read (contract §5.1).
+//!
+//! - [`model`]: the rows and the [`Source`](model::Source) trait the core (and, later, the
+//!   NDIS binding and UDP) feed;
+//! - [`entities`]: the entity list derived from the interfaces and address files;
+//! - [`query`]: the answers, built from a `Source` under the core lock;
+//! - [`set`]: set requests decoded (routes, ARP entries, socket options);
+//! - [`wire`]: the `IFEntry`, `IPSNMPInfo`, ... wire structures.
+
+pub mod entities;
+pub mod model;
+pub mod query;
+pub mod set;
+pub mod wire;
