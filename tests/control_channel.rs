@@ -56,7 +56,7 @@ fn zero_length_probe_succeeds_with_the_needed_size_and_the_fetch_returns_loopbac
         let (status, needed) =
             kernel.device_io_control(handle, IOCTL_TCP_QUERY_INFORMATION_EX, &input, &mut []);
         assert_eq!(status, NtStatus::SUCCESS);
-        assert_eq!(needed, 3 * size_of::<TDIEntityID>());
+        assert_eq!(needed, 6 * size_of::<TDIEntityID>());
 
         let mut out = vec![0u8; needed];
         let (status, written) =
@@ -67,12 +67,21 @@ fn zero_length_probe_succeeds_with_the_needed_size_and_the_fetch_returns_loopbac
             "size is stable"
         );
         let entities = <[TDIEntityID]>::ref_from_bytes(&out).expect("entity array");
-        let expected = [(IF_ENTITY, 0), (AT_ENTITY, 0), (CL_NL_ENTITY, 0)];
+        // Loopback's IF, AT, NL, then the protocol entities (ICMP, TCP, UDP): with no ARP
+        // interface their instance is 0.
+        let expected = [
+            (IF_ENTITY, 0),
+            (AT_ENTITY, 0),
+            (CL_NL_ENTITY, 0),
+            (ER_ENTITY, 0),
+            (CO_TL_ENTITY, 0),
+            (CL_TL_ENTITY, 0),
+        ];
         let got: Vec<_> = entities
             .iter()
             .map(|e| (e.tei_entity, e.tei_instance))
             .collect();
-        assert_eq!(got, expected, "IF, AT, NL of loopback, in interface order");
+        assert_eq!(got, expected, "IF, AT, NL of loopback, then the protocols");
     });
 }
 
@@ -87,7 +96,7 @@ fn short_buffer_succeeds_with_the_needed_size_and_copies_nothing() {
             &mut out,
         );
         assert_eq!(status, NtStatus::SUCCESS);
-        assert_eq!(needed, 24);
+        assert_eq!(needed, 48);
         assert_eq!(out, [0xAA; 8], "nothing copied into a short buffer");
     });
 }
