@@ -383,7 +383,10 @@ fn route(dest: [u8; 4], mask: [u8; 4], gateway: [u8; 4], kind: u32) -> IPRouteEn
     }
 }
 
-fn routes(t: &Loaded, control: Handle, instance: u32) -> Vec<([u8; 4], [u8; 4], [u8; 4], u32)> {
+/// A route as (destination, mask, next hop, type).
+type RouteRow = ([u8; 4], [u8; 4], [u8; 4], u32);
+
+fn routes(t: &Loaded, control: Handle, instance: u32) -> Vec<RouteRow> {
     rows::<IPRouteEntry>(&query(t, control, provider(CL_NL_ENTITY, instance, 0x101)).unwrap())
         .iter()
         .map(|r| (r.ire_dest, r.ire_mask, r.ire_nexthop, r.ire_type))
