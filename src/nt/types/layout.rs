@@ -123,6 +123,12 @@ macro_rules! layout {
 layout! {
     // ---- Basic types (ntdef.h, wdm.h) ----
     LIST_ENTRY = 8 / 16, align 4 / 8 { Flink: 0 / 0, Blink: 4 / 8 }
+    SECURITY_SUBJECT_CONTEXT = 16 / 32, align 4 / 8 {
+        ClientToken: 0 / 0,
+        ImpersonationLevel: 4 / 8,
+        PrimaryToken: 8 / 16,
+        ProcessAuditId: 12 / 24,
+    }
     UNICODE_STRING = 8 / 16, align 4 / 8 {
         Length: 0 / 0,
         MaximumLength: 2 / 2,
