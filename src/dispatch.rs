@@ -6,7 +6,8 @@
 #![forbid(unsafe_code)]
 
 use crate::core::work::{Object, Request};
-use crate::driver::Tcpip;
+use crate::driver::{IP_DEVICE, Tcpip};
+use crate::info::provider;
 use crate::info::set::{self, Setting};
 use crate::nt::NtStatus;
 use crate::nt::irp::{Dispatched, FileObject, Irp};
@@ -15,7 +16,7 @@ use crate::nt::security;
 use crate::nt::types::*;
 use crate::tdi::ioctl::{SetIpAddress, parse_delete_ip_address};
 use crate::tdi::request::{
-    AssociateParams, KernelRequest, QueryInformationParams, ReceiveParams, SendParams,
+    AssociateParams, KernelRequest, QueryInformationParams, QueryType, ReceiveParams, SendParams,
     SetEventParams,
 };
 use crate::tdi::{
@@ -23,6 +24,7 @@ use crate::tdi::{
     copy_out_with_probe,
 };
 use core::net::SocketAddrV4;
+use zerocopy::IntoBytes;
 
 /// What a file object of this driver is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +37,9 @@ enum FileKind {
 /// Reads the kind and object index that CREATE stored in `FsContext2`/`FsContext`.
 fn file_kind(file: FileObject<'_>) -> Option<FileKind> {
     let (context, kind) = file.context();
-    let index = u32::try_from(context.checked_sub(1)?).ok();
+    let index = context
+        .checked_sub(1)
+        .and_then(|index| u32::try_from(index).ok());
     match kind as u32 {
         TDI_TRANSPORT_ADDRESS_FILE => index.map(FileKind::Address),
         TDI_CONNECTION_FILE => index.map(FileKind::Connection),
@@ -45,13 +49,13 @@ fn file_kind(file: FileObject<'_>) -> Option<FileKind> {
 }
 
 /// Routes an IRP by major function. PASSIVE_LEVEL.
-pub fn dispatch(driver: &'static Tcpip, _device: usize, irp: Irp) -> Dispatched {
+pub fn dispatch(driver: &'static Tcpip, device: usize, irp: Irp) -> Dispatched {
     match irp.stack().major() {
         IRP_MJ_CREATE => create(driver, irp),
         IRP_MJ_CLEANUP => irp.complete(NtStatus::SUCCESS, 0),
         IRP_MJ_CLOSE => close(driver, irp),
         IRP_MJ_DEVICE_CONTROL => device_control(driver, irp),
-        IRP_MJ_INTERNAL_DEVICE_CONTROL => internal_device_control(driver, irp),
+        IRP_MJ_INTERNAL_DEVICE_CONTROL => internal_device_control(driver, device, irp),
         _ => irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0),
     }
 }
@@ -108,7 +112,7 @@ fn close(driver: &'static Tcpip, irp: Irp) -> Dispatched {
 }
 
 /// IRP_MJ_INTERNAL_DEVICE_CONTROL: TDI requests, by `MinorFunction`.
-fn internal_device_control(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
+fn internal_device_control(driver: &'static Tcpip, device: usize, mut irp: Irp) -> Dispatched {
     let stack = irp.stack();
     let minor = stack.minor();
     let params = stack.parameters();
@@ -162,17 +166,21 @@ fn internal_device_control(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
             }
         }
         (TDI_QUERY_INFORMATION, _) => {
-            let object = match kind {
-                Some(FileKind::Address(index)) => Object::Address(index),
-                Some(FileKind::Connection(index)) => Object::Connection(index),
-                _ => return irp.complete(NtStatus::INVALID_PARAMETER, 0),
-            };
-            match QueryInformationParams::parse(&params) {
-                Ok(query) => Request::Query {
-                    object,
-                    kind: query.query_type,
-                },
+            let query = match QueryInformationParams::parse(&params) {
+                Ok(query) => query.query_type,
                 Err(status) => return irp.complete(status, 0),
+            };
+            let object = match (kind, query) {
+                (_, QueryType::ProviderStatistics) | (Some(FileKind::Control), _) => {
+                    return query_transport(driver, device, query, irp);
+                }
+                (Some(FileKind::Address(index)), _) => Object::Address(index),
+                (Some(FileKind::Connection(index)), _) => Object::Connection(index),
+                (None, _) => return irp.complete(NtStatus::INVALID_PARAMETER, 0),
+            };
+            Request::Query {
+                object,
+                kind: query,
             }
         }
         (TDI_SET_EVENT_HANDLER, _) => {
@@ -216,6 +224,42 @@ fn internal_device_control(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
     driver
         .stack()
         .submit(request, irp, if cancellable { cancel } else { None })
+}
+
+/// `TDI_QUERY_INFORMATION` about the transport itself, answered synchronously as Windows does:
+/// provider information on a control channel (not on `\Device\Ip`, which has no transport
+/// behind it), provider statistics on any file. PASSIVE_LEVEL.
+fn query_transport(
+    driver: &'static Tcpip,
+    device: usize,
+    query: QueryType,
+    irp: Irp,
+) -> Dispatched {
+    let info;
+    let statistics;
+    let answer: &[u8] = match query {
+        QueryType::ProviderInfo if device != IP_DEVICE => {
+            info = provider::control_channel_info();
+            info.as_bytes()
+        }
+        QueryType::ProviderInfo => return irp.complete(NtStatus::NOT_IMPLEMENTED, 0),
+        QueryType::ProviderStatistics => match driver.stack().provider_statistics() {
+            Ok(answer) => {
+                statistics = answer;
+                statistics.as_bytes()
+            }
+            Err(status) => return irp.complete(status, 0),
+        },
+        _ => return irp.complete(NtStatus::INVALID_PARAMETER, 0),
+    };
+    let written = match irp.mdl() {
+        Some(mdl) if mdl.len() >= answer.len() => mdl.write(answer),
+        _ => Err(NtStatus::BUFFER_TOO_SMALL),
+    };
+    match written {
+        Ok(written) => irp.complete(NtStatus::SUCCESS, written),
+        Err(status) => irp.complete(status, 0),
+    }
 }
 
 /// TDI_ASSOCIATE_ADDRESS: resolves the address handle in the caller's context (it is the

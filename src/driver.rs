@@ -20,6 +20,10 @@ pub const DEVICE_NAMES: &[&str] = &[
     "\\Device\\Ip",
 ];
 
+/// The index of `\Device\Ip` in [`DEVICE_NAMES`]: the IP helper's device, with no transport.
+pub const IP_DEVICE: usize = 3;
+const _: () = assert!(IP_DEVICE < DEVICE_NAMES.len());
+
 /// The state of tcpip.sys.
 pub struct Tcpip {
     devices: [Device; DEVICE_NAMES.len()],

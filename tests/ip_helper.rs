@@ -537,3 +537,80 @@ fn socket_options_reach_the_address_file_they_name() {
     t.close(control);
     t.unload();
 }
+
+#[test]
+fn control_channels_describe_the_transport_as_windows_does() {
+    let t = loaded();
+    for device in ["\\Device\\Tcp", "\\Device\\Udp", "\\Device\\RawIp"] {
+        let control = t.kernel.create_file(device, None, 0).unwrap();
+        let mut out = [0u8; 64];
+        let result = t.request(
+            control,
+            TDI_QUERY_INFORMATION,
+            tcpip::host::afd::wire::query_information(TDI_QUERY_PROVIDER_INFO),
+            Some(&mut out),
+        );
+        assert_eq!(
+            (result.status, result.information),
+            (NtStatus::SUCCESS, 40),
+            "{device}"
+        );
+        let (info, _) = TDI_PROVIDER_INFO::read_from_prefix(&out).unwrap();
+        // Windows Server 2003's figures, as ReactOS's kmtest tcpip/tdi.c records them.
+        assert_eq!(
+            (
+                info.Version,
+                info.MaxSendSize,
+                info.MaxDatagramSize,
+                info.ServiceFlags
+            ),
+            (0x0100, u32::MAX, 65507, 0x007B_89AF),
+            "{device}"
+        );
+        assert_eq!(
+            (info.MinimumLookaheadData, info.MaximumLookaheadData),
+            (1, 65535)
+        );
+        t.close(control);
+    }
+    let ip = t.kernel.create_file("\\Device\\Ip", None, 0).unwrap();
+    let mut out = [0u8; 64];
+    let result = t.request(
+        ip,
+        TDI_QUERY_INFORMATION,
+        tcpip::host::afd::wire::query_information(TDI_QUERY_PROVIDER_INFO),
+        Some(&mut out),
+    );
+    assert_eq!(
+        result.status,
+        NtStatus::NOT_IMPLEMENTED,
+        "\\Device\\Ip has no transport"
+    );
+    // Statistics: the open connections and the segments, on a control channel of any device.
+    let pair = connected_pair(&t, local(4400));
+    let mut stats = [0u8; 200];
+    let result = t.request(
+        ip,
+        TDI_QUERY_INFORMATION,
+        tcpip::host::afd::wire::query_information(TDI_QUERY_PROVIDER_STATISTICS),
+        Some(&mut stats),
+    );
+    assert_eq!(
+        (result.status, result.information),
+        (NtStatus::SUCCESS, 200)
+    );
+    let (stats, _) = TDI_PROVIDER_STATISTICS::read_from_prefix(&stats).unwrap();
+    assert_eq!((stats.Version, stats.OpenConnections), (0x0100, 2));
+    assert!(stats.PacketsSent >= 3 && stats.PacketsSent == stats.PacketsReceived);
+    let mut short = [0u8; 199];
+    let result = t.request(
+        ip,
+        TDI_QUERY_INFORMATION,
+        tcpip::host::afd::wire::query_information(TDI_QUERY_PROVIDER_STATISTICS),
+        Some(&mut short),
+    );
+    assert_eq!(result.status, NtStatus::BUFFER_TOO_SMALL);
+    close_pair(&t, pair);
+    t.close(ip);
+    t.unload();
+}

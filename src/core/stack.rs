@@ -10,8 +10,8 @@
 use crate::core::ethernet::Link;
 use crate::core::state::{Completer, Core, CoreConfig};
 use crate::core::work::{Completion, Finish, Inbound, Outbound, Request, Work};
-use crate::info::query;
 use crate::info::set::Setting;
+use crate::info::{provider, query};
 use crate::link::ethernet::Adapter;
 use crate::nt::NtStatus;
 use crate::nt::dpc::{self, Dpc, DpcHandler};
@@ -20,7 +20,7 @@ use crate::nt::sync::SpinLock;
 use crate::nt::thread::ThreadId;
 use crate::nt::time;
 use crate::nt::timer::Timer;
-use crate::nt::types::TDIObjectID;
+use crate::nt::types::{TDI_PROVIDER_STATISTICS, TDIObjectID};
 use crate::tdi::TransportAddress;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -192,6 +192,12 @@ impl Stack {
     ) -> Result<Vec<u8>, NtStatus> {
         let core = self.core.lock();
         query::answer(&*core, id, context)
+    }
+
+    /// The `TDI_PROVIDER_STATISTICS` of the transport. IRQL ≤ DISPATCH_LEVEL.
+    pub fn provider_statistics(&self) -> Result<TDI_PROVIDER_STATISTICS, NtStatus> {
+        let core = self.core.lock();
+        provider::statistics(&*core)
     }
 
     /// Applies a decoded `IOCTL_TCP_SET_INFORMATION_EX` setting. ARP entries cannot be set:

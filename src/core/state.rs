@@ -1089,6 +1089,8 @@ impl Core {
             )),
             QueryType::ProviderInfo => Ok(Answer::provider()),
             QueryType::MaxDatagramInfo => Ok(Answer::max_datagram()),
+            // Answered in dispatch, from the information model.
+            QueryType::ProviderStatistics => Err(NtStatus::INVALID_DEVICE_REQUEST),
         };
         let result = answer.and_then(|answer| {
             let mdl = irp.irp().mdl().ok_or(NtStatus::BUFFER_TOO_SMALL)?;

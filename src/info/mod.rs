@@ -5,12 +5,14 @@
 //! - [`model`]: the rows and the [`Source`](model::Source) trait the core (and, later, the
 //!   NDIS binding and UDP) feed;
 //! - [`entities`]: the entity list derived from the interfaces and address files;
+//! - [`provider`]: `TDI_QUERY_INFORMATION` on a control channel;
 //! - [`query`]: the answers, built from a `Source` under the core lock;
 //! - [`set`]: set requests decoded (routes, ARP entries, socket options);
 //! - [`wire`]: the `IFEntry`, `IPSNMPInfo`, ... wire structures.
 
 pub mod entities;
 pub mod model;
+pub mod provider;
 pub mod query;
 pub mod set;
 pub mod wire;

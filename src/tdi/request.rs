@@ -31,10 +31,11 @@ use crate::nt::NtStatus;
 use crate::nt::types::{
     IoStackParameters, TDI_DISCONNECT_ABORT, TDI_DISCONNECT_RELEASE, TDI_DISCONNECT_WAIT,
     TDI_QUERY_ADDRESS_INFO, TDI_QUERY_CONNECTION_INFO, TDI_QUERY_MAX_DATAGRAM_INFO,
-    TDI_QUERY_PROVIDER_INFO, TDI_RECEIVE_NORMAL, TDI_RECEIVE_PEEK, TDI_REQUEST_KERNEL,
-    TDI_REQUEST_KERNEL_ASSOCIATE, TDI_REQUEST_KERNEL_QUERY_INFORMATION, TDI_REQUEST_KERNEL_RECEIVE,
-    TDI_REQUEST_KERNEL_RECEIVEDG, TDI_REQUEST_KERNEL_SEND, TDI_REQUEST_KERNEL_SENDDG,
-    TDI_REQUEST_KERNEL_SET_EVENT, TDI_SEND_EXPEDITED, TDI_SEND_NON_BLOCKING, TDI_SEND_PARTIAL,
+    TDI_QUERY_PROVIDER_INFO, TDI_QUERY_PROVIDER_STATISTICS, TDI_RECEIVE_NORMAL, TDI_RECEIVE_PEEK,
+    TDI_REQUEST_KERNEL, TDI_REQUEST_KERNEL_ASSOCIATE, TDI_REQUEST_KERNEL_QUERY_INFORMATION,
+    TDI_REQUEST_KERNEL_RECEIVE, TDI_REQUEST_KERNEL_RECEIVEDG, TDI_REQUEST_KERNEL_SEND,
+    TDI_REQUEST_KERNEL_SENDDG, TDI_REQUEST_KERNEL_SET_EVENT, TDI_SEND_EXPEDITED,
+    TDI_SEND_NON_BLOCKING, TDI_SEND_PARTIAL,
 };
 use core::mem::{offset_of, size_of};
 use core::time::Duration;
@@ -286,6 +287,8 @@ pub enum QueryType {
     ConnectionInfo,
     /// `TDI_QUERY_MAX_DATAGRAM_INFO` (9): a `TDI_MAX_DATAGRAM_INFO`.
     MaxDatagramInfo,
+    /// `TDI_QUERY_PROVIDER_STATISTICS` (5): a `TDI_PROVIDER_STATISTICS`.
+    ProviderStatistics,
 }
 
 impl QueryType {
@@ -297,6 +300,7 @@ impl QueryType {
             TDI_QUERY_ADDRESS_INFO => Ok(Self::AddressInfo),
             TDI_QUERY_CONNECTION_INFO => Ok(Self::ConnectionInfo),
             TDI_QUERY_MAX_DATAGRAM_INFO => Ok(Self::MaxDatagramInfo),
+            TDI_QUERY_PROVIDER_STATISTICS => Ok(Self::ProviderStatistics),
             _ => Err(NtStatus::NOT_IMPLEMENTED),
         }
     }
@@ -308,6 +312,7 @@ impl QueryType {
             Self::AddressInfo => TDI_QUERY_ADDRESS_INFO,
             Self::ConnectionInfo => TDI_QUERY_CONNECTION_INFO,
             Self::MaxDatagramInfo => TDI_QUERY_MAX_DATAGRAM_INFO,
+            Self::ProviderStatistics => TDI_QUERY_PROVIDER_STATISTICS,
         }
     }
 }
@@ -581,6 +586,7 @@ mod tests {
             (2, QueryType::ProviderInfo),
             (3, QueryType::AddressInfo),
             (4, QueryType::ConnectionInfo),
+            (5, QueryType::ProviderStatistics),
             (9, QueryType::MaxDatagramInfo),
         ] {
             assert_eq!(QueryType::from_raw(raw), Ok(t));
@@ -590,7 +596,7 @@ mod tests {
 
     #[test]
     fn unknown_query_type_is_not_implemented() {
-        for raw in [0, 1, 5, 6, 7, 8, 10, -1, i32::MAX] {
+        for raw in [0, 1, 6, 7, 8, 10, -1, i32::MAX] {
             assert_eq!(
                 QueryType::from_raw(raw),
                 Err(NtStatus::NOT_IMPLEMENTED),

@@ -403,6 +403,30 @@ layout! {
     }
 
     // ---- TDI_QUERY_INFORMATION answers (tdi.h) ----
+    TDI_PROVIDER_STATISTICS = ..ResourceStats 200 / 200, align 8 / 8 {
+        Version: 0 / 0,
+        OpenConnections: 4 / 4,
+        NoListenFailures: 52 / 52,
+        DatagramsSent: 56 / 56,
+        DatagramBytesSent: 64 / 64,
+        DatagramsReceived: 72 / 72,
+        DatagramBytesReceived: 80 / 80,
+        PacketsSent: 88 / 88,
+        PacketsReceived: 92 / 92,
+        DataFramesSent: 96 / 96,
+        DataFrameBytesSent: 104 / 104,
+        DataFramesReceived: 112 / 112,
+        DataFrameBytesReceived: 120 / 120,
+        DataFramesResent: 128 / 128,
+        DataFrameBytesResent: 136 / 136,
+        DataFramesRejected: 144 / 144,
+        DataFrameBytesRejected: 152 / 152,
+        ResponseTimerExpirations: 160 / 160,
+        PiggybackAckTimeouts: 180 / 180,
+        WastedPacketSpace: 184 / 184,
+        WastedSpacePackets: 192 / 192,
+        NumberOfResources: 196 / 196,
+    }
     TDI_PROVIDER_INFO = 40 / 40, align 8 / 8 {
         Version: 0 / 0,
         MaxSendSize: 4 / 4,

@@ -42,6 +42,7 @@ pub const TDI_SEND_NON_BLOCKING: u32 = 0x100;
 pub const TDI_QUERY_PROVIDER_INFO: i32 = 2;
 pub const TDI_QUERY_ADDRESS_INFO: i32 = 3;
 pub const TDI_QUERY_CONNECTION_INFO: i32 = 4;
+pub const TDI_QUERY_PROVIDER_STATISTICS: i32 = 5;
 pub const TDI_QUERY_MAX_DATAGRAM_INFO: i32 = 9;
 
 pub const TDI_ADDRESS_TYPE_IP: u16 = 2;
@@ -241,6 +242,56 @@ pub struct TDI_PROVIDER_INFO {
     pub MaximumLookaheadData: u32,
     pub NumberOfResources: u32,
     pub StartTime: i64,
+}
+
+/// `TDI_PROVIDER_STATISTICS` up to `ResourceStats` (200 bytes): the answer to
+/// `TDI_QUERY_PROVIDER_STATISTICS`, with no resource entries (`NumberOfResources` 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct TDI_PROVIDER_STATISTICS {
+    pub Version: u32,
+    pub OpenConnections: u32,
+    pub ConnectionsAfterNoRetry: u32,
+    pub ConnectionsAfterRetry: u32,
+    pub LocalDisconnects: u32,
+    pub RemoteDisconnects: u32,
+    pub LinkFailures: u32,
+    pub AdapterFailures: u32,
+    pub SessionTimeouts: u32,
+    pub CancelledConnections: u32,
+    pub RemoteResourceFailures: u32,
+    pub LocalResourceFailures: u32,
+    pub NotFoundFailures: u32,
+    pub NoListenFailures: u32,
+    pub DatagramsSent: u32,
+    pub _pad0: u32,
+    pub DatagramBytesSent: i64,
+    pub DatagramsReceived: u32,
+    pub _pad1: u32,
+    pub DatagramBytesReceived: i64,
+    pub PacketsSent: u32,
+    pub PacketsReceived: u32,
+    pub DataFramesSent: u32,
+    pub _pad2: u32,
+    pub DataFrameBytesSent: i64,
+    pub DataFramesReceived: u32,
+    pub _pad3: u32,
+    pub DataFrameBytesReceived: i64,
+    pub DataFramesResent: u32,
+    pub _pad4: u32,
+    pub DataFrameBytesResent: i64,
+    pub DataFramesRejected: u32,
+    pub _pad5: u32,
+    pub DataFrameBytesRejected: i64,
+    pub ResponseTimerExpirations: u32,
+    pub AckTimerExpirations: u32,
+    pub MaximumSendWindow: u32,
+    pub AverageSendWindow: u32,
+    pub PiggybackAckQueued: u32,
+    pub PiggybackAckTimeouts: u32,
+    pub WastedPacketSpace: i64,
+    pub WastedSpacePackets: u32,
+    pub NumberOfResources: u32,
 }
 
 /// `TDI_CONNECTION_INFO` (56 bytes).
