@@ -8,7 +8,12 @@ mod interop_support;
 use interop_support::Namespace;
 use interop_support::driver::{self, DriverOnTap};
 use interop_support::peers;
-use std::net::{SocketAddr, SocketAddrV4, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use tcpip::info::wire::{IFEntry, IPNetToMediaEntry};
+use tcpip::nt::NtStatus;
+use tcpip::nt::types::*;
+use tcpip::tdi::QueryInformationEx;
+use zerocopy::FromBytes;
 
 /// The MAC address Linux's side of the TAP moves to.
 const NEW_LINUX_MAC: &str = "02:77:77:00:00:01";
@@ -50,6 +55,60 @@ fn driver_echoes(namespace: &Namespace, setup: &DriverOnTap, port: u16, connecti
     server.join().expect("Linux server").expect("Linux echo");
 }
 
+/// Linux's MAC on its side of the TAP, from `ip link show`.
+fn linux_mac(namespace: &Namespace) -> String {
+    let link = namespace.ip(&["link", "show", namespace.tap()]);
+    let after = link
+        .split("link/ether ")
+        .nth(1)
+        .expect("link/ether in `ip link`");
+    after.split_whitespace().next().expect("MAC").to_owned()
+}
+
+/// One `IOCTL_TCP_QUERY_INFORMATION_EX` of interface 1's `entity` (AT or IF) for `id`, as
+/// iphlpapi sends it for `arp -a` and GetIfEntry.
+fn query(setup: &DriverOnTap, entity: u32, id: u32) -> Vec<u8> {
+    let control = setup.kernel.create_file("\\Device\\Tcp", None, 0).unwrap();
+    let object = TDIObjectID {
+        toi_entity: TDIEntityID {
+            tei_entity: entity,
+            tei_instance: 1,
+        },
+        toi_class: INFO_CLASS_PROTOCOL,
+        toi_type: INFO_TYPE_PROVIDER,
+        toi_id: id,
+    };
+    let mut input = vec![0; QueryInformationEx::LEN];
+    QueryInformationEx {
+        id: object,
+        context: [0; 16],
+    }
+    .emit(&mut input)
+    .unwrap();
+    let mut out = vec![0u8; 4096];
+    let (status, len) =
+        setup
+            .kernel
+            .device_io_control(control, IOCTL_TCP_QUERY_INFORMATION_EX, &input, &mut out);
+    assert_eq!(status, NtStatus::SUCCESS);
+    assert_eq!(setup.kernel.close(control), NtStatus::SUCCESS);
+    out.truncate(len);
+    out
+}
+
+/// The driver's ARP table as `arp -a` reads it: (IP, MAC text) rows.
+fn arp_table(setup: &DriverOnTap) -> Vec<(Ipv4Addr, String)> {
+    let table = query(setup, AT_ENTITY, 0x101);
+    <[IPNetToMediaEntry]>::ref_from_bytes(&table)
+        .expect("rows")
+        .iter()
+        .map(|row| {
+            let mac: [u8; 6] = row.inme_physaddr[..6].try_into().unwrap();
+            (Ipv4Addr::from(row.inme_addr), mac_text(mac))
+        })
+        .collect()
+}
+
 #[test]
 fn both_sides_resolve_each_other_and_follow_a_mac_change() {
     let namespace = Namespace::new();
@@ -58,6 +117,17 @@ fn both_sides_resolve_each_other_and_follow_a_mac_change() {
 
     // The driver speaks first: it must resolve Linux itself.
     driver_echoes(&namespace, &setup, 7200, 2);
+    // `arp -a` on the driver shows what it resolved, and the interface what it carried.
+    let old_mac = linux_mac(&namespace);
+    assert_eq!(arp_table(&setup), [(namespace.linux_ip(), old_mac.clone())]);
+    let entry = query(&setup, IF_ENTITY, 1);
+    let (interface, _) = IFEntry::read_from_prefix(&entry).unwrap();
+    assert_eq!(interface.if_physaddr[..6], namespace.driver_mac());
+    assert_eq!((interface.if_type, interface.if_operstatus), (6, 5));
+    assert!(
+        interface.if_inoctets > 0 && interface.if_outucastpkts > 0,
+        "{interface:?}"
+    );
     // Linux learnt the driver's MAC from that exchange, and can ping it.
     ping_driver(&namespace);
     let neighbours = namespace.neighbours();
@@ -79,6 +149,11 @@ fn both_sides_resolve_each_other_and_follow_a_mac_change() {
     namespace.ip(&["neigh", "flush", "dev", &tap]);
     ping_driver(&namespace);
     driver_echoes(&namespace, &setup, 7201, 2);
+    assert_eq!(
+        arp_table(&setup),
+        [(namespace.linux_ip(), NEW_LINUX_MAC.to_owned())],
+        "the driver's ARP table follows Linux's move"
+    );
     let neighbours = namespace.neighbours();
     assert!(
         neighbours.contains(&entry),

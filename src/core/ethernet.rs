@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 use crate::core::counters::LinkCounters;
+use crate::core::neighbors::Neighbors;
 use crate::link::ethernet::{Adapter, EthernetDevice, ReceiveQueue};
 use crate::nt::NtStatus;
 use alloc::sync::Arc;
@@ -56,6 +57,8 @@ pub struct Port {
     pub mtu: usize,
     /// The link's counters since it was bound.
     pub link: Cell<LinkCounters>,
+    /// The ARP cache as smoltcp fills it.
+    pub neighbors: Neighbors,
     /// The transmit buffer, lent to each pass's device.
     pub tx: alloc::vec::Vec<u8>,
 }
@@ -79,6 +82,7 @@ impl Port {
             iface,
             mtu: link.adapter.mtu(),
             link: Cell::default(),
+            neighbors: Neighbors::default(),
             tx: device.into_transmit_buffer(),
         };
         port.set_gateway(gateway);

@@ -7,7 +7,8 @@
 //!   followed up.
 //! - [`work`]: requests and the two queues. [`connection`], [`address`]: the TDI objects'
 //!   protocol state. [`transfer`]: data between socket rings and MDLs. [`info`]: query answers.
-//!   [`counters`]: per-layer counters and the metered device; [`routes`]: static routes.
+//!   [`counters`]: per-layer counters and the metered device; [`routes`]: static routes;
+//!   [`neighbors`]: the mirror of smoltcp's ARP cache.
 //! - [`sockets`]: one smoltcp set per socket, touched sockets and events; [`demux`]: 4-tuple
 //!   → socket; [`timers`]: socket deadlines. [`slab`]: generation-checked tables. [`ports`]:
 //!   the port table. [`segment`]: frame classification before smoltcp. [`random`]: the
@@ -19,6 +20,7 @@ pub mod counters;
 pub mod demux;
 pub mod ethernet;
 pub mod info;
+pub mod neighbors;
 pub mod ports;
 pub mod random;
 pub mod routes;

@@ -336,6 +336,14 @@ impl Core {
         }
         if let (Some(port), Some(device)) = (port.as_mut(), device.as_mut()) {
             for _ in 0..self.config.frame_budget {
+                if let Some(frame) = device.peek_front() {
+                    let ours = port
+                        .iface
+                        .ip_addrs()
+                        .first()
+                        .map(|&IpCidr::Ipv4(cidr)| cidr);
+                    port.neighbors.observe(frame, ours, self.now);
+                }
                 if !self.ingress_ethernet(&mut port.iface, device, &port.link, c) {
                     break;
                 }

@@ -144,9 +144,18 @@ impl Source for Core {
         Ok(())
     }
 
-    /// smoltcp keeps its neighbour cache private (no iteration in 0.14), so the ARP table is
-    /// empty until the core mirrors it.
-    fn neighbors(&self, _each: Each<'_, NeighborRow>) -> Result<(), NtStatus> {
+    /// The mirror of smoltcp's ARP cache (`core::neighbors`).
+    fn neighbors(&self, each: Each<'_, NeighborRow>) -> Result<(), NtStatus> {
+        let Some(port) = self.ethernet.as_ref() else {
+            return Ok(());
+        };
+        for (ip, mac) in port.neighbors.live(self.now) {
+            each(&NeighborRow {
+                interface: CONFIGURED_INTERFACE,
+                ip,
+                mac,
+            })?;
+        }
         Ok(())
     }
 

@@ -1,0 +1,208 @@
+//! A mirror of smoltcp's ARP cache, for the IP helper's ARP table (`arp -a`).
+//!
+//! smoltcp 0.14 keeps its neighbour cache private, so the core keeps the same entries by the
+//! same rules, watching the frames it hands to smoltcp: an ARP request or reply aimed at the
+//! interface's address, from a unicast sender on its subnet, fills (or refreshes) the sender's
+//! entry for 60 s; an IPv4 packet from a known neighbour with the same MAC refreshes it; when
+//! full, the entry that expires first makes room. Capacity and lifetime are smoltcp's
+//! (`IFACE_NEIGHBOR_CACHE_COUNT` 8, `ENTRY_LIFETIME` 60 s). No allocation.
+#![forbid(unsafe_code)]
+
+use core::net::Ipv4Addr;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Ipv4Cidr, Ipv4Packet,
+};
+
+/// smoltcp's neighbour cache size (`IFACE_NEIGHBOR_CACHE_COUNT`).
+pub const CAPACITY: usize = 8;
+/// smoltcp's neighbour lifetime (`ENTRY_LIFETIME`).
+const LIFETIME: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, Debug)]
+struct Neighbor {
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+    expires: Instant,
+}
+
+/// The neighbours of one Ethernet interface.
+#[derive(Default)]
+pub struct Neighbors {
+    entries: [Option<Neighbor>; CAPACITY],
+}
+
+impl Neighbors {
+    /// Looks at one received frame for an interface holding `ours`. Never panics, whatever
+    /// the bytes. Any IRQL.
+    pub fn observe(&mut self, frame: &[u8], ours: Option<Ipv4Cidr>, now: Instant) {
+        let (Ok(ethernet), Some(ours)) = (EthernetFrame::new_checked(frame), ours) else {
+            return;
+        };
+        match ethernet.ethertype() {
+            EthernetProtocol::Arp => {
+                let Ok(packet) = ArpPacket::new_checked(ethernet.payload()) else {
+                    return;
+                };
+                let Ok(ArpRepr::EthernetIpv4 {
+                    operation,
+                    source_hardware_addr,
+                    source_protocol_addr,
+                    target_protocol_addr,
+                    ..
+                }) = ArpRepr::parse(&packet)
+                else {
+                    return;
+                };
+                let for_us = target_protocol_addr == ours.address()
+                    && !matches!(operation, ArpOperation::Unknown(_));
+                let unicast = source_hardware_addr.is_unicast()
+                    && !source_protocol_addr.is_broadcast()
+                    && !source_protocol_addr.is_multicast()
+                    && !source_protocol_addr.is_unspecified();
+                if for_us && unicast && ours.contains_addr(&source_protocol_addr) {
+                    self.fill(source_protocol_addr, source_hardware_addr.0, now);
+                }
+            }
+            EthernetProtocol::Ipv4 => {
+                let Ok(ip) = Ipv4Packet::new_checked(ethernet.payload()) else {
+                    return;
+                };
+                let (source, mac) = (ip.src_addr(), ethernet.src_addr().0);
+                let known = self.entries.iter_mut().flatten();
+                for entry in known.filter(|e| e.ip == source && e.mac == mac) {
+                    entry.expires = now + LIFETIME;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn fill(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: Instant) {
+        let entry = Neighbor {
+            ip,
+            mac,
+            expires: now + LIFETIME,
+        };
+        let slots = &mut self.entries;
+        let same = slots.iter().position(|e| e.is_some_and(|e| e.ip == ip));
+        let free = || slots.iter().position(Option::is_none);
+        let index = same.or_else(free).or_else(|| {
+            let oldest = slots
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.map(|e| e.expires));
+            oldest.map(|(index, _)| index)
+        });
+        if let Some(slot) = index.and_then(|index| self.entries.get_mut(index)) {
+            *slot = Some(entry);
+        }
+    }
+
+    /// The live entries, as (IP, MAC). Any IRQL.
+    pub fn live(&self, now: Instant) -> impl Iterator<Item = (Ipv4Addr, [u8; 6])> + '_ {
+        self.entries
+            .iter()
+            .flatten()
+            .filter(move |entry| entry.expires > now)
+            .map(|entry| (entry.ip, entry.mac))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::wire::{EthernetAddress, EthernetRepr, Ipv4Address};
+
+    const OURS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+    fn arp(operation: ArpOperation, sender: Ipv4Addr, mac: u8, target: Ipv4Addr) -> Vec<u8> {
+        let arp = ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr: EthernetAddress([2, 0, 0, 0, 0, mac]),
+            source_protocol_addr: sender,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: target,
+        };
+        let ethernet = EthernetRepr {
+            src_addr: EthernetAddress([2, 0, 0, 0, 0, mac]),
+            dst_addr: EthernetAddress::BROADCAST,
+            ethertype: EthernetProtocol::Arp,
+        };
+        let mut frame = vec![0; ethernet.buffer_len() + arp.buffer_len()];
+        let mut eth = EthernetFrame::new_unchecked(&mut frame);
+        ethernet.emit(&mut eth);
+        arp.emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+        frame
+    }
+
+    fn ours() -> Option<Ipv4Cidr> {
+        Some(Ipv4Cidr::new(Ipv4Address::from(OURS), 24))
+    }
+
+    #[test]
+    fn learns_from_arp_aimed_at_us_only_and_forgets_after_a_minute() {
+        let mut table = Neighbors::default();
+        let now = Instant::from_secs(100);
+        let peer = Ipv4Addr::new(10, 0, 0, 1);
+        table.observe(
+            &arp(ArpOperation::Request, peer, 1, Ipv4Addr::new(10, 0, 0, 9)),
+            ours(),
+            now,
+        );
+        table.observe(
+            &arp(ArpOperation::Reply, Ipv4Addr::new(192, 168, 0, 1), 2, OURS),
+            ours(),
+            now,
+        );
+        assert_eq!(
+            table.live(now).count(),
+            0,
+            "not for us, or not on our subnet"
+        );
+        table.observe(&arp(ArpOperation::Request, peer, 1, OURS), ours(), now);
+        assert_eq!(
+            table.live(now).collect::<Vec<_>>(),
+            [(peer, [2, 0, 0, 0, 0, 1])]
+        );
+        table.observe(&arp(ArpOperation::Reply, peer, 3, OURS), ours(), now);
+        assert_eq!(
+            table.live(now).collect::<Vec<_>>(),
+            [(peer, [2, 0, 0, 0, 0, 3])]
+        );
+        assert_eq!(table.live(now + Duration::from_secs(60)).count(), 0);
+    }
+
+    #[test]
+    fn a_full_table_drops_the_entry_that_expires_first() {
+        let mut table = Neighbors::default();
+        for i in 0..=CAPACITY as u8 {
+            let now = Instant::from_secs(i64::from(i));
+            table.observe(
+                &arp(
+                    ArpOperation::Reply,
+                    Ipv4Addr::new(10, 0, 0, 10 + i),
+                    i,
+                    OURS,
+                ),
+                ours(),
+                now,
+            );
+        }
+        let live: Vec<_> = table
+            .live(Instant::from_secs(10))
+            .map(|(ip, _)| ip)
+            .collect();
+        assert_eq!(live.len(), CAPACITY);
+        assert!(
+            !live.contains(&Ipv4Addr::new(10, 0, 0, 10)),
+            "the oldest went"
+        );
+        table.observe(&[0xFF; 7], ours(), Instant::from_secs(10));
+        assert_eq!(
+            table.live(Instant::from_secs(10)).count(),
+            CAPACITY,
+            "garbage ignored"
+        );
+    }
+}
