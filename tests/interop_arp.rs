@@ -10,9 +10,7 @@ use interop_support::driver::{self, DriverOnTap};
 use interop_support::peers;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use tcpip::info::wire::{IFEntry, IPNetToMediaEntry};
-use tcpip::nt::NtStatus;
 use tcpip::nt::types::*;
-use tcpip::tdi::QueryInformationEx;
 use zerocopy::FromBytes;
 
 /// The MAC address Linux's side of the TAP moves to.
@@ -65,40 +63,9 @@ fn linux_mac(namespace: &Namespace) -> String {
     after.split_whitespace().next().expect("MAC").to_owned()
 }
 
-/// One `IOCTL_TCP_QUERY_INFORMATION_EX` of interface 1's `entity` (AT or IF) for `id`, as
-/// iphlpapi sends it for `arp -a` and GetIfEntry.
-fn query(setup: &DriverOnTap, entity: u32, id: u32) -> Vec<u8> {
-    let control = setup.kernel.create_file("\\Device\\Tcp", None, 0).unwrap();
-    let object = TDIObjectID {
-        toi_entity: TDIEntityID {
-            tei_entity: entity,
-            tei_instance: 1,
-        },
-        toi_class: INFO_CLASS_PROTOCOL,
-        toi_type: INFO_TYPE_PROVIDER,
-        toi_id: id,
-    };
-    let mut input = vec![0; QueryInformationEx::LEN];
-    QueryInformationEx {
-        id: object,
-        context: [0; 16],
-    }
-    .emit(&mut input)
-    .unwrap();
-    let mut out = vec![0u8; 4096];
-    let (status, len) =
-        setup
-            .kernel
-            .device_io_control(control, IOCTL_TCP_QUERY_INFORMATION_EX, &input, &mut out);
-    assert_eq!(status, NtStatus::SUCCESS);
-    assert_eq!(setup.kernel.close(control), NtStatus::SUCCESS);
-    out.truncate(len);
-    out
-}
-
 /// The driver's ARP table as `arp -a` reads it: (IP, MAC text) rows.
 fn arp_table(setup: &DriverOnTap) -> Vec<(Ipv4Addr, String)> {
-    let table = query(setup, AT_ENTITY, 0x101);
+    let table = setup.query_information(AT_ENTITY, 1, 0x101);
     <[IPNetToMediaEntry]>::ref_from_bytes(&table)
         .expect("rows")
         .iter()
@@ -120,7 +87,7 @@ fn both_sides_resolve_each_other_and_follow_a_mac_change() {
     // `arp -a` on the driver shows what it resolved, and the interface what it carried.
     let old_mac = linux_mac(&namespace);
     assert_eq!(arp_table(&setup), [(namespace.linux_ip(), old_mac.clone())]);
-    let entry = query(&setup, IF_ENTITY, 1);
+    let entry = setup.query_information(IF_ENTITY, 1, 1);
     let (interface, _) = IFEntry::read_from_prefix(&entry).unwrap();
     assert_eq!(interface.if_physaddr[..6], namespace.driver_mac());
     assert_eq!((interface.if_type, interface.if_operstatus), (6, 5));

@@ -20,6 +20,9 @@ use interop_support::{Namespace, capture_path};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Instant;
 use tcpip::host::impair::Impairment;
+use tcpip::info::wire::TCPStats;
+use tcpip::nt::types::CO_TL_ENTITY;
+use zerocopy::FromBytes;
 
 /// netem's spelling of the impairment.
 const NETEM: &str = "loss 2% reorder 5% delay 20ms 5ms";
@@ -126,6 +129,14 @@ fn full_duplex_bulk_on_a_lossy_reordering_slow_wire() {
     assert!(
         stats.retransmissions_out + stats.retransmissions_in > 0,
         "losses must show as retransmissions: {stats:?}"
+    );
+    // The driver's own count (`tcpRetransSegs`, what `netstat -s` shows) is the wire's.
+    let tcp = setup.query_information(CO_TL_ENTITY, 1, 1);
+    let tcp = TCPStats::read_from_bytes(&tcp).expect("TCPStats");
+    assert_eq!(
+        u64::from(tcp.ts_retranssegs),
+        stats.retransmissions_out,
+        "{tcp:?}"
     );
     if impairment.is_some() {
         assert!(stats.impaired_out.dropped > 0 && stats.impaired_in.dropped > 0);

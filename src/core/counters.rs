@@ -60,6 +60,8 @@ pub struct TcpCounters {
     pub in_segments: u64,
     /// Segments sent (`tcpOutSegs`, retransmissions included as RFC 1213 leaves open).
     pub out_segments: u64,
+    /// Segments sent again (`tcpRetransSegs`), counted by the socket table.
+    pub retransmitted: u64,
     /// Received segments too short for a TCP header (`tcpInErrs`).
     pub in_errors: u64,
     /// Segments sent with RST (`tcpOutRsts`).

@@ -8,7 +8,7 @@
 //! - [`work`]: requests and the two queues. [`connection`], [`address`]: the TDI objects'
 //!   protocol state. [`transfer`]: data between socket rings and MDLs. [`info`]: query answers.
 //!   [`counters`]: per-layer counters and the metered device; [`routes`]: static routes;
-//!   [`neighbors`]: the mirror of smoltcp's ARP cache.
+//!   [`neighbors`]: the mirror of smoltcp's ARP cache; [`retransmit`]: retransmissions seen.
 //! - [`sockets`]: one smoltcp set per socket, touched sockets and events; [`demux`]: 4-tuple
 //!   → socket; [`timers`]: socket deadlines. [`slab`]: generation-checked tables. [`ports`]:
 //!   the port table. [`segment`]: frame classification before smoltcp. [`random`]: the
@@ -23,6 +23,7 @@ pub mod info;
 pub mod neighbors;
 pub mod ports;
 pub mod random;
+pub mod retransmit;
 pub mod routes;
 pub mod segment;
 pub mod slab;

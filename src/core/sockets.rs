@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 use crate::core::demux::{Tuple, TupleMap};
+use crate::core::retransmit::{SentHigh, Watch};
 use crate::core::slab::{Key, Slab};
 use crate::core::timers::TimerQueue;
 use crate::nt::NtStatus;
@@ -79,6 +80,8 @@ struct Entry {
     route: Route,
     /// The deadline filed in the timer queue, if any.
     deadline: Option<Instant>,
+    /// The end of the sequence space sent so far (for the retransmission counter).
+    sent: SentHigh,
 }
 
 impl Entry {
@@ -112,6 +115,8 @@ pub struct Sockets {
     events: Vec<u32>,
     /// A set with no socket, for segments nobody owns: smoltcp answers them with a RST.
     nobody: SocketSet<'static>,
+    /// TCP segments sent again (`tcpRetransSegs`), see [`crate::core::retransmit`].
+    retransmitted: u64,
 }
 
 impl Sockets {
@@ -128,6 +133,7 @@ impl Sockets {
             draining: Vec::new(),
             events: Vec::new(),
             nobody: SocketSet::new(Vec::new()),
+            retransmitted: 0,
         }
     }
 
@@ -161,6 +167,7 @@ impl Sockets {
             tuple: None,
             route: Route::Loopback,
             deadline: None,
+            sent: SentHigh::default(),
         })?;
         while self.flags.len() < self.entries.slot_count() as usize {
             self.flags.push(0);
@@ -179,6 +186,11 @@ impl Sockets {
     /// The socket behind `key`, to look at.
     pub fn peek(&self, key: SocketKey) -> Option<&tcp::Socket<'static>> {
         self.entries.get(key).map(Entry::socket)
+    }
+
+    /// TCP segments retransmitted so far. Any IRQL.
+    pub fn retransmitted(&self) -> u64 {
+        self.retransmitted
     }
 
     /// Calls `each` with every socket, in slot order; an error stops the walk. Any IRQL.
@@ -299,14 +311,18 @@ impl Sockets {
                 continue;
             };
             let outcome = match (entry.route, ethernet.as_mut()) {
-                (Route::Loopback, _) => transmit(entry, lo_iface, lo_device, now),
+                (Route::Loopback, _) => {
+                    transmit(entry, lo_iface, lo_device, now, &mut self.retransmitted)
+                }
                 (Route::Ethernet, Some((iface, device))) => {
-                    transmit(entry, iface, &mut **device, now)
+                    transmit(entry, iface, &mut **device, now, &mut self.retransmitted)
                 }
                 // No link bound: the segments go to the loopback, where no interface owns their
                 // destination and they are dropped, so the socket's timers still run (a connect
                 // times out as against a silent host).
-                (Route::Ethernet, None) => transmit(entry, lo_iface, lo_device, now),
+                (Route::Ethernet, None) => {
+                    transmit(entry, lo_iface, lo_device, now, &mut self.retransmitted)
+                }
             };
             let (moved, deadline) = outcome;
             if deadline != entry.deadline {
@@ -391,10 +407,16 @@ fn transmit<D: Device>(
     iface: &mut Interface,
     device: &mut D,
     now: Instant,
+    retransmitted: &mut u64,
 ) -> (bool, Option<Instant>) {
     let before = entry.progress();
+    let mut device = Watch {
+        device,
+        high: &mut entry.sent,
+        retransmitted,
+    };
     for _ in 0..EGRESS_SEGMENTS {
-        if iface.poll_egress(now, device, &mut entry.set) == PollResult::None {
+        if iface.poll_egress(now, &mut device, &mut entry.set) == PollResult::None {
             break;
         }
     }

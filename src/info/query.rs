@@ -341,7 +341,7 @@ fn tcp_stats(source: &dyn Source) -> Result<Vec<u8>, NtStatus> {
         ts_currestab: count32(established),
         ts_insegs: c32(tcp.in_segments),
         ts_outsegs: c32(tcp.out_segments),
-        ts_retranssegs: 0,
+        ts_retranssegs: c32(tcp.retransmitted),
         ts_inerrs: c32(tcp.in_errors),
         ts_outrsts: c32(tcp.out_resets),
         ts_numconns: count32(connections),

@@ -14,7 +14,8 @@ use tcpip::host::{Clock, Config, Driver, Kernel};
 use tcpip::link::ethernet::DEFAULT_FRAMES;
 use tcpip::nt::NtStatus;
 use tcpip::nt::entry::driver_entry;
-use tcpip::nt::types::IOCTL_SET_IP_ADDRESS;
+use tcpip::nt::types::*;
+use tcpip::tdi::QueryInformationEx;
 
 /// The driver bound to a namespace's TAP.
 pub struct DriverOnTap {
@@ -71,6 +72,46 @@ impl DriverOnTap {
             driver: Some(driver),
             binding: Some(binding),
         }
+    }
+
+    /// One `IOCTL_TCP_QUERY_INFORMATION_EX` (provider type, protocol class) of `entity`
+    /// `instance` for `id` on a control channel, as iphlpapi sends it; the answer's bytes.
+    pub fn query_information(&self, entity: u32, instance: u32, id: u32) -> Vec<u8> {
+        let control = self
+            .kernel
+            .create_file("\\Device\\Tcp", None, 0)
+            .expect("control channel");
+        let object = TDIObjectID {
+            toi_entity: TDIEntityID {
+                tei_entity: entity,
+                tei_instance: instance,
+            },
+            toi_class: INFO_CLASS_PROTOCOL,
+            toi_type: INFO_TYPE_PROVIDER,
+            toi_id: id,
+        };
+        let mut input = vec![0; QueryInformationEx::LEN];
+        QueryInformationEx {
+            id: object,
+            context: [0; 16],
+        }
+        .emit(&mut input)
+        .expect("request");
+        let mut out = vec![0u8; 64 * 1024];
+        let (status, len) = self.kernel.device_io_control(
+            control,
+            IOCTL_TCP_QUERY_INFORMATION_EX,
+            &input,
+            &mut out,
+        );
+        assert_eq!(
+            status,
+            NtStatus::SUCCESS,
+            "query {entity:#x}/{instance}/{id:#x}"
+        );
+        assert_eq!(self.kernel.close(control), NtStatus::SUCCESS);
+        out.truncate(len);
+        out
     }
 
     /// The bound adapter's binding (counters, the TAP).

@@ -210,6 +210,8 @@ impl Source for Core {
     }
 
     fn counters(&self) -> Counters {
-        self.counters.get()
+        let mut counters = self.counters.get();
+        counters.tcp.retransmitted = self.sockets.retransmitted();
+        counters
     }
 }
