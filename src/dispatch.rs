@@ -7,6 +7,7 @@
 
 use crate::core::work::{Object, Request};
 use crate::driver::{IP_DEVICE, Tcpip};
+use crate::info::adapters::IOCTL_IP_INTERFACE_INFO;
 use crate::info::provider;
 use crate::info::set::{self, Setting};
 use crate::nt::NtStatus;
@@ -298,7 +299,25 @@ fn device_control(driver: &'static Tcpip, irp: Irp) -> Dispatched {
         IOCTL_TCP_SET_INFORMATION_EX => set_information_ex(driver, irp),
         IOCTL_SET_IP_ADDRESS => set_ip_address(driver, irp),
         IOCTL_DELETE_IP_ADDRESS => delete_ip_address(driver, irp),
+        IOCTL_IP_INTERFACE_INFO => interface_info(driver, irp),
         _ => irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0),
+    }
+}
+
+/// `IOCTL_IP_INTERFACE_INFO` (METHOD_BUFFERED): the adapters and their names. An output buffer
+/// too small for all of them is `STATUS_BUFFER_TOO_SMALL`, with nothing copied.
+fn interface_info(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
+    let length = irp.stack().ioctl().output_length as usize;
+    let answer = match driver.stack().interface_info() {
+        Ok(answer) => answer,
+        Err(status) => return irp.complete(status, 0),
+    };
+    match irp.system_buffer(length).get_mut(..answer.len()) {
+        Some(out) => {
+            out.copy_from_slice(&answer);
+            irp.complete(NtStatus::SUCCESS, answer.len())
+        }
+        None => irp.complete(NtStatus::BUFFER_TOO_SMALL, 0),
     }
 }
 

@@ -614,3 +614,41 @@ fn control_channels_describe_the_transport_as_windows_does() {
     t.close(ip);
     t.unload();
 }
+
+#[test]
+fn interface_info_lists_the_adapters_without_loopback() {
+    use tcpip::info::adapters::{ENTRY_LEN, IOCTL_IP_INTERFACE_INFO};
+    let t = loaded();
+    let ip = t.kernel.create_file("\\Device\\Ip", None, 0).unwrap();
+    let mut out = vec![0u8; 4 + ENTRY_LEN];
+    let (status, len) = t
+        .kernel
+        .device_io_control(ip, IOCTL_IP_INTERFACE_INFO, &[], &mut out);
+    assert_eq!(
+        (status, len, &out[..4]),
+        (NtStatus::SUCCESS, 4, &[0u8; 4][..]),
+        "loopback only"
+    );
+    configure(&t, ip);
+    let (status, len) = t
+        .kernel
+        .device_io_control(ip, IOCTL_IP_INTERFACE_INFO, &[], &mut out);
+    assert_eq!((status, len), (NtStatus::SUCCESS, 4 + ENTRY_LEN));
+    assert_eq!(out[..8], [1, 0, 0, 0, 1, 0, 0, 0], "one adapter, index 1");
+    let name: Vec<u16> = out[8..]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|&c| c != 0)
+        .collect();
+    assert_eq!(
+        String::from_utf16(&name).unwrap(),
+        "\\DEVICE\\TCPIP_Ethernet"
+    );
+    let mut short = vec![0u8; 4 + ENTRY_LEN - 1];
+    let (status, len) = t
+        .kernel
+        .device_io_control(ip, IOCTL_IP_INTERFACE_INFO, &[], &mut short);
+    assert_eq!((status, len), (NtStatus::BUFFER_TOO_SMALL, 0));
+    t.close(ip);
+    t.unload();
+}

@@ -11,7 +11,7 @@ use crate::core::ethernet::Link;
 use crate::core::state::{Completer, Core, CoreConfig};
 use crate::core::work::{Completion, Finish, Inbound, Outbound, Request, Work};
 use crate::info::set::Setting;
-use crate::info::{provider, query};
+use crate::info::{adapters, provider, query};
 use crate::link::ethernet::Adapter;
 use crate::nt::NtStatus;
 use crate::nt::dpc::{self, Dpc, DpcHandler};
@@ -192,6 +192,12 @@ impl Stack {
     ) -> Result<Vec<u8>, NtStatus> {
         let core = self.core.lock();
         query::answer(&*core, id, context)
+    }
+
+    /// The answer to `IOCTL_IP_INTERFACE_INFO`. IRQL ≤ DISPATCH_LEVEL.
+    pub fn interface_info(&self) -> Result<Vec<u8>, NtStatus> {
+        let core = self.core.lock();
+        adapters::interface_info(&*core)
     }
 
     /// The `TDI_PROVIDER_STATISTICS` of the transport. IRQL ≤ DISPATCH_LEVEL.

@@ -2,6 +2,7 @@
 //! `IOCTL_TCP_QUERY_INFORMATION_EX` that iphlpapi, wshtcpip and `netstat`/`route`/`arp`/
 //! `ipconfig` read (contract §5.1).
 //!
+//! - [`adapters`]: `IOCTL_IP_INTERFACE_INFO`;
 //! - [`model`]: the rows and the [`Source`](model::Source) trait the core (and, later, the
 //!   NDIS binding and UDP) feed;
 //! - [`entities`]: the entity list derived from the interfaces and address files;
@@ -10,6 +11,7 @@
 //! - [`set`]: set requests decoded (routes, ARP entries, socket options);
 //! - [`wire`]: the `IFEntry`, `IPSNMPInfo`, ... wire structures.
 
+pub mod adapters;
 pub mod entities;
 pub mod model;
 pub mod provider;
