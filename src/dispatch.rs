@@ -321,9 +321,13 @@ fn interface_info(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
     }
 }
 
-/// `IOCTL_SET_IP_ADDRESS` (METHOD_BUFFERED): iphlpapi's AddIPAddress and dhcpcsvc. On success
+/// `IOCTL_SET_IP_ADDRESS` (METHOD_BUFFERED): iphlpapi's AddIPAddress and dhcpcsvc (which runs
+/// as LocalSystem); an unprivileged user-mode caller is denied. On success
 /// `Information` is the interface index, which iphlpapi keeps as the NTE context.
 fn set_ip_address(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
+    if !security::may_configure(&irp) {
+        return irp.complete(NtStatus::ACCESS_DENIED, 0);
+    }
     let length = irp.stack().ioctl().input_length as usize;
     match SetIpAddress::parse(irp.system_buffer(length)) {
         Ok(request) => driver.stack().submit(
@@ -339,8 +343,12 @@ fn set_ip_address(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
     }
 }
 
-/// `IOCTL_DELETE_IP_ADDRESS` (METHOD_BUFFERED): iphlpapi's DeleteIPAddress.
+/// `IOCTL_DELETE_IP_ADDRESS` (METHOD_BUFFERED): iphlpapi's DeleteIPAddress; an unprivileged
+/// user-mode caller is denied.
 fn delete_ip_address(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
+    if !security::may_configure(&irp) {
+        return irp.complete(NtStatus::ACCESS_DENIED, 0);
+    }
     let length = irp.stack().ioctl().input_length as usize;
     match parse_delete_ip_address(irp.system_buffer(length)) {
         Ok(interface) => driver

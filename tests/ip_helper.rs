@@ -141,7 +141,21 @@ fn entity_list_follows_the_configured_interface_and_address_files() {
     let t = loaded();
     let control = control(&t);
     assert_eq!(entities(&t, control).len(), 6, "loopback and the protocols");
+    // Only an administrator may give interface 1 an address (or take it away).
+    let mut input = 1u32.to_le_bytes().to_vec();
+    input.extend_from_slice(&[10, 11, 12, 2, 255, 255, 255, 0]);
+    let denied = as_unprivileged_user(|| {
+        t.kernel
+            .device_io_control(control, IOCTL_SET_IP_ADDRESS, &input, &mut [0; 12])
+    });
+    assert_eq!(denied, (NtStatus::ACCESS_DENIED, 0));
+    assert_eq!(entities(&t, control).len(), 6, "nothing changed");
     configure(&t, control);
+    let denied = as_unprivileged_user(|| {
+        t.kernel
+            .device_io_control(control, IOCTL_DELETE_IP_ADDRESS, &[1, 0], &mut [])
+    });
+    assert_eq!(denied, (NtStatus::ACCESS_DENIED, 0));
     let address = t.open_address(any(0), 0).unwrap();
     let list = entities(&t, control);
     // Interface 1 is an ARP interface: the protocol entities take its instance, so that

@@ -421,6 +421,22 @@ pub unsafe fn SeReleaseSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT) {
     let _ = context;
 }
 
+/// `SeLockSubjectContext`: the model's tokens never change, so there is nothing to lock.
+///
+/// # Safety
+/// `context` was filled by `SeCaptureSubjectContext`.
+pub unsafe fn SeLockSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT) {
+    let _ = context;
+}
+
+/// `SeUnlockSubjectContext`: see `SeLockSubjectContext`.
+///
+/// # Safety
+/// `context` was locked by `SeLockSubjectContext`.
+pub unsafe fn SeUnlockSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT) {
+    let _ = context;
+}
+
 /// `SeTokenIsAdmin`: whether the token is the model's administrator token.
 ///
 /// # Safety

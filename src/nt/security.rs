@@ -5,7 +5,9 @@
 //! descriptor); kernel-mode callers are trusted. The same question here is asked with what
 //! ReactOS exports for it: the subject context the caller runs under
 //! (`SeCaptureSubjectContext`), its effective token (the impersonation token if any, else the
-//! primary token, as `SeQuerySubjectContextToken` picks it) and `SeTokenIsAdmin`.
+//! primary token, as `SeQuerySubjectContextToken` picks it), read under
+//! `SeLockSubjectContext`, and `SeTokenIsAdmin` (membership of the Administrators alias, which
+//! LocalSystem's token has: dhcpcsvc, a service, may configure).
 
 use crate::nt::irp::{Irp, RequestorMode};
 use crate::nt::sys;
@@ -26,14 +28,19 @@ pub fn may_configure(irp: &Irp) -> bool {
     };
     // SAFETY: `context` is a writable SECURITY_SUBJECT_CONTEXT on our stack; at PASSIVE_LEVEL.
     unsafe { sys::SeCaptureSubjectContext(&mut context) };
+    // SAFETY: the context was just captured; locked while its tokens are read, as Windows does.
+    unsafe { sys::SeLockSubjectContext(&mut context) };
     let token = if context.ClientToken.is_null() {
         context.PrimaryToken
     } else {
         context.ClientToken
     };
-    // SAFETY: `token` comes from the captured context, which holds it until it is released.
+    // SAFETY: `token` comes from the captured, locked context, which holds a reference on it.
     let admin = !token.is_null() && unsafe { sys::SeTokenIsAdmin(token) } != 0;
-    // SAFETY: releases what SeCaptureSubjectContext captured, once.
-    unsafe { sys::SeReleaseSubjectContext(&mut context) };
+    // SAFETY: unlocks and releases what was locked and captured above, once each.
+    unsafe {
+        sys::SeUnlockSubjectContext(&mut context);
+        sys::SeReleaseSubjectContext(&mut context);
+    }
     admin
 }

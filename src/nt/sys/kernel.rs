@@ -20,6 +20,8 @@ macro_rules! imports {
 imports!("ntoskrnl.exe", "system" {
     pub fn SeCaptureSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT);
     pub fn SeReleaseSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT);
+    pub fn SeLockSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT);
+    pub fn SeUnlockSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT);
     pub fn SeTokenIsAdmin(token: *mut c_void) -> BOOLEAN;
     pub fn ExAllocatePoolWithTag(pool_type: u32, size: usize, tag: u32) -> *mut c_void;
     pub fn ExFreePoolWithTag(p: *mut c_void, tag: u32);
