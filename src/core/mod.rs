@@ -5,6 +5,8 @@
 //!   completion work item, cancellation.
 //! - [`state`]: the core itself — requests applied, smoltcp polled, listeners and connections
 //!   followed up.
+//! - [`udp`]: UDP address files (datagram queues, sends, the UDP counters), beside TCP's
+//!   state in [`state`].
 //! - [`work`]: requests and the two queues. [`connection`], [`address`]: the TDI objects'
 //!   protocol state. [`transfer`]: data between socket rings and MDLs. [`info`]: query answers.
 //! - [`sockets`]: one smoltcp set per socket, touched sockets and events; [`demux`]: 4-tuple
@@ -26,4 +28,5 @@ pub mod stack;
 pub mod state;
 pub mod timers;
 pub mod transfer;
+pub mod udp;
 pub mod work;

@@ -7,7 +7,7 @@
 //! outbound queue through a [`Completer`].
 #![forbid(unsafe_code)]
 
-use crate::core::address::{Address, EVENT_TYPES, Listener};
+use crate::core::address::{Address, EVENT_TYPES, Listener, Protocol};
 use crate::core::connection::{CloseReason, Connection, Phase, Receive};
 use crate::core::ethernet::{Link, Port};
 use crate::core::info::Answer;
@@ -18,6 +18,7 @@ use crate::core::segment::TcpSegment;
 use crate::core::slab::{Key, Slab};
 use crate::core::sockets::{Owner, Route, SocketKey, Sockets};
 use crate::core::transfer;
+use crate::core::udp::{self, Udp, UdpConfig, UdpStats};
 use crate::core::work::{Completion, Finish, Object, Outbound, Request, Work};
 use crate::link::ethernet::{self, EthernetDevice};
 use crate::link::loopback::Loopback;
@@ -66,6 +67,8 @@ pub struct CoreConfig {
     pub loopback_frames: usize,
     /// Frames processed per pass before the core looks at its queues again.
     pub frame_budget: usize,
+    /// The UDP layer's queue bounds.
+    pub udp: UdpConfig,
 }
 
 impl Default for CoreConfig {
@@ -80,6 +83,7 @@ impl Default for CoreConfig {
             loopback_mtu: 16 * 1024,
             loopback_frames: 64,
             frame_budget: 16,
+            udp: UdpConfig::default(),
         }
     }
 }
@@ -111,22 +115,26 @@ impl<'a> Completer<'a> {
     }
 }
 
-/// The core state.
+/// The core state. The fields the protocol modules share (`core::udp`) are visible in `core`.
 pub struct Core {
-    iface: Interface,
-    device: Loopback,
+    pub(super) iface: Interface,
+    pub(super) device: Loopback,
     sockets: Sockets,
+    /// TCP's port table (UDP has its own, in `udp`).
     ports: PortTable,
-    addresses: Slab<Address>,
+    /// The address files of every protocol.
+    pub(super) addresses: Slab<Address>,
     connections: Slab<Connection>,
     /// The addresses that have a listener.
     listeners: Vec<Key>,
+    /// The UDP layer.
+    pub(super) udp: Udp,
     /// The interface on the bound Ethernet link, if one is bound.
-    ethernet: Option<Port>,
+    pub(super) ethernet: Option<Port>,
     /// The default gateway, on the Ethernet link.
     gateway: Option<Ipv4Addr>,
     config: CoreConfig,
-    now: Instant,
+    pub(super) now: Instant,
     /// The driver's CSPRNG: ISN seeds and the ephemeral port start.
     random: Csprng,
 }
@@ -146,6 +154,7 @@ impl Core {
             addresses: Slab::default(),
             connections: Slab::default(),
             listeners: Vec::new(),
+            udp: Udp::new(config.udp, random.next_u64()),
             ethernet: None,
             gateway: None,
             config,
@@ -175,7 +184,11 @@ impl Core {
     pub fn apply(&mut self, work: Work, c: &Completer<'_>) {
         let Work { request, irp } = work;
         match request {
-            Request::OpenAddress { address, shared } => self.open_address(address, shared, irp, c),
+            Request::OpenAddress {
+                address,
+                shared,
+                protocol,
+            } => self.open_address(address, shared, protocol, irp, c),
             Request::OpenConnection { context } => self.open_connection(context, irp, c),
             Request::Close(object) => {
                 self.close(object, c);
@@ -208,6 +221,14 @@ impl Core {
                 peek,
             } => self.receive(connection, length, peek, irp, c),
             Request::Disconnect { connection, kind } => self.disconnect(connection, kind, irp, c),
+            Request::SendDatagram {
+                address,
+                remote,
+                length,
+            } => self.send_datagram(address, remote, length, irp, c),
+            Request::ReceiveDatagram { address, length } => {
+                self.receive_datagram(address, length, irp, c)
+            }
             Request::Query { object, kind } => self.query(object, kind, irp, c),
             Request::SetNoDelay {
                 connection,
@@ -317,6 +338,7 @@ impl Core {
             }
         }
         self.egress(port.as_mut(), device.as_mut());
+        self.udp_egress(port.as_mut(), device.as_mut(), c);
         while let Some((socket, owner)) = self.sockets.next_event() {
             match owner {
                 Owner::Connection(key) => self.service(key, c),
@@ -365,6 +387,17 @@ impl Core {
         }
     }
 
+    /// Interface 1's address and prefix, if configured.
+    pub(super) fn configured_v4(&self) -> Option<(Ipv4Addr, u8)> {
+        self.configured()
+            .map(|IpCidr::Ipv4(cidr)| (cidr.address(), cidr.prefix_len()))
+    }
+
+    /// The UDP layer's counters.
+    pub fn udp_stats(&self) -> UdpStats {
+        self.udp.stats()
+    }
+
     /// Interface 1's address, if configured.
     fn configured(&self) -> Option<IpCidr> {
         self.iface
@@ -376,12 +409,19 @@ impl Core {
 
     /// When the core next needs a pass if nothing arrives: the earliest socket deadline.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        self.sockets.next_deadline(now)
+        let tcp = self.sockets.next_deadline(now);
+        match (tcp, self.udp_poll_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Unlinks the pending IRP `id` for its cancel routine. Protocol side effects of the
     /// cancellation happen here (a cancelled connect abandons its attempt); nothing is freed.
     pub fn cancel(&mut self, id: IrpId) -> Option<PendingIrp> {
+        if let Some(irp) = self.cancel_datagram(id) {
+            return Some(irp);
+        }
         for index in 0..self.connections.slot_count() {
             let Some(key) = self.connections.key_at(index) else {
                 continue;
@@ -437,11 +477,15 @@ impl Core {
         &mut self,
         address: TransportAddress,
         shared: bool,
+        protocol: Protocol,
         mut irp: PendingIrp,
         c: &Completer<'_>,
     ) {
         let result = if address.ip.is_unspecified() || self.is_local(address.ip) {
-            self.bind_address(address, shared)
+            match protocol {
+                Protocol::Tcp => self.bind_address(address, shared),
+                Protocol::Udp => self.bind_udp_address(address, shared),
+            }
         } else {
             Err(NtStatus::INVALID_ADDRESS)
         };
@@ -459,10 +503,12 @@ impl Core {
     fn bind_address(&mut self, address: TransportAddress, shared: bool) -> Result<u32, NtStatus> {
         let binding = self.ports.bind(address.ip, address.port, shared)?;
         let entry = Address {
+            protocol: Protocol::Tcp,
             binding,
             refs: 1,
             file_open: true,
             listener: None,
+            datagram: None,
             handlers: [(0, 0); EVENT_TYPES],
         };
         match self.addresses.try_insert(entry) {
@@ -497,6 +543,7 @@ impl Core {
                     address.file_open = false;
                 }
                 self.destroy_listener(key, c);
+                self.close_datagram(key, c);
                 self.release_address(index);
             }
             Object::Connection(index) => {
@@ -550,10 +597,16 @@ impl Core {
         };
         address.refs = address.refs.saturating_sub(1);
         if address.refs == 0 {
-            let binding = address.binding;
             self.destroy_listener_sockets(key);
-            self.addresses.remove(key);
-            self.ports.unbind(binding);
+            let Some(address) = self.addresses.remove(key) else {
+                return;
+            };
+            match address.protocol {
+                Protocol::Tcp => {
+                    self.ports.unbind(address.binding);
+                }
+                Protocol::Udp => self.unbind_udp_address(key, &address),
+            }
         }
     }
 
@@ -596,7 +649,7 @@ impl Core {
         }
         entry.address = Some(address);
         match self.addresses.get_mut(address_key) {
-            Some(target) if target.file_open => {
+            Some(target) if target.file_open && target.protocol == Protocol::Tcp => {
                 target.refs += 1;
                 NtStatus::SUCCESS
             }
@@ -619,7 +672,11 @@ impl Core {
 
     /// The local address a connection to `remote` leaves from: the address file's own, or for
     /// a wildcard address file the local address on the way to `remote`.
-    fn source_for(&self, bound: Ipv4Addr, remote: Ipv4Addr) -> Result<Ipv4Addr, NtStatus> {
+    pub(super) fn source_for(
+        &self,
+        bound: Ipv4Addr,
+        remote: Ipv4Addr,
+    ) -> Result<Ipv4Addr, NtStatus> {
         if !bound.is_unspecified() {
             return Ok(bound);
         }
@@ -900,7 +957,7 @@ impl Core {
             tcp.set_nagle_enabled(!no_delay);
         }
         if let Some(irp) = listen {
-            c.finish(irp, NtStatus::SUCCESS, 0, Finish::ListenPeer(peer));
+            c.finish(irp, NtStatus::SUCCESS, 0, Finish::ReturnPeer(peer));
         }
     }
 
@@ -1101,9 +1158,20 @@ impl Core {
 
     /// Takes one frame from the loopback. Returns whether a frame was taken.
     fn ingress_loopback(&mut self, c: &Completer<'_>) -> bool {
+        let arrival = udp::Arrival {
+            checksums: false,
+            loopback: true,
+            configured: self.configured_v4(),
+        };
         let Some(frame) = self.device.peek_front() else {
             return false;
         };
+        if udp::ingress(&mut self.udp, &mut self.addresses, frame, &arrival, c)
+            == udp::Ingress::Taken
+        {
+            self.device.drop_front();
+            return true;
+        }
         match self.demux(segment::classify(frame)) {
             Demux::Drop => {
                 self.device.drop_front();
@@ -1125,10 +1193,23 @@ impl Core {
         device: &mut EthernetDevice<'_>,
         c: &Completer<'_>,
     ) -> bool {
+        let arrival = udp::Arrival {
+            checksums: true,
+            loopback: false,
+            configured: self.configured_v4(),
+        };
         let Some(frame) = device.peek_front() else {
             return false;
         };
-        let segment = ethernet::ipv4_packet(frame).and_then(segment::classify);
+        let packet = ethernet::ipv4_packet(frame);
+        if let Some(packet) = packet
+            && udp::ingress(&mut self.udp, &mut self.addresses, packet, &arrival, c)
+                == udp::Ingress::Taken
+        {
+            device.drop_front();
+            return true;
+        }
+        let segment = packet.and_then(segment::classify);
         match self.demux(segment) {
             Demux::Drop => {
                 device.drop_front();
@@ -1186,7 +1267,7 @@ impl Core {
     }
 
     /// The link to `remote`: the loopback for the host's own addresses.
-    fn route_to(&self, remote: Ipv4Addr) -> Route {
+    pub(super) fn route_to(&self, remote: Ipv4Addr) -> Route {
         if remote.is_loopback() || self.is_local(remote) {
             Route::Loopback
         } else {
