@@ -209,7 +209,11 @@ fn satisfy(stored: Stored, max: usize) -> ReceivedDatagram {
 impl AfdInner {
     /// A CREATED datagram socket gets a wildcard address file (`AFD_SHARE_WILDCARD`) and its
     /// first receive.
-    fn bind_wildcard(self: &Arc<Self>, fcb: &Arc<Fcb>, guard: &FcbLock<'_>) -> Result<(), NtStatus> {
+    fn bind_wildcard(
+        self: &Arc<Self>,
+        fcb: &Arc<Fcb>,
+        guard: &FcbLock<'_>,
+    ) -> Result<(), NtStatus> {
         let wildcard = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
         let file = self.open_address_file(wildcard, ShareType::Wildcard, true)?;
         {

@@ -15,7 +15,6 @@ use crate::host::afd::ReceivedDatagram;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 
-
 impl Winsock {
     /// `socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP)`.
     pub fn socket_datagram(&self) -> Result<Socket, WsaError> {

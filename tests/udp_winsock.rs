@@ -1,0 +1,255 @@
+//! UDP through the AFD model and the Winsock-style API, as Winsock programs use it: an echo
+//! server and many client threads over the loopback (with sendto/recvfrom and with connected
+//! sockets), broadcast with SO_BROADCAST, the receive filter of a connected socket, a datagram
+//! larger than recvfrom's buffer, and the datagram path with 1% of the driver's allocations
+//! failing. Verifier on, leak check at unload.
+
+mod echo_support;
+
+use echo_support::{Env, loopback, size};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tcpip::host::FaultInjection;
+use tcpip::host::stats::udp_stats;
+use tcpip::host::winsock::{Socket, Winsock, WsaError};
+
+fn any(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)
+}
+
+/// An echo server on `port`: echoes every datagram to its sender until its socket is closed
+/// under it (AFD then fails its pending recvfrom: `STATUS_FILE_CLOSED` or `STATUS_CANCELLED`).
+/// Returns the echoes it made.
+fn echo_server(env: &Env, port: u16) -> (Socket, std::thread::JoinHandle<usize>) {
+    let ws = env.ws.clone();
+    let server = ws.socket_datagram().unwrap();
+    ws.bind(server, loopback(port)).unwrap();
+    let thread = env.kernel.spawn("udp-echo-server", move || {
+        let mut echoes = 0;
+        let mut buffer = [0u8; 2048];
+        loop {
+            match ws.recvfrom(server, &mut buffer) {
+                Ok((n, from)) => {
+                    ws.sendto(server, &buffer[..n], from).unwrap();
+                    echoes += 1;
+                }
+                Err(
+                    WsaError::WSA_OPERATION_ABORTED
+                    | WsaError::WSAECONNRESET
+                    | WsaError::WSAENOTSOCK,
+                ) => return echoes,
+                Err(e) => panic!("echo server: {e}"),
+            }
+        }
+    });
+    (server, thread)
+}
+
+#[test]
+fn udp_echo_over_loopback_with_many_threads() {
+    let env = Env::start("udp echo", 2, FaultInjection::None);
+    let port = 5301;
+    let (server, thread) = echo_server(&env, port);
+    let threads = size(64, 16);
+    let per_thread = size(1000, 100);
+    let clients: Vec<_> = (0..threads)
+        .map(|t| {
+            let ws = env.ws.clone();
+            env.kernel.spawn("udp-echo-client", move || {
+                let s = ws.socket_datagram().unwrap();
+                let connected = t % 2 == 1;
+                if connected {
+                    ws.connect(s, loopback(port)).unwrap();
+                    assert_eq!(ws.getpeername(s), Ok(loopback(port)));
+                }
+                let mut buffer = [0u8; 2048];
+                for i in 0..per_thread {
+                    let message = format!("client {t} datagram {i} {}", "x".repeat(i % 700));
+                    let (n, from) = if connected {
+                        assert_eq!(ws.send(s, message.as_bytes()), Ok(message.len()));
+                        (ws.recv(s, &mut buffer).unwrap(), loopback(port))
+                    } else {
+                        let sent = ws.sendto(s, message.as_bytes(), loopback(port));
+                        assert_eq!(sent, Ok(message.len()));
+                        ws.recvfrom(s, &mut buffer).unwrap()
+                    };
+                    assert_eq!(from, loopback(port));
+                    assert_eq!(&buffer[..n], message.as_bytes(), "byte-exact echo");
+                }
+                ws.closesocket(s).unwrap();
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client");
+    }
+    env.ws.closesocket(server).unwrap();
+    let echoes = thread.join().expect("server");
+    assert_eq!(echoes, threads * per_thread);
+    let stats = udp_stats(env.driver()).unwrap();
+    assert_eq!(stats.queue_full, 0, "{stats:?}");
+    assert_eq!(stats.datagrams_in, 2 * echoes as u64, "{stats:?}");
+    env.finish();
+}
+
+#[test]
+fn broadcast_needs_so_broadcast_and_reaches_the_hosts_sockets() {
+    let env = Env::start("udp broadcast", 2, FaultInjection::None);
+    let ws = &env.ws;
+    let receiver = ws.socket_datagram().unwrap();
+    ws.bind(receiver, any(5302)).unwrap();
+    let sender = ws.socket_datagram().unwrap();
+    ws.bind(sender, any(5303)).unwrap();
+    let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 5302);
+    assert_eq!(
+        ws.sendto(sender, b"offer", broadcast),
+        Err(WsaError::WSAEACCES)
+    );
+    ws.set_broadcast(sender, true).unwrap();
+    assert_eq!(ws.sendto(sender, b"offer", broadcast), Ok(5));
+    let mut buffer = [0u8; 64];
+    let (n, from) = ws.recvfrom(receiver, &mut buffer).unwrap();
+    assert_eq!(&buffer[..n], b"offer");
+    assert_eq!(from, any(5303), "no address configured: sent from 0.0.0.0");
+    ws.closesocket(sender).unwrap();
+    ws.closesocket(receiver).unwrap();
+    env.finish();
+}
+
+#[test]
+fn a_connected_socket_hears_only_its_peer() {
+    let env = Env::start("udp connected filter", 2, FaultInjection::None);
+    let ws = &env.ws;
+    let a = ws.socket_datagram().unwrap();
+    ws.bind(a, loopback(5304)).unwrap();
+    let peer = ws.socket_datagram().unwrap();
+    ws.bind(peer, loopback(5305)).unwrap();
+    let stranger = ws.socket_datagram().unwrap();
+    ws.connect(a, loopback(5305)).unwrap();
+    ws.sendto(stranger, b"not for you", loopback(5304)).unwrap();
+    ws.sendto(peer, b"for you", loopback(5304)).unwrap();
+    let mut buffer = [0u8; 64];
+    let n = ws.recv(a, &mut buffer).unwrap();
+    assert_eq!(&buffer[..n], b"for you");
+    // send() goes to the connected peer.
+    assert_eq!(ws.send(a, b"reply"), Ok(5));
+    assert_eq!(
+        ws.recvfrom(peer, &mut buffer)
+            .map(|(n, from)| (buffer[..n].to_vec(), from)),
+        Ok((b"reply".to_vec(), loopback(5304)))
+    );
+    // An unconnected datagram socket has no destination for send().
+    assert_eq!(ws.send(stranger, b"?"), Err(WsaError::WSAENOTCONN));
+    for s in [a, peer, stranger] {
+        ws.closesocket(s).unwrap();
+    }
+    env.finish();
+}
+
+#[test]
+fn recvfrom_with_a_short_buffer_is_wsaemsgsize_with_the_start_of_the_datagram() {
+    let env = Env::start("udp short buffer", 2, FaultInjection::None);
+    let ws = &env.ws;
+    let a = ws.socket_datagram().unwrap();
+    ws.bind(a, loopback(5306)).unwrap();
+    let b = ws.socket_datagram().unwrap();
+    let data: Vec<u8> = (0..100u8).collect();
+    ws.sendto(b, &data, loopback(5306)).unwrap();
+    ws.sendto(b, b"next", loopback(5306)).unwrap();
+    let mut small = [0u8; 10];
+    assert_eq!(ws.recvfrom(a, &mut small), Err(WsaError::WSAEMSGSIZE));
+    assert_eq!(small, data[..10]);
+    // The rest of that datagram is gone; the socket still receives.
+    let mut buffer = [0u8; 64];
+    let (n, _) = ws.recvfrom(a, &mut buffer).unwrap();
+    assert_eq!(&buffer[..n], b"next");
+    assert_eq!(ws.stats().datagram_receives_stopped, 0);
+    ws.closesocket(a).unwrap();
+    ws.closesocket(b).unwrap();
+    env.finish();
+}
+
+/// Whether a datagram-path error is one a Winsock program may see when the transport runs out
+/// of memory: the low-resources run accepts these, nothing else.
+fn clean_error(error: WsaError) -> bool {
+    matches!(
+        error,
+        WsaError::WSAENOBUFS
+            | WsaError::WSAETIMEDOUT
+            | WsaError::WSAEINVAL
+            | WsaError::WSAEADDRINUSE
+            | WsaError::WSA_OPERATION_ABORTED
+    )
+}
+
+#[test]
+fn udp_echo_with_one_percent_allocation_failures() {
+    let env = Env::start(
+        "udp echo, 1% pool failures",
+        2,
+        FaultInjection::Random {
+            seed: 0x1307,
+            percent: 1,
+        },
+    );
+    let echoes = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let threads = 4;
+    let rounds = size(500, 100);
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let ws: Arc<Winsock> = env.ws.clone();
+            let (echoes, errors) = (echoes.clone(), errors.clone());
+            env.kernel.spawn("udp-low-resources", move || {
+                let note = |e: WsaError| {
+                    assert!(clean_error(e), "unexpected Winsock error {e}");
+                    errors.fetch_add(1, Ordering::Relaxed);
+                };
+                for round in 0..rounds {
+                    // A fresh pair each round: AFD never re-posts a receive that failed.
+                    let port = 5400 + (t * rounds + round) as u16 % 4000;
+                    let (Ok(server), Ok(client)) = (ws.socket_datagram(), ws.socket_datagram())
+                    else {
+                        continue;
+                    };
+                    for s in [server, client] {
+                        ws.set_receive_timeout(s, Some(Duration::from_millis(500)))
+                            .unwrap();
+                    }
+                    let message = format!("worker {t} round {round}");
+                    let mut buffer = [0u8; 64];
+                    let result = ws
+                        .bind(server, loopback(port))
+                        .and_then(|()| ws.sendto(client, message.as_bytes(), loopback(port)))
+                        .and_then(|_| ws.recvfrom(server, &mut buffer))
+                        .and_then(|(n, from)| ws.sendto(server, &buffer[..n], from))
+                        .and_then(|_| ws.recvfrom(client, &mut buffer));
+                    match result {
+                        Ok((n, _)) => {
+                            assert_eq!(&buffer[..n], message.as_bytes());
+                            echoes.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => note(e),
+                    }
+                    for s in [server, client] {
+                        if let Err(e) = ws.closesocket(s) {
+                            note(e);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let (echoes, errors) = (
+        echoes.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+    );
+    eprintln!("udp 1% failures: {echoes} echoes, {errors} clean errors");
+    assert!(echoes > 0, "most datagrams get through at 1% failures");
+    env.finish();
+}
