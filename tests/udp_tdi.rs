@@ -58,8 +58,8 @@ fn udp_has_its_own_port_space() {
 fn a_datagram_reaches_a_pending_receive_with_its_sender() {
     let t = loaded();
     let (a, b) = pair(&t, 7010, 7011);
-    let pending = start_receive(&t, b, 0x2000);
-    let sent = send_to(&t, a, local(7011), b"hello");
+    let pending = start_receive(&t.kernel, b, 0x2000);
+    let sent = send_to(&t.kernel, a, local(7011), b"hello");
     assert_eq!((sent.status, sent.information), (NtStatus::SUCCESS, 5));
     let (status, data, from) = pending.wait();
     assert_eq!(status.status, NtStatus::SUCCESS);
@@ -82,15 +82,15 @@ fn every_size_up_to_the_loopback_mtu_round_trips() {
     for size in sizes {
         let data: Vec<u8> = (0..size).map(|i| (i * 7 + size) as u8).collect();
         // Sent before the receive is posted: it waits in the queue.
-        let sent = send_to(&t, a, local(7021), &data);
+        let sent = send_to(&t.kernel, a, local(7021), &data);
         assert_eq!((sent.status, sent.information), (NtStatus::SUCCESS, size));
-        let (status, got, from) = receive(&t, b, LOOPBACK_MAX);
+        let (status, got, from) = receive(&t.kernel, b, LOOPBACK_MAX);
         assert_eq!(status.status, NtStatus::SUCCESS, "size {size}");
         assert_eq!(got, data, "size {size}");
         assert_eq!(from, Some(local(7020)));
     }
     let too_big = vec![0u8; LOOPBACK_MAX + 1];
-    let sent = send_to(&t, a, local(7021), &too_big);
+    let sent = send_to(&t.kernel, a, local(7021), &too_big);
     assert_eq!(
         sent.status,
         NtStatus::INVALID_BUFFER_SIZE,
@@ -107,8 +107,11 @@ fn a_datagram_larger_than_the_receive_is_cut_with_success() {
     let t = loaded();
     let (a, b) = pair(&t, 7030, 7031);
     let data: Vec<u8> = (0..100u8).collect();
-    assert_eq!(send_to(&t, a, local(7031), &data).status, NtStatus::SUCCESS);
-    let (status, got, from) = receive(&t, b, 10);
+    assert_eq!(
+        send_to(&t.kernel, a, local(7031), &data).status,
+        NtStatus::SUCCESS
+    );
+    let (status, got, from) = receive(&t.kernel, b, 10);
     assert_eq!((status.status, status.information), (NtStatus::SUCCESS, 10));
     assert_eq!(got, &data[..10]);
     assert_eq!(from, Some(local(7030)));
@@ -125,7 +128,7 @@ fn the_receive_queue_is_bounded_and_its_drops_are_counted() {
     let bound = UdpConfig::default().queue_datagrams;
     let extra = 40;
     for i in 0..bound + extra {
-        let sent = send_to(&t, a, local(7041), &(i as u32).to_le_bytes());
+        let sent = send_to(&t.kernel, a, local(7041), &(i as u32).to_le_bytes());
         assert_eq!(sent.status, NtStatus::SUCCESS);
     }
     // The last sends may still be on the loopback: wait until every datagram is accounted for.
@@ -141,11 +144,11 @@ fn the_receive_queue_is_bounded_and_its_drops_are_counted() {
     assert_eq!(stats.queue_full, extra as u64);
     // The queued ones come out in order; the dropped ones are the newest.
     for i in 0..bound {
-        let (status, got, _) = receive(&t, b, 16);
+        let (status, got, _) = receive(&t.kernel, b, 16);
         assert_eq!(status.status, NtStatus::SUCCESS);
         assert_eq!(got, (i as u32).to_le_bytes());
     }
-    let pending = start_receive(&t, b, 16);
+    let pending = start_receive(&t.kernel, b, 16);
     assert!(!pending.request.is_complete(), "the queue is empty");
     t.kernel.cancel_irp(pending.request.irp);
     assert_eq!(pending.wait().0.status, NtStatus::CANCELLED);
@@ -158,7 +161,7 @@ fn the_receive_queue_is_bounded_and_its_drops_are_counted() {
 fn close_cancels_the_pending_receive() {
     let t = loaded();
     let b = open_udp(&t, local(7050), 0).expect("B");
-    let pending = start_receive(&t, b, 64);
+    let pending = start_receive(&t.kernel, b, 64);
     t.close(b);
     assert_eq!(pending.wait().0.status, NtStatus::CANCELLED);
     t.unload();
@@ -175,11 +178,11 @@ fn broadcast_reaches_every_socket_on_the_port_from_0_0_0_0() {
     let sender = open_udp(&t, any(67), 0).expect("sender");
     let pending: Vec<_> = receivers
         .iter()
-        .map(|r| start_receive(&t, *r, 64))
+        .map(|r| start_receive(&t.kernel, *r, 64))
         .collect();
     let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 68);
     assert_eq!(
-        send_to(&t, sender, broadcast, b"DHCPDISCOVER").status,
+        send_to(&t.kernel, sender, broadcast, b"DHCPDISCOVER").status,
         NtStatus::SUCCESS
     );
     for p in pending {
@@ -189,7 +192,7 @@ fn broadcast_reaches_every_socket_on_the_port_from_0_0_0_0() {
         // No address is configured: the source is 0.0.0.0, as DHCP needs.
         assert_eq!(from, Some(any(67)));
     }
-    let pending = start_receive(&t, other, 64);
+    let pending = start_receive(&t.kernel, other, 64);
     assert!(!pending.request.is_complete());
     t.close(other);
     assert_eq!(pending.wait().0.status, NtStatus::CANCELLED);
@@ -204,7 +207,7 @@ fn a_datagram_to_a_closed_port_is_counted() {
     let t = loaded();
     let a = open_udp(&t, local(7060), 0).expect("A");
     assert_eq!(
-        send_to(&t, a, local(7061), b"anyone?").status,
+        send_to(&t.kernel, a, local(7061), b"anyone?").status,
         NtStatus::SUCCESS
     );
     let mut stats = udp_stats(&t);
@@ -225,7 +228,7 @@ fn malformed_datagram_requests_get_clear_statuses_and_leak_nothing() {
     let t = Loaded::new(Clock::Real);
     let a = open_udp(&t, local(7070), 0).expect("A");
     let send = |info: *mut TDI_CONNECTION_INFORMATION, data: &[u8], length: u32| {
-        send_with_info(&t, a, info, data, length).status
+        send_with_info(&t.kernel, a, info, data, length).status
     };
     // No destination block at all.
     assert_eq!(
@@ -257,17 +260,17 @@ fn malformed_datagram_requests_get_clear_statuses_and_leak_nothing() {
     );
     // Datagram requests on a TCP address file and on a connection file.
     let tcp = t.open_address(local(7072), 0).expect("tcp");
-    let on_tcp = send_with_info(&t, tcp, ok.as_ptr(), b"x", 1).status;
+    let on_tcp = send_with_info(&t.kernel, tcp, ok.as_ptr(), b"x", 1).status;
     assert_eq!(on_tcp, NtStatus::INVALID_DEVICE_REQUEST);
     let connection = t.open_connection().expect("connection");
-    let on_connection = send_with_info(&t, connection, ok.as_ptr(), b"x", 1).status;
+    let on_connection = send_with_info(&t.kernel, connection, ok.as_ptr(), b"x", 1).status;
     assert_eq!(on_connection, NtStatus::INVALID_DEVICE_REQUEST);
     assert_eq!(
-        receive(&t, connection, 8).0.status,
+        receive(&t.kernel, connection, 8).0.status,
         NtStatus::INVALID_DEVICE_REQUEST
     );
     assert_eq!(
-        receive(&t, tcp, 8).0.status,
+        receive(&t.kernel, tcp, 8).0.status,
         NtStatus::INVALID_DEVICE_REQUEST
     );
     // A UDP address file cannot take a TCP connection.

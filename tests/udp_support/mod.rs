@@ -6,7 +6,7 @@ use crate::tdi_support::{Extras, Loaded, PendingRequest, start_with};
 use std::net::SocketAddrV4;
 use tcpip::core::udp::UdpStats;
 use tcpip::host::afd::wire;
-use tcpip::host::{Handle, IoStatus, stats};
+use tcpip::host::{Handle, IoStatus, KernelHandle, stats};
 use tcpip::nt::NtStatus;
 use tcpip::nt::types::*;
 
@@ -42,7 +42,7 @@ impl PendingReceive {
 
 /// Posts TDI_RECEIVE_DATAGRAM for up to `room` bytes as AFD does (flags 0, the receive and
 /// return information the same block, holding the local address).
-pub fn start_receive(loaded: &Loaded, address: Handle, room: usize) -> PendingReceive {
+pub fn start_receive(kernel: &KernelHandle, address: Handle, room: usize) -> PendingReceive {
     let mut buffer = vec![0u8; room].into_boxed_slice();
     let mut extras = Extras {
         return_info: Some(wire::ConnectionInfo::null()),
@@ -54,7 +54,7 @@ pub fn start_receive(loaded: &Loaded, address: Handle, room: usize) -> PendingRe
         .map_or(std::ptr::null_mut(), |i| i.as_ptr());
     let parameters = wire::receive_datagram(room as u32, info, info, 0);
     let request = start_with(
-        &loaded.kernel,
+        kernel,
         address,
         TDI_RECEIVE_DATAGRAM,
         parameters,
@@ -66,19 +66,63 @@ pub fn start_receive(loaded: &Loaded, address: Handle, room: usize) -> PendingRe
 
 /// One TDI_RECEIVE_DATAGRAM, waited for.
 pub fn receive(
-    loaded: &Loaded,
+    kernel: &KernelHandle,
     address: Handle,
     room: usize,
 ) -> (IoStatus, Vec<u8>, Option<SocketAddrV4>) {
-    start_receive(loaded, address, room).wait()
+    start_receive(kernel, address, room).wait()
 }
 
-/// One TDI_SEND_DATAGRAM of `data` to `remote`, waited for. The destination block is freed as
-/// soon as the dispatch routine returns, as AFD frees it.
-pub fn send_to(loaded: &Loaded, address: Handle, remote: SocketAddrV4, data: &[u8]) -> IoStatus {
+/// A TDI_SEND_DATAGRAM in flight with the buffer it sends from.
+pub struct PendingSend {
+    pub request: PendingRequest,
+    _buffer: Vec<u8>,
+}
+
+impl PendingSend {
+    pub fn wait(&self) -> IoStatus {
+        self.request.wait()
+    }
+}
+
+/// Starts TDI_SEND_DATAGRAM with a caller-built destination block (or null) and `length`,
+/// which may differ from the buffer's. The block is only needed during dispatch: AFD frees it
+/// when `IoCallDriver` returns.
+pub fn start_send_with_info(
+    kernel: &KernelHandle,
+    address: Handle,
+    info: *mut TDI_CONNECTION_INFORMATION,
+    data: &[u8],
+    length: u32,
+) -> PendingSend {
+    let mut buffer = data.to_vec();
+    let parameters = wire::send_datagram(length, info);
+    let mdl = (!buffer.is_empty()).then_some(&mut buffer[..]);
+    let request = start_with(
+        kernel,
+        address,
+        TDI_SEND_DATAGRAM,
+        parameters,
+        mdl,
+        Extras::default(),
+    );
+    PendingSend {
+        request,
+        _buffer: buffer,
+    }
+}
+
+/// Starts one TDI_SEND_DATAGRAM of `data` to `remote`; the destination block is freed as soon
+/// as the dispatch routine returns.
+pub fn start_send(
+    kernel: &KernelHandle,
+    address: Handle,
+    remote: SocketAddrV4,
+    data: &[u8],
+) -> PendingSend {
     let mut destination = wire::ConnectionInfo::new(remote);
-    send_with_info(
-        loaded,
+    start_send_with_info(
+        kernel,
         address,
         destination.as_ptr(),
         data,
@@ -86,25 +130,23 @@ pub fn send_to(loaded: &Loaded, address: Handle, remote: SocketAddrV4, data: &[u
     )
 }
 
-/// TDI_SEND_DATAGRAM with a caller-built destination block (or null) and `length`, which may
-/// differ from the buffer's. The block is only needed during dispatch.
+/// One TDI_SEND_DATAGRAM of `data` to `remote`, waited for.
+pub fn send_to(
+    kernel: &KernelHandle,
+    address: Handle,
+    remote: SocketAddrV4,
+    data: &[u8],
+) -> IoStatus {
+    start_send(kernel, address, remote, data).wait()
+}
+
+/// TDI_SEND_DATAGRAM with a caller-built destination block, waited for.
 pub fn send_with_info(
-    loaded: &Loaded,
+    kernel: &KernelHandle,
     address: Handle,
     info: *mut TDI_CONNECTION_INFORMATION,
     data: &[u8],
     length: u32,
 ) -> IoStatus {
-    let mut buffer = data.to_vec();
-    let parameters = wire::send_datagram(length, info);
-    let buffer = (!buffer.is_empty()).then_some(&mut buffer[..]);
-    let request = start_with(
-        &loaded.kernel,
-        address,
-        TDI_SEND_DATAGRAM,
-        parameters,
-        buffer,
-        Extras::default(),
-    );
-    request.wait()
+    start_send_with_info(kernel, address, info, data, length).wait()
 }
