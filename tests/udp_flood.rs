@@ -76,7 +76,7 @@ fn a_slow_reader_loses_only_counted_datagrams_and_memory_stays_bounded() {
         );
         last = Some(seq);
         received += 1;
-        if received % 8 == 0 {
+        if received.is_multiple_of(8) {
             // The slow part: the reader keeps at most one receive posted and dawdles.
             std::thread::sleep(Duration::from_millis(1));
             peak = peak.max(t.kernel.pool_stats().live_bytes);
