@@ -253,3 +253,33 @@ fn udp_echo_with_one_percent_allocation_failures() {
     assert!(echoes > 0, "most datagrams get through at 1% failures");
     env.finish();
 }
+
+#[test]
+fn reactos_afd_stops_receiving_once_its_8_kib_store_is_full() {
+    // Not the driver's doing, but what a Winsock program on ReactOS sees: AFD re-posts its
+    // TDI_RECEIVE_DATAGRAM only while it stores less than its 8 KiB window, and reading does
+    // not restart it. The driver still takes the datagrams (its own bounded queue).
+    let env = Env::start("udp AFD store full", 2, FaultInjection::None);
+    let ws = &env.ws;
+    let reader = ws.socket_datagram().unwrap();
+    ws.bind(reader, loopback(5307)).unwrap();
+    ws.set_receive_timeout(reader, Some(Duration::from_millis(200)))
+        .unwrap();
+    let writer = ws.socket_datagram().unwrap();
+    let chunk = [7u8; 1024];
+    for _ in 0..12 {
+        ws.sendto(writer, &chunk, loopback(5307)).unwrap();
+    }
+    let mut buffer = [0u8; 2048];
+    let mut read = 0;
+    while ws.recvfrom(reader, &mut buffer).is_ok() {
+        read += 1;
+    }
+    assert_eq!(read, 8, "AFD stored 8 KiB, then stopped posting receives");
+    assert_eq!(ws.stats().datagram_receives_stopped, 1);
+    let stats = udp_stats(env.driver()).unwrap();
+    assert_eq!((stats.datagrams_in, stats.queue_full), (12, 0), "{stats:?}");
+    ws.closesocket(writer).unwrap();
+    ws.closesocket(reader).unwrap();
+    env.finish();
+}

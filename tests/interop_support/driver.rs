@@ -73,6 +73,11 @@ impl DriverOnTap {
         }
     }
 
+    /// The loaded driver.
+    pub fn driver(&self) -> &Driver {
+        self.driver.as_ref().expect("loaded")
+    }
+
     /// The bound adapter's binding (counters, the TAP).
     pub fn binding(&self) -> &TapBinding {
         self.binding.as_ref().expect("bound")

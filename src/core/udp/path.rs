@@ -119,6 +119,7 @@ impl Core {
         c: &Completer<'_>,
     ) {
         if !self.udp.has_sends() {
+            self.udp.retry_at = None;
             return;
         }
         let mut sending = core::mem::take(&mut self.udp.sending);
