@@ -19,6 +19,7 @@ pub mod connection;
 pub mod demux;
 pub mod ethernet;
 pub mod info;
+pub mod ingress;
 pub mod ports;
 pub mod random;
 pub mod segment;

@@ -13,14 +13,12 @@ use crate::core::ethernet::{Link, Port};
 use crate::core::info::Answer;
 use crate::core::ports::PortTable;
 use crate::core::random::Csprng;
-use crate::core::segment;
-use crate::core::segment::TcpSegment;
 use crate::core::slab::{Key, Slab};
 use crate::core::sockets::{Owner, Route, SocketKey, Sockets};
 use crate::core::transfer;
-use crate::core::udp::{self, Udp, UdpConfig, UdpStats};
+use crate::core::udp::{Udp, UdpConfig, UdpStats};
 use crate::core::work::{Completion, Finish, Object, Outbound, Request, Work};
-use crate::link::ethernet::{self, EthernetDevice};
+use crate::link::ethernet::EthernetDevice;
 use crate::link::loopback::Loopback;
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
@@ -115,11 +113,12 @@ impl<'a> Completer<'a> {
     }
 }
 
-/// The core state. The fields the protocol modules share (`core::udp`) are visible in `core`.
+/// The core state. The fields the other modules of `core` share (`ingress`, `udp`) are
+/// visible in `core`.
 pub struct Core {
     pub(super) iface: Interface,
     pub(super) device: Loopback,
-    sockets: Sockets,
+    pub(super) sockets: Sockets,
     /// TCP's port table (UDP has its own, in `udp`).
     ports: PortTable,
     /// The address files of every protocol.
@@ -169,7 +168,7 @@ impl Core {
     /// counter, no neighbors on this medium) before each active open and each accepted SYN makes
     /// every ISN come from a fresh ChaCha20 output, unpredictable to an observer of earlier
     /// connections. RFC 6528's per-4-tuple monotonic offset would need a change in smoltcp.
-    fn reseed(&mut self) {
+    pub(super) fn reseed(&mut self) {
         let mut addresses = [IpCidr::new(IpAddress::v4(0, 0, 0, 0), 0); MAX_ADDRESSES];
         let mut count = 0;
         for (slot, cidr) in addresses.iter_mut().zip(self.iface.ip_addrs()) {
@@ -831,7 +830,7 @@ impl Core {
     /// Keeps one socket in LISTEN, moves sockets that left LISTEN to the half-open list,
     /// promotes established ones to the accept queue, and hands queued connections to waiting
     /// TDI_LISTENs.
-    fn maintain_listener(&mut self, address_key: Key, c: &Completer<'_>) {
+    pub(super) fn maintain_listener(&mut self, address_key: Key, c: &Completer<'_>) {
         let Some(address) = self.addresses.get_mut(address_key) else {
             return;
         };
@@ -1156,116 +1155,6 @@ impl Core {
         NtStatus::SUCCESS
     }
 
-    /// Takes one frame from the loopback. Returns whether a frame was taken.
-    fn ingress_loopback(&mut self, c: &Completer<'_>) -> bool {
-        let arrival = udp::Arrival {
-            checksums: false,
-            loopback: true,
-            configured: self.configured_v4(),
-        };
-        let Some(frame) = self.device.peek_front() else {
-            return false;
-        };
-        if udp::ingress(&mut self.udp, &mut self.addresses, frame, &arrival, c)
-            == udp::Ingress::Taken
-        {
-            self.device.drop_front();
-            return true;
-        }
-        match self.demux(segment::classify(frame)) {
-            Demux::Drop => {
-                self.device.drop_front();
-            }
-            Demux::Deliver { target, listener } => {
-                self.sockets
-                    .ingress(target, &mut self.iface, &mut self.device, self.now);
-                self.after_ingress(listener, c);
-            }
-        }
-        true
-    }
-
-    /// Takes one frame from the Ethernet link (ARP and ICMP are smoltcp's). Returns whether a
-    /// frame was taken.
-    fn ingress_ethernet(
-        &mut self,
-        iface: &mut Interface,
-        device: &mut EthernetDevice<'_>,
-        c: &Completer<'_>,
-    ) -> bool {
-        let arrival = udp::Arrival {
-            checksums: true,
-            loopback: false,
-            configured: self.configured_v4(),
-        };
-        let Some(frame) = device.peek_front() else {
-            return false;
-        };
-        let packet = ethernet::ipv4_packet(frame);
-        if let Some(packet) = packet
-            && udp::ingress(&mut self.udp, &mut self.addresses, packet, &arrival, c)
-                == udp::Ingress::Taken
-        {
-            device.drop_front();
-            return true;
-        }
-        let segment = packet.and_then(segment::classify);
-        match self.demux(segment) {
-            Demux::Drop => {
-                device.drop_front();
-            }
-            Demux::Deliver { target, listener } => {
-                self.sockets.ingress(target, iface, device, self.now);
-                self.after_ingress(listener, c);
-            }
-        }
-        true
-    }
-
-    /// Picks the one socket a received segment is for: the socket filed for its 4-tuple, or
-    /// for a connection request the listener's LISTEN socket (whose backlog must have room: a
-    /// SYN past it is dropped, and the client's retransmission retries), or no socket
-    /// (smoltcp answers with a RST). A retransmitted SYN for a connection that exists is
-    /// dropped: that socket retransmits its own SYN-ACK.
-    fn demux(&mut self, segment: Option<TcpSegment>) -> Demux {
-        let nobody = Demux::Deliver {
-            target: None,
-            listener: None,
-        };
-        let Some(segment) = segment else {
-            return nobody;
-        };
-        let target = self.sockets.find(segment.dst, segment.src);
-        if !segment.is_connection_request() {
-            return Demux::Deliver {
-                target,
-                listener: None,
-            };
-        }
-        if target.is_some() {
-            return Demux::Drop;
-        }
-        match self.listener_for(segment.dst) {
-            Some((_, None)) => Demux::Drop,
-            Some((key, Some(socket))) => {
-                self.reseed();
-                Demux::Deliver {
-                    target: Some(socket),
-                    listener: Some(key),
-                }
-            }
-            None => nobody,
-        }
-    }
-
-    /// Replaces a listener's LISTEN socket at once after it took a SYN: the next SYN may be in
-    /// the same batch.
-    fn after_ingress(&mut self, listener: Option<Key>, c: &Completer<'_>) {
-        if let Some(key) = listener {
-            self.maintain_listener(key, c);
-        }
-    }
-
     /// The link to `remote`: the loopback for the host's own addresses.
     pub(super) fn route_to(&self, remote: Ipv4Addr) -> Route {
         if remote.is_loopback() || self.is_local(remote) {
@@ -1282,7 +1171,7 @@ impl Core {
 
     /// The address with a listener for `local`, with its LISTEN socket if the backlog has
     /// room for another connection.
-    fn listener_for(&self, local: SocketAddrV4) -> Option<(Key, Option<SocketKey>)> {
+    pub(super) fn listener_for(&self, local: SocketAddrV4) -> Option<(Key, Option<SocketKey>)> {
         self.listeners.iter().find_map(|&key| {
             let address = self.addresses.get(key)?;
             let listener = address.listener.as_ref()?;
@@ -1359,15 +1248,6 @@ impl Core {
             socket.close();
         }
     }
-}
-
-/// Where a received frame goes.
-enum Demux {
-    Drop,
-    Deliver {
-        target: Option<SocketKey>,
-        listener: Option<Key>,
-    },
 }
 
 /// Addresses the interface holds: loopback and the configured one.
