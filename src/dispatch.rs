@@ -54,6 +54,7 @@ enum DeviceKind {
 }
 
 impl DeviceKind {
+    /// The kind of device `device` (an index of `DEVICE_NAMES`). Any IRQL.
     fn from_index(device: usize) -> Self {
         match device {
             0 => DeviceKind::Tcp,
@@ -274,6 +275,7 @@ fn internal_device_control(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
 /// TDI_SEND_DATAGRAM: the destination is copied out of `SendDatagramInformation` here, in
 /// dispatch, because AFD frees that block as soon as the dispatch routine returns. A missing
 /// block is `STATUS_INVALID_ADDRESS`; a malformed `TRANSPORT_ADDRESS` `STATUS_INVALID_PARAMETER`.
+/// PASSIVE_LEVEL, in the caller's context.
 fn send_datagram_request(address: u32, irp: &mut Irp) -> Result<Request, NtStatus> {
     let length = SendDatagramParams::parse(&irp.stack().parameters()).length;
     let info = irp

@@ -15,6 +15,7 @@ use smoltcp::iface::Interface;
 
 impl Core {
     /// Takes one frame from the loopback. Returns whether a frame was taken.
+    /// DISPATCH_LEVEL, under the core lock.
     pub(super) fn ingress_loopback(&mut self, c: &Completer<'_>) -> bool {
         let arrival = udp::Arrival {
             checksums: false,
@@ -44,7 +45,7 @@ impl Core {
     }
 
     /// Takes one frame from the Ethernet link (ARP and ICMP are smoltcp's). Returns whether a
-    /// frame was taken.
+    /// frame was taken. DISPATCH_LEVEL, under the core lock.
     pub(super) fn ingress_ethernet(
         &mut self,
         iface: &mut Interface,
@@ -84,7 +85,7 @@ impl Core {
     /// for a connection request the listener's LISTEN socket (whose backlog must have room: a
     /// SYN past it is dropped, and the client's retransmission retries), or no socket
     /// (smoltcp answers with a RST). A retransmitted SYN for a connection that exists is
-    /// dropped: that socket retransmits its own SYN-ACK.
+    /// dropped: that socket retransmits its own SYN-ACK. DISPATCH_LEVEL, under the core lock.
     fn demux(&mut self, segment: Option<TcpSegment>) -> Demux {
         let nobody = Demux::Deliver {
             target: None,
@@ -117,7 +118,7 @@ impl Core {
     }
 
     /// Replaces a listener's LISTEN socket at once after it took a SYN: the next SYN may be in
-    /// the same batch.
+    /// the same batch. DISPATCH_LEVEL, under the core lock.
     fn after_ingress(&mut self, listener: Option<Key>, c: &Completer<'_>) {
         if let Some(key) = listener {
             self.maintain_listener(key, c);

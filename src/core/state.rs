@@ -386,13 +386,13 @@ impl Core {
         }
     }
 
-    /// Interface 1's address and prefix, if configured.
+    /// Interface 1's address and prefix, if configured. Any IRQL ≤ DISPATCH_LEVEL.
     pub(super) fn configured_v4(&self) -> Option<(Ipv4Addr, u8)> {
         self.configured()
             .map(|IpCidr::Ipv4(cidr)| (cidr.address(), cidr.prefix_len()))
     }
 
-    /// The UDP layer's counters.
+    /// The UDP layer's counters. Any IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn udp_stats(&self) -> UdpStats {
         self.udp.stats()
     }

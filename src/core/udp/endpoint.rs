@@ -34,7 +34,7 @@ pub enum SendRoute {
 }
 
 impl SendRoute {
-    /// The legs of this route, in order.
+    /// The legs of this route, in order. IRQL ≤ DISPATCH_LEVEL, under the core lock.
     fn legs(self) -> &'static [Leg] {
         match self {
             SendRoute::Loopback => &[Leg::Loopback],
@@ -127,6 +127,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// An endpoint on `port` whose datagrams may be up to `largest` bytes: its smoltcp socket
     /// holds one outgoing datagram. `STATUS_INSUFFICIENT_RESOURCES` if the pool is exhausted.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn new(port: u16, largest: usize) -> Result<Self, NtStatus> {
         let mut metadata = pool::try_vec(1)?;
         metadata.push(PacketMetadata::EMPTY);
@@ -152,6 +153,7 @@ impl Endpoint {
 
     /// A datagram from `from` arrived: it completes the oldest pending receive, or waits in
     /// the queue if the queue's bounds allow, or is dropped. Returns whether it was taken.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn deliver(
         &mut self,
         from: SocketAddrV4,
@@ -187,6 +189,7 @@ impl Endpoint {
     }
 
     /// TDI_RECEIVE_DATAGRAM: takes the oldest queued datagram, or waits for one.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn receive(
         &mut self,
         irp: PendingIrp,
@@ -205,7 +208,7 @@ impl Endpoint {
         self.receives.push_back(receive);
     }
 
-    /// Queues a send for the next egress.
+    /// Queues a send for the next egress. IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn queue_send(&mut self, send: PendingSend) -> Result<(), (PendingIrp, NtStatus)> {
         if let Err(status) = pool::try_reserve_deque(&mut self.sends, 1) {
             return Err((send.irp, status));
@@ -214,12 +217,13 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Whether sends or a datagram wait to leave.
+    /// Whether sends or a datagram wait to leave. IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn has_sends(&self) -> bool {
         !self.sends.is_empty() || self.waiting.is_some()
     }
 
     /// Unlinks the pending IRP `id` (for its cancel routine).
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn take_irp(&mut self, id: IrpId) -> Option<PendingIrp> {
         if let Some(index) = self.receives.iter().position(|r| r.irp.id() == id) {
             return self.receives.remove(index).map(|r| r.irp);
@@ -234,6 +238,7 @@ impl Endpoint {
     }
 
     /// Every pending IRP, for the file's close (they complete with `STATUS_CANCELLED`).
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn drain_irps(&mut self) -> impl Iterator<Item = PendingIrp> + '_ {
         self.queue.clear();
         self.queued_bytes = 0;
@@ -245,6 +250,7 @@ impl Endpoint {
 
     /// Hands queued sends to smoltcp one datagram at a time, each transmitted on its legs'
     /// links before the next is copied, and completes each send once all its legs are out.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn pump<L: Device, E: Device>(
         &mut self,
         links: &mut Links<'_, L, E>,
@@ -314,6 +320,7 @@ impl Endpoint {
     }
 
     /// Lets the socket transmit its datagram on `leg`'s link. Returns whether it left.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     fn transmit<L: Device, E: Device>(&mut self, leg: Leg, links: &mut Links<'_, L, E>) -> bool {
         let now = links.now;
         match (leg, links.ethernet.as_mut()) {
@@ -332,6 +339,7 @@ impl Endpoint {
     }
 
     /// Drops the datagram in the socket (closing and binding it again empties its buffers).
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     fn discard(&mut self) {
         let socket = self.set.get_mut::<udp::Socket<'static>>(self.handle);
         socket.close();
@@ -341,7 +349,7 @@ impl Endpoint {
 }
 
 /// Copies a datagram into a receive's buffer (cut to it) and completes the receive with the
-/// sender, `STATUS_SUCCESS` and the bytes copied.
+/// sender, `STATUS_SUCCESS` and the bytes copied. IRQL ≤ DISPATCH_LEVEL, under the core lock.
 fn complete_receive(
     receive: PendingReceive,
     from: SocketAddrV4,

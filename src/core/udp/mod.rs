@@ -137,7 +137,7 @@ impl Udp {
         }
     }
 
-    /// Files address file `key` under `port`.
+    /// Files address file `key` under `port`. IRQL ≤ DISPATCH_LEVEL, under the core lock.
     fn index(&mut self, port: u16, key: Key) -> Result<(), NtStatus> {
         pool::note_call_site();
         self.by_port
@@ -147,7 +147,7 @@ impl Udp {
         pool::try_push(keys, key)
     }
 
-    /// Removes address file `key` from `port`'s list.
+    /// Removes address file `key` from `port`'s list. IRQL ≤ DISPATCH_LEVEL, under the core lock.
     fn unindex(&mut self, port: u16, key: Key) {
         if let Some(keys) = self.by_port.get_mut(&port) {
             keys.retain(|k| *k != key);
@@ -161,6 +161,7 @@ impl Udp {
     /// broadcast, else the one bound to `ip` itself, or failing that a wildcard one (the
     /// first bound, for ports shared with `SO_REUSEADDR`). Writes them to `out` and returns
     /// how many; `out` bounds the fan-out of one broadcast.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     fn receivers(
         &self,
         addresses: &Slab<Address>,
@@ -204,7 +205,7 @@ impl Udp {
     }
 
     /// Lists address file `key` for the next egress (room was reserved by
-    /// [`Udp::reserve_sending`]).
+    /// [`Udp::reserve_sending`]). IRQL ≤ DISPATCH_LEVEL, under the core lock.
     fn mark_sending(&mut self, key: Key) {
         if !self.sending.contains(&key) && self.sending.len() < self.sending.capacity() {
             self.sending.push(key);
@@ -212,6 +213,7 @@ impl Udp {
     }
 
     /// Makes room to list one more address file for egress.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     fn reserve_sending(&mut self) -> Result<(), NtStatus> {
         if self.sending.len() < self.sending.capacity() {
             return Ok(());
@@ -220,12 +222,12 @@ impl Udp {
         pool::try_reserve(&mut self.sending, more)
     }
 
-    /// Whether sends wait for a pass.
+    /// Whether sends wait for a pass. IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn has_sends(&self) -> bool {
         !self.sending.is_empty()
     }
 
-    /// The counters.
+    /// The counters. IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn stats(&self) -> UdpStats {
         self.stats
     }

@@ -34,7 +34,7 @@ pub struct Arrival {
 }
 
 impl Arrival {
-    /// Whether `ip` is one of this link's own addresses.
+    /// Whether `ip` is one of this link's own addresses. DISPATCH_LEVEL, under the core lock.
     fn is_own(&self, ip: Ipv4Addr) -> bool {
         (self.loopback && ip.is_loopback()) || self.configured.is_some_and(|(own, _)| own == ip)
     }
@@ -112,6 +112,7 @@ impl Core {
     /// Moves every listed endpoint's queued sends out. Endpoints whose datagram waits for the
     /// loopback stay listed (the pass that drains the loopback retries them); those waiting
     /// for an Ethernet neighbour are retried after [`RETRY_INTERVAL`].
+    /// DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn udp_egress(
         &mut self,
         port: Option<&mut Port>,
@@ -154,6 +155,7 @@ impl Core {
     }
 
     /// When UDP next needs a pass: the retry of a datagram waiting for its neighbour.
+    /// DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn udp_poll_at(&self) -> Option<Instant> {
         self.udp.retry_at
     }

@@ -16,7 +16,7 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 
 impl Core {
     /// Opens a UDP address file on `address` (port 0: an ephemeral port of UDP's own port
-    /// space). Returns the address table index.
+    /// space). Returns the address table index. DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn bind_udp_address(
         &mut self,
         address: TransportAddress,
@@ -52,6 +52,7 @@ impl Core {
     }
 
     /// Frees a UDP address file's port when its last reference goes.
+    /// DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn unbind_udp_address(&mut self, key: Key, address: &Address) {
         self.udp.ports.unbind(address.binding);
         self.udp.unindex(address.port(), key);
@@ -59,6 +60,7 @@ impl Core {
 
     /// IRP_MJ_CLOSE of a UDP address file: its pending receives and sends complete with
     /// `STATUS_CANCELLED` and its queued datagrams are dropped.
+    /// DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn close_datagram(&mut self, key: Key, c: &Completer<'_>) {
         let Some(endpoint) = self
             .addresses
@@ -72,7 +74,7 @@ impl Core {
         }
     }
 
-    /// TDI_RECEIVE_DATAGRAM.
+    /// TDI_RECEIVE_DATAGRAM. DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn receive_datagram(
         &mut self,
         address: u32,
@@ -87,7 +89,7 @@ impl Core {
     }
 
     /// TDI_SEND_DATAGRAM: checks the destination and the size, picks the route and source
-    /// address, and queues the send for the next egress.
+    /// address, and queues the send for the next egress. DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn send_datagram(
         &mut self,
         address: u32,
@@ -132,7 +134,7 @@ impl Core {
 
     /// The route, source address and MTU of a datagram from an address file bound to `bound`
     /// to `remote`. Errors: `STATUS_INVALID_ADDRESS` for port 0 or 0.0.0.0;
-    /// `STATUS_NETWORK_UNREACHABLE` with no route.
+    /// `STATUS_NETWORK_UNREACHABLE` with no route. DISPATCH_LEVEL, under the core lock.
     fn plan_datagram(
         &self,
         bound: Ipv4Addr,
@@ -167,7 +169,7 @@ impl Core {
     }
 
     /// Unlinks the pending datagram request `id` of a UDP address file (for its cancel
-    /// routine).
+    /// routine). DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn cancel_datagram(&mut self, id: IrpId) -> Option<PendingIrp> {
         self.addresses
             .iter_mut()
@@ -178,7 +180,7 @@ impl Core {
 
 /// The UDP endpoint of address file `index`, or the status for a request that names something
 /// else: `STATUS_INVALID_ADDRESS` for a closed or unknown file, `STATUS_INVALID_DEVICE_REQUEST`
-/// for a TCP address file.
+/// for a TCP address file. DISPATCH_LEVEL, under the core lock.
 fn endpoint(addresses: &mut Slab<Address>, index: u32) -> Result<(Key, &mut Endpoint), NtStatus> {
     let key = addresses.key_at(index).ok_or(NtStatus::INVALID_ADDRESS)?;
     let address = addresses.get_mut(key).ok_or(NtStatus::INVALID_ADDRESS)?;
