@@ -36,16 +36,15 @@
 //!   `IoCancelIrp` loop**: a completion routine that finds it poisoned is AFD's CORE-8640
 //!   use-after-free (see [`Afd::close`] for how late completions are classified).
 //! - **Errors** reach Winsock through msafd's `TranslateNtStatusError` ([`translate_nt_status`]).
-//!
-//! Buffers the driver writes into (the receive buffer, connection-information blocks, the
-//! disconnect timeout) belong to each IRP's completion context, not to the FCB, so that a late
-//! completion is detected without the host itself touching freed memory.
-//!
-//! - **Datagram sockets** ([`datagram`]): an address file on `\Device\Udp` and no connection
+//! - **Datagram sockets** (`datagram.rs`): an address file on `\Device\Udp` and no connection
 //!   object; one `TDI_RECEIVE_DATAGRAM` posted at bind (`WarmSocketForBind`) and re-posted from
 //!   its completion while the stored datagrams stay under the 8 KiB window; one
 //!   `TDI_SEND_DATAGRAM` per `sendto`, its destination block freed as soon as `IoCallDriver`
 //!   returns.
+//!
+//! Buffers the driver writes into (the receive buffer, connection-information blocks, the
+//! disconnect timeout) belong to each IRP's completion context, not to the FCB, so that a late
+//! completion is detected without the host itself touching freed memory.
 //!
 //! Not reproduced: non-blocking sockets and select() beyond "readable",
 //! overlapped I/O, event select, SO_SNDBUF/SO_RCVBUF (the windows stay 8 KiB), connect/disconnect

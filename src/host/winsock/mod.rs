@@ -19,7 +19,7 @@
 //!   {on, 0}, `AFD_DISCONNECT_ABORT`, waited for without limit; then msafd's address handle is
 //!   closed, then the socket (`AfdCloseSocket`). The disconnect's status is closesocket's result.
 //! - Errors are msafd's `TranslateNtStatusError` of the status AFD returns.
-//! - Datagram sockets ([`datagram`]): `socket(SOCK_DGRAM)`, `sendto`/`recvfrom`, `connect` as
+//! - Datagram sockets (`datagram.rs`): `socket(SOCK_DGRAM)`, `sendto`/`recvfrom`, `connect` as
 //!   a default destination and receive filter, `SO_BROADCAST`.
 //!
 //! Blocking calls wait on events that AFD's completion routines signal; SO_RCVTIMEO and
