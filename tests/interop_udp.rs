@@ -12,6 +12,7 @@ use interop_support::driver::DriverOnTap;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::Duration;
+use tcpip::host::afd::RequestKind;
 use tcpip::host::stats::udp_stats;
 use tcpip::host::winsock::WsaError;
 
@@ -189,5 +190,44 @@ fn a_datagram_to_a_closed_driver_port_is_refused() {
     // Linux reports the driver's ICMP port unreachable on the connected socket.
     assert_eq!(outcome, Err(ErrorKind::ConnectionRefused));
     assert_eq!(udp_stats(setup.driver()).unwrap().no_port, 1);
+    setup.finish();
+}
+
+#[test]
+fn a_send_waiting_for_an_unresolved_neighbour_can_be_cancelled_and_is_dropped_in_time() {
+    let namespace = Namespace::new();
+    let setup = DriverOnTap::start(&namespace, None);
+    let ws = setup.ws.clone();
+    let socket = ws.socket_datagram().unwrap();
+    ws.bind(socket, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 7104))
+        .unwrap();
+    let subnet = namespace.linux_ip().octets();
+    let silent = SocketAddrV4::new(Ipv4Addr::new(subnet[0], subnet[1], subnet[2], 99), 9);
+    let sending = {
+        let ws = ws.clone();
+        setup.kernel.spawn("udp-to-nobody", move || {
+            ws.sendto(socket, b"hello?", silent)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let afd_socket = ws.afd_socket(socket).unwrap();
+    assert_eq!(
+        ws.afd().cancel_in_flight(afd_socket, RequestKind::Send),
+        Ok(Some(true)),
+        "the send waits in the driver for ARP, cancellably"
+    );
+    assert_eq!(
+        sending.join().expect("sender"),
+        Err(WsaError::WSA_OPERATION_ABORTED)
+    );
+    // Nobody answers ARP: the datagram is dropped (and counted) after 3 s and the next send
+    // completes.
+    let started = std::time::Instant::now();
+    assert_eq!(ws.sendto(socket, b"again?", silent), Ok(6));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let stats = udp_stats(setup.driver()).unwrap();
+    assert!(stats.send_dropped >= 1, "{stats:?}");
+    ws.closesocket(socket).unwrap();
+    drop(ws);
     setup.finish();
 }

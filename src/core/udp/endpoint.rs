@@ -228,12 +228,10 @@ impl Endpoint {
         if let Some(index) = self.receives.iter().position(|r| r.irp.id() == id) {
             return self.receives.remove(index).map(|r| r.irp);
         }
-        // A send whose datagram is partly handed to smoltcp (a broadcast between its legs)
-        // stays: it completes with the next pass.
-        let index = self
-            .sends
-            .iter()
-            .position(|s| s.irp.id() == id && s.legs_done == 0)?;
+        // Every pending IRP must be found here, or it could never complete. A send whose
+        // datagram is already in smoltcp leaves it there: it still goes out (a broadcast's
+        // remaining leg does not).
+        let index = self.sends.iter().position(|s| s.irp.id() == id)?;
         self.sends.remove(index).map(|s| s.irp)
     }
 
