@@ -312,10 +312,11 @@ impl Core {
 
     /// One pass of the protocol over the sockets it concerns: those whose deadline has come
     /// and a budget of received frames from each link; then their transmissions (ACKs,
-    /// timeouts), the follow-up of every socket with an event for its owner (connection,
-    /// listener, orphan), and the transmissions that follow-up caused. `link` is the bound
-    /// Ethernet link, if any. Returns whether work remains (frames waiting, events raised by
-    /// the last transmissions): the caller runs another pass or re-queues its DPC.
+    /// timeouts) and the queued UDP sends, the follow-up of every socket with an event for its
+    /// owner (connection, listener, orphan), and the transmissions that follow-up caused.
+    /// `link` is the bound Ethernet link, if any. Returns whether work remains (frames waiting,
+    /// events raised by the last transmissions, UDP sends past their budget): the caller runs
+    /// another pass or re-queues its DPC.
     pub fn poll(&mut self, now: Instant, c: &Completer<'_>, link: Option<&Link>) -> bool {
         self.now = now;
         let mut port = self.ethernet.take();
@@ -337,7 +338,7 @@ impl Core {
             }
         }
         self.egress(port.as_mut(), device.as_mut());
-        self.udp_egress(port.as_mut(), device.as_mut(), c);
+        let udp_more = self.udp_egress(port.as_mut(), device.as_mut(), c);
         while let Some((socket, owner)) = self.sockets.next_event() {
             match owner {
                 Owner::Connection(key) => self.service(key, c),
@@ -351,7 +352,7 @@ impl Core {
             port.tx = device.into_transmit_buffer();
         }
         self.ethernet = port;
-        self.device.pending() > 0 || waiting > 0 || self.sockets.has_events()
+        self.device.pending() > 0 || waiting > 0 || self.sockets.has_events() || udp_more
     }
 
     /// Lets the touched sockets transmit, each on its link.

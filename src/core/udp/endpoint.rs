@@ -103,7 +103,13 @@ pub enum Pumped {
     LoopbackFull,
     /// A datagram waits for the Ethernet link (an address being resolved).
     EthernetBusy,
+    /// The pass's budget of datagrams for one endpoint is spent; more sends wait.
+    Budget,
 }
+
+/// Datagrams one endpoint hands to smoltcp per pass, so that one busy sender cannot hold the
+/// DPC.
+const PUMP_BUDGET: usize = 16;
 
 /// The links [`Endpoint::pump`] may transmit on.
 pub struct Links<'a, L: Device, E: Device> {
@@ -255,6 +261,7 @@ impl Endpoint {
         stats: &mut UdpStats,
         c: &Completer<'_>,
     ) -> Pumped {
+        let mut budget = PUMP_BUDGET;
         loop {
             if let Some(waiting) = self.waiting {
                 if !self.transmit(waiting.leg, links) {
@@ -279,6 +286,10 @@ impl Endpoint {
                 }
                 continue;
             };
+            if budget == 0 {
+                return Pumped::Budget;
+            }
+            budget -= 1;
             send.legs_done += 1;
             if leg == Leg::Ethernet && links.ethernet.is_none() {
                 // No link bound (any more): a broadcast only reaches the host itself; a

@@ -109,19 +109,21 @@ pub fn ingress(
 }
 
 impl Core {
-    /// Moves every listed endpoint's queued sends out. Endpoints whose datagram waits for the
-    /// loopback stay listed (the pass that drains the loopback retries them); those waiting
-    /// for an Ethernet neighbour are retried after [`RETRY_INTERVAL`].
+    /// Moves every listed endpoint's queued sends out, within a budget per endpoint. Endpoints
+    /// whose datagram waits for the loopback stay listed (the pass that drains the loopback
+    /// retries them); those waiting for an Ethernet neighbour are retried after
+    /// [`RETRY_INTERVAL`]. Returns whether sends that could go now remain (the budget ran out):
+    /// the caller runs another pass.
     /// DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn udp_egress(
         &mut self,
         port: Option<&mut Port>,
         device: Option<&mut EthernetDevice<'_>>,
         c: &Completer<'_>,
-    ) {
+    ) -> bool {
         if !self.udp.has_sends() {
             self.udp.retry_at = None;
-            return;
+            return false;
         }
         let mut sending = core::mem::take(&mut self.udp.sending);
         let mut links = Links {
@@ -132,6 +134,7 @@ impl Core {
             now: self.now,
         };
         let mut retry = false;
+        let mut more = false;
         let addresses = &mut self.addresses;
         let stats = &mut self.udp.stats;
         sending.retain(|key| {
@@ -144,6 +147,10 @@ impl Core {
             match endpoint.pump(&mut links, stats, c) {
                 Pumped::Done => false,
                 Pumped::LoopbackFull => true,
+                Pumped::Budget => {
+                    more = true;
+                    true
+                }
                 Pumped::EthernetBusy => {
                     retry = true;
                     true
@@ -152,6 +159,7 @@ impl Core {
         });
         self.udp.sending = sending;
         self.udp.retry_at = retry.then(|| self.now + RETRY_INTERVAL);
+        more
     }
 
     /// When UDP next needs a pass: the retry of a datagram waiting for its neighbour.
