@@ -8,6 +8,7 @@ mod tdi_support;
 mod udp_support;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use tcpip::core::state::CoreConfig;
 use tcpip::core::udp::UdpConfig;
 use tcpip::host::afd::wire;
 use tcpip::host::{Clock, Handle};
@@ -16,8 +17,11 @@ use tcpip::nt::types::*;
 use tdi_support::{Loaded, any, loaded, local};
 use udp_support::*;
 
-/// The largest datagram the loopback carries without fragmentation (16 KiB MTU − 28).
-const LOOPBACK_MAX: usize = 16 * 1024 - 28;
+/// The largest datagram the loopback carries without fragmentation (its MTU − 28 bytes of
+/// IPv4 and UDP headers).
+fn loopback_max() -> usize {
+    CoreConfig::default().loopback_mtu - 28
+}
 
 fn pair(t: &Loaded, a: u16, b: u16) -> (Handle, Handle) {
     (
@@ -76,20 +80,21 @@ fn a_datagram_reaches_a_pending_receive_with_its_sender() {
 fn every_size_up_to_the_loopback_mtu_round_trips() {
     let t = loaded();
     let (a, b) = pair(&t, 7020, 7021);
+    let max = loopback_max();
     let mut sizes: Vec<usize> = (0..64).collect();
-    sizes.extend((64..LOOPBACK_MAX).step_by(997));
-    sizes.extend([1471, 1472, 1473, 8192, LOOPBACK_MAX - 1, LOOPBACK_MAX]);
+    sizes.extend((64..max).step_by(997));
+    sizes.extend([1471, 1472, 1473, 8192, max - 1, max]);
     for size in sizes {
         let data: Vec<u8> = (0..size).map(|i| (i * 7 + size) as u8).collect();
         // Sent before the receive is posted: it waits in the queue.
         let sent = send_to(&t.kernel, a, local(7021), &data);
         assert_eq!((sent.status, sent.information), (NtStatus::SUCCESS, size));
-        let (status, got, from) = receive(&t.kernel, b, LOOPBACK_MAX);
+        let (status, got, from) = receive(&t.kernel, b, max);
         assert_eq!(status.status, NtStatus::SUCCESS, "size {size}");
         assert_eq!(got, data, "size {size}");
         assert_eq!(from, Some(local(7020)));
     }
-    let too_big = vec![0u8; LOOPBACK_MAX + 1];
+    let too_big = vec![0u8; max + 1];
     let sent = send_to(&t.kernel, a, local(7021), &too_big);
     assert_eq!(
         sent.status,

@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use crate::core::state::Completer;
-use crate::core::udp::{STUCK_LIMIT_MICROS, UdpConfig, UdpStats};
+use crate::core::udp::{STUCK_LIMIT, UdpConfig, UdpStats};
 use crate::core::work::Finish;
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
@@ -124,6 +124,8 @@ pub struct Endpoint {
     queue: VecDeque<Queued>,
     queued_bytes: usize,
     sends: VecDeque<PendingSend>,
+    /// The smoltcp UDP socket, alone in its set. It is never removed, so `get_mut` on its
+    /// handle cannot panic.
     set: SocketSet<'static>,
     handle: SocketHandle,
     port: u16,
@@ -265,7 +267,7 @@ impl Endpoint {
         loop {
             if let Some(waiting) = self.waiting {
                 if !self.transmit(waiting.leg, links) {
-                    if (links.now - waiting.since).total_micros() <= STUCK_LIMIT_MICROS as u64 {
+                    if links.now - waiting.since <= STUCK_LIMIT {
                         return match waiting.leg {
                             Leg::Loopback => Pumped::LoopbackFull,
                             Leg::Ethernet => Pumped::EthernetBusy,

@@ -33,7 +33,7 @@
 //! broadcast leaves on the Ethernet link (if one is bound) and is also looped back to the
 //! host's own sockets. A datagram the link cannot take yet (loopback full, an address still
 //! being resolved) holds the endpoint's later sends back; one that cannot leave within
-//! [`STUCK_LIMIT_MICROS`] is dropped and counted ([`UdpStats::send_dropped`]).
+//! [`STUCK_LIMIT`] is dropped and counted ([`UdpStats::send_dropped`]).
 //!
 //! Module layout: [`wire`] (the received datagram), [`endpoint`] (one address file's queues),
 //! `requests` (the TDI requests, as `Core` methods), `path` (the protocol pass: ingress and
@@ -56,10 +56,10 @@ use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
-use smoltcp::time::Instant;
+use smoltcp::time::{Duration, Instant};
 
 /// How long a datagram may wait for its link (an unresolved neighbour) before it is dropped.
-pub const STUCK_LIMIT_MICROS: i64 = 3_000_000;
+pub const STUCK_LIMIT: Duration = Duration::from_secs(3);
 
 /// Bytes of IPv4 and UDP headers in front of a datagram's payload.
 pub const HEADERS: usize = 28;
