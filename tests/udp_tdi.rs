@@ -163,6 +163,34 @@ fn the_receive_queue_is_bounded_and_its_drops_are_counted() {
 }
 
 #[test]
+fn a_unicast_datagram_goes_to_the_most_specific_bind_only() {
+    let t = loaded();
+    let share = wire::SHARE_READ_WRITE;
+    let wildcard = open_udp(&t, any(7080), share).expect("0.0.0.0");
+    let exact = open_udp(&t, local(7080), share).expect("127.0.0.1");
+    let sender = open_udp(&t, local(7081), 0).expect("sender");
+    let on_wildcard = start_receive(&t.kernel, wildcard, 64);
+    assert_eq!(
+        send_to(&t.kernel, sender, local(7080), b"one").status,
+        NtStatus::SUCCESS
+    );
+    let (status, data, _) = receive(&t.kernel, exact, 64);
+    assert_eq!((status.status, data), (NtStatus::SUCCESS, b"one".to_vec()));
+    // 127.0.0.2 is the host's too, and only the wildcard address file covers it.
+    let other = std::net::SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 7080);
+    assert_eq!(
+        send_to(&t.kernel, sender, other, b"two").status,
+        NtStatus::SUCCESS
+    );
+    let (status, data, _) = on_wildcard.wait();
+    assert_eq!((status.status, data), (NtStatus::SUCCESS, b"two".to_vec()));
+    for h in [wildcard, exact, sender] {
+        t.close(h);
+    }
+    t.unload();
+}
+
+#[test]
 fn close_cancels_the_pending_receive() {
     let t = loaded();
     let b = open_udp(&t, local(7050), 0).expect("B");

@@ -95,13 +95,18 @@ fn udp_echo_over_loopback_with_many_threads() {
 }
 
 #[test]
-fn broadcast_needs_so_broadcast_and_reaches_the_hosts_sockets() {
+fn broadcast_needs_so_broadcast_and_reaches_every_socket_sharing_the_port() {
     let env = Env::start("udp broadcast", 2, FaultInjection::None);
     let ws = &env.ws;
-    let receiver = ws.socket_datagram().unwrap();
-    ws.bind(receiver, any(5302)).unwrap();
+    let receivers = [ws.socket_datagram().unwrap(), ws.socket_datagram().unwrap()];
+    for r in receivers {
+        ws.set_reuse_address(r, true).unwrap();
+        ws.bind(r, any(5302)).unwrap();
+    }
     let sender = ws.socket_datagram().unwrap();
     ws.bind(sender, any(5303)).unwrap();
+    let unshared = ws.socket_datagram().unwrap();
+    assert_eq!(ws.bind(unshared, any(5302)), Err(WsaError::WSAEADDRINUSE));
     let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 5302);
     assert_eq!(
         ws.sendto(sender, b"offer", broadcast),
@@ -110,11 +115,15 @@ fn broadcast_needs_so_broadcast_and_reaches_the_hosts_sockets() {
     ws.set_broadcast(sender, true).unwrap();
     assert_eq!(ws.sendto(sender, b"offer", broadcast), Ok(5));
     let mut buffer = [0u8; 64];
-    let (n, from) = ws.recvfrom(receiver, &mut buffer).unwrap();
-    assert_eq!(&buffer[..n], b"offer");
-    assert_eq!(from, any(5303), "no address configured: sent from 0.0.0.0");
-    ws.closesocket(sender).unwrap();
-    ws.closesocket(receiver).unwrap();
+    for r in receivers {
+        let (n, from) = ws.recvfrom(r, &mut buffer).unwrap();
+        assert_eq!(&buffer[..n], b"offer");
+        assert_eq!(from, any(5303), "no address configured: sent from 0.0.0.0");
+    }
+    assert_eq!(ws.getsockname(sender), Ok(any(5303)));
+    for s in receivers.into_iter().chain([sender, unshared]) {
+        ws.closesocket(s).unwrap();
+    }
     env.finish();
 }
 
