@@ -40,29 +40,22 @@ fn linux_clients_echo_through_the_driver() {
     let server = ws.socket_datagram().unwrap();
     ws.bind(server, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 7100))
         .unwrap();
+    // Four clients: while the server echoes one datagram, the others (at most 3 × 1472 bytes)
+    // stay under AFD's 8 KiB store, past which ReactOS's AFD stops receiving for good.
+    let clients = 4;
+    let expected = clients * sizes().len();
     let echo = {
         let ws = ws.clone();
         setup.kernel.spawn("driver-udp-echo", move || {
             let mut buffer = [0u8; 2048];
-            let mut echoes = 0;
-            loop {
-                match ws.recvfrom(server, &mut buffer) {
-                    Ok((n, from)) => {
-                        ws.sendto(server, &buffer[..n], from).unwrap();
-                        echoes += 1;
-                    }
-                    Err(WsaError::WSAECONNRESET | WsaError::WSA_OPERATION_ABORTED) => {
-                        return echoes;
-                    }
-                    Err(e) => panic!("driver echo server: {e}"),
-                }
+            for _ in 0..expected {
+                let (n, from) = ws.recvfrom(server, &mut buffer).expect("driver recvfrom");
+                ws.sendto(server, &buffer[..n], from)
+                    .expect("driver sendto");
             }
         })
     };
     let target = SocketAddrV4::new(namespace.driver_ip(), 7100);
-    // Four clients: while the server echoes one datagram, the others (at most 3 × 1472 bytes)
-    // stay under AFD's 8 KiB store, past which ReactOS's AFD stops receiving for good.
-    let clients = 4;
     let echoed: usize = namespace.run(move || {
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..clients)
@@ -89,8 +82,9 @@ fn linux_clients_echo_through_the_driver() {
             handles.into_iter().map(|h| h.join().expect("client")).sum()
         })
     });
+    echo.join().expect("echo server");
+    assert_eq!(echoed, expected);
     ws.closesocket(server).unwrap();
-    assert_eq!(echo.join().expect("echo server"), echoed);
     let stats = udp_stats(setup.driver()).unwrap();
     assert_eq!(stats.checksum_errors, 0, "{stats:?}");
     drop(ws);
@@ -229,5 +223,48 @@ fn a_send_waiting_for_an_unresolved_neighbour_can_be_cancelled_and_is_dropped_in
     assert!(stats.send_dropped >= 1, "{stats:?}");
     ws.closesocket(socket).unwrap();
     drop(ws);
+    setup.finish();
+}
+
+#[test]
+fn dhcp_broadcasts_from_an_unconfigured_driver_and_hears_the_broadcast_reply() {
+    // The exchange DHCP needs before the interface has an address: DISCOVER from 0.0.0.0:68
+    // to 255.255.255.255:67, an OFFER broadcast back to port 68.
+    let namespace = Namespace::new();
+    let setup = DriverOnTap::start_unconfigured(&namespace);
+    let server = namespace.run(|| {
+        let socket = UdpSocket::bind("0.0.0.0:67").expect("Linux port 67");
+        socket.set_broadcast(true).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        socket
+    });
+    let ws = &setup.ws;
+    let client = ws.socket_datagram().unwrap();
+    ws.set_broadcast(client, true).unwrap();
+    ws.bind(client, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68))
+        .unwrap();
+    let discover = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+    assert_eq!(ws.sendto(client, b"DHCPDISCOVER", discover), Ok(12));
+    let mut buffer = [0u8; 64];
+    let (n, from) = server
+        .recv_from(&mut buffer)
+        .expect("the DISCOVER on Linux");
+    assert_eq!(&buffer[..n], b"DHCPDISCOVER");
+    assert_eq!(from, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68).into());
+    let offer = SocketAddrV4::new(Ipv4Addr::BROADCAST, 68);
+    // The namespace has no default route: send the limited broadcast out of the TAP.
+    namespace.ip(&["route", "add", "255.255.255.255/32", "dev", namespace.tap()]);
+    namespace.run(|| {
+        server
+            .send_to(b"DHCPOFFER", offer)
+            .expect("the OFFER from Linux")
+    });
+    let (n, from) = ws.recvfrom(client, &mut buffer).expect("the OFFER");
+    assert_eq!(&buffer[..n], b"DHCPOFFER");
+    assert_eq!(from, SocketAddrV4::new(namespace.linux_ip(), 67));
+    ws.closesocket(client).unwrap();
+    drop(server);
     setup.finish();
 }

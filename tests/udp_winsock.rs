@@ -9,7 +9,7 @@ mod echo_support;
 use echo_support::{Env, loopback, size};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tcpip::host::FaultInjection;
 use tcpip::host::stats::udp_stats;
@@ -19,30 +19,38 @@ fn any(port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)
 }
 
-/// An echo server on `port`: echoes every datagram to its sender until its socket is closed
-/// under it (AFD then fails its pending recvfrom: `STATUS_FILE_CLOSED` or `STATUS_CANCELLED`).
-/// Returns the echoes it made.
-fn echo_server(env: &Env, port: u16) -> (Socket, std::thread::JoinHandle<usize>) {
+/// An echo server on `port`: echoes `expected` datagrams to their senders, raises `echoed`,
+/// then waits in recvfrom until its socket is closed under it (AFD fails that recvfrom with
+/// `STATUS_FILE_CLOSED` or `STATUS_CANCELLED`; `WSAENOTSOCK` if the close came first).
+fn echo_server(
+    env: &Env,
+    port: u16,
+    expected: usize,
+    echoed: Arc<AtomicBool>,
+) -> (Socket, std::thread::JoinHandle<()>) {
     let ws = env.ws.clone();
     let server = ws.socket_datagram().unwrap();
     ws.bind(server, loopback(port)).unwrap();
     let thread = env.kernel.spawn("udp-echo-server", move || {
-        let mut echoes = 0;
         let mut buffer = [0u8; 2048];
-        loop {
-            match ws.recvfrom(server, &mut buffer) {
-                Ok((n, from)) => {
-                    ws.sendto(server, &buffer[..n], from).unwrap();
-                    echoes += 1;
-                }
-                Err(
-                    WsaError::WSA_OPERATION_ABORTED
-                    | WsaError::WSAECONNRESET
-                    | WsaError::WSAENOTSOCK,
-                ) => return echoes,
-                Err(e) => panic!("echo server: {e}"),
-            }
+        for _ in 0..expected {
+            let (n, from) = ws
+                .recvfrom(server, &mut buffer)
+                .expect("echo server recvfrom");
+            ws.sendto(server, &buffer[..n], from)
+                .expect("echo server sendto");
         }
+        echoed.store(true, Ordering::Release);
+        let last = ws.recvfrom(server, &mut buffer);
+        assert!(
+            matches!(
+                last,
+                Err(WsaError::WSA_OPERATION_ABORTED
+                    | WsaError::WSAECONNRESET
+                    | WsaError::WSAENOTSOCK)
+            ),
+            "recvfrom pending at close: {last:?}"
+        );
     });
     (server, thread)
 }
@@ -51,9 +59,10 @@ fn echo_server(env: &Env, port: u16) -> (Socket, std::thread::JoinHandle<usize>)
 fn udp_echo_over_loopback_with_many_threads() {
     let env = Env::start("udp echo", 2, FaultInjection::None);
     let port = 5301;
-    let (server, thread) = echo_server(&env, port);
     let threads = size(64, 16);
     let per_thread = size(1000, 100);
+    let echoed = Arc::new(AtomicBool::new(false));
+    let (server, thread) = echo_server(&env, port, threads * per_thread, echoed.clone());
     let clients: Vec<_> = (0..threads)
         .map(|t| {
             let ws = env.ws.clone();
@@ -85,12 +94,19 @@ fn udp_echo_over_loopback_with_many_threads() {
     for c in clients {
         c.join().expect("client");
     }
+    while !echoed.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Closed with the server's recvfrom (and AFD's TDI_RECEIVE_DATAGRAM) pending.
     env.ws.closesocket(server).unwrap();
-    let echoes = thread.join().expect("server");
-    assert_eq!(echoes, threads * per_thread);
+    thread.join().expect("server");
     let stats = udp_stats(env.driver()).unwrap();
     assert_eq!(stats.queue_full, 0, "{stats:?}");
-    assert_eq!(stats.datagrams_in, 2 * echoes as u64, "{stats:?}");
+    assert_eq!(
+        stats.datagrams_in,
+        2 * (threads * per_thread) as u64,
+        "{stats:?}"
+    );
     env.finish();
 }
 
