@@ -407,7 +407,8 @@ impl Core {
             .find(|cidr| !matches!(cidr, IpCidr::Ipv4(v4) if v4.address().is_loopback()))
     }
 
-    /// When the core next needs a pass if nothing arrives: the earliest socket deadline.
+    /// When the core next needs a pass if nothing arrives: the earliest socket deadline, or
+    /// UDP's retry of a datagram waiting for its neighbour.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
         let tcp = self.sockets.next_deadline(now);
         match (tcp, self.udp_poll_at()) {
