@@ -88,23 +88,11 @@ pub struct IcmpCounters {
     pub sent: IcmpDirection,
 }
 
-/// UDP counters (RFC 1213 `udp` group). Until UDP is served every received datagram counts
-/// as `no_ports`; the UDP module takes these over.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UdpCounters {
-    pub in_datagrams: u64,
-    /// Datagrams for a port nobody listens on (`udpNoPorts`).
-    pub no_ports: u64,
-    pub in_errors: u64,
-    pub out_datagrams: u64,
-}
-
 /// Every counter of the network and transport layers the core keeps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub ip: IpCounters,
     pub tcp: TcpCounters,
-    pub udp: UdpCounters,
     pub icmp: IcmpCounters,
 }
 
@@ -146,14 +134,8 @@ impl Counters {
                     self.icmp_message(way, ip.payload());
                 }
             }
-            IpProtocol::Udp => {
-                self.delivered(way);
-                let udp = &mut self.udp;
-                match way {
-                    Way::In => udp.no_ports = udp.no_ports.wrapping_add(1),
-                    Way::Out => udp.out_datagrams = udp.out_datagrams.wrapping_add(1),
-                }
-            }
+            // UDP keeps its own counters (`core::udp`).
+            IpProtocol::Udp => self.delivered(way),
             _ if way == Way::In => {
                 self.ip.in_unknown_protocols = self.ip.in_unknown_protocols.wrapping_add(1);
             }
@@ -209,6 +191,12 @@ impl Counters {
     }
 }
 
+/// Counts one frame of `medium` the core took from a link, whoever it goes to (UDP, a TCP
+/// socket, smoltcp, or nobody: a duplicate SYN the core drops still arrived). Any IRQL.
+pub fn received(meter: Meter<'_>, medium: Medium, bytes: &[u8]) {
+    frame(&meter, medium, Way::In, bytes);
+}
+
 /// Counts one frame of `medium` going `way` in `meter`.
 fn frame(meter: &Meter<'_>, medium: Medium, way: Way, bytes: &[u8]) {
     let mut link = meter.link.get();
@@ -246,16 +234,16 @@ fn frame(meter: &Meter<'_>, medium: Medium, way: Way, bytes: &[u8]) {
 }
 
 /// Where a [`Metered`] device counts: the core's layer counters and the link's own. Cells,
-/// because smoltcp sends a reply with the receive token's companion while the received frame
-/// is still lent out.
+/// shared by the tokens smoltcp holds at once (a reply token beside a received frame).
 #[derive(Clone, Copy)]
 pub struct Meter<'a> {
     pub layers: &'a Cell<Counters>,
     pub link: &'a Cell<LinkCounters>,
 }
 
-/// A link's smoltcp device with every frame it carries counted: received frames when smoltcp
-/// consumes them, sent frames once smoltcp has written them. The wrapper changes nothing else.
+/// A link's smoltcp device with every frame smoltcp sends on it counted once written (received
+/// frames are counted by the core when it takes them from the link, [`received`]). The wrapper
+/// changes nothing else.
 pub struct Metered<'a, D: Device> {
     pub device: &'a mut D,
     pub meter: Meter<'a>,
@@ -263,7 +251,7 @@ pub struct Metered<'a, D: Device> {
 
 impl<D: Device> Device for Metered<'_, D> {
     type RxToken<'b>
-        = Token<'b, D::RxToken<'b>>
+        = D::RxToken<'b>
     where
         Self: 'b;
     type TxToken<'b>
@@ -276,18 +264,12 @@ impl<D: Device> Device for Metered<'_, D> {
         let medium = self.device.capabilities().medium;
         let meter = self.meter;
         let (rx, tx) = self.device.receive(timestamp)?;
-        Some((
-            Token {
-                inner: rx,
-                medium,
-                meter,
-            },
-            Token {
-                inner: tx,
-                medium,
-                meter,
-            },
-        ))
+        let reply = Token {
+            inner: tx,
+            medium,
+            meter,
+        };
+        Some((rx, reply))
     }
 
     /// A token for one frame. IRQL ≤ DISPATCH_LEVEL.
@@ -307,26 +289,11 @@ impl<D: Device> Device for Metered<'_, D> {
     }
 }
 
-/// A wrapped token: a received frame counted when smoltcp reads it, or a frame to send
-/// counted once written.
+/// A frame to send, counted once written.
 pub struct Token<'b, T> {
     inner: T,
     medium: Medium,
     meter: Meter<'b>,
-}
-
-impl<T: phy::RxToken> phy::RxToken for Token<'_, T> {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let Self {
-            inner,
-            medium,
-            meter,
-        } = self;
-        inner.consume(|bytes| {
-            frame(&meter, medium, Way::In, bytes);
-            f(bytes)
-        })
-    }
 }
 
 impl<T: phy::TxToken> phy::TxToken for Token<'_, T> {

@@ -80,7 +80,7 @@ impl Port {
         set_addresses(&mut iface, addresses);
         let mut port = Port {
             iface,
-            mtu: link.adapter.mtu(),
+            mtu: device.mtu(),
             link: Cell::default(),
             neighbors: Neighbors::default(),
             tx: device.into_transmit_buffer(),

@@ -5,6 +5,8 @@
 //!   completion work item, cancellation.
 //! - [`state`]: the core itself — requests applied, smoltcp polled, listeners and connections
 //!   followed up.
+//! - [`udp`]: UDP address files (datagram queues, sends, the UDP counters), beside TCP's
+//!   state in [`state`].
 //! - [`work`]: requests and the two queues. [`connection`], [`address`]: the TDI objects'
 //!   protocol state. [`transfer`]: data between socket rings and MDLs. [`info`]: query answers.
 //!   [`counters`]: per-layer counters and the metered device; [`routes`]: static routes;
@@ -20,6 +22,7 @@ pub mod counters;
 pub mod demux;
 pub mod ethernet;
 pub mod info;
+pub mod ingress;
 pub mod neighbors;
 pub mod ports;
 pub mod random;
@@ -32,4 +35,5 @@ pub mod stack;
 pub mod state;
 pub mod timers;
 pub mod transfer;
+pub mod udp;
 pub mod work;

@@ -45,6 +45,7 @@ pub mod pool;
 #[cfg(target_os = "linux")]
 pub mod retransmissions;
 mod spinlock;
+pub mod stats;
 mod sync;
 pub mod sys;
 #[cfg(target_os = "linux")]

@@ -1,8 +1,7 @@
 //! What the information model reads: plain values handed over by a [`Source`], never pointers
 //! into the core. The core implements `Source` (`core::report`); the NDIS binding adds its
 //! adapters through [`Interface`] rows and UDP its listeners and counters through
-//! [`UdpRow`] and its counters through
-//! [`UdpCounters`](crate::core::counters::UdpCounters), so neither needs to know the wire formats.
+//! [`UdpRow`]/[`UdpCounters`], so neither needs to know the wire formats.
 #![forbid(unsafe_code)]
 
 use crate::core::counters::{Counters, LinkCounters};
@@ -104,6 +103,17 @@ pub struct UdpRow {
     pub local: SocketAddrV4,
 }
 
+/// UDP counters (RFC 1213 `udp` group).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpCounters {
+    pub in_datagrams: u64,
+    /// Datagrams for a port nobody listens on (`udpNoPorts`).
+    pub no_ports: u64,
+    /// Datagrams that arrived for a listener but could not be delivered (`udpInErrors`).
+    pub in_errors: u64,
+    pub out_datagrams: u64,
+}
+
 /// The transport protocol of an address file's entity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -135,6 +145,8 @@ pub trait Source {
     /// The address files, as (transport, instance), oldest first (wshtcpip takes the last
     /// one listed after a bind as its socket's entity).
     fn address_files(&self, each: Each<'_, (Transport, u32)>) -> Result<(), NtStatus>;
-    /// IP, TCP, UDP and ICMP counters.
+    /// IP, TCP and ICMP counters.
     fn counters(&self) -> Counters;
+    /// UDP counters.
+    fn udp_counters(&self) -> UdpCounters;
 }

@@ -54,6 +54,7 @@ pub fn control_channel_info() -> TDI_PROVIDER_INFO {
 /// DISPATCH_LEVEL (under the core lock).
 pub fn statistics(source: &dyn Source) -> Result<TDI_PROVIDER_STATISTICS, NtStatus> {
     let counters = source.counters();
+    let udp = source.udp_counters();
     let mut open = 0u32;
     source.tcp_connections(&mut |row| {
         if matches!(row.state, TcpState::Established | TcpState::CloseWait) {
@@ -64,8 +65,8 @@ pub fn statistics(source: &dyn Source) -> Result<TDI_PROVIDER_STATISTICS, NtStat
     Ok(TDI_PROVIDER_STATISTICS {
         Version: 0x0100,
         OpenConnections: open,
-        DatagramsSent: counters.udp.out_datagrams as u32,
-        DatagramsReceived: counters.udp.in_datagrams as u32,
+        DatagramsSent: udp.out_datagrams as u32,
+        DatagramsReceived: udp.in_datagrams as u32,
         PacketsSent: counters.tcp.out_segments as u32,
         PacketsReceived: counters.tcp.in_segments as u32,
         ..TDI_PROVIDER_STATISTICS::default()

@@ -373,7 +373,7 @@ fn tcp_table(source: &dyn Source) -> Result<Vec<u8>, NtStatus> {
 
 /// `UDPStats`.
 fn udp_stats(source: &dyn Source) -> Result<Vec<u8>, NtStatus> {
-    let udp = source.counters().udp;
+    let udp = source.udp_counters();
     let mut listeners = 0usize;
     source.udp_listeners(&mut |_| {
         listeners = listeners.saturating_add(1);

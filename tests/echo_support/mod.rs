@@ -59,6 +59,11 @@ impl Env {
         }
     }
 
+    /// The loaded driver.
+    pub fn driver(&self) -> &Driver {
+        self.driver.as_ref().expect("loaded")
+    }
+
     /// Checks that every socket was closed and no completion hit a freed FCB, unloads the
     /// driver (leak check) and tears the kernel down (verifier verdict).
     pub fn finish(mut self) {

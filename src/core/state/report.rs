@@ -3,10 +3,11 @@
 #![forbid(unsafe_code)]
 
 use super::{CONFIGURED_INTERFACE, Core};
+use crate::core::address::{Address, Protocol};
 use crate::core::counters::{Counters, LinkCounters};
 use crate::info::model::{
     Each, EachInterface, Interface, LinkKind, NeighborRow, RouteKind, RouteRow, Source, TcpRow,
-    TcpState, Transport, UdpRow,
+    TcpState, Transport, UdpCounters, UdpRow,
 };
 use crate::nt::NtStatus;
 use crate::nt::pool;
@@ -54,6 +55,25 @@ fn endpoint(addr: Option<IpAddress>, port: u16) -> SocketAddrV4 {
         None => Ipv4Addr::UNSPECIFIED,
     };
     SocketAddrV4::new(ip, port)
+}
+
+impl Core {
+    /// Calls `each` with every open address file and its number, in slot order.
+    fn each_open_address(
+        &self,
+        mut each: impl FnMut(&Address, u32) -> Result<(), NtStatus>,
+    ) -> Result<(), NtStatus> {
+        for index in 0..self.addresses.slot_count() {
+            let address = self
+                .addresses
+                .key_at(index)
+                .and_then(|key| self.addresses.get(key));
+            if let Some(address) = address.filter(|address| address.file_open) {
+                each(address, index)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Source for Core {
@@ -186,27 +206,39 @@ impl Source for Core {
         })
     }
 
-    /// UDP is not served yet: no listeners.
-    fn udp_listeners(&self, _each: Each<'_, UdpRow>) -> Result<(), NtStatus> {
-        Ok(())
+    fn udp_listeners(&self, each: Each<'_, UdpRow>) -> Result<(), NtStatus> {
+        self.each_open_address(|address, _| match address.protocol {
+            Protocol::Udp => each(&UdpRow {
+                local: SocketAddrV4::new(address.ip(), address.port()),
+            }),
+            Protocol::Tcp => Ok(()),
+        })
     }
 
     fn address_files(&self, each: Each<'_, (Transport, u32)>) -> Result<(), NtStatus> {
-        let mut open: Vec<(u64, u32)> = Vec::new();
-        for index in 0..self.addresses.slot_count() {
-            let address = self
-                .addresses
-                .key_at(index)
-                .and_then(|key| self.addresses.get(key));
-            if let Some(address) = address.filter(|address| address.file_open) {
-                pool::try_push(&mut open, (address.serial, index))?;
-            }
-        }
-        open.sort_unstable();
-        for (_, index) in open {
-            each(&(Transport::Tcp, index))?;
+        let mut open: Vec<(u64, u32, Transport)> = Vec::new();
+        self.each_open_address(|address, index| {
+            let transport = match address.protocol {
+                Protocol::Tcp => Transport::Tcp,
+                Protocol::Udp => Transport::Udp,
+            };
+            pool::try_push(&mut open, (address.serial, index, transport))
+        })?;
+        open.sort_unstable_by_key(|&(serial, ..)| serial);
+        for (_, index, transport) in open {
+            each(&(transport, index))?;
         }
         Ok(())
+    }
+
+    fn udp_counters(&self) -> UdpCounters {
+        let stats = self.udp_stats();
+        UdpCounters {
+            in_datagrams: stats.datagrams_in,
+            no_ports: stats.no_port,
+            in_errors: stats.checksum_errors.wrapping_add(stats.queue_full),
+            out_datagrams: stats.datagrams_out,
+        }
     }
 
     fn counters(&self) -> Counters {
