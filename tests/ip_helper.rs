@@ -2,6 +2,7 @@
 //! channel, as iphlpapi and wshtcpip send them), checked against traffic the tests generate.
 
 mod tdi_support;
+mod udp_support;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use tcpip::host::{Handle, as_unprivileged_user};
@@ -664,5 +665,104 @@ fn interface_info_lists_the_adapters_without_loopback() {
         .device_io_control(ip, IOCTL_IP_INTERFACE_INFO, &[], &mut short);
     assert_eq!((status, len), (NtStatus::BUFFER_TOO_SMALL, 0));
     t.close(ip);
+    t.unload();
+}
+
+#[test]
+fn udp_listeners_and_counters_follow_the_datagrams() {
+    use udp_support::{open_udp, receive, send_to, udp_stats};
+    let t = loaded();
+    let control = control(&t);
+    let a = open_udp(&t, local(5300), 0).unwrap();
+    let b = open_udp(&t, any(5301), 0).unwrap();
+    // Both UDP address files are listed, as CL_TL entities, after the protocol entities.
+    let list = entities(&t, control);
+    assert_eq!(
+        list[list.len() - 2..],
+        [(CL_TL_ENTITY, 0x1000), (CL_TL_ENTITY, 0x1001)]
+    );
+    let kind = query(
+        &t,
+        control,
+        object(
+            CL_TL_ENTITY,
+            0x1001,
+            INFO_CLASS_GENERIC,
+            INFO_TYPE_PROVIDER,
+            ENTITY_TYPE_ID,
+        ),
+    )
+    .unwrap();
+    assert_eq!(kind, CL_TL_UDP.to_le_bytes());
+    for i in 0..3u8 {
+        assert_eq!(
+            send_to(&t.kernel, a, local(5301), &[i; 10]).status,
+            NtStatus::SUCCESS
+        );
+        let (status, data, _) = receive(&t.kernel, b, 64);
+        assert_eq!((status.status, data.len()), (NtStatus::SUCCESS, 10));
+    }
+    // One to a port nobody has bound.
+    assert_eq!(
+        send_to(&t.kernel, a, local(5399), b"nobody").status,
+        NtStatus::SUCCESS
+    );
+    let table = rows::<UDPEntry>(&query(&t, control, provider(CL_TL_ENTITY, 0, 0x101)).unwrap());
+    let mut listeners: Vec<_> = table
+        .iter()
+        .map(|r| {
+            (
+                Ipv4Addr::from(r.ue_localaddr),
+                u16::from_be_bytes([r.ue_localport[0], r.ue_localport[1]]),
+            )
+        })
+        .collect();
+    listeners.sort();
+    assert_eq!(
+        listeners,
+        [(Ipv4Addr::UNSPECIFIED, 5301), (Ipv4Addr::LOCALHOST, 5300)]
+    );
+    let stats =
+        UDPStats::read_from_bytes(&query(&t, control, provider(CL_TL_ENTITY, 0, 1)).unwrap())
+            .unwrap();
+    let core = udp_stats(&t);
+    assert_eq!(
+        (
+            stats.us_indatagrams,
+            stats.us_outdatagrams,
+            stats.us_noports,
+            stats.us_numaddrs
+        ),
+        (3, 4, 1, 2),
+        "{core:?}"
+    );
+    // The datagram to nobody came back as an ICMP port unreachable, over loopback.
+    let icmp =
+        ICMPSNMPInfo::read_from_bytes(&query(&t, control, provider(ER_ENTITY, 0, 1)).unwrap())
+            .unwrap();
+    assert_eq!(
+        (
+            icmp.icsi_outstats.icmps_destunreachs,
+            icmp.icsi_instats.icmps_destunreachs
+        ),
+        (1, 1)
+    );
+    // setsockopt(IP_TTL) on a UDP socket names its CL_TL entity; the TCP entity of the same
+    // number is not that socket.
+    let ttl = |entity| {
+        let id = object(
+            entity,
+            0x1001,
+            INFO_CLASS_PROTOCOL,
+            INFO_TYPE_ADDRESS_OBJECT,
+            1,
+        );
+        as_unprivileged_user(|| set(&t, control, id, &9u32.to_le_bytes()))
+    };
+    assert_eq!(ttl(CL_TL_ENTITY), NtStatus::SUCCESS);
+    assert_eq!(ttl(CO_TL_ENTITY), NtStatus::INVALID_PARAMETER);
+    t.close(a);
+    t.close(b);
+    t.close(control);
     t.unload();
 }

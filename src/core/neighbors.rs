@@ -112,7 +112,7 @@ impl Neighbors {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smoltcp::wire::{EthernetAddress, EthernetRepr, Ipv4Address};
+    use smoltcp::wire::{EthernetAddress, EthernetRepr};
 
     const OURS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 
@@ -137,7 +137,7 @@ mod tests {
     }
 
     fn ours() -> Option<Ipv4Cidr> {
-        Some(Ipv4Cidr::new(Ipv4Address::from(OURS), 24))
+        Some(Ipv4Cidr::new(OURS, 24))
     }
 
     #[test]

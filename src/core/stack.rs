@@ -214,7 +214,11 @@ impl Stack {
         let status = match setting {
             Setting::Route(change) => core.change_route(change),
             Setting::Neighbor { .. } => NtStatus::NOT_SUPPORTED,
-            Setting::Option { instance, option } => core.set_socket_option(instance, option),
+            Setting::Option {
+                transport,
+                instance,
+                option,
+            } => core.set_socket_option(transport, instance, option),
         };
         drop(core);
         // A changed socket transmits at the next pass.

@@ -2,9 +2,9 @@
 //! `IOCTL_TCP_QUERY_INFORMATION_EX` that iphlpapi, wshtcpip and `netstat`/`route`/`arp`/
 //! `ipconfig` read (contract §5.1).
 //!
-//! - [`adapters`]: `IOCTL_IP_INTERFACE_INFO`;
-//! - [`model`]: the rows and the [`Source`](model::Source) trait the core (and, later, the
-//!   NDIS binding and UDP) feed;
+//! - [`adapters`]: the answer to `IOCTL_IP_INTERFACE_INFO`;
+//! - [`model`]: the rows and the [`Source`](model::Source) trait the core feeds (UDP's rows and
+//!   counters included; the NDIS binding's adapters next);
 //! - [`entities`]: the entity list derived from the interfaces and address files;
 //! - [`provider`]: `TDI_QUERY_INFORMATION` on a control channel;
 //! - [`query`]: the answers, built from a `Source` under the core lock;

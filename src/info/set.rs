@@ -13,6 +13,7 @@
 //! socket options do not (any user may set them on their own socket).
 #![forbid(unsafe_code)]
 
+use crate::info::model::Transport;
 use crate::info::wire::{IPNetToMediaEntry, IPRouteEntry};
 use crate::nt::NtStatus;
 use crate::nt::types::*;
@@ -50,8 +51,9 @@ pub enum SocketOption {
     NoDelay(bool),
     /// The unicast TTL (`IP_TTL`).
     Ttl(u8),
-    /// Options that have no effect on TCP (multicast TTL, don't-fragment: smoltcp always sets
-    /// DF on TCP, header inclusion, broadcast): accepted for a live socket.
+    /// Options with no effect here, accepted for a live socket: the multicast TTL (no
+    /// multicast), don't-fragment (no fragmentation: every datagram leaves whole or not at
+    /// all), header inclusion (raw IP only), broadcast (msafd enforces SO_BROADCAST itself).
     NoEffect,
 }
 
@@ -64,8 +66,9 @@ pub enum Setting {
         interface: u32,
         delete: bool,
     },
-    /// A socket option on the transport entity `instance`.
+    /// A socket option on the `transport` entity `instance`.
     Option {
+        transport: Transport,
         instance: u32,
         option: SocketOption,
     },
@@ -124,10 +127,16 @@ pub fn decode(id: &TDIObjectID, buffer: &[u8]) -> Result<Setting, NtStatus> {
             })
         }
         (CO_TL_ENTITY, INFO_TYPE_CONNECTION, TCP_SOCKET_NODELAY) => Ok(Setting::Option {
+            transport: Transport::Tcp,
             instance,
             option: SocketOption::NoDelay(value(buffer)? != 0),
         }),
-        (CO_TL_ENTITY | CL_TL_ENTITY, INFO_TYPE_ADDRESS_OBJECT, option) => {
+        (entity @ (CO_TL_ENTITY | CL_TL_ENTITY), INFO_TYPE_ADDRESS_OBJECT, option) => {
+            let transport = if entity == CO_TL_ENTITY {
+                Transport::Tcp
+            } else {
+                Transport::Udp
+            };
             let value = value(buffer)?;
             let option = match option {
                 AO_OPTION_TTL => {
@@ -143,7 +152,11 @@ pub fn decode(id: &TDIObjectID, buffer: &[u8]) -> Result<Setting, NtStatus> {
                 | AO_OPTION_IP_HDRINCL => SocketOption::NoEffect,
                 _ => return Err(NtStatus::INVALID_DEVICE_REQUEST),
             };
-            Ok(Setting::Option { instance, option })
+            Ok(Setting::Option {
+                transport,
+                instance,
+                option,
+            })
         }
         _ => Err(NtStatus::INVALID_DEVICE_REQUEST),
     }

@@ -3,8 +3,10 @@
 #![forbid(unsafe_code)]
 
 use super::{CONFIGURED_INTERFACE, Core};
+use crate::core::address::Protocol;
 use crate::core::routes::StaticRoute;
 use crate::info::entities::ADDRESS_ENTITY_BASE;
+use crate::info::model::Transport;
 use crate::info::set::{RouteChange, SocketOption};
 use crate::nt::NtStatus;
 
@@ -52,20 +54,36 @@ impl Core {
         status
     }
 
-    /// Applies a socket option sent to the transport entity `instance` to every connection
-    /// associated with that address file (and to its listening socket).
-    /// `STATUS_INVALID_PARAMETER` if no open address file has that entity. DISPATCH_LEVEL.
-    pub fn set_socket_option(&mut self, instance: u32, option: SocketOption) -> NtStatus {
+    /// Applies a socket option sent to the `transport` entity `instance`: for TCP, to every
+    /// connection associated with that address file (and to its listening socket); for UDP, to
+    /// the address file's own socket. `STATUS_INVALID_PARAMETER` if no open address file of
+    /// that protocol has that entity. DISPATCH_LEVEL.
+    pub fn set_socket_option(
+        &mut self,
+        transport: Transport,
+        instance: u32,
+        option: SocketOption,
+    ) -> NtStatus {
         let Some(address) = instance.checked_sub(ADDRESS_ENTITY_BASE) else {
             return NtStatus::INVALID_PARAMETER;
         };
+        let protocol = match transport {
+            Transport::Tcp => Protocol::Tcp,
+            Transport::Udp => Protocol::Udp,
+        };
         let Some(entry) = self
             .address_key(address)
-            .and_then(|key| self.addresses.get(key))
-            .filter(|entry| entry.file_open)
+            .and_then(|key| self.addresses.get_mut(key))
+            .filter(|entry| entry.file_open && entry.protocol == protocol)
         else {
             return NtStatus::INVALID_PARAMETER;
         };
+        if let Some(endpoint) = entry.datagram.as_deref_mut() {
+            if let SocketOption::Ttl(ttl) = option {
+                endpoint.set_hop_limit(ttl);
+            }
+            return NtStatus::SUCCESS;
+        }
         let listening = entry.listener.as_ref().and_then(|listener| listener.socket);
         for index in 0..self.connections.slot_count() {
             let Some((_, connection)) = self.connection_mut(index) else {

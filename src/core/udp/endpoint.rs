@@ -225,6 +225,14 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Sets the TTL of the datagrams this endpoint sends (setsockopt `IP_TTL`). IRQL
+    /// ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn set_hop_limit(&mut self, ttl: u8) {
+        self.set
+            .get_mut::<udp::Socket<'static>>(self.handle)
+            .set_hop_limit(Some(ttl));
+    }
+
     /// Whether sends or a datagram wait to leave. IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn has_sends(&self) -> bool {
         !self.sends.is_empty() || self.waiting.is_some()
