@@ -372,8 +372,24 @@ fn device_control(driver: &'static Tcpip, irp: Irp) -> Dispatched {
         IOCTL_SET_IP_ADDRESS => set_ip_address(driver, irp),
         IOCTL_DELETE_IP_ADDRESS => delete_ip_address(driver, irp),
         IOCTL_IP_INTERFACE_INFO => interface_info(driver, irp),
+        IOCTL_ICMP_ECHO_REQUEST => echo_request(driver, irp),
         _ => irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0),
     }
+}
+
+/// `IOCTL_ICMP_ECHO_REQUEST` (METHOD_BUFFERED): `IcmpSendEcho`. The core reads the request
+/// from the system buffer and completes the IRP with the reply, or at the request's timeout;
+/// it can be cancelled meanwhile.
+fn echo_request(driver: &'static Tcpip, irp: Irp) -> Dispatched {
+    let ioctl = irp.stack().ioctl();
+    let request = Request::Echo {
+        input_len: ioctl.input_length as usize,
+        output_len: ioctl.output_length as usize,
+        user_buffer: irp.user_buffer() as usize,
+    };
+    driver
+        .stack()
+        .submit(request, irp, Some(driver.cancel_routine()))
 }
 
 /// `IOCTL_IP_INTERFACE_INFO` (METHOD_BUFFERED): the adapters and their names. An output buffer

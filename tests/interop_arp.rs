@@ -63,6 +63,34 @@ fn linux_mac(namespace: &Namespace) -> String {
     after.split_whitespace().next().expect("MAC").to_owned()
 }
 
+/// `ping -n 1` from the driver (iphlpapi's `IcmpSendEcho` on `\\Device\\Ip`): the reply's
+/// source and status, and whether the 32 bytes came back.
+fn driver_pings(setup: &DriverOnTap, to: Ipv4Addr) -> ([u8; 4], u32, bool) {
+    use tcpip::tdi::echo::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST};
+    use zerocopy::IntoBytes;
+    let ip = setup.kernel.create_file("\\Device\\Ip", None, 0).unwrap();
+    let request = ICMP_ECHO_REQUEST {
+        Address: to.octets(),
+        Timeout: 4000,
+        DataOffset: 20,
+        DataSize: 32,
+        OptionsOffset: 20,
+        ..ICMP_ECHO_REQUEST::default()
+    };
+    let mut input = request.as_bytes().to_vec();
+    input.extend_from_slice(&[0x5A; 32]);
+    let mut out = vec![0u8; size_of::<ICMP_ECHO_REPLY>() + 40];
+    let (status, _) = setup
+        .kernel
+        .device_io_control(ip, IOCTL_ICMP_ECHO_REQUEST, &input, &mut out);
+    assert_eq!(status, tcpip::nt::NtStatus::SUCCESS);
+    setup.kernel.close(ip);
+    let (reply, _) = ICMP_ECHO_REPLY::read_from_prefix(&out).unwrap();
+    let offset = reply.Data.wrapping_sub(out.as_ptr() as usize);
+    let echoed = out.get(offset..offset + 32) == Some(&[0x5A; 32][..]);
+    (reply.Address, reply.Status, echoed)
+}
+
 /// The driver's ARP table as `arp -a` reads it: (IP, MAC text) rows.
 fn arp_table(setup: &DriverOnTap) -> Vec<(Ipv4Addr, String)> {
     let table = setup.query_information(AT_ENTITY, 1, 0x101);
@@ -94,6 +122,11 @@ fn both_sides_resolve_each_other_and_follow_a_mac_change() {
     assert!(
         interface.if_inoctets > 0 && interface.if_outucastpkts > 0,
         "{interface:?}"
+    );
+    // The driver's ping reaches Linux over the link and its echo comes back.
+    assert_eq!(
+        driver_pings(&setup, namespace.linux_ip()),
+        (namespace.linux_ip().octets(), 0, true)
     );
     // Linux learnt the driver's MAC from that exchange, and can ping it.
     ping_driver(&namespace);

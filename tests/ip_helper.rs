@@ -766,3 +766,84 @@ fn udp_listeners_and_counters_follow_the_datagrams() {
     t.close(control);
     t.unload();
 }
+
+/// One `IcmpSendEcho` as ReactOS's iphlpapi sends it: an `ICMP_ECHO_REQUEST` with 32 bytes of
+/// data to `to`, and room for one reply and its data. Returns the status and the reply bytes.
+fn ping(t: &Loaded, ip: Handle, to: Ipv4Addr, timeout_ms: u32) -> (NtStatus, usize, Vec<u8>) {
+    use tcpip::tdi::echo::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST};
+    let data: Vec<u8> = (0..32u8).map(|i| b'a' + i % 23).collect();
+    let request = ICMP_ECHO_REQUEST {
+        Address: to.octets(),
+        Timeout: timeout_ms,
+        DataOffset: 20,
+        DataSize: 32,
+        OptionsOffset: 20,
+        ..ICMP_ECHO_REQUEST::default()
+    };
+    let mut input = request.as_bytes().to_vec();
+    input.extend_from_slice(&data);
+    let mut out = vec![0u8; size_of::<ICMP_ECHO_REPLY>() + 32 + 8];
+    let (status, len) = t
+        .kernel
+        .device_io_control(ip, IOCTL_ICMP_ECHO_REQUEST, &input, &mut out);
+    (status, len, out)
+}
+
+#[test]
+fn ping_gets_its_echo_back_over_loopback_or_times_out() {
+    use tcpip::tdi::echo::{ICMP_ECHO_REPLY, IP_REQ_TIMED_OUT};
+    let t = loaded();
+    let ip = t.kernel.create_file("\\Device\\Ip", None, 0).unwrap();
+    for _ in 0..3 {
+        let (status, len, out) = ping(&t, ip, Ipv4Addr::LOCALHOST, 4000);
+        assert_eq!((status, len), (NtStatus::SUCCESS, out.len()));
+        let (reply, _) = ICMP_ECHO_REPLY::read_from_prefix(&out).unwrap();
+        assert_eq!(
+            (reply.Address, reply.Status, reply.Reserved, reply.DataSize),
+            ([127, 0, 0, 1], 0, 1, 32),
+            "one reply from 127.0.0.1"
+        );
+        assert_eq!(reply.Options.Ttl, 64);
+        // The data pointer is the caller's: where the echoed bytes are in its buffer.
+        let offset = reply.Data - out.as_ptr() as usize;
+        let echoed: Vec<u8> = (0..32u8).map(|i| b'a' + i % 23).collect();
+        assert_eq!(out[offset..offset + 32], echoed[..]);
+    }
+    let icmp = query(&t, ip, provider(ER_ENTITY, 0, 1)).unwrap();
+    let icmp = ICMPSNMPInfo::read_from_bytes(&icmp).unwrap();
+    // Each echo crossed the loopback both ways: sent and received once each, as was the reply.
+    assert_eq!(
+        (
+            icmp.icsi_outstats.icmps_echos,
+            icmp.icsi_outstats.icmps_echoreps
+        ),
+        (3, 3)
+    );
+    assert_eq!(
+        (
+            icmp.icsi_instats.icmps_echos,
+            icmp.icsi_instats.icmps_echoreps
+        ),
+        (3, 3)
+    );
+    // Nobody holds 127.0.0.2: no reply, and the request times out as Windows reports it.
+    let (status, len, out) = ping(&t, ip, Ipv4Addr::new(127, 0, 0, 2), 300);
+    assert_eq!(
+        (status, len),
+        (NtStatus::TIMEOUT, size_of::<ICMP_ECHO_REPLY>())
+    );
+    let (reply, _) = ICMP_ECHO_REPLY::read_from_prefix(&out).unwrap();
+    assert_eq!((reply.Status, reply.Reserved), (IP_REQ_TIMED_OUT, 0));
+    // Off-link with no link bound: no route.
+    configure(&t, ip);
+    let (status, _, _) = ping(&t, ip, Ipv4Addr::new(10, 11, 12, 1), 300);
+    assert_eq!(status, NtStatus::NETWORK_UNREACHABLE);
+    // A reply buffer too small for one reply is refused.
+    let mut small = [0u8; 8];
+    let (status, _) = t
+        .kernel
+        .device_io_control(ip, IOCTL_ICMP_ECHO_REQUEST, &[0; 20], &mut small);
+    assert_eq!(status, NtStatus::INVALID_PARAMETER);
+    t.close(ip);
+    t.unload();
+}

@@ -39,6 +39,20 @@ impl Core {
             self.device.drop_front();
             return true;
         }
+        if let Some(echo) = self.echoes.reply_for(Some(frame)) {
+            let meter = Meter {
+                layers: &self.counters,
+                link: &self.loopback_link,
+            };
+            let mut loopback = Metered {
+                device: &mut self.device,
+                meter,
+            };
+            if let Some(set) = self.echoes.set_mut(echo) {
+                self.iface.poll_ingress_single(self.now, &mut loopback, set);
+            }
+            return true;
+        }
         match self.demux(segment::classify(frame)) {
             Demux::Drop => {
                 self.device.drop_front();
@@ -88,6 +102,17 @@ impl Core {
                 == udp::Ingress::Taken
         {
             device.drop_front();
+            return true;
+        }
+        if let Some(echo) = self.echoes.reply_for(packet) {
+            let meter = Meter {
+                layers: &self.counters,
+                link,
+            };
+            let mut device = Metered { device, meter };
+            if let Some(set) = self.echoes.set_mut(echo) {
+                iface.poll_ingress_single(self.now, &mut device, set);
+            }
             return true;
         }
         let segment = packet.and_then(segment::classify);

@@ -37,6 +37,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 
 mod configure;
+pub(super) mod echo;
 mod report;
 
 /// The interface index of the configured address (loopback is 0).
@@ -150,6 +151,8 @@ pub struct Core {
     routes: StaticRoutes,
     /// The serial number of the last address file opened.
     next_serial: u64,
+    /// ICMP echo requests in flight (`ping`).
+    pub(super) echoes: echo::Echoes,
 }
 
 impl Core {
@@ -177,6 +180,7 @@ impl Core {
             loopback_link: Cell::default(),
             routes: StaticRoutes::default(),
             next_serial: 0,
+            echoes: echo::Echoes::default(),
         })
     }
 
@@ -292,6 +296,11 @@ impl Core {
                 let status = self.delete_ip_address(interface);
                 c.done(irp, status, 0);
             }
+            Request::Echo {
+                input_len,
+                output_len,
+                user_buffer,
+            } => self.start_echo(input_len, output_len, user_buffer, irp, c),
         }
     }
 
@@ -372,6 +381,7 @@ impl Core {
         }
         self.egress(port.as_mut(), device.as_mut());
         let udp_more = self.udp_egress(port.as_mut(), device.as_mut(), c);
+        self.echo_pass(port.as_mut(), device.as_mut(), c);
         while let Some((socket, owner)) = self.sockets.next_event() {
             match owner {
                 Owner::Connection(key) => self.service(key, c),
@@ -460,16 +470,17 @@ impl Core {
     /// UDP's retry of a datagram waiting for its neighbour.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
         let tcp = self.sockets.next_deadline(now);
-        match (tcp, self.udp_poll_at()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.udp_poll_at(), self.echo_poll_at()]
+            .into_iter()
+            .flatten()
+            .chain(tcp)
+            .min()
     }
 
     /// Unlinks the pending IRP `id` for its cancel routine. Protocol side effects of the
     /// cancellation happen here (a cancelled connect abandons its attempt); nothing is freed.
     pub fn cancel(&mut self, id: IrpId) -> Option<PendingIrp> {
-        if let Some(irp) = self.cancel_datagram(id) {
+        if let Some(irp) = self.cancel_datagram(id).or_else(|| self.cancel_echo(id)) {
             return Some(irp);
         }
         for index in 0..self.connections.slot_count() {

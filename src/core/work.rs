@@ -109,6 +109,14 @@ pub enum Request {
     DeleteIpAddress {
         interface: u32,
     },
+    /// IOCTL_ICMP_ECHO_REQUEST: the request is in the IRP's system buffer (`input_len` bytes);
+    /// the reply goes there too (`output_len` bytes), its data pointer relative to the caller's
+    /// `user_buffer`.
+    Echo {
+        input_len: usize,
+        output_len: usize,
+        user_buffer: usize,
+    },
 }
 
 /// A request with its IRP, waiting in the inbound queue.

@@ -304,6 +304,9 @@ impl KernelHandle {
                 METHOD_BUFFERED => {
                     (*irp).AssociatedIrp.SystemBuffer = buffer.as_mut_ptr().cast();
                     (*irp).Flags |= IRP_BUFFERED_IO | IRP_INPUT_OPERATION;
+                    // As NT's I/O manager: the caller's output buffer, where the system buffer
+                    // is copied back (drivers put caller-space pointers relative to it).
+                    (*irp).UserBuffer = output.as_mut_ptr().cast();
                 }
                 METHOD_NEITHER => (*irp).UserBuffer = output.as_mut_ptr().cast(),
                 _ => {

@@ -123,7 +123,8 @@ impl Irp {
         unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), len) }
     }
 
-    /// `Irp->UserBuffer` (the output of METHOD_NEITHER IOCTLs) as raw address.
+    /// `Irp->UserBuffer` as raw address: the output of METHOD_NEITHER IOCTLs, and the caller's
+    /// output buffer (in its address space) of METHOD_BUFFERED ones.
     pub fn user_buffer(&self) -> *mut c_void {
         self.raw().UserBuffer
     }
