@@ -847,3 +847,22 @@ fn ping_gets_its_echo_back_over_loopback_or_times_out() {
     t.close(ip);
     t.unload();
 }
+
+#[test]
+fn the_first_ping_after_a_long_idle_spell_gets_its_reply() {
+    use tcpip::host::Clock;
+    use tcpip::tdi::echo::ICMP_ECHO_REPLY;
+    // Requests are applied with the time of the core's previous pass: after a minute with no
+    // traffic, that time is a minute old and must not count against the ping's timeout.
+    let t = Loaded::new(Clock::Virtual);
+    let ip = t.kernel.create_file("\\Device\\Ip", None, 0).unwrap();
+    t.kernel.advance(std::time::Duration::from_secs(60));
+    let (status, _, out) = ping(&t, ip, Ipv4Addr::LOCALHOST, 1000);
+    let (reply, _) = ICMP_ECHO_REPLY::read_from_prefix(&out).unwrap();
+    assert_eq!(
+        (status, reply.Status, reply.RoundTripTime),
+        (NtStatus::SUCCESS, 0, 0)
+    );
+    t.close(ip);
+    t.unload();
+}

@@ -35,6 +35,21 @@ fn connect_to_a_port_nobody_listens_on_is_remote_not_listening() {
 }
 
 #[test]
+fn a_refused_connect_after_a_long_idle_spell_is_still_a_refusal() {
+    // A request is applied before the pass that follows it: its deadlines must be reckoned
+    // from the present, not from the last pass a minute ago (which made this refusal look
+    // like a timeout, WSAETIMEDOUT instead of WSAECONNREFUSED).
+    let t = Loaded::new(Clock::Virtual);
+    let (address, connection) = client(&t);
+    t.kernel.advance(Duration::from_secs(60));
+    let result = start_connect(&t, connection, local(1)).wait();
+    assert_eq!(result.status, NtStatus::REMOTE_NOT_LISTENING);
+    t.close(address);
+    t.close(connection);
+    t.unload();
+}
+
+#[test]
 fn connect_to_an_unroutable_address_is_network_unreachable() {
     let t = loaded();
     let (address, connection) = client(&t);

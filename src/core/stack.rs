@@ -123,6 +123,9 @@ impl Stack {
         let started = now();
         let mut more = true;
         for _ in 0..ROUND_BUDGET {
+            // Requests are applied at the present time (deadlines, round trips), not at the
+            // last pass's, which on an idle stack may be long past.
+            core.set_now(now());
             for _ in 0..WORK_BUDGET {
                 let work = self.inbound.lock().pop();
                 match work {

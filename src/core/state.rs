@@ -184,6 +184,12 @@ impl Core {
         })
     }
 
+    /// Moves the core's clock to `now` before requests are applied. Any IRQL (the core lock
+    /// is held).
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
     /// Updates the counters. Any IRQL (the core lock is held).
     fn count(&self, update: impl FnOnce(&mut Counters)) {
         let mut counters = self.counters.get();

@@ -28,8 +28,11 @@ struct Echo {
     handle: SocketHandle,
     ident: u16,
     route: Route,
-    sent: Instant,
-    deadline: Instant,
+    /// How long the request waits for its reply.
+    timeout: Duration,
+    /// When it left (the first pass after it was applied: requests are applied with the
+    /// time of the previous pass, which may be long gone on an idle stack) and its deadline.
+    sent: Option<(Instant, Instant)>,
     /// The output buffer: its length and the caller's address of it.
     output_len: usize,
     user_buffer: usize,
@@ -115,8 +118,8 @@ impl Core {
             handle,
             ident,
             route,
-            sent: self.now,
-            deadline: self.now + timeout,
+            timeout,
+            sent: None,
             output_len,
             user_buffer,
             reply_ttl: 0,
@@ -138,6 +141,7 @@ impl Core {
         let now = self.now;
         let mut index = 0;
         while let Some(echo) = self.echoes.list.get_mut(index) {
+            let (sent, deadline) = *echo.sent.get_or_insert((now, now + echo.timeout));
             match (echo.route, port.as_deref_mut(), device.as_deref_mut()) {
                 (Route::Loopback, _, _) => {
                     let meter = Meter {
@@ -164,7 +168,7 @@ impl Core {
                 .set
                 .get_mut::<icmp::Socket<'static>>(echo.handle)
                 .can_recv();
-            if !replied && now < echo.deadline {
+            if !replied && now < deadline {
                 index += 1;
                 continue;
             }
@@ -172,7 +176,6 @@ impl Core {
                 mut irp,
                 mut set,
                 handle,
-                sent,
                 output_len,
                 user_buffer,
                 reply_ttl,
@@ -202,7 +205,8 @@ impl Core {
 
     /// The earliest deadline of the echo requests in flight.
     pub(in crate::core) fn echo_poll_at(&self) -> Option<Instant> {
-        self.echoes.list.iter().map(|echo| echo.deadline).min()
+        let deadlines = self.echoes.list.iter().filter_map(|echo| echo.sent);
+        deadlines.map(|(_, deadline)| deadline).min()
     }
 
     /// Takes the echo request with IRP `id` for its cancel routine.
