@@ -143,12 +143,14 @@ impl Counters {
         }
     }
 
+    /// Counts a received packet handed to a transport. Any IRQL.
     fn delivered(&mut self, way: Way) {
         if way == Way::In {
             self.ip.in_delivers = self.ip.in_delivers.wrapping_add(1);
         }
     }
 
+    /// Counts one TCP segment going `way`. Any IRQL.
     fn tcp_segment(&mut self, way: Way, segment: &[u8]) {
         let tcp = &mut self.tcp;
         let Ok(packet) = TcpPacket::new_checked(segment) else {
@@ -168,6 +170,7 @@ impl Counters {
         }
     }
 
+    /// Counts one ICMP message going `way`, by type. Any IRQL.
     fn icmp_message(&mut self, way: Way, message: &[u8]) {
         let direction = match way {
             Way::In => &mut self.icmp.received,
@@ -197,7 +200,7 @@ pub fn received(meter: Meter<'_>, medium: Medium, bytes: &[u8]) {
     frame(&meter, medium, Way::In, bytes);
 }
 
-/// Counts one frame of `medium` going `way` in `meter`.
+/// Counts one frame of `medium` going `way` in `meter`. Any IRQL.
 fn frame(meter: &Meter<'_>, medium: Medium, way: Way, bytes: &[u8]) {
     let mut link = meter.link.get();
     let direction = match way {
@@ -284,6 +287,7 @@ impl<D: Device> Device for Metered<'_, D> {
         })
     }
 
+    /// The wrapped device's. Any IRQL.
     fn capabilities(&self) -> DeviceCapabilities {
         self.device.capabilities()
     }
@@ -297,6 +301,7 @@ pub struct Token<'b, T> {
 }
 
 impl<T: phy::TxToken> phy::TxToken for Token<'_, T> {
+    /// Lets `f` write the frame through the wrapped token, then counts it. Any IRQL.
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let Self {
             inner,

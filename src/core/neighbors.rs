@@ -78,6 +78,8 @@ impl Neighbors {
         }
     }
 
+    /// Fills or refreshes the entry of `ip`; when full, replaces the one expiring first.
+    /// Any IRQL.
     fn fill(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: Instant) {
         let entry = Neighbor {
             ip,

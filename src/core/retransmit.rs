@@ -99,6 +99,7 @@ impl<D: Device> Device for Watch<'_, D> {
         })
     }
 
+    /// The wrapped device's. Any IRQL.
     fn capabilities(&self) -> DeviceCapabilities {
         self.device.capabilities()
     }
@@ -113,6 +114,7 @@ pub struct Token<'b, T> {
 }
 
 impl<T: phy::TxToken> phy::TxToken for Token<'_, T> {
+    /// Lets `f` write the frame through the wrapped token, then looks at it. Any IRQL.
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let Self {
             inner,

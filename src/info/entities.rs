@@ -133,7 +133,7 @@ pub fn resolve(source: &dyn Source, id: TDIEntityID) -> Result<Option<Entity>, N
     }
 }
 
-/// The entity type `ENTITY_TYPE_ID` reports for a resolved entity.
+/// The entity type `ENTITY_TYPE_ID` reports for a resolved entity. Any IRQL.
 pub fn entity_type(tei_entity: u32, entity: Entity) -> u32 {
     match (tei_entity, entity) {
         (IF_ENTITY, _) => IF_MIB,

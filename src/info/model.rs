@@ -132,21 +132,22 @@ pub type EachInterface<'f> = &'f mut dyn for<'i> FnMut(&Interface<'i>) -> Result
 /// answer must not change size between tdilib's probe and fetch without a reason.
 /// Every method runs at DISPATCH_LEVEL under the core lock: no waiting, fallible allocation.
 pub trait Source {
-    /// The interfaces, loopback first, by index.
+    /// The interfaces, loopback first, by index. DISPATCH_LEVEL, under the core lock.
     fn interfaces(&self, each: EachInterface<'_>) -> Result<(), NtStatus>;
-    /// Every route, each interface's routes together.
+    /// Every route, each interface's routes together. DISPATCH_LEVEL, under the core lock.
     fn routes(&self, each: Each<'_, RouteRow>) -> Result<(), NtStatus>;
-    /// The ARP cache of every interface.
+    /// The ARP cache of every interface. DISPATCH_LEVEL, under the core lock.
     fn neighbors(&self, each: Each<'_, NeighborRow>) -> Result<(), NtStatus>;
     /// Every TCP socket: listeners, connections, and closing ones the stack still keeps.
+    /// DISPATCH_LEVEL, under the core lock.
     fn tcp_connections(&self, each: Each<'_, TcpRow>) -> Result<(), NtStatus>;
-    /// Every bound UDP address file.
+    /// Every bound UDP address file. DISPATCH_LEVEL, under the core lock.
     fn udp_listeners(&self, each: Each<'_, UdpRow>) -> Result<(), NtStatus>;
     /// The address files, as (transport, instance), oldest first (wshtcpip takes the last
-    /// one listed after a bind as its socket's entity).
+    /// one listed after a bind as its socket's entity). DISPATCH_LEVEL, under the core lock.
     fn address_files(&self, each: Each<'_, (Transport, u32)>) -> Result<(), NtStatus>;
-    /// IP, TCP and ICMP counters.
+    /// IP, TCP and ICMP counters. DISPATCH_LEVEL, under the core lock.
     fn counters(&self) -> Counters;
-    /// UDP counters.
+    /// UDP counters. DISPATCH_LEVEL, under the core lock.
     fn udp_counters(&self) -> UdpCounters;
 }

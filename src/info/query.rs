@@ -90,31 +90,31 @@ pub fn answer(
     }
 }
 
-/// A fresh answer holding `bytes`.
+/// A fresh answer holding `bytes`. IRQL ≤ DISPATCH_LEVEL.
 fn bytes(bytes: &[u8]) -> Result<Vec<u8>, NtStatus> {
     let mut answer = pool::try_vec(bytes.len())?;
     answer.extend_from_slice(bytes);
     Ok(answer)
 }
 
-/// Appends `bytes` to `answer`, fallibly.
+/// Appends `bytes` to `answer`, fallibly. IRQL ≤ DISPATCH_LEVEL.
 fn append(answer: &mut Vec<u8>, bytes: &[u8]) -> Result<(), NtStatus> {
     pool::try_reserve(answer, bytes.len())?;
     answer.extend_from_slice(bytes);
     Ok(())
 }
 
-/// A MIB `Counter32`: the low 32 bits.
+/// A MIB `Counter32`: the low 32 bits. Any IRQL.
 fn c32(value: u64) -> u32 {
     value as u32
 }
 
-/// A count as a `ULONG`, saturating.
+/// A count as a `ULONG`, saturating. Any IRQL.
 fn count32(value: usize) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }
 
-/// The netmask of a prefix length, in network order.
+/// The netmask of a prefix length, in network order. Any IRQL.
 fn mask(prefix: u8) -> [u8; 4] {
     u32::MAX
         .checked_shl(32u32.saturating_sub(u32::from(prefix)))
@@ -123,6 +123,7 @@ fn mask(prefix: u8) -> [u8; 4] {
 }
 
 /// The interface with `index`, copied out of the walk with its name and MAC.
+/// DISPATCH_LEVEL, under the core lock.
 fn find_interface<T>(
     source: &dyn Source,
     index: u32,
@@ -142,6 +143,7 @@ fn find_interface<T>(
 }
 
 /// `IFEntry` plus the name: `FIELD_OFFSET(IFEntry, if_descr) + if_descrlen` bytes.
+/// DISPATCH_LEVEL, under the core lock.
 fn if_entry(source: &dyn Source, index: u32) -> Result<Vec<u8>, NtStatus> {
     find_interface(source, index, |interface| {
         let LinkCounters { received, sent } = interface.counters;
@@ -177,6 +179,7 @@ fn if_entry(source: &dyn Source, index: u32) -> Result<Vec<u8>, NtStatus> {
     })
 }
 
+/// DISPATCH_LEVEL, under the core lock.
 fn count_neighbors(source: &dyn Source, index: u32) -> Result<u32, NtStatus> {
     let mut count = 0u32;
     source.neighbors(&mut |row| {
@@ -189,6 +192,7 @@ fn count_neighbors(source: &dyn Source, index: u32) -> Result<u32, NtStatus> {
 }
 
 /// `IPNetToMediaEntry[]` of one interface; entries are dynamic (smoltcp's cache expires them).
+/// DISPATCH_LEVEL, under the core lock.
 fn arp_table(source: &dyn Source, index: u32) -> Result<Vec<u8>, NtStatus> {
     let mut answer = Vec::new();
     source.neighbors(&mut |row| {
@@ -214,6 +218,7 @@ fn arp_table(source: &dyn Source, index: u32) -> Result<Vec<u8>, NtStatus> {
 /// `IPSNMPInfo` for the IP entity of interface `index`: the counters are the stack's, the
 /// address and route counts this entity's (iphlpapi adds them up over the IP entities and
 /// then reads each entity's tables, which must hold exactly that many rows).
+/// DISPATCH_LEVEL, under the core lock.
 fn ip_stats(source: &dyn Source, index: u32) -> Result<Vec<u8>, NtStatus> {
     let ip = source.counters().ip;
     let mut interfaces = 0usize;
@@ -248,7 +253,7 @@ fn ip_stats(source: &dyn Source, index: u32) -> Result<Vec<u8>, NtStatus> {
     bytes(info.as_bytes())
 }
 
-/// `IPRouteEntry[]`: the routes through interface `index`.
+/// `IPRouteEntry[]`: the routes through interface `index`. DISPATCH_LEVEL, under the core lock.
 fn route_table(source: &dyn Source, index: u32) -> Result<Vec<u8>, NtStatus> {
     let mut answer = Vec::new();
     source.routes(&mut |route| {
@@ -279,6 +284,7 @@ fn route_table(source: &dyn Source, index: u32) -> Result<Vec<u8>, NtStatus> {
 }
 
 /// `IPAddrEntry[]`: the address of interface `index`, if it has one.
+/// DISPATCH_LEVEL, under the core lock.
 fn address_table(source: &dyn Source, index: u32) -> Result<Vec<u8>, NtStatus> {
     find_interface(source, index, |interface| match interface.address {
         Some((ip, prefix)) => {
@@ -298,6 +304,7 @@ fn address_table(source: &dyn Source, index: u32) -> Result<Vec<u8>, NtStatus> {
 }
 
 /// `IPInterfaceInfo` of the interface holding `address`, plus its physical address.
+/// DISPATCH_LEVEL, under the core lock.
 fn interface_info(source: &dyn Source, address: Ipv4Addr) -> Result<Vec<u8>, NtStatus> {
     let mut answer = None;
     source.interfaces(&mut |interface| {
@@ -318,6 +325,7 @@ fn interface_info(source: &dyn Source, address: Ipv4Addr) -> Result<Vec<u8>, NtS
 }
 
 /// `TCPStats`: the core's TCP counters and the connections it holds now.
+/// DISPATCH_LEVEL, under the core lock.
 fn tcp_stats(source: &dyn Source) -> Result<Vec<u8>, NtStatus> {
     let tcp = source.counters().tcp;
     let (mut established, mut connections) = (0usize, 0usize);
@@ -349,13 +357,13 @@ fn tcp_stats(source: &dyn Source) -> Result<Vec<u8>, NtStatus> {
     bytes(stats.as_bytes())
 }
 
-/// A port as a row's `ULONG`: the network-order 16 bits in the low two bytes.
+/// A port as a row's `ULONG`: the network-order 16 bits in the low two bytes. Any IRQL.
 fn port_field(port: u16) -> [u8; 4] {
     let [high, low] = port.to_be_bytes();
     [high, low, 0, 0]
 }
 
-/// `TCPConnTableEntry[]`: every TCP socket.
+/// `TCPConnTableEntry[]`: every TCP socket. DISPATCH_LEVEL, under the core lock.
 fn tcp_table(source: &dyn Source) -> Result<Vec<u8>, NtStatus> {
     let mut answer = Vec::new();
     source.tcp_connections(&mut |row| {
@@ -371,7 +379,7 @@ fn tcp_table(source: &dyn Source) -> Result<Vec<u8>, NtStatus> {
     Ok(answer)
 }
 
-/// `UDPStats`.
+/// `UDPStats`. DISPATCH_LEVEL, under the core lock.
 fn udp_stats(source: &dyn Source) -> Result<Vec<u8>, NtStatus> {
     let udp = source.udp_counters();
     let mut listeners = 0usize;
@@ -389,7 +397,7 @@ fn udp_stats(source: &dyn Source) -> Result<Vec<u8>, NtStatus> {
     bytes(stats.as_bytes())
 }
 
-/// `UDPEntry[]`: every bound UDP address file.
+/// `UDPEntry[]`: every bound UDP address file. DISPATCH_LEVEL, under the core lock.
 fn udp_table(source: &dyn Source) -> Result<Vec<u8>, NtStatus> {
     let mut answer = Vec::new();
     source.udp_listeners(&mut |row| {
@@ -402,6 +410,7 @@ fn udp_table(source: &dyn Source) -> Result<Vec<u8>, NtStatus> {
     Ok(answer)
 }
 
+/// Any IRQL.
 fn icmp_direction(direction: IcmpDirection) -> ICMPStats {
     ICMPStats {
         icmps_msgs: c32(direction.messages),
@@ -416,7 +425,7 @@ fn icmp_direction(direction: IcmpDirection) -> ICMPStats {
     }
 }
 
-/// `ICMPSNMPInfo`: received, then sent.
+/// `ICMPSNMPInfo`: received, then sent. DISPATCH_LEVEL, under the core lock.
 fn icmp_stats(source: &dyn Source) -> Result<Vec<u8>, NtStatus> {
     let icmp = source.counters().icmp;
     let info = ICMPSNMPInfo {

@@ -75,13 +75,13 @@ pub enum Setting {
 }
 
 impl Setting {
-    /// Whether the setting changes the network configuration (and so needs the right to).
+    /// Whether the setting changes the network configuration (and so needs the right to). Any IRQL.
     pub fn is_configuration(&self) -> bool {
         !matches!(self, Setting::Option { .. })
     }
 }
 
-/// The `ULONG` value of an option (a single byte is accepted for booleans).
+/// The `ULONG` value of an option (a single byte is accepted for booleans). Any IRQL.
 fn value(buffer: &[u8]) -> Result<u32, NtStatus> {
     match buffer {
         [byte] => Ok(u32::from(*byte)),
@@ -90,7 +90,7 @@ fn value(buffer: &[u8]) -> Result<u32, NtStatus> {
     }
 }
 
-/// A prefix length from a netmask in network order; `None` if the mask has holes.
+/// A prefix length from a netmask in network order; `None` if the mask has holes. Any IRQL.
 fn prefix(mask: [u8; 4]) -> Option<u8> {
     let mask = u32::from_be_bytes(mask);
     let ones = mask.leading_ones();

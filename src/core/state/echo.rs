@@ -50,7 +50,7 @@ pub struct Echoes {
 impl Echoes {
     /// The echo request a received IPv4 packet answers, if it is an echo reply to one of
     /// them (its TTL is kept for the reply); the caller then lets that request's socket read
-    /// the frame.
+    /// the frame. DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn reply_for(&mut self, packet: Option<&[u8]>) -> Option<usize> {
         let (ident, ttl) = packet.and_then(echo_reply_ident)?;
         let index = self.list.iter().position(|e| e.ident == ident)?;
@@ -61,12 +61,13 @@ impl Echoes {
     }
 
     /// The socket set of echo request `index`, to receive its reply into.
+    /// DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn set_mut(&mut self, index: usize) -> Option<&mut SocketSet<'static>> {
         self.list.get_mut(index).map(|echo| &mut echo.set)
     }
 }
 
-/// Whether `packet` (IPv4) is an echo reply for identifier `ident`, and its TTL.
+/// Whether `packet` (IPv4) is an echo reply for identifier `ident`, and its TTL. Any IRQL.
 fn echo_reply_ident(packet: &[u8]) -> Option<(u16, u8)> {
     let ip = Ipv4Packet::new_checked(packet).ok()?;
     if ip.next_header() != IpProtocol::Icmp || ip.frag_offset() != 0 || ip.more_frags() {
@@ -82,6 +83,7 @@ fn echo_reply_ident(packet: &[u8]) -> Option<(u16, u8)> {
 impl Core {
     /// Starts an echo request: `irp`'s system buffer holds the `ICMP_ECHO_REQUEST` and its
     /// data (`input_len` bytes). Completes the IRP at once if it cannot be sent.
+    /// DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn start_echo(
         &mut self,
         input_len: usize,
@@ -131,7 +133,7 @@ impl Core {
     }
 
     /// Sends what the echo sockets hold, each on its route, and completes the requests that
-    /// have their reply or whose deadline has passed.
+    /// have their reply or whose deadline has passed. DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn echo_pass(
         &mut self,
         mut port: Option<&mut Port>,
@@ -203,13 +205,14 @@ impl Core {
         }
     }
 
-    /// The earliest deadline of the echo requests in flight.
+    /// The earliest deadline of the echo requests in flight. DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn echo_poll_at(&self) -> Option<Instant> {
         let deadlines = self.echoes.list.iter().filter_map(|echo| echo.sent);
         deadlines.map(|(_, deadline)| deadline).min()
     }
 
     /// Takes the echo request with IRP `id` for its cancel routine.
+    /// DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn cancel_echo(&mut self, id: IrpId) -> Option<PendingIrp> {
         let index = self
             .echoes
@@ -220,7 +223,7 @@ impl Core {
     }
 }
 
-/// An ICMP socket bound to `ident` holding the echo request, ready to leave.
+/// An ICMP socket bound to `ident` holding the echo request, ready to leave. IRQL ≤ DISPATCH_LEVEL.
 fn echo_socket(
     ident: u16,
     request: &EchoRequest,
@@ -251,7 +254,7 @@ fn echo_socket(
     Ok(socket)
 }
 
-/// `socket` alone in a set of its own.
+/// `socket` alone in a set of its own. IRQL ≤ DISPATCH_LEVEL.
 fn in_own_set(
     socket: icmp::Socket<'static>,
 ) -> Result<(SocketSet<'static>, SocketHandle), NtStatus> {

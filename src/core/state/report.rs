@@ -19,13 +19,13 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 /// The loopback's speed as Windows reports it: 10 Mbit/s.
 const LOOPBACK_SPEED: u32 = 10_000_000;
 
-/// `(address, prefix)` of an IPv4 CIDR.
+/// `(address, prefix)` of an IPv4 CIDR. Any IRQL.
 fn v4(cidr: IpCidr) -> (Ipv4Addr, u8) {
     let IpCidr::Ipv4(cidr) = cidr;
     (cidr.address(), cidr.prefix_len())
 }
 
-/// The network of `ip`/`prefix`.
+/// The network of `ip`/`prefix`. Any IRQL.
 fn network(ip: Ipv4Addr, prefix: u8) -> Ipv4Addr {
     let mask = u32::MAX
         .checked_shl(32u32.saturating_sub(u32::from(prefix)))
@@ -33,6 +33,7 @@ fn network(ip: Ipv4Addr, prefix: u8) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(ip) & mask)
 }
 
+/// Any IRQL.
 fn tcp_state(state: State) -> TcpState {
     match state {
         State::Closed => TcpState::Closed,
@@ -49,6 +50,7 @@ fn tcp_state(state: State) -> TcpState {
     }
 }
 
+/// Any IRQL.
 fn endpoint(addr: Option<IpAddress>, port: u16) -> SocketAddrV4 {
     let ip = match addr {
         Some(IpAddress::Ipv4(ip)) => ip,
@@ -59,6 +61,7 @@ fn endpoint(addr: Option<IpAddress>, port: u16) -> SocketAddrV4 {
 
 impl Core {
     /// Calls `each` with every open address file and its number, in slot order.
+    /// DISPATCH_LEVEL, under the core lock.
     fn each_open_address(
         &self,
         mut each: impl FnMut(&Address, u32) -> Result<(), NtStatus>,
@@ -77,6 +80,7 @@ impl Core {
 }
 
 impl Source for Core {
+    /// DISPATCH_LEVEL, under the core lock.
     fn interfaces(&self, each: EachInterface<'_>) -> Result<(), NtStatus> {
         each(&Interface {
             index: 0,
@@ -117,6 +121,7 @@ impl Source for Core {
         })
     }
 
+    /// DISPATCH_LEVEL, under the core lock.
     fn routes(&self, each: Each<'_, RouteRow>) -> Result<(), NtStatus> {
         each(&RouteRow {
             destination: Ipv4Addr::new(127, 0, 0, 0),
@@ -164,7 +169,7 @@ impl Source for Core {
         Ok(())
     }
 
-    /// The mirror of smoltcp's ARP cache (`core::neighbors`).
+    /// The mirror of smoltcp's ARP cache (`core::neighbors`). DISPATCH_LEVEL, under the core lock.
     fn neighbors(&self, each: Each<'_, NeighborRow>) -> Result<(), NtStatus> {
         let Some(port) = self.ethernet.as_ref() else {
             return Ok(());
@@ -179,6 +184,7 @@ impl Source for Core {
         Ok(())
     }
 
+    /// DISPATCH_LEVEL, under the core lock.
     fn tcp_connections(&self, each: Each<'_, TcpRow>) -> Result<(), NtStatus> {
         self.sockets.try_for_each(|socket| {
             let state = socket.state();
@@ -206,6 +212,7 @@ impl Source for Core {
         })
     }
 
+    /// DISPATCH_LEVEL, under the core lock.
     fn udp_listeners(&self, each: Each<'_, UdpRow>) -> Result<(), NtStatus> {
         self.each_open_address(|address, _| match address.protocol {
             Protocol::Udp => each(&UdpRow {
@@ -215,6 +222,7 @@ impl Source for Core {
         })
     }
 
+    /// DISPATCH_LEVEL, under the core lock.
     fn address_files(&self, each: Each<'_, (Transport, u32)>) -> Result<(), NtStatus> {
         let mut open: Vec<(u64, u32, Transport)> = Vec::new();
         self.each_open_address(|address, index| {
@@ -231,6 +239,7 @@ impl Source for Core {
         Ok(())
     }
 
+    /// DISPATCH_LEVEL, under the core lock.
     fn udp_counters(&self) -> UdpCounters {
         let stats = self.udp_stats();
         UdpCounters {
@@ -241,6 +250,7 @@ impl Source for Core {
         }
     }
 
+    /// DISPATCH_LEVEL, under the core lock.
     fn counters(&self) -> Counters {
         let mut counters = self.counters.get();
         counters.tcp.retransmitted = self.sockets.retransmitted();
