@@ -63,7 +63,7 @@ pub use driver::{Driver, DriverInitialize, Leak, UnloadReport};
 pub use file::IoctlOptions;
 pub use io::{CompletionFlags, IoStatus, StackLocation};
 pub use irql::{APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL, current_irql, lower_irql, raise_irql};
-pub use kernel::{Config, EnteredKernel, Kernel, KernelHandle};
+pub use kernel::{Config, EnteredKernel, Kernel, KernelHandle, NONPAGED_POOL_1GIB};
 pub use mdl::MdlKind;
 pub use object::{Handle, ObjectRef};
 pub use pool::{FaultInjection, PoolRecord, PoolStats, tag_name};
