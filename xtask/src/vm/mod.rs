@@ -164,8 +164,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     let mut reports = Vec::new();
     let mut failures = Vec::new();
     for subject in &subjects {
-        let (mut report, mut failure) =
-            boot_one(&base, &work, &guest, &config, subject, options)?;
+        let (mut report, mut failure) = boot_one(&base, &work, &guest, &config, subject, options)?;
         // The stock driver is only the baseline, and it sometimes takes the machine down
         // (QEMU exits: the guest reset itself). A baseline needs a finished suite: boot it
         // again, once, and say so.
