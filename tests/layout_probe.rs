@@ -79,6 +79,8 @@ const PREAMBLE: &str = r#"#include <stddef.h>
 #include <ntddk.h>
 #include <tdikrnl.h>
 #include <tdiinfo.h>
+#define NDIS50 1
+#include <ndis.h>
 
 /* Not in mingw-w64: the WDK and ReactOS declare IRP and DEVICE_OBJECT with
    DECLSPEC_ALIGN(MEMORY_ALLOCATION_ALIGNMENT). See OVERRIDES in tests/layout_probe.rs. */
@@ -286,6 +288,13 @@ fn layout_table_covers_the_driver_structures() {
         "TDIObjectID",
         "TCP_REQUEST_QUERY_INFORMATION_EX",
         "TCP_REQUEST_SET_INFORMATION_EX",
+        "NDIS_PROTOCOL_CHARACTERISTICS",
+        "NDIS_PACKET_PRIVATE",
+        "NDIS_PACKET",
+        "NDIS_REQUEST",
+        "NDIS_EVENT",
+        "OBJECT_ATTRIBUTES",
+        "KEY_VALUE_PARTIAL_INFORMATION",
     ];
     let missing: Vec<_> = required.iter().filter(|r| !items.contains(*r)).collect();
     assert!(

@@ -231,6 +231,12 @@ fn check_leaks(kernel: &KernelInner, object: *mut DRIVER_OBJECT, when: &str) -> 
             device = (*device).NextDevice;
         }
     }
+    for detail in kernel.ndis.leaks() {
+        leaks.push(Leak {
+            rule: Rule::NdisLeak,
+            detail,
+        });
+    }
     for timer in kernel.timers.set_timers() {
         leaks.push(Leak {
             rule: Rule::TimerLeak,

@@ -1,0 +1,390 @@
+//! Packet and buffer pools, and the send/transfer [`Slot`]s built from them.
+//!
+//! A slot is one packet descriptor from a binding's packet pool over a non-paged block of its
+//! own, allocated when the adapter is bound. To send a frame the protocol copies it into the
+//! block, describes the bytes with a buffer descriptor (`NdisAllocateBuffer`) chained at the
+//! front of the packet (what the DDK's `NdisChainBufferAtFront` macro does: `Private.Head`,
+//! `Private.Tail`, `Private.ValidCounts`), and passes the packet to `NdisSend`; when the send
+//! completes it unchains and frees the buffer and the slot is free again. Receiving through
+//! `NdisTransferData` uses a slot the same way, with the buffer describing where NDIS copies to.
+//!
+//! Ownership: a binding's slots live in a [`SlotRing`]; each is free, held by one thread
+//! through a [`SlotGuard`], or with NDIS, where only the [`PacketId`] of a completion finds it
+//! again ([`SlotRing::complete`]).
+
+use super::{NdisStatus, RESOURCES};
+use crate::nt::NtStatus;
+use crate::nt::pool::try_vec;
+use crate::nt::pool::try_zeroed;
+use crate::nt::sys::ndis as sys;
+use crate::nt::types::*;
+use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// The identity of a packet descriptor, to recognise it when NDIS hands it back. Any IRQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketId(pub(super) usize);
+
+/// An NDIS packet pool; freed when dropped (after every packet of it is freed).
+pub struct PacketPool(NDIS_HANDLE);
+/// An NDIS buffer pool; freed when dropped (after every buffer of it is freed).
+pub struct BufferPool(NDIS_HANDLE);
+
+// SAFETY: pool handles are NDIS objects usable from any thread.
+unsafe impl Send for PacketPool {}
+// SAFETY: NDIS serialises allocations from a pool internally.
+unsafe impl Sync for PacketPool {}
+// SAFETY: as for PacketPool.
+unsafe impl Send for BufferPool {}
+// SAFETY: as for PacketPool.
+unsafe impl Sync for BufferPool {}
+
+impl PacketPool {
+    /// A pool of `count` packet descriptors with `reserved` protocol-reserved bytes each.
+    /// IRQL ≤ DISPATCH_LEVEL (PASSIVE_LEVEL at bind time).
+    pub fn new(count: u32, reserved: u32) -> Result<PacketPool, NdisStatus> {
+        let mut status = NDIS_STATUS_FAILURE;
+        let mut handle = core::ptr::null_mut();
+        // SAFETY: valid out pointers.
+        unsafe { sys::NdisAllocatePacketPool(&mut status, &mut handle, count, reserved) };
+        NtStatus(status).ok()?;
+        if handle.is_null() {
+            return Err(RESOURCES);
+        }
+        Ok(PacketPool(handle))
+    }
+}
+
+impl Drop for PacketPool {
+    fn drop(&mut self) {
+        // SAFETY: our pool, freed once; its packets were freed by the slots dropped before it.
+        unsafe { sys::NdisFreePacketPool(self.0) };
+    }
+}
+
+impl BufferPool {
+    /// A pool of `count` buffer descriptors. IRQL ≤ DISPATCH_LEVEL.
+    pub fn new(count: u32) -> Result<BufferPool, NdisStatus> {
+        let mut status = NDIS_STATUS_FAILURE;
+        let mut handle = core::ptr::null_mut();
+        // SAFETY: valid out pointers.
+        unsafe { sys::NdisAllocateBufferPool(&mut status, &mut handle, count) };
+        NtStatus(status).ok()?;
+        if handle.is_null() {
+            return Err(RESOURCES);
+        }
+        Ok(BufferPool(handle))
+    }
+}
+
+impl Drop for BufferPool {
+    fn drop(&mut self) {
+        // SAFETY: our pool, freed once; its buffers were freed by their slots.
+        unsafe { sys::NdisFreeBufferPool(self.0) };
+    }
+}
+
+/// A packet descriptor over a block of its own. Drop it (before its pools) to free both.
+pub struct Slot {
+    packet: NonNull<NDIS_PACKET>,
+    buffer: Option<NonNull<NDIS_BUFFER>>,
+    block: Vec<u8>,
+    len: usize,
+}
+
+// SAFETY: the packet and buffer belong to this slot alone; NDIS objects have no thread
+// affinity.
+unsafe impl Send for Slot {}
+
+impl Slot {
+    /// A packet from `packets` over a zeroed block of `size` bytes. PASSIVE_LEVEL (bind).
+    pub fn new(packets: &PacketPool, size: usize) -> Result<Slot, NdisStatus> {
+        let block = try_zeroed(size).map_err(|_| RESOURCES)?;
+        let mut status = NDIS_STATUS_FAILURE;
+        let mut packet = core::ptr::null_mut();
+        // SAFETY: a live pool and a valid out pointer.
+        unsafe { sys::NdisAllocatePacket(&mut status, &mut packet, packets.0) };
+        NtStatus(status).ok()?;
+        let packet = NonNull::new(packet).ok_or(RESOURCES)?;
+        Ok(Slot {
+            packet,
+            buffer: None,
+            block,
+            len: 0,
+        })
+    }
+
+    /// This slot's packet, as NDIS will name it in completions. Any IRQL.
+    pub fn id(&self) -> PacketId {
+        PacketId(self.packet.as_ptr() as usize)
+    }
+
+    /// The block's capacity. Any IRQL.
+    pub fn capacity(&self) -> usize {
+        self.block.len()
+    }
+
+    /// The bytes loaded by [`Slot::load`] (or the bytes before `offset` plus those a transfer
+    /// reported, after [`Slot::transferred`]). Any IRQL.
+    pub fn bytes(&self) -> &[u8] {
+        self.block.get(..self.len).unwrap_or_default()
+    }
+
+    /// The block, to fill before [`Slot::describe`]. Any IRQL.
+    pub fn block_mut(&mut self) -> &mut [u8] {
+        &mut self.block
+    }
+
+    /// Describes `self.block[start..start + len]` with a buffer from `buffers` chained to the
+    /// packet, which must have none yet; the slot's length becomes `start + len`. The packet is
+    /// then ready for `NdisSend` or `NdisTransferData`. IRQL ≤ DISPATCH_LEVEL.
+    pub fn describe(
+        &mut self,
+        buffers: &BufferPool,
+        start: usize,
+        len: usize,
+    ) -> Result<(), NdisStatus> {
+        let end = start.checked_add(len).ok_or(NtStatus::INVALID_PARAMETER)?;
+        if self.buffer.is_some() || end > self.block.len() {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let area = self
+            .block
+            .get_mut(start..end)
+            .ok_or(NtStatus::INVALID_PARAMETER)?;
+        let mut status = NDIS_STATUS_FAILURE;
+        let mut buffer = core::ptr::null_mut();
+        // SAFETY: a live pool; the area is part of the block, which lives as long as the slot
+        // and is not touched by the protocol while NDIS owns the packet.
+        unsafe {
+            sys::NdisAllocateBuffer(
+                &mut status,
+                &mut buffer,
+                buffers.0,
+                area.as_mut_ptr().cast(),
+                len as u32,
+            )
+        };
+        NtStatus(status).ok()?;
+        let buffer = NonNull::new(buffer).ok_or(RESOURCES)?;
+        // SAFETY: NdisChainBufferAtFront on a packet without buffers and a single, unchained
+        // buffer (NdisAllocateBuffer leaves `Next` null).
+        unsafe {
+            let private = &raw mut (*self.packet.as_ptr()).Private;
+            (*buffer.as_ptr()).Next = core::ptr::null_mut();
+            (*private).Head = buffer.as_ptr();
+            (*private).Tail = buffer.as_ptr();
+            (*private).ValidCounts = FALSE;
+        }
+        self.buffer = Some(buffer);
+        self.len = end;
+        Ok(())
+    }
+
+    /// Sets the length after a transfer into `block[start..]` delivered `transferred` bytes.
+    /// Any IRQL.
+    pub fn transferred(&mut self, start: usize, transferred: usize) {
+        self.len = start.saturating_add(transferred).min(self.len);
+    }
+
+    /// Unchains and frees the buffer, if any. IRQL ≤ DISPATCH_LEVEL, with the packet back in
+    /// the protocol's hands.
+    pub fn release(&mut self) {
+        if let Some(buffer) = self.buffer.take() {
+            let mut unchained = core::ptr::null_mut();
+            // SAFETY: our packet, back from NDIS, with `buffer` as its only buffer.
+            unsafe { sys::NdisUnchainBufferAtFront(self.packet.as_ptr(), &mut unchained) };
+            // SAFETY: allocated by `describe`, no longer chained, freed once.
+            unsafe { sys::NdisFreeBuffer(buffer.as_ptr()) };
+        }
+    }
+
+    /// The raw packet, for `NdisSend`/`NdisTransferData`.
+    fn raw(&self) -> *mut NDIS_PACKET {
+        self.packet.as_ptr()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.release();
+        // SAFETY: our packet, not with NDIS (a slot is dropped only in the protocol's hands),
+        // freed once.
+        unsafe { sys::NdisFreePacket(self.packet.as_ptr()) };
+    }
+}
+
+const FREE: u8 = 0;
+const HELD: u8 = 1;
+const WITH_NDIS: u8 = 2;
+
+/// One slot and who has it.
+struct Cell {
+    state: AtomicU8,
+    slot: UnsafeCell<Slot>,
+}
+
+/// A binding's fixed set of slots. Each is free, held by one thread through a [`SlotGuard`], or
+/// with NDIS (between `NdisSend`/`NdisTransferData` and its completion).
+pub struct SlotRing {
+    cells: Vec<Cell>,
+}
+
+// SAFETY: a slot is only accessed by the thread that moved its state FREE → HELD (or took it
+// back from WITH_NDIS), so `&SlotRing` never gives two threads the same slot.
+unsafe impl Sync for SlotRing {}
+
+impl SlotRing {
+    /// `count` slots from `packets`, each over a block of `size` bytes. PASSIVE_LEVEL (bind).
+    pub fn new(packets: &PacketPool, count: usize, size: usize) -> Result<SlotRing, NdisStatus> {
+        let mut cells = try_vec(count).map_err(|_| RESOURCES)?;
+        for _ in 0..count {
+            cells.push(Cell {
+                state: AtomicU8::new(FREE),
+                slot: UnsafeCell::new(Slot::new(packets, size)?),
+            });
+        }
+        Ok(SlotRing { cells })
+    }
+
+    /// A free slot, if any. IRQL ≤ DISPATCH_LEVEL.
+    pub fn acquire(&self) -> Option<SlotGuard<'_>> {
+        let cell = self.cells.iter().find(|cell| {
+            cell.state
+                .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        })?;
+        Some(SlotGuard { cell })
+    }
+
+    /// How many slots are not free. Any IRQL.
+    pub fn busy(&self) -> usize {
+        self.cells
+            .iter()
+            .filter(|cell| cell.state.load(Ordering::Acquire) != FREE)
+            .count()
+    }
+
+    /// Takes back the slot whose packet NDIS names in a completion. `None` if no slot of this
+    /// ring is with NDIS under that packet (a completion for a packet that is not ours, or a
+    /// second completion of one). IRQL ≤ DISPATCH_LEVEL.
+    pub fn complete(&self, id: PacketId) -> Option<SlotGuard<'_>> {
+        let cell = self.cells.iter().find(|cell| {
+            // SAFETY: the packet pointer of a slot never changes after construction; reading
+            // it does not conflict with the holder's writes to the buffer and block.
+            let packet = unsafe { (*cell.slot.get()).id() };
+            packet == id
+        })?;
+        cell.state
+            .compare_exchange(WITH_NDIS, HELD, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        let mut guard = SlotGuard { cell };
+        guard.release();
+        Some(guard)
+    }
+}
+
+/// Exclusive use of one slot; frees it when dropped (its buffer released).
+pub struct SlotGuard<'a> {
+    cell: &'a Cell,
+}
+
+impl Deref for SlotGuard<'_> {
+    type Target = Slot;
+
+    fn deref(&self) -> &Slot {
+        // SAFETY: HELD by this guard.
+        unsafe { &*self.cell.slot.get() }
+    }
+}
+
+impl DerefMut for SlotGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Slot {
+        // SAFETY: HELD by this guard, which is borrowed mutably.
+        unsafe { &mut *self.cell.slot.get() }
+    }
+}
+
+impl<'a> SlotGuard<'a> {
+    /// Sends the packet on binding `handle`. `PENDING`: NDIS has it until `SendComplete`
+    /// names it ([`SlotRing::complete`]). Anything else: the send is over and the slot is free
+    /// again. IRQL ≤ DISPATCH_LEVEL.
+    pub fn send(self, handle: NDIS_HANDLE) -> NDIS_STATUS {
+        let packet = self.raw();
+        let cell = self.hand_over();
+        let mut status = NDIS_STATUS_FAILURE;
+        // SAFETY: an open binding and a packet with its buffer chained; the slot is WITH_NDIS,
+        // so no thread touches it until the completion takes it back.
+        unsafe { sys::NdisSend(&mut status, handle, packet) };
+        if status != NDIS_STATUS_PENDING {
+            take_back(cell);
+        }
+        status
+    }
+
+    /// `NdisTransferData` of `length` bytes from `offset` in the received frame's data (after
+    /// the header) into the buffer described on this slot, during a receive indication with
+    /// `context`. `Ok(bytes)` when done at once (the guard is back), `Err(PENDING)` when
+    /// `TransferDataComplete` will name the packet, other errors when it failed (the slot is
+    /// free again). IRQL = DISPATCH_LEVEL, inside `ProtocolReceive`.
+    pub fn transfer(
+        self,
+        handle: NDIS_HANDLE,
+        context: NDIS_HANDLE,
+        offset: u32,
+        length: u32,
+    ) -> Result<(SlotGuard<'a>, u32), NDIS_STATUS> {
+        let packet = self.raw();
+        let cell = self.hand_over();
+        let mut status = NDIS_STATUS_FAILURE;
+        let mut transferred = 0u32;
+        // SAFETY: an open binding and the receive context of the indication in progress; the
+        // packet's buffer lies inside the slot's block, which NDIS owns until the transfer is
+        // over.
+        unsafe {
+            sys::NdisTransferData(
+                &mut status,
+                handle,
+                context,
+                offset,
+                length,
+                packet,
+                &mut transferred,
+            )
+        };
+        if status == NDIS_STATUS_PENDING {
+            return Err(status);
+        }
+        let guard = take_back(cell);
+        if status != NDIS_STATUS_SUCCESS {
+            return Err(status);
+        }
+        Ok((guard, transferred))
+    }
+
+    /// Marks the slot as NDIS's and forgets the guard.
+    fn hand_over(self) -> &'a Cell {
+        let cell = self.cell;
+        core::mem::forget(self);
+        cell.state.store(WITH_NDIS, Ordering::Release);
+        cell
+    }
+}
+
+/// Takes a slot back from NDIS after a call that did not pend, releasing its buffer.
+fn take_back(cell: &Cell) -> SlotGuard<'_> {
+    cell.state.store(HELD, Ordering::Release);
+    let mut guard = SlotGuard { cell };
+    guard.release();
+    guard
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        self.release();
+        self.cell.state.store(FREE, Ordering::Release);
+    }
+}
