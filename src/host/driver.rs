@@ -84,6 +84,11 @@ pub struct Driver {
 }
 
 impl Driver {
+    /// The kernel the driver is loaded in. Any IRQL.
+    pub fn kernel(&self) -> &KernelHandle {
+        &self.kernel
+    }
+
     /// The driver object. Any IRQL.
     pub fn object(&self) -> *mut DRIVER_OBJECT {
         self.object as *mut DRIVER_OBJECT

@@ -11,7 +11,6 @@ use tcpip::host::impair::Impairment;
 use tcpip::host::tap::TapStats;
 use tcpip::host::winsock::{Socket, Winsock};
 use tcpip::host::{Clock, Config, Driver, Kernel};
-use tcpip::link::ethernet::DEFAULT_FRAMES;
 use tcpip::nt::NtStatus;
 use tcpip::nt::entry::driver_entry;
 use tcpip::nt::types::IOCTL_SET_IP_ADDRESS;
@@ -62,7 +61,7 @@ impl DriverOnTap {
             tap = tap.impair(impairment).expect("impair the TAP");
         }
         let tap = Arc::new(tap);
-        let binding = TapBinding::bind(&driver, tap, DEFAULT_FRAMES).expect("bind the TAP");
+        let binding = TapBinding::bind(&driver, tap).expect("bind the TAP");
         binding.set_gateway(Some(namespace.linux_ip()));
         let ws = Arc::new(Winsock::new(&kernel));
         DriverOnTap {
