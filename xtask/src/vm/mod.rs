@@ -25,6 +25,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// The start of the line our driver prints when `DriverEntry` has succeeded.
+const STARTED_LINE: &str = "tcpip: started";
+
 /// What `cargo xtask vm` was asked to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -262,11 +265,16 @@ fn boot_one(
             report.failure().unwrap_or_else(|| "guest finished".into())
         )),
     };
-    let driver_panicked = boot.lines.iter().any(|l| l.contains("tcpip: panic"));
-    let failure = match (failure, driver_panicked) {
-        (None, true) => Some("the driver printed a panic".into()),
-        (failure, _) => failure,
-    };
+    let failure = failure.or_else(|| {
+        if boot.lines.iter().any(|l| l.contains("tcpip: panic")) {
+            Some("the driver printed a panic".into())
+        } else if subject.must_pass && !boot.lines.iter().any(|l| l.contains(STARTED_LINE)) {
+            // Our load line is printed at a level the default debug filter passes.
+            Some(format!("no `{STARTED_LINE}` line on COM1"))
+        } else {
+            None
+        }
+    });
     Ok((report, failure))
 }
 
