@@ -1,5 +1,6 @@
 //! Shared by the NDIS binding tests: a recording model miniport, the driver loaded over the
 //! kernel's NDIS model, and the frames the tests indicate (ARP requests, ICMP echo requests).
+#![allow(dead_code, reason = "each test crate uses a different subset")]
 
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,

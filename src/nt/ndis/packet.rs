@@ -66,16 +66,15 @@ impl Drop for PacketPool {
 }
 
 impl BufferPool {
-    /// A pool of `count` buffer descriptors. IRQL ≤ DISPATCH_LEVEL.
+    /// A pool of `count` buffer descriptors. The handle may be null: ReactOS's buffer pools
+    /// are empty shells (every buffer is an MDL of its own, `IoAllocateMdl`), and its
+    /// `NdisAllocateBufferPool` returns success with a null handle. IRQL ≤ DISPATCH_LEVEL.
     pub fn new(count: u32) -> Result<BufferPool, NdisStatus> {
         let mut status = NDIS_STATUS_FAILURE;
         let mut handle = core::ptr::null_mut();
         // SAFETY: valid out pointers.
         unsafe { sys::NdisAllocateBufferPool(&mut status, &mut handle, count) };
         NtStatus(status).ok()?;
-        if handle.is_null() {
-            return Err(RESOURCES);
-        }
         Ok(BufferPool(handle))
     }
 }
@@ -148,7 +147,8 @@ impl Slot {
         len: usize,
     ) -> Result<(), NdisStatus> {
         let end = start.checked_add(len).ok_or(NtStatus::INVALID_PARAMETER)?;
-        if self.buffer.is_some() || end > self.block.len() {
+        // ReactOS's NdisAllocateBuffer asserts a non-empty buffer.
+        if self.buffer.is_some() || len == 0 || end > self.block.len() {
             return Err(NtStatus::INVALID_PARAMETER);
         }
         let area = self
