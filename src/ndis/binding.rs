@@ -248,7 +248,7 @@ impl Binding {
             bump(&self.counters.receive_dropped);
             return NtStatus::SUCCESS;
         }
-        match slot.transfer(self.open.handle(), indication.context(), 0, data_len as u32) {
+        match slot.transfer(&self.open, indication, 0, data_len as u32) {
             Ok((mut slot, transferred)) => {
                 slot.transferred(HEADER_LEN, transferred as usize);
                 let queued = self
@@ -369,7 +369,7 @@ impl Adapter for Binding {
             bump(&self.counters.send_failed);
             return false;
         }
-        match slot.send(self.open.handle()) {
+        match slot.send(&self.open) {
             NDIS_STATUS_PENDING => true,
             NDIS_STATUS_SUCCESS => {
                 bump(&self.counters.sent);

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 use crate::nt::ndis::registry::{Key, VALUE_BUFFER, Value};
+use crate::nt::pool::try_box;
 use core::fmt;
 use core::net::Ipv4Addr;
 
@@ -62,8 +63,12 @@ fn encode(name: &str, out: &mut [u16]) -> usize {
 /// Reads the configuration of the adapter whose interface name is `guid` (`{...}`).
 /// PASSIVE_LEVEL.
 pub fn read(guid: &[u16]) -> IpConfig {
-    let mut path = [0u16; PATH];
-    let prefix_len = encode(INTERFACES, &mut path);
+    // In pool, not on the stack: this runs inside NdisRegisterProtocol, deep in DriverEntry.
+    let Ok(mut buffers) = try_box(([0u16; PATH], [0u32; VALUE_BUFFER / 4])) else {
+        return IpConfig::None;
+    };
+    let (path, buffer) = &mut *buffers;
+    let prefix_len = encode(INTERFACES, path);
     let Some(tail) = path.get_mut(prefix_len..prefix_len + guid.len()) else {
         return IpConfig::None;
     };
@@ -74,15 +79,14 @@ pub fn read(guid: &[u16]) -> IpConfig {
     let Ok(key) = Key::open(path) else {
         return IpConfig::None;
     };
-    let mut buffer = [0u32; VALUE_BUFFER / 4];
-    if let Ok(Value::Dword(dhcp)) = query(&key, "EnableDHCP", &mut buffer)
+    if let Ok(Value::Dword(dhcp)) = query(&key, "EnableDHCP", buffer)
         && dhcp != 0
     {
         return IpConfig::Dhcp;
     }
-    let address = first_address(&key, "IPAddress");
-    let mask = first_address(&key, "SubnetMask");
-    let gateway = first_address(&key, "DefaultGateway").filter(|g| !g.is_unspecified());
+    let address = first_address(&key, "IPAddress", buffer);
+    let mask = first_address(&key, "SubnetMask", buffer);
+    let gateway = first_address(&key, "DefaultGateway", buffer).filter(|g| !g.is_unspecified());
     match (address, mask.and_then(prefix_of)) {
         (Some(address), Some(prefix)) if !address.is_unspecified() => IpConfig::Static {
             address,
@@ -104,9 +108,8 @@ fn query<'b>(
 }
 
 /// The first dotted quad of string value `name`.
-fn first_address(key: &Key, name: &str) -> Option<Ipv4Addr> {
-    let mut buffer = [0u32; VALUE_BUFFER / 4];
-    match query(key, name, &mut buffer) {
+fn first_address(key: &Key, name: &str, buffer: &mut [u32; VALUE_BUFFER / 4]) -> Option<Ipv4Addr> {
+    match query(key, name, buffer) {
         Ok(Value::Strings(data)) => parse_first(data),
         _ => None,
     }

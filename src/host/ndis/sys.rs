@@ -81,6 +81,7 @@ pub unsafe fn NdisDeregisterProtocol(status: *mut NDIS_STATUS, handle: NDIS_HAND
 }
 
 #[track_caller]
+#[allow(clippy::too_many_arguments, reason = "NdisOpenAdapter's signature")]
 pub unsafe fn NdisOpenAdapter(
     status: *mut NDIS_STATUS,
     open_error: *mut NDIS_STATUS,

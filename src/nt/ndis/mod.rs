@@ -8,8 +8,8 @@
 //! - [`packet`]: packet and buffer pools, and [`Slot`](packet::Slot)s (a packet descriptor over
 //!   a non-paged block of its own) that carry a frame to `NdisSend` or from `NdisTransferData`.
 //! - [`receive`]: what a receive indication lends the protocol, read by copying out of it.
-//! - [`event`]: `NDIS_EVENT`.
-//! - [`registry`]: reading values under `\Registry\Machine\...`.
+//! - [`event`] wraps `NDIS_EVENT`, and [`registry`] reads values under
+//!   `\Registry\Machine\...`.
 //!
 //! Handlers' IRQLs follow NDIS: bind, unbind and PnP at PASSIVE_LEVEL; receive, send and
 //! transfer completions and status indications at DISPATCH_LEVEL; open, close and request

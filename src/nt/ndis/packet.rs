@@ -12,6 +12,8 @@
 //! through a [`SlotGuard`], or with NDIS, where only the [`PacketId`] of a completion finds it
 //! again ([`SlotRing::complete`]).
 
+use super::open::Open;
+use super::receive::Lookahead;
 use super::{NdisStatus, RESOURCES};
 use crate::nt::NtStatus;
 use crate::nt::pool::try_vec;
@@ -309,10 +311,14 @@ impl DerefMut for SlotGuard<'_> {
 }
 
 impl<'a> SlotGuard<'a> {
-    /// Sends the packet on binding `handle`. `PENDING`: NDIS has it until `SendComplete`
+    /// Sends the packet on binding `open`. `PENDING`: NDIS has it until `SendComplete`
     /// names it ([`SlotRing::complete`]). Anything else: the send is over and the slot is free
     /// again. IRQL ≤ DISPATCH_LEVEL.
-    pub fn send(self, handle: NDIS_HANDLE) -> NDIS_STATUS {
+    pub fn send(self, open: &Open) -> NDIS_STATUS {
+        let handle = open.handle();
+        if handle.is_null() {
+            return NDIS_STATUS_FAILURE;
+        }
         let packet = self.raw();
         let cell = self.hand_over();
         let mut status = NDIS_STATUS_FAILURE;
@@ -326,17 +332,20 @@ impl<'a> SlotGuard<'a> {
     }
 
     /// `NdisTransferData` of `length` bytes from `offset` in the received frame's data (after
-    /// the header) into the buffer described on this slot, during a receive indication with
-    /// `context`. `Ok(bytes)` when done at once (the guard is back), `Err(PENDING)` when
+    /// the header) into the buffer described on this slot, during `indication` on `open`. `Ok(bytes)` when done at once (the guard is back), `Err(PENDING)` when
     /// `TransferDataComplete` will name the packet, other errors when it failed (the slot is
     /// free again). IRQL = DISPATCH_LEVEL, inside `ProtocolReceive`.
     pub fn transfer(
         self,
-        handle: NDIS_HANDLE,
-        context: NDIS_HANDLE,
+        open: &Open,
+        indication: &Lookahead<'_>,
         offset: u32,
         length: u32,
     ) -> Result<(SlotGuard<'a>, u32), NDIS_STATUS> {
+        let (handle, context) = (open.handle(), indication.context());
+        if handle.is_null() {
+            return Err(NDIS_STATUS_FAILURE);
+        }
         let packet = self.raw();
         let cell = self.hand_over();
         let mut status = NDIS_STATUS_FAILURE;

@@ -5,7 +5,7 @@
 //!   (it keeps no reference), so the miniport gets the packet back when the handler returns.
 //! - `ProtocolReceive` gets the 14-byte header and a lookahead: the whole frame, or only its
 //!   first bytes when the miniport indicates lookahead only. The rest is fetched with
-//!   `NdisTransferData`, only during the indication ([`Lookahead::context`]).
+//!   `NdisTransferData`, only during the indication (`SlotGuard::transfer` takes it).
 
 use super::NdisStatus;
 use crate::nt::NtStatus;
@@ -114,7 +114,7 @@ impl<'a> Lookahead<'a> {
     }
 
     /// The receive context `NdisTransferData` needs, during this indication.
-    pub fn context(&self) -> NDIS_HANDLE {
+    pub(super) fn context(&self) -> NDIS_HANDLE {
         self.context
     }
 }
