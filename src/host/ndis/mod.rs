@@ -23,9 +23,13 @@
 //! The verifier rules are the `Ndis*` [`Rule`]s; pools, bindings and the registration still
 //! present when the driver unloads are reported as [`Rule::NdisLeak`].
 
+mod deferred;
+mod indicate;
 mod model;
 mod packets;
+mod pools;
 mod registry;
+mod requests;
 pub mod sys;
 
 pub(crate) use model::NdisState;
