@@ -197,3 +197,41 @@ fn a_receive_buffer_used_after_its_indication_is_reported() {
         "nothing is read from a dead indication"
     );
 }
+
+/// A `DriverEntry` that registers a protocol and allocates a packet pool, and never gives
+/// either back.
+unsafe extern "system" fn entry_leaking_ndis(
+    _: *mut DRIVER_OBJECT,
+    _: *const UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: all-zero characteristics are valid (null handlers).
+    let mut chars: NDIS_PROTOCOL_CHARACTERISTICS = unsafe { std::mem::zeroed() };
+    chars.MajorNdisVersion = 5;
+    let (mut status, mut protocol) = (NDIS_STATUS_FAILURE, null_mut());
+    // SAFETY: valid characteristics and out pointers.
+    unsafe {
+        NdisRegisterProtocol(
+            &mut status,
+            &mut protocol,
+            &mut chars,
+            size_of::<NDIS_PROTOCOL_CHARACTERISTICS>() as u32,
+        )
+    };
+    packet_pool(4);
+    status
+}
+
+#[test]
+fn a_registration_and_a_pool_left_at_unload_are_leaks() {
+    let kernel = Kernel::new(Config::default());
+    kernel.expect_violation(Rule::NdisLeak);
+    let driver = kernel.load_driver(entry_leaking_ndis).expect("DriverEntry");
+    let report = driver.unload();
+    let leaks: Vec<_> = report
+        .leaks_of(Rule::NdisLeak)
+        .map(|l| l.detail.clone())
+        .collect();
+    assert_eq!(leaks.len(), 2, "{leaks:?}");
+    assert!(leaks[0].contains("still registered"), "{leaks:?}");
+    assert!(leaks[1].contains("packet pool"), "{leaks:?}");
+}
