@@ -119,7 +119,7 @@ impl Binding {
         self.name.get(start..).unwrap_or_default()
     }
 
-    /// The binding's [`Open`].
+    /// The binding's [`Open`]. Any IRQL.
     pub fn open(&self) -> &Open {
         &self.open
     }
@@ -145,6 +145,8 @@ impl Binding {
         Ok(())
     }
 
+    /// Queries the MAC address, the MTU and the media state, and sets the packet filter.
+    /// PASSIVE_LEVEL, on the open binding.
     fn configure(&self) -> Result<(), NdisStatus> {
         let (mac, written) = self.open.query(OID_802_3_CURRENT_ADDRESS, 6)?;
         if written != 6 {
@@ -318,6 +320,7 @@ impl Binding {
         }
     }
 
+    /// Counts a frame queued or dropped. Any IRQL.
     fn count_receive(&self, queued: bool) {
         bump(if queued {
             &self.counters.received
@@ -327,6 +330,7 @@ impl Binding {
     }
 }
 
+/// Adds one to a counter. Any IRQL.
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }

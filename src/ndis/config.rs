@@ -50,7 +50,7 @@ const INTERFACES: &str =
 /// Room for [`INTERFACES`] and a `{GUID}` (38 characters) with some slack.
 const PATH: usize = 160;
 
-/// `name` as UTF-16 into `out`; the units written.
+/// `name` as UTF-16 into `out`; the units written. Any IRQL.
 fn encode(name: &str, out: &mut [u16]) -> usize {
     let mut len = 0;
     for (slot, unit) in out.iter_mut().zip(name.encode_utf16()) {
@@ -97,6 +97,7 @@ pub fn read(guid: &[u16]) -> IpConfig {
     }
 }
 
+/// Reads value `name` of `key` into `buffer`. PASSIVE_LEVEL.
 fn query<'b>(
     key: &Key,
     name: &str,

@@ -96,6 +96,7 @@ impl NdisProtocol {
         }
     }
 
+    /// The stack given to `register`. Any IRQL.
     fn stack(&self) -> Option<&'static Stack> {
         *self.stack.lock()
     }
@@ -138,6 +139,7 @@ impl NdisProtocol {
 impl Protocol for NdisProtocol {
     type Binding = Binding;
 
+    /// `ProtocolBindAdapter`. PASSIVE_LEVEL.
     fn bind(&'static self, name: &[u16], _registry_path: &[u16]) -> NdisStatus {
         let Some(stack) = self.stack() else {
             return NtStatus::INVALID_DEVICE_STATE;
@@ -191,6 +193,7 @@ impl Protocol for NdisProtocol {
         NtStatus::SUCCESS
     }
 
+    /// `ProtocolUnbindAdapter`, and each binding at unload. PASSIVE_LEVEL.
     fn unbind(&'static self, binding: &Binding) -> NdisStatus {
         let status = binding.close();
         let removed = {
@@ -209,26 +212,32 @@ impl Protocol for NdisProtocol {
         status
     }
 
+    /// The binding's [`Open`]. Any IRQL.
     fn open(binding: &Binding) -> &Open {
         binding.open()
     }
 
+    /// `ProtocolSendComplete`. DISPATCH_LEVEL.
     fn send_complete(binding: &Binding, packet: PacketId, status: NdisStatus) {
         binding.send_complete(packet, status);
     }
 
+    /// `ProtocolTransferDataComplete`. DISPATCH_LEVEL.
     fn transfer_complete(binding: &Binding, packet: PacketId, status: NdisStatus, bytes: u32) {
         binding.transfer_complete(packet, status, bytes);
     }
 
+    /// `ProtocolReceive`. DISPATCH_LEVEL.
     fn receive(binding: &Binding, indication: &Lookahead<'_>) -> NdisStatus {
         binding.receive(indication)
     }
 
+    /// `ProtocolReceivePacket`. DISPATCH_LEVEL.
     fn receive_packet(binding: &Binding, packet: &ReceivedPacket<'_>) {
         binding.receive_packet(packet);
     }
 
+    /// `ProtocolStatus`. DISPATCH_LEVEL.
     fn status(binding: &Binding, status: NdisStatus) {
         binding.status(status);
     }

@@ -140,6 +140,7 @@ impl Open {
             .map(|_| ())
     }
 
+    /// Runs one OID request and waits for it. PASSIVE_LEVEL.
     fn request(
         &self,
         kind: u32,

@@ -204,7 +204,7 @@ impl Slot {
         }
     }
 
-    /// The raw packet, for `NdisSend`/`NdisTransferData`.
+    /// The raw packet, for `NdisSend`/`NdisTransferData`. Any IRQL.
     fn raw(&self) -> *mut NDIS_PACKET {
         self.packet.as_ptr()
     }
@@ -374,7 +374,7 @@ impl<'a> SlotGuard<'a> {
         Ok((guard, transferred))
     }
 
-    /// Marks the slot as NDIS's and forgets the guard.
+    /// Marks the slot as NDIS's and forgets the guard. IRQL ≤ DISPATCH_LEVEL.
     fn hand_over(self) -> &'a Cell {
         let cell = self.cell;
         core::mem::forget(self);
@@ -384,6 +384,7 @@ impl<'a> SlotGuard<'a> {
 }
 
 /// Takes a slot back from NDIS after a call that did not pend, releasing its buffer.
+/// IRQL ≤ DISPATCH_LEVEL.
 fn take_back(cell: &Cell) -> SlotGuard<'_> {
     cell.state.store(HELD, Ordering::Release);
     let mut guard = SlotGuard { cell };

@@ -138,7 +138,7 @@ impl Registration {
     }
 }
 
-/// The protocol state published by `register`.
+/// The protocol state published by `register`. Any IRQL.
 fn protocol<P: Protocol>() -> Option<&'static P> {
     // SAFETY: published by `register` from a `&'static P`; P is the only protocol type.
     unsafe { sys::protocol_context().cast::<P>().as_ref() }
@@ -148,7 +148,7 @@ fn protocol<P: Protocol>() -> Option<&'static P> {
 ///
 /// # Safety
 /// `context` is null or the context given to `NdisOpenAdapter`, whose binding is alive until
-/// its close has completed, which is after NDIS's last handler call for it.
+/// its close has completed, which is after NDIS's last handler call for it. Any IRQL.
 unsafe fn binding<'a, P: Protocol>(context: NDIS_HANDLE) -> Option<&'a P::Binding> {
     // SAFETY: forwarded caller contract.
     unsafe { context.cast::<P::Binding>().as_ref() }
@@ -157,7 +157,7 @@ unsafe fn binding<'a, P: Protocol>(context: NDIS_HANDLE) -> Option<&'a P::Bindin
 /// A counted UTF-16 string as a slice (empty for null).
 ///
 /// # Safety
-/// `string` is null or a valid `NDIS_STRING` whose buffer lives for `'a`.
+/// `string` is null or a valid `NDIS_STRING` whose buffer lives for `'a`. Any IRQL.
 unsafe fn wide<'a>(string: *const NDIS_STRING) -> &'a [u16] {
     // SAFETY: forwarded caller contract.
     let Some(string) = (unsafe { string.as_ref() }) else {
@@ -170,6 +170,7 @@ unsafe fn wide<'a>(string: *const NDIS_STRING) -> &'a [u16] {
     unsafe { core::slice::from_raw_parts(string.Buffer, usize::from(string.Length / 2)) }
 }
 
+/// `ProtocolBindAdapter`. PASSIVE_LEVEL.
 unsafe extern "system" fn bind_adapter<P: Protocol>(
     status: *mut NDIS_STATUS,
     _bind_context: NDIS_HANDLE,
@@ -189,6 +190,7 @@ unsafe extern "system" fn bind_adapter<P: Protocol>(
     }
 }
 
+/// `ProtocolUnbindAdapter`. PASSIVE_LEVEL.
 unsafe extern "system" fn unbind_adapter<P: Protocol>(
     status: *mut NDIS_STATUS,
     context: NDIS_HANDLE,
@@ -205,6 +207,7 @@ unsafe extern "system" fn unbind_adapter<P: Protocol>(
     }
 }
 
+/// `ProtocolOpenAdapterComplete`. IRQL ≤ DISPATCH_LEVEL.
 unsafe extern "system" fn open_adapter_complete<P: Protocol>(
     context: NDIS_HANDLE,
     status: NDIS_STATUS,
@@ -216,6 +219,7 @@ unsafe extern "system" fn open_adapter_complete<P: Protocol>(
     }
 }
 
+/// `ProtocolCloseAdapterComplete`. IRQL ≤ DISPATCH_LEVEL.
 unsafe extern "system" fn close_adapter_complete<P: Protocol>(
     context: NDIS_HANDLE,
     status: NDIS_STATUS,
@@ -226,6 +230,7 @@ unsafe extern "system" fn close_adapter_complete<P: Protocol>(
     }
 }
 
+/// `ProtocolRequestComplete`. IRQL ≤ DISPATCH_LEVEL.
 unsafe extern "system" fn request_complete<P: Protocol>(
     context: NDIS_HANDLE,
     _request: *mut NDIS_REQUEST,
@@ -237,6 +242,7 @@ unsafe extern "system" fn request_complete<P: Protocol>(
     }
 }
 
+/// `ProtocolSendComplete`. DISPATCH_LEVEL.
 unsafe extern "system" fn send_complete<P: Protocol>(
     context: NDIS_HANDLE,
     packet: *mut NDIS_PACKET,
@@ -248,6 +254,7 @@ unsafe extern "system" fn send_complete<P: Protocol>(
     }
 }
 
+/// `ProtocolTransferDataComplete`. DISPATCH_LEVEL.
 unsafe extern "system" fn transfer_data_complete<P: Protocol>(
     context: NDIS_HANDLE,
     packet: *mut NDIS_PACKET,
@@ -260,6 +267,7 @@ unsafe extern "system" fn transfer_data_complete<P: Protocol>(
     }
 }
 
+/// `ProtocolReceive`. DISPATCH_LEVEL.
 unsafe extern "system" fn receive<P: Protocol>(
     context: NDIS_HANDLE,
     receive_context: NDIS_HANDLE,
@@ -288,6 +296,7 @@ unsafe extern "system" fn receive<P: Protocol>(
     P::receive(binding, &indication).raw()
 }
 
+/// `ProtocolReceivePacket`: copies, keeps no reference (returns 0). DISPATCH_LEVEL.
 unsafe extern "system" fn receive_packet<P: Protocol>(
     context: NDIS_HANDLE,
     packet: *mut NDIS_PACKET,
@@ -303,6 +312,7 @@ unsafe extern "system" fn receive_packet<P: Protocol>(
     0
 }
 
+/// `ProtocolStatus`. DISPATCH_LEVEL.
 unsafe extern "system" fn status<P: Protocol>(
     context: NDIS_HANDLE,
     status: NDIS_STATUS,

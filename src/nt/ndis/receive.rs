@@ -113,7 +113,7 @@ impl<'a> Lookahead<'a> {
         }
     }
 
-    /// The receive context `NdisTransferData` needs, during this indication.
+    /// The receive context `NdisTransferData` needs, during this indication. DISPATCH_LEVEL.
     pub(super) fn context(&self) -> NDIS_HANDLE {
         self.context
     }
@@ -122,7 +122,7 @@ impl<'a> Lookahead<'a> {
 /// `size` bytes at `data`, or nothing for a null pointer.
 ///
 /// # Safety
-/// `data` is null or valid for `size` bytes for `'a`.
+/// `data` is null or valid for `size` bytes for `'a`. Any IRQL.
 unsafe fn bytes<'a>(data: *const c_void, size: u32) -> &'a [u8] {
     if data.is_null() {
         return &[];

@@ -23,7 +23,7 @@ pub enum Value<'a> {
     Other,
 }
 
-/// A counted string over `text`.
+/// A counted string over `text`. Any IRQL.
 fn counted(text: &[u16]) -> Result<UNICODE_STRING, NtStatus> {
     let bytes =
         u16::try_from(core::mem::size_of_val(text)).map_err(|_| NtStatus::INVALID_PARAMETER)?;
