@@ -67,7 +67,6 @@ impl Open {
         let mut medium = [NDIS_MEDIUM_802_3];
         let mut selected = 0u32;
         let mut open_error = 0;
-        let mut handle = core::ptr::null_mut();
         let bytes =
             u16::try_from(core::mem::size_of_val(name)).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let mut unicode = UNICODE_STRING {
@@ -78,12 +77,13 @@ impl Open {
         self.event.reset();
         let mut status = NDIS_STATUS_FAILURE;
         // SAFETY: every pointer is valid for the call; NDIS copies the name; `context` is the
-        // binding that owns this `Open` and outlives the binding.
+        // binding that owns this `Open` and outlives the binding. The binding handle goes
+        // straight into `self.handle`, which outlives the open even if NDIS writes it late.
         unsafe {
             sys::NdisOpenAdapter(
                 &mut status,
                 &mut open_error,
-                &mut handle,
+                self.handle.as_ptr(),
                 &mut selected,
                 medium.as_mut_ptr(),
                 1,
@@ -94,8 +94,6 @@ impl Open {
                 core::ptr::null_mut(),
             )
         };
-        // NDIS writes the binding handle before it returns, even when it pends the open.
-        self.handle.store(handle, Ordering::Release);
         let status = self.finish(status);
         if !status.is_success() {
             self.handle.store(core::ptr::null_mut(), Ordering::Release);
