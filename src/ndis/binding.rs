@@ -8,8 +8,8 @@
 //! is set to directed | broadcast | multicast. Each step that fails undoes the ones before it.
 //!
 //! - **Send** ([`Adapter::transmit`], from the core DPC): the frame is copied into a free send
-//!   slot (padded to the 60-byte Ethernet minimum), described by one buffer and passed to
-//!   `NdisSend`; the slot is free again when the send completes, at once or in
+//!   slot (padded to the 60-byte Ethernet minimum), its buffer set to the frame's length, and
+//!   the packet passed to `NdisSend`; the slot is free again when the send completes, at once or in
 //!   `ProtocolSendComplete`. No free slot, media down, or a closing binding: the frame is
 //!   lost, as on a wire.
 //! - **Receive**: `ProtocolReceivePacket` copies the packet's buffer chain straight into the
@@ -72,8 +72,8 @@ pub struct Binding {
     // The slots are dropped before the pools they come from.
     sends: SlotRing,
     transfers: SlotRing,
-    buffers: BufferPool,
-    /// Owns the packet pool of the slots, freed after them.
+    /// Own the buffer and packet pools of the slots, freed after them.
+    _buffers: BufferPool,
     _packets: PacketPool,
 }
 
@@ -83,8 +83,8 @@ impl Binding {
         let count = (SEND_SLOTS + TRANSFER_SLOTS) as u32;
         let packets = PacketPool::new(count, 0)?;
         let buffers = BufferPool::new(count)?;
-        let sends = SlotRing::new(&packets, SEND_SLOTS, SLOT_SIZE)?;
-        let transfers = SlotRing::new(&packets, TRANSFER_SLOTS, SLOT_SIZE)?;
+        let sends = SlotRing::new(&packets, &buffers, SEND_SLOTS, SLOT_SIZE, 0)?;
+        let transfers = SlotRing::new(&packets, &buffers, TRANSFER_SLOTS, SLOT_SIZE, HEADER_LEN)?;
         let mut owned = try_vec(name.len()).map_err(|_| RESOURCES)?;
         owned.extend_from_slice(name);
         Ok(Binding {
@@ -99,7 +99,7 @@ impl Binding {
             counters: Counters::default(),
             sends,
             transfers,
-            buffers,
+            _buffers: buffers,
             _packets: packets,
         })
     }
@@ -246,13 +246,13 @@ impl Binding {
         if let Some(header) = slot.block_mut().get_mut(..HEADER_LEN) {
             header.copy_from_slice(indication.header);
         }
-        if slot.describe(&self.buffers, HEADER_LEN, data_len).is_err() {
+        if slot.set_length(data_len).is_err() {
             bump(&self.counters.receive_dropped);
             return NtStatus::SUCCESS;
         }
         match slot.transfer(&self.open, indication, 0, data_len as u32) {
             Ok((mut slot, transferred)) => {
-                slot.transferred(HEADER_LEN, transferred as usize);
+                slot.transferred(transferred as usize);
                 let queued = self
                     .stack
                     .indicate_receive_with(slot.bytes().len(), |buffer| {
@@ -279,7 +279,7 @@ impl Binding {
         if !status.is_success() || !self.attached() {
             return bump(&self.counters.receive_dropped);
         }
-        slot.transferred(HEADER_LEN, bytes as usize);
+        slot.transferred(bytes as usize);
         let queued = self
             .stack
             .indicate_receive_with(slot.bytes().len(), |buffer| {
@@ -369,7 +369,7 @@ impl Adapter for Binding {
         let (data, padding) = area.split_at_mut(frame.len());
         data.copy_from_slice(frame);
         padding.fill(0);
-        if slot.describe(&self.buffers, 0, len).is_err() {
+        if slot.set_length(len).is_err() {
             bump(&self.counters.send_failed);
             return false;
         }

@@ -285,6 +285,14 @@ pub unsafe fn NdisFreeBuffer(buffer: *mut NDIS_BUFFER) {
     context::current().ndis.free_buffer(buffer);
 }
 
+pub unsafe fn NdisAdjustBufferLength(buffer: *mut NDIS_BUFFER, length: u32) {
+    let _model = ModelScope::enter();
+    if context::current().ndis.buffer_is_live(buffer) {
+        // SAFETY: forwarded caller contract: a live buffer of the protocol's.
+        unsafe { (*buffer).ByteCount = length };
+    }
+}
+
 pub unsafe fn NdisQueryBufferSafe(
     buffer: *mut NDIS_BUFFER,
     address: *mut *mut c_void,

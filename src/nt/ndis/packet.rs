@@ -1,12 +1,13 @@
 //! Packet and buffer pools, and the send/transfer [`Slot`]s built from them.
 //!
 //! A slot is one packet descriptor from a binding's packet pool over a non-paged block of its
-//! own, allocated when the adapter is bound. To send a frame the protocol copies it into the
-//! block, describes the bytes with a buffer descriptor (`NdisAllocateBuffer`) chained at the
-//! front of the packet (what the DDK's `NdisChainBufferAtFront` macro does: `Private.Head`,
-//! `Private.Tail`, `Private.ValidCounts`), and passes the packet to `NdisSend`; when the send
-//! completes it unchains and frees the buffer and the slot is free again. Receiving through
-//! `NdisTransferData` uses a slot the same way, with the buffer describing where NDIS copies to.
+//! own, described by one buffer descriptor (`NdisAllocateBuffer`) chained at the front of the
+//! packet (what the DDK's `NdisChainBufferAtFront` macro does: `Private.Head`, `Private.Tail`,
+//! `Private.ValidCounts`), all allocated when the adapter is bound. To send a frame the protocol
+//! copies it into the block, sets the buffer's length (`NdisAdjustBufferLength`) and passes the
+//! packet to `NdisSend`; the slot is free again when the send completes. Receiving through
+//! `NdisTransferData` uses a slot whose buffer starts after the Ethernet header. Nothing is
+//! allocated per frame.
 //!
 //! Ownership: a binding's slots live in a [`SlotRing`]; each is free, held by one thread
 //! through a [`SlotGuard`], or with NDIS, where only the [`PacketId`] of a completion finds it
@@ -88,11 +89,15 @@ impl Drop for BufferPool {
     }
 }
 
-/// A packet descriptor over a block of its own. Drop it (before its pools) to free both.
+/// A packet descriptor over a block of its own, described by one buffer chained to the packet
+/// for the slot's whole life. Drop it (before its pools) to free all three.
 pub struct Slot {
     packet: NonNull<NDIS_PACKET>,
-    buffer: Option<NonNull<NDIS_BUFFER>>,
+    buffer: NonNull<NDIS_BUFFER>,
     block: Vec<u8>,
+    /// Where the buffer starts in the block.
+    offset: usize,
+    /// The bytes of the block in use: the buffer's current length plus `offset`.
     len: usize,
 }
 
@@ -101,20 +106,64 @@ pub struct Slot {
 unsafe impl Send for Slot {}
 
 impl Slot {
-    /// A packet from `packets` over a zeroed block of `size` bytes. PASSIVE_LEVEL (bind).
-    pub fn new(packets: &PacketPool, size: usize) -> Result<Slot, NdisStatus> {
-        let block = try_zeroed(size).map_err(|_| RESOURCES)?;
+    /// A packet from `packets` over a zeroed block of `size` bytes, with a buffer from
+    /// `buffers` describing the block from `offset` on, chained at the front of the packet
+    /// (what the DDK's `NdisChainBufferAtFront` macro does). PASSIVE_LEVEL (bind).
+    pub fn new(
+        packets: &PacketPool,
+        buffers: &BufferPool,
+        size: usize,
+        offset: usize,
+    ) -> Result<Slot, NdisStatus> {
+        // ReactOS's NdisAllocateBuffer asserts a non-empty buffer.
+        let length = size
+            .checked_sub(offset)
+            .filter(|&length| length > 0)
+            .ok_or(NtStatus::INVALID_PARAMETER)?;
+        let mut block = try_zeroed(size).map_err(|_| RESOURCES)?;
+        let area = block.get_mut(offset..).ok_or(NtStatus::INVALID_PARAMETER)?;
         let mut status = NDIS_STATUS_FAILURE;
+        let mut buffer = core::ptr::null_mut();
+        // SAFETY: the area is part of the block, which the slot owns (its heap memory does not
+        // move with the slot) and frees only after the buffer.
+        unsafe {
+            sys::NdisAllocateBuffer(
+                &mut status,
+                &mut buffer,
+                buffers.0,
+                area.as_mut_ptr().cast(),
+                length as u32,
+            )
+        };
+        NtStatus(status).ok()?;
+        let buffer = NonNull::new(buffer).ok_or(RESOURCES)?;
         let mut packet = core::ptr::null_mut();
         // SAFETY: a live pool and a valid out pointer.
         unsafe { sys::NdisAllocatePacket(&mut status, &mut packet, packets.0) };
-        NtStatus(status).ok()?;
-        let packet = NonNull::new(packet).ok_or(RESOURCES)?;
+        let Some(packet) = NonNull::new(packet).filter(|_| status == NDIS_STATUS_SUCCESS) else {
+            // SAFETY: allocated above, chained nowhere, freed once.
+            unsafe { sys::NdisFreeBuffer(buffer.as_ptr()) };
+            return Err(if status == NDIS_STATUS_SUCCESS {
+                RESOURCES
+            } else {
+                NtStatus(status)
+            });
+        };
+        // SAFETY: NdisChainBufferAtFront on a fresh packet (no buffers) and a single, unchained
+        // buffer.
+        unsafe {
+            let private = &raw mut (*packet.as_ptr()).Private;
+            (*buffer.as_ptr()).Next = core::ptr::null_mut();
+            (*private).Head = buffer.as_ptr();
+            (*private).Tail = buffer.as_ptr();
+            (*private).ValidCounts = FALSE;
+        }
         Ok(Slot {
             packet,
-            buffer: None,
+            buffer,
             block,
-            len: 0,
+            offset,
+            len: size,
         })
     }
 
@@ -123,85 +172,41 @@ impl Slot {
         PacketId(self.packet.as_ptr() as usize)
     }
 
-    /// The block's capacity. Any IRQL.
-    pub fn capacity(&self) -> usize {
-        self.block.len()
-    }
-
-    /// The bytes loaded by [`Slot::load`] (or the bytes before `offset` plus those a transfer
-    /// reported, after [`Slot::transferred`]). Any IRQL.
+    /// The bytes in use: those [`Slot::set_length`] described (with the bytes before the
+    /// buffer's offset), or after a transfer those [`Slot::transferred`] reported. Any IRQL.
     pub fn bytes(&self) -> &[u8] {
         self.block.get(..self.len).unwrap_or_default()
     }
 
-    /// The block, to fill before [`Slot::describe`]. Any IRQL.
+    /// The block, to fill before a send, or to put a header before a transfer. Any IRQL.
     pub fn block_mut(&mut self) -> &mut [u8] {
         &mut self.block
     }
 
-    /// Describes `self.block[start..start + len]` with a buffer from `buffers` chained to the
-    /// packet, which must have none yet; the slot's length becomes `start + len`. The packet is
-    /// then ready for `NdisSend` or `NdisTransferData`. IRQL ≤ DISPATCH_LEVEL.
-    pub fn describe(
-        &mut self,
-        buffers: &BufferPool,
-        start: usize,
-        len: usize,
-    ) -> Result<(), NdisStatus> {
-        let end = start.checked_add(len).ok_or(NtStatus::INVALID_PARAMETER)?;
-        // ReactOS's NdisAllocateBuffer asserts a non-empty buffer.
-        if self.buffer.is_some() || len == 0 || end > self.block.len() {
+    /// Makes the buffer describe `len` bytes from its offset (`NdisAdjustBufferLength`), and
+    /// marks the packet's counts stale so that NDIS recomputes its length. The packet is then
+    /// ready for `NdisSend` or `NdisTransferData`. IRQL ≤ DISPATCH_LEVEL.
+    pub fn set_length(&mut self, len: usize) -> Result<(), NdisStatus> {
+        let end = self
+            .offset
+            .checked_add(len)
+            .ok_or(NtStatus::INVALID_PARAMETER)?;
+        if len == 0 || end > self.block.len() {
             return Err(NtStatus::INVALID_PARAMETER);
         }
-        let area = self
-            .block
-            .get_mut(start..end)
-            .ok_or(NtStatus::INVALID_PARAMETER)?;
-        let mut status = NDIS_STATUS_FAILURE;
-        let mut buffer = core::ptr::null_mut();
-        // SAFETY: a live pool; the area is part of the block, which lives as long as the slot
-        // and is not touched by the protocol while NDIS owns the packet.
+        // SAFETY: our buffer and packet, in the protocol's hands (`&mut self` through a held
+        // slot); the new length stays within the block.
         unsafe {
-            sys::NdisAllocateBuffer(
-                &mut status,
-                &mut buffer,
-                buffers.0,
-                area.as_mut_ptr().cast(),
-                len as u32,
-            )
-        };
-        NtStatus(status).ok()?;
-        let buffer = NonNull::new(buffer).ok_or(RESOURCES)?;
-        // SAFETY: NdisChainBufferAtFront on a packet without buffers and a single, unchained
-        // buffer (NdisAllocateBuffer leaves `Next` null).
-        unsafe {
-            let private = &raw mut (*self.packet.as_ptr()).Private;
-            (*buffer.as_ptr()).Next = core::ptr::null_mut();
-            (*private).Head = buffer.as_ptr();
-            (*private).Tail = buffer.as_ptr();
-            (*private).ValidCounts = FALSE;
+            sys::NdisAdjustBufferLength(self.buffer.as_ptr(), len as u32);
+            (*self.packet.as_ptr()).Private.ValidCounts = FALSE;
         }
-        self.buffer = Some(buffer);
         self.len = end;
         Ok(())
     }
 
-    /// Sets the length after a transfer into `block[start..]` delivered `transferred` bytes.
-    /// Any IRQL.
-    pub fn transferred(&mut self, start: usize, transferred: usize) {
-        self.len = start.saturating_add(transferred).min(self.len);
-    }
-
-    /// Unchains and frees the buffer, if any. IRQL ≤ DISPATCH_LEVEL, with the packet back in
-    /// the protocol's hands.
-    pub fn release(&mut self) {
-        if let Some(buffer) = self.buffer.take() {
-            let mut unchained = core::ptr::null_mut();
-            // SAFETY: our packet, back from NDIS, with `buffer` as its only buffer.
-            unsafe { sys::NdisUnchainBufferAtFront(self.packet.as_ptr(), &mut unchained) };
-            // SAFETY: allocated by `describe`, no longer chained, freed once.
-            unsafe { sys::NdisFreeBuffer(buffer.as_ptr()) };
-        }
+    /// Sets the bytes in use after a transfer delivered `transferred` bytes. Any IRQL.
+    pub fn transferred(&mut self, transferred: usize) {
+        self.len = self.offset.saturating_add(transferred).min(self.len);
     }
 
     /// The raw packet, for `NdisSend`/`NdisTransferData`. Any IRQL.
@@ -212,10 +217,14 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.release();
-        // SAFETY: our packet, not with NDIS (a slot is dropped only in the protocol's hands),
-        // freed once.
-        unsafe { sys::NdisFreePacket(self.packet.as_ptr()) };
+        let mut unchained = core::ptr::null_mut();
+        // SAFETY: our packet, in the protocol's hands (a slot is dropped only then), with our
+        // buffer as its only buffer; each freed once. IRQL ≤ DISPATCH_LEVEL.
+        unsafe {
+            sys::NdisUnchainBufferAtFront(self.packet.as_ptr(), &mut unchained);
+            sys::NdisFreeBuffer(self.buffer.as_ptr());
+            sys::NdisFreePacket(self.packet.as_ptr());
+        }
     }
 }
 
@@ -240,13 +249,19 @@ pub struct SlotRing {
 unsafe impl Sync for SlotRing {}
 
 impl SlotRing {
-    /// `count` slots from `packets`, each over a block of `size` bytes. PASSIVE_LEVEL (bind).
-    pub fn new(packets: &PacketPool, count: usize, size: usize) -> Result<SlotRing, NdisStatus> {
+    /// `count` slots (see [`Slot::new`]). PASSIVE_LEVEL (bind).
+    pub fn new(
+        packets: &PacketPool,
+        buffers: &BufferPool,
+        count: usize,
+        size: usize,
+        offset: usize,
+    ) -> Result<SlotRing, NdisStatus> {
         let mut cells = try_vec(count).map_err(|_| RESOURCES)?;
         for _ in 0..count {
             cells.push(Cell {
                 state: AtomicU8::new(FREE),
-                slot: UnsafeCell::new(Slot::new(packets, size)?),
+                slot: UnsafeCell::new(Slot::new(packets, buffers, size, offset)?),
             });
         }
         Ok(SlotRing { cells })
@@ -283,13 +298,11 @@ impl SlotRing {
         cell.state
             .compare_exchange(WITH_NDIS, HELD, Ordering::Acquire, Ordering::Relaxed)
             .ok()?;
-        let mut guard = SlotGuard { cell };
-        guard.release();
-        Some(guard)
+        Some(SlotGuard { cell })
     }
 }
 
-/// Exclusive use of one slot; frees it when dropped (its buffer released).
+/// Exclusive use of one slot; frees it when dropped.
 pub struct SlotGuard<'a> {
     cell: &'a Cell,
 }
@@ -383,18 +396,15 @@ impl<'a> SlotGuard<'a> {
     }
 }
 
-/// Takes a slot back from NDIS after a call that did not pend, releasing its buffer.
+/// Takes a slot back from NDIS after a call that did not pend.
 /// IRQL ≤ DISPATCH_LEVEL.
 fn take_back(cell: &Cell) -> SlotGuard<'_> {
     cell.state.store(HELD, Ordering::Release);
-    let mut guard = SlotGuard { cell };
-    guard.release();
-    guard
+    SlotGuard { cell }
 }
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        self.release();
         self.cell.state.store(FREE, Ordering::Release);
     }
 }

@@ -72,6 +72,7 @@ imports!("ndis.sys" {
         length: u32,
     );
     pub fn NdisFreeBuffer(buffer: *mut NDIS_BUFFER);
+    pub fn NdisAdjustBufferLength(buffer: *mut NDIS_BUFFER, length: u32);
     pub fn NdisQueryBufferSafe(
         buffer: *mut NDIS_BUFFER,
         address: *mut *mut c_void,
