@@ -231,7 +231,9 @@ impl Binding {
             let queued = self
                 .stack
                 .indicate_receive_with(HEADER_LEN + data_len, |buffer| {
-                    let (header, rest) = buffer.split_at_mut(HEADER_LEN);
+                    let Some((header, rest)) = buffer.split_at_mut_checked(HEADER_LEN) else {
+                        return false;
+                    };
                     header.copy_from_slice(indication.header);
                     rest.copy_from_slice(data);
                     true
@@ -366,7 +368,9 @@ impl Adapter for Binding {
             bump(&self.counters.send_failed);
             return false;
         };
-        let (data, padding) = area.split_at_mut(frame.len());
+        let Some((data, padding)) = area.split_at_mut_checked(frame.len()) else {
+            return false;
+        };
         data.copy_from_slice(frame);
         padding.fill(0);
         if slot.set_length(len).is_err() {
