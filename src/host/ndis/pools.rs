@@ -140,27 +140,22 @@ impl NdisState {
         self.signalled.notify_all();
     }
 
-    /// `NdisWaitEvent`: true once signalled, false after `milliseconds` (0: forever).
+    /// `NdisWaitEvent`: true once signalled, false after `milliseconds`. As in ReactOS (whose
+    /// `NdisWaitEvent` hands 0 ms to `KeWaitForSingleObject` as its timeout), 0 does not wait;
+    /// on Windows it waits forever, so a driver must not rely on either.
     ///
     /// # Safety
     /// `event` is a valid `NDIS_EVENT`.
     pub(crate) unsafe fn wait(&self, event: *mut NDIS_EVENT, milliseconds: u32) -> bool {
-        let deadline = (milliseconds > 0)
-            .then(|| std::time::Instant::now() + Duration::from_millis(u64::from(milliseconds)));
+        let deadline = std::time::Instant::now() + Duration::from_millis(u64::from(milliseconds));
         let mut guard = lock(&self.events);
         loop {
             // SAFETY: forwarded caller contract; read under `events`.
             if unsafe { (*event).Event.Header.SignalState } != 0 {
                 return true;
             }
-            let wait = match deadline {
-                Some(deadline) => {
-                    match deadline.checked_duration_since(std::time::Instant::now()) {
-                        Some(left) => left,
-                        None => return false,
-                    }
-                }
-                None => Duration::from_millis(50),
+            let Some(wait) = deadline.checked_duration_since(std::time::Instant::now()) else {
+                return false;
             };
             guard = self
                 .signalled

@@ -7,6 +7,9 @@ use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+/// How long one `NdisWaitEvent` call waits, in milliseconds.
+pub const WAIT_SLICE_MS: u32 = 100;
+
 /// An `NDIS_EVENT`, initialised in place on first use (it must not move afterwards: it lives
 /// inside the `Arc` of its binding).
 pub struct NdisEvent {
@@ -52,10 +55,15 @@ impl NdisEvent {
 
     /// Waits until the event is signalled. PASSIVE_LEVEL; the event was reset before the
     /// operation that signals it began.
+    ///
+    /// Waits in slices of [`WAIT_SLICE_MS`]: on Windows `NdisWaitEvent(_, 0)` waits forever, but
+    /// ReactOS passes 0 ms to `KeWaitForSingleObject` as the timeout, which returns at once
+    /// (and its wait is alertable, so a slice may also end early).
     pub fn wait(&self) {
-        if self.initialised.load(Ordering::Acquire) {
-            // SAFETY: initialised by `reset`; 0 means no timeout.
-            unsafe { sys::NdisWaitEvent(self.event.get().cast(), 0) };
+        if !self.initialised.load(Ordering::Acquire) {
+            return;
         }
+        // SAFETY: initialised by `reset`.
+        while unsafe { sys::NdisWaitEvent(self.event.get().cast(), WAIT_SLICE_MS) } == 0 {}
     }
 }
