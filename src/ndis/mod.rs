@@ -33,6 +33,7 @@ use alloc::vec::Vec;
 use binding::Binding;
 use config::IpConfig;
 use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Most adapters bound at once.
 pub const MAX_BINDINGS: usize = 8;
@@ -58,6 +59,8 @@ pub struct NdisProtocol {
     registration: Registration,
     stack: SpinLock<Option<&'static Stack>>,
     bindings: SpinLock<Vec<Arc<Binding>>>,
+    /// Set at unload: an unbind no longer attaches the next adapter.
+    stopping: AtomicBool,
 }
 
 impl NdisProtocol {
@@ -67,6 +70,7 @@ impl NdisProtocol {
             registration: Registration::default(),
             stack: SpinLock::new(None),
             bindings: SpinLock::new(try_vec(MAX_BINDINGS)?),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -85,6 +89,7 @@ impl NdisProtocol {
 
     /// Unbinds every adapter and deregisters. PASSIVE_LEVEL, at unload.
     pub fn shutdown(&'static self) {
+        self.stopping.store(true, Ordering::Release);
         loop {
             let next = self.bindings.lock().first().cloned();
             let Some(binding) = next else { break };
@@ -204,7 +209,7 @@ impl Protocol for NdisProtocol {
         crate::log!(Level::Notice, "unbound {}", Wide(binding.name()));
         drop(removed);
         let next = self.bindings.lock().first().cloned();
-        if let Some(next) = next
+        if let Some(next) = next.filter(|_| !self.stopping.load(Ordering::Acquire))
             && let Err(status) = self.attach_if_free(&next)
         {
             crate::log!(Level::Error, "attaching {}: {status}", Wide(next.guid()));
