@@ -51,12 +51,23 @@ impl TapBinding {
     /// Adds `tap` as a miniport of the NDIS model, which binds the driver to it, and starts
     /// indicating its frames. PASSIVE_LEVEL, on a thread of the driver's kernel.
     pub fn bind(driver: &Driver, tap: Arc<TapAdapter>) -> Result<Self, NtStatus> {
+        Self::bind_with(driver, tap, MiniportOptions::default())
+    }
+
+    /// [`TapBinding::bind`] with the miniport behaving as `options` say (lookahead-only
+    /// indications, pended sends and transfers, like a PCnet under ReactOS's NDIS).
+    /// PASSIVE_LEVEL, on a thread of the driver's kernel.
+    pub fn bind_with(
+        driver: &Driver,
+        tap: Arc<TapAdapter>,
+        options: MiniportOptions,
+    ) -> Result<Self, NtStatus> {
         let object = NonNull::new(driver.object()).ok_or(NtStatus::INVALID_PARAMETER)?;
         let tcpip: &'static Tcpip =
             entry::loaded_state::<Tcpip>(object).ok_or(NtStatus::INVALID_DEVICE_STATE)?;
         let kernel = driver.kernel().clone();
         let name = device_name(tap.name());
-        let status = kernel.ndis_add_miniport(&name, tap.clone(), MiniportOptions::default());
+        let status = kernel.ndis_add_miniport(&name, tap.clone(), options);
         if !status.is_success() || !kernel.ndis_is_bound(&name) {
             kernel.ndis_remove_miniport(&name);
             return Err(if status.is_success() {

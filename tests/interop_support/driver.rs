@@ -10,7 +10,7 @@ use tcpip::host::binding::TapBinding;
 use tcpip::host::impair::Impairment;
 use tcpip::host::tap::TapStats;
 use tcpip::host::winsock::{Socket, Winsock};
-use tcpip::host::{Clock, Config, Driver, Kernel};
+use tcpip::host::{Clock, Config, Driver, Kernel, MiniportOptions};
 use tcpip::nt::NtStatus;
 use tcpip::nt::entry::driver_entry;
 use tcpip::nt::types::IOCTL_SET_IP_ADDRESS;
@@ -35,6 +35,17 @@ impl DriverOnTap {
         namespace: &Namespace,
         pcap: Option<&std::path::Path>,
         impairment: Option<Impairment>,
+    ) -> DriverOnTap {
+        DriverOnTap::start_with(namespace, pcap, impairment, MiniportOptions::default())
+    }
+
+    /// [`DriverOnTap::start_impaired`] with the TAP's miniport behaving as `options` say in
+    /// the NDIS model.
+    pub fn start_with(
+        namespace: &Namespace,
+        pcap: Option<&std::path::Path>,
+        impairment: Option<Impairment>,
+        options: MiniportOptions,
     ) -> DriverOnTap {
         let kernel = Kernel::new(Config {
             processors: 2,
@@ -61,7 +72,7 @@ impl DriverOnTap {
             tap = tap.impair(impairment).expect("impair the TAP");
         }
         let tap = Arc::new(tap);
-        let binding = TapBinding::bind(&driver, tap).expect("bind the TAP");
+        let binding = TapBinding::bind_with(&driver, tap, options).expect("bind the TAP");
         binding.set_gateway(Some(namespace.linux_ip()));
         let ws = Arc::new(Winsock::new(&kernel));
         DriverOnTap {
