@@ -150,8 +150,8 @@ impl Stack {
         }
     }
 
-    /// Binds an Ethernet adapter under interface 1 (what NDIS's `ProtocolBindAdapter` will
-    /// do), with a receive queue of `frames` buffers; replaces a link bound earlier.
+    /// Binds an Ethernet adapter under interface 1 (what the NDIS protocol's bind does for the
+    /// first adapter), with a receive queue of `frames` buffers; replaces a link bound earlier.
     /// PASSIVE_LEVEL.
     pub fn attach_link(&self, adapter: Arc<dyn Adapter>, frames: usize) -> Result<(), NtStatus> {
         let link = Link::new(adapter, frames)?;

@@ -165,8 +165,8 @@ fn extension(device: Device) -> &'static Extension {
     unsafe { &*extension_ptr(device) }
 }
 
-/// The state of a loaded driver, found through its first device: how the host model binds a
-/// link adapter to it, as NDIS will through `ProtocolBindAdapter`. `driver` must be a driver
+/// The state of a loaded driver, found through its first device: how host-side helpers
+/// (`host::binding`) reach the stack of the driver they bound an adapter to. `driver` must be a driver
 /// object that `driver_entry::<D>` initialised and that is still loaded. PASSIVE_LEVEL.
 #[cfg(not(kernel))]
 pub fn loaded_state<D: Driver>(driver: NonNull<DRIVER_OBJECT>) -> Option<&'static D> {
