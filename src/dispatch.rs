@@ -5,6 +5,7 @@
 //! of TDI_CONNECT, and answering control-channel IOCTLs. The core gets values and the IRP.
 #![forbid(unsafe_code)]
 
+use crate::core::address::Protocol;
 use crate::core::work::{Object, Request};
 use crate::driver::Tcpip;
 use crate::entities;
@@ -14,8 +15,8 @@ use crate::nt::object::ReferencedFile;
 use crate::nt::types::*;
 use crate::tdi::ioctl::{SetIpAddress, parse_delete_ip_address};
 use crate::tdi::request::{
-    AssociateParams, KernelRequest, QueryInformationParams, ReceiveParams, SendParams,
-    SetEventParams,
+    AssociateParams, KernelRequest, QueryInformationParams, ReceiveDatagramParams, ReceiveParams,
+    SendDatagramParams, SendParams, SetEventParams,
 };
 use crate::tdi::{
     CreateRequest, Disconnect, QueryInformationEx, SetInformationEx, Timeout, TransportAddress,
@@ -43,10 +44,30 @@ fn file_kind(file: FileObject<'_>) -> Option<FileKind> {
     }
 }
 
+/// What the device a CREATE came to serves (indices of [`crate::driver::DEVICE_NAMES`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DeviceKind {
+    Tcp,
+    Udp,
+    /// `\Device\RawIp` and `\Device\Ip`: raw IP and ICMP, not served yet.
+    Raw,
+}
+
+impl DeviceKind {
+    /// The kind of device `device` (an index of `DEVICE_NAMES`). Any IRQL.
+    fn from_index(device: usize) -> Self {
+        match device {
+            0 => DeviceKind::Tcp,
+            1 => DeviceKind::Udp,
+            _ => DeviceKind::Raw,
+        }
+    }
+}
+
 /// Routes an IRP by major function. PASSIVE_LEVEL.
-pub fn dispatch(driver: &'static Tcpip, _device: usize, irp: Irp) -> Dispatched {
+pub fn dispatch(driver: &'static Tcpip, device: usize, irp: Irp) -> Dispatched {
     match irp.stack().major() {
-        IRP_MJ_CREATE => create(driver, irp),
+        IRP_MJ_CREATE => create(driver, DeviceKind::from_index(device), irp),
         IRP_MJ_CLEANUP => irp.complete(NtStatus::SUCCESS, 0),
         IRP_MJ_CLOSE => close(driver, irp),
         IRP_MJ_DEVICE_CONTROL => device_control(driver, irp),
@@ -55,10 +76,13 @@ pub fn dispatch(driver: &'static Tcpip, _device: usize, irp: Irp) -> Dispatched 
     }
 }
 
-/// IRP_MJ_CREATE: the EA decides what the file is. Malformed EAs fail here, before anything
-/// is allocated. Address files and connection endpoints are created by the core; the IRP
-/// pends until then.
-fn create(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
+/// IRP_MJ_CREATE: the EA decides what the file is, the device which protocol an address file
+/// serves. Malformed EAs fail here, before anything is allocated. Address files and connection
+/// endpoints are created by the core; the IRP pends until then. A control channel may be
+/// opened on every device; connection endpoints exist only on `\Device\Tcp`
+/// (`STATUS_INVALID_PARAMETER` elsewhere, as ReactOS's transport answers); raw IP address
+/// files are not served yet (`STATUS_NOT_IMPLEMENTED`, Winsock's `WSAEOPNOTSUPP`).
+fn create(driver: &'static Tcpip, device: DeviceKind, mut irp: Irp) -> Dispatched {
     let ea_length = irp.stack().create_ea_length() as usize;
     let share_access = irp.stack().create_share_access();
     let request = CreateRequest::parse(irp.system_buffer(ea_length));
@@ -71,14 +95,25 @@ fn create(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
             file.set_context(0, TDI_CONTROL_CHANNEL_FILE as usize);
             irp.complete(NtStatus::SUCCESS, 0)
         }
-        Ok(CreateRequest::AddressFile(address)) => driver.stack().submit(
-            Request::OpenAddress {
-                address,
-                shared: share_access != 0,
-            },
-            irp,
-            None,
-        ),
+        Ok(CreateRequest::AddressFile(address)) => {
+            let protocol = match device {
+                DeviceKind::Tcp => Protocol::Tcp,
+                DeviceKind::Udp => Protocol::Udp,
+                DeviceKind::Raw => return irp.complete(NtStatus::NOT_IMPLEMENTED, 0),
+            };
+            driver.stack().submit(
+                Request::OpenAddress {
+                    address,
+                    shared: share_access != 0,
+                    protocol,
+                },
+                irp,
+                None,
+            )
+        }
+        Ok(CreateRequest::ConnectionEndpoint { .. }) if device != DeviceKind::Tcp => {
+            irp.complete(NtStatus::INVALID_PARAMETER, 0)
+        }
         Ok(CreateRequest::ConnectionEndpoint { context }) => {
             driver
                 .stack()
@@ -115,6 +150,10 @@ fn internal_device_control(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
     let cancel = Some(driver.cancel_routine());
     let connection = match kind {
         Some(FileKind::Connection(index)) => Some(index),
+        _ => None,
+    };
+    let address = match kind {
+        Some(FileKind::Address(index)) => Some(index),
         _ => None,
     };
     let request = match (minor, connection) {
@@ -188,6 +227,20 @@ fn internal_device_control(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
                 context: event.event_context,
             }
         }
+        (TDI_SEND_DATAGRAM, _) => match address {
+            Some(address) => match send_datagram_request(address, &mut irp) {
+                Ok(request) => request,
+                Err(status) => return irp.complete(status, 0),
+            },
+            None => return irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0),
+        },
+        (TDI_RECEIVE_DATAGRAM, _) => match address {
+            Some(address) => Request::ReceiveDatagram {
+                address,
+                length: ReceiveDatagramParams::parse(&params).length,
+            },
+            None => return irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0),
+        },
         (TDI_ACTION, _) => return irp.complete(NtStatus::SUCCESS, 0),
         (TDI_ACCEPT | TDI_SET_INFORMATION, _) => {
             return irp.complete(NtStatus::NOT_IMPLEMENTED, 0);
@@ -211,10 +264,29 @@ fn internal_device_control(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
             | Request::Send { .. }
             | Request::Receive { .. }
             | Request::Disconnect { .. }
+            | Request::SendDatagram { .. }
+            | Request::ReceiveDatagram { .. }
     );
     driver
         .stack()
         .submit(request, irp, if cancellable { cancel } else { None })
+}
+
+/// TDI_SEND_DATAGRAM: the destination is copied out of `SendDatagramInformation` here, in
+/// dispatch, because AFD frees that block as soon as the dispatch routine returns. A missing
+/// block is `STATUS_INVALID_ADDRESS`; a malformed `TRANSPORT_ADDRESS` `STATUS_INVALID_PARAMETER`.
+/// PASSIVE_LEVEL, in the caller's context.
+fn send_datagram_request(address: u32, irp: &mut Irp) -> Result<Request, NtStatus> {
+    let length = SendDatagramParams::parse(&irp.stack().parameters()).length;
+    let info = irp
+        .tdi_connection_information(1)
+        .ok_or(NtStatus::INVALID_ADDRESS)?;
+    let remote = TransportAddress::parse(info.remote_address())?;
+    Ok(Request::SendDatagram {
+        address,
+        remote: SocketAddrV4::new(remote.ip, remote.port),
+        length,
+    })
 }
 
 /// TDI_ASSOCIATE_ADDRESS: resolves the address handle in the caller's context (it is the

@@ -14,7 +14,7 @@ use tcpip::host::{Indication, MiniportOptions};
 
 fn echo_through(options: MiniportOptions, port: u16) {
     let namespace = Namespace::new();
-    let setup = DriverOnTap::start_with(&namespace, None, None, options);
+    let setup = DriverOnTap::start_with_miniport(&namespace, options);
     let (connections, size) = (20, 256 * 1024);
     let server = driver::echo_server(&setup, port, connections);
     let addr = SocketAddr::from((namespace.driver_ip(), port));

@@ -1,23 +1,38 @@
-//! ADDRESS_FILE: a local address and port, and the listener created on it.
+//! ADDRESS_FILE: a local address and port of one protocol, and what that protocol keeps on
+//! it: TCP's listener, or UDP's datagram endpoint.
 #![forbid(unsafe_code)]
 
 use crate::core::ports::Binding;
 use crate::core::sockets::SocketKey;
+use crate::core::udp::Endpoint;
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::net::{Ipv4Addr, SocketAddrV4};
+
+/// The transport protocol of an address file, from the device it was opened on
+/// (`\Device\Tcp`, `\Device\Udp`). Each protocol has its own port space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
 
 /// One address file. It is reference counted: its file object (until its CLOSE) and every
 /// associated connection hold a reference, and it is freed (and its port released) when the
 /// last one goes, whatever the close order — AFD closes the address before its connections.
 pub struct Address {
-    /// The port table entry this address holds: its local IP and port.
+    pub protocol: Protocol,
+    /// The port table entry this address holds (in its protocol's table): local IP and port.
     pub binding: Binding,
     /// Holders: the file object (until its CLOSE) plus each associated connection.
     pub refs: u32,
     /// Whether the address file itself is still open.
     pub file_open: bool,
+    /// TCP: the listener, once a TDI_LISTEN was posted on a connection of this address.
     pub listener: Option<Listener>,
+    /// UDP: the datagram endpoint (always present on a UDP address file).
+    pub datagram: Option<Box<Endpoint>>,
     /// TDI event handlers registered with TDI_SET_EVENT_HANDLER, as (handler, context) by
     /// `TDI_EVENT_*` type. AFD registers none; they are kept for clients that do.
     pub handlers: [(usize, usize); EVENT_TYPES],

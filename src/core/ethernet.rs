@@ -56,6 +56,8 @@ impl Link {
 /// The core's interface on a bound link.
 pub struct Port {
     pub iface: Interface,
+    /// The link's IP MTU.
+    pub mtu: usize,
     /// The transmit buffer, lent to each pass's device.
     pub tx: alloc::vec::Vec<u8>,
 }
@@ -77,6 +79,7 @@ impl Port {
         set_addresses(&mut iface, addresses);
         let mut port = Port {
             iface,
+            mtu: device.mtu(),
             tx: device.into_transmit_buffer(),
         };
         port.set_gateway(gateway);

@@ -5,6 +5,8 @@
 //!   completion work item, cancellation.
 //! - [`state`]: the core itself — requests applied, smoltcp polled, listeners and connections
 //!   followed up.
+//! - [`udp`]: UDP address files (datagram queues, sends, the UDP counters), beside TCP's
+//!   state in [`state`].
 //! - [`work`]: requests and the two queues. [`connection`], [`address`]: the TDI objects'
 //!   protocol state. [`transfer`]: data between socket rings and MDLs. [`info`]: query answers.
 //! - [`sockets`]: one smoltcp set per socket, touched sockets and events; [`demux`]: 4-tuple
@@ -17,6 +19,7 @@ pub mod connection;
 pub mod demux;
 pub mod ethernet;
 pub mod info;
+pub mod ingress;
 pub mod ports;
 pub mod random;
 pub mod segment;
@@ -26,4 +29,5 @@ pub mod stack;
 pub mod state;
 pub mod timers;
 pub mod transfer;
+pub mod udp;
 pub mod work;

@@ -79,6 +79,8 @@ struct Entry {
     route: Route,
     /// The deadline filed in the timer queue, if any.
     deadline: Option<Instant>,
+    /// Bytes of the socket's receive and send buffers.
+    buffer_bytes: usize,
 }
 
 impl Entry {
@@ -112,6 +114,8 @@ pub struct Sockets {
     events: Vec<u32>,
     /// A set with no socket, for segments nobody owns: smoltcp answers them with a RST.
     nobody: SocketSet<'static>,
+    /// Bytes of socket buffers held by all the sockets.
+    buffer_bytes: usize,
 }
 
 impl Sockets {
@@ -128,7 +132,14 @@ impl Sockets {
             draining: Vec::new(),
             events: Vec::new(),
             nobody: SocketSet::new(Vec::new()),
+            buffer_bytes: 0,
         }
+    }
+
+    /// Bytes of receive and send buffers the sockets hold, all together. Any IRQL (a read of
+    /// the core's state under its lock).
+    pub fn buffer_bytes(&self) -> usize {
+        self.buffer_bytes
     }
 
     /// Adds a socket for `owner`, touched (so that its first egress and deadline follow).
@@ -152,6 +163,7 @@ impl Sockets {
         self.timers.reserve(2 * slots)?;
         let mut storage: Vec<SocketStorage<'static>> = pool::try_vec(1)?;
         storage.push(SocketStorage::EMPTY);
+        let buffer_bytes = socket.recv_capacity() + socket.send_capacity();
         let mut set = SocketSet::new(storage);
         let handle = set.add(socket);
         let key = self.entries.try_insert(Entry {
@@ -161,7 +173,9 @@ impl Sockets {
             tuple: None,
             route: Route::Loopback,
             deadline: None,
+            buffer_bytes,
         })?;
+        self.buffer_bytes += buffer_bytes;
         while self.flags.len() < self.entries.slot_count() as usize {
             self.flags.push(0);
         }
@@ -220,10 +234,11 @@ impl Sockets {
 
     /// Removes the socket behind `key` (no-op for a stale key) and its tuple.
     pub fn remove(&mut self, key: SocketKey) {
-        if let Some(entry) = self.entries.remove(key)
-            && let Some(tuple) = entry.tuple
-        {
-            self.tuples.remove(&tuple, key);
+        if let Some(entry) = self.entries.remove(key) {
+            self.buffer_bytes = self.buffer_bytes.saturating_sub(entry.buffer_bytes);
+            if let Some(tuple) = entry.tuple {
+                self.tuples.remove(&tuple, key);
+            }
         }
     }
 

@@ -9,6 +9,7 @@
 
 use crate::core::ethernet::Link;
 use crate::core::state::{Completer, Core, CoreConfig};
+use crate::core::udp::UdpStats;
 use crate::core::work::{Completion, Finish, Inbound, Outbound, Request, Work};
 use crate::link::ethernet::Adapter;
 use crate::nt::NtStatus;
@@ -200,6 +201,11 @@ impl Stack {
         result
     }
 
+    /// The UDP layer's counters. PASSIVE_LEVEL (takes the core lock).
+    pub fn udp_stats(&self) -> UdpStats {
+        self.core.lock().udp_stats()
+    }
+
     /// Sets or clears the default gateway. PASSIVE_LEVEL.
     pub fn set_gateway(&self, gateway: Option<Ipv4Addr>) {
         self.core.lock().set_gateway(gateway);
@@ -264,10 +270,10 @@ impl Stack {
     }
 }
 
-/// Completes a finished request, writing a listen's peer first. PASSIVE_LEVEL (or the cancel
+/// Completes a finished request, writing a listen's peer or a datagram's sender first. PASSIVE_LEVEL (or the cancel
 /// routine's IRQL), no lock held.
 fn finish(mut completion: Completion) {
-    if let Finish::ListenPeer(peer) = completion.finish {
+    if let Finish::ReturnPeer(peer) = completion.finish {
         let address = TransportAddress {
             ip: *peer.ip(),
             port: peer.port(),

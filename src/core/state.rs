@@ -7,19 +7,18 @@
 //! outbound queue through a [`Completer`].
 #![forbid(unsafe_code)]
 
-use crate::core::address::{Address, EVENT_TYPES, Listener};
+use crate::core::address::{Address, EVENT_TYPES, Listener, Protocol};
 use crate::core::connection::{CloseReason, Connection, Phase, Receive};
 use crate::core::ethernet::{Link, Port};
 use crate::core::info::Answer;
 use crate::core::ports::PortTable;
 use crate::core::random::Csprng;
-use crate::core::segment;
-use crate::core::segment::TcpSegment;
 use crate::core::slab::{Key, Slab};
 use crate::core::sockets::{Owner, Route, SocketKey, Sockets};
 use crate::core::transfer;
+use crate::core::udp::{Udp, UdpConfig, UdpStats};
 use crate::core::work::{Completion, Finish, Object, Outbound, Request, Work};
-use crate::link::ethernet::{self, EthernetDevice};
+use crate::link::ethernet::EthernetDevice;
 use crate::link::loopback::Loopback;
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
@@ -44,6 +43,17 @@ pub struct CoreConfig {
     pub rx_buffer: usize,
     /// Send buffer per connection.
     pub tx_buffer: usize,
+    /// Socket buffer bytes (all sockets together) above which a new socket gets
+    /// [`small_buffer`](Self::small_buffer)-sized buffers instead of `rx_buffer`/`tx_buffer`.
+    /// smoltcp cannot resize a socket's buffers later, and they are non-paged pool: a ReactOS
+    /// machine with 1 GiB has about 160 MiB of it, so a thousand loopback connections (two
+    /// sockets each) at 128 KiB a socket do not fit, and connects fail with WSAENOBUFS. Past
+    /// this mark connections still open, with a smaller window.
+    pub buffer_pressure: usize,
+    /// Receive and send buffer each of a socket made under buffer pressure. Such a socket
+    /// acknowledges at once (no delayed ACK), since its window is about one loopback segment
+    /// and a delayed ACK would stall it for a tick per segment (`smoltcp-notes` §4.5).
+    pub small_buffer: usize,
     /// The most TCP sockets at once (listening, half-open, connected, closing). A limit, not a
     /// reservation: each socket's memory (mostly `rx_buffer + tx_buffer`) is taken from the
     /// pool when it is created.
@@ -66,6 +76,8 @@ pub struct CoreConfig {
     pub loopback_frames: usize,
     /// Frames processed per pass before the core looks at its queues again.
     pub frame_budget: usize,
+    /// The UDP layer's queue bounds.
+    pub udp: UdpConfig,
 }
 
 impl Default for CoreConfig {
@@ -73,6 +85,8 @@ impl Default for CoreConfig {
         Self {
             rx_buffer: 64 * 1024,
             tx_buffer: 64 * 1024,
+            buffer_pressure: 16 * 1024 * 1024,
+            small_buffer: 8 * 1024,
             max_sockets: 64 * 1024,
             backlog: 1024,
             connect_timeout: Duration::from_secs(21),
@@ -80,6 +94,7 @@ impl Default for CoreConfig {
             loopback_mtu: 16 * 1024,
             loopback_frames: 64,
             frame_budget: 16,
+            udp: UdpConfig::default(),
         }
     }
 }
@@ -111,22 +126,27 @@ impl<'a> Completer<'a> {
     }
 }
 
-/// The core state.
+/// The core state. The fields the other modules of `core` share (`ingress`, `udp`) are
+/// visible in `core`.
 pub struct Core {
-    iface: Interface,
-    device: Loopback,
-    sockets: Sockets,
+    pub(super) iface: Interface,
+    pub(super) device: Loopback,
+    pub(super) sockets: Sockets,
+    /// TCP's port table (UDP has its own, in `udp`).
     ports: PortTable,
-    addresses: Slab<Address>,
+    /// The address files of every protocol.
+    pub(super) addresses: Slab<Address>,
     connections: Slab<Connection>,
     /// The addresses that have a listener.
     listeners: Vec<Key>,
+    /// The UDP layer.
+    pub(super) udp: Udp,
     /// The interface on the bound Ethernet link, if one is bound.
-    ethernet: Option<Port>,
+    pub(super) ethernet: Option<Port>,
     /// The default gateway, on the Ethernet link.
     gateway: Option<Ipv4Addr>,
     config: CoreConfig,
-    now: Instant,
+    pub(super) now: Instant,
     /// The driver's CSPRNG: ISN seeds and the ephemeral port start.
     random: Csprng,
 }
@@ -146,6 +166,7 @@ impl Core {
             addresses: Slab::default(),
             connections: Slab::default(),
             listeners: Vec::new(),
+            udp: Udp::new(config.udp, random.next_u64()),
             ethernet: None,
             gateway: None,
             config,
@@ -160,7 +181,7 @@ impl Core {
     /// counter, no neighbors on this medium) before each active open and each accepted SYN makes
     /// every ISN come from a fresh ChaCha20 output, unpredictable to an observer of earlier
     /// connections. RFC 6528's per-4-tuple monotonic offset would need a change in smoltcp.
-    fn reseed(&mut self) {
+    pub(super) fn reseed(&mut self) {
         let mut addresses = [IpCidr::new(IpAddress::v4(0, 0, 0, 0), 0); MAX_ADDRESSES];
         let mut count = 0;
         for (slot, cidr) in addresses.iter_mut().zip(self.iface.ip_addrs()) {
@@ -175,7 +196,11 @@ impl Core {
     pub fn apply(&mut self, work: Work, c: &Completer<'_>) {
         let Work { request, irp } = work;
         match request {
-            Request::OpenAddress { address, shared } => self.open_address(address, shared, irp, c),
+            Request::OpenAddress {
+                address,
+                shared,
+                protocol,
+            } => self.open_address(address, shared, protocol, irp, c),
             Request::OpenConnection { context } => self.open_connection(context, irp, c),
             Request::Close(object) => {
                 self.close(object, c);
@@ -208,6 +233,14 @@ impl Core {
                 peek,
             } => self.receive(connection, length, peek, irp, c),
             Request::Disconnect { connection, kind } => self.disconnect(connection, kind, irp, c),
+            Request::SendDatagram {
+                address,
+                remote,
+                length,
+            } => self.send_datagram(address, remote, length, irp, c),
+            Request::ReceiveDatagram { address, length } => {
+                self.receive_datagram(address, length, irp, c)
+            }
             Request::Query { object, kind } => self.query(object, kind, irp, c),
             Request::SetNoDelay {
                 connection,
@@ -301,10 +334,11 @@ impl Core {
 
     /// One pass of the protocol over the sockets it concerns: those whose deadline has come
     /// and a budget of received frames from each link; then their transmissions (ACKs,
-    /// timeouts), the follow-up of every socket with an event for its owner (connection,
-    /// listener, orphan), and the transmissions that follow-up caused. `link` is the bound
-    /// Ethernet link, if any. Returns whether work remains (frames waiting, events raised by
-    /// the last transmissions): the caller runs another pass or re-queues its DPC.
+    /// timeouts) and the queued UDP sends, the follow-up of every socket with an event for its
+    /// owner (connection, listener, orphan), and the transmissions that follow-up caused.
+    /// `link` is the bound Ethernet link, if any. Returns whether work remains (frames waiting,
+    /// events raised by the last transmissions, UDP sends past their budget): the caller runs
+    /// another pass or re-queues its DPC.
     pub fn poll(&mut self, now: Instant, c: &Completer<'_>, link: Option<&Link>) -> bool {
         self.now = now;
         let mut port = self.ethernet.take();
@@ -326,6 +360,7 @@ impl Core {
             }
         }
         self.egress(port.as_mut(), device.as_mut());
+        let udp_more = self.udp_egress(port.as_mut(), device.as_mut(), c);
         while let Some((socket, owner)) = self.sockets.next_event() {
             match owner {
                 Owner::Connection(key) => self.service(key, c),
@@ -339,7 +374,7 @@ impl Core {
             port.tx = device.into_transmit_buffer();
         }
         self.ethernet = port;
-        self.device.pending() > 0 || waiting > 0 || self.sockets.has_events()
+        self.device.pending() > 0 || waiting > 0 || self.sockets.has_events() || udp_more
     }
 
     /// Lets the touched sockets transmit, each on its link.
@@ -374,6 +409,17 @@ impl Core {
         }
     }
 
+    /// Interface 1's address and prefix, if configured. Any IRQL ≤ DISPATCH_LEVEL.
+    pub(super) fn configured_v4(&self) -> Option<(Ipv4Addr, u8)> {
+        self.configured()
+            .map(|IpCidr::Ipv4(cidr)| (cidr.address(), cidr.prefix_len()))
+    }
+
+    /// The UDP layer's counters. Any IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn udp_stats(&self) -> UdpStats {
+        self.udp.stats()
+    }
+
     /// Interface 1's address, if configured.
     fn configured(&self) -> Option<IpCidr> {
         self.iface
@@ -383,14 +429,22 @@ impl Core {
             .find(|cidr| !matches!(cidr, IpCidr::Ipv4(v4) if v4.address().is_loopback()))
     }
 
-    /// When the core next needs a pass if nothing arrives: the earliest socket deadline.
+    /// When the core next needs a pass if nothing arrives: the earliest socket deadline, or
+    /// UDP's retry of a datagram waiting for its neighbour.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        self.sockets.next_deadline(now)
+        let tcp = self.sockets.next_deadline(now);
+        match (tcp, self.udp_poll_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Unlinks the pending IRP `id` for its cancel routine. Protocol side effects of the
     /// cancellation happen here (a cancelled connect abandons its attempt); nothing is freed.
     pub fn cancel(&mut self, id: IrpId) -> Option<PendingIrp> {
+        if let Some(irp) = self.cancel_datagram(id) {
+            return Some(irp);
+        }
         for index in 0..self.connections.slot_count() {
             let Some(key) = self.connections.key_at(index) else {
                 continue;
@@ -446,11 +500,15 @@ impl Core {
         &mut self,
         address: TransportAddress,
         shared: bool,
+        protocol: Protocol,
         mut irp: PendingIrp,
         c: &Completer<'_>,
     ) {
         let result = if address.ip.is_unspecified() || self.is_local(address.ip) {
-            self.bind_address(address, shared)
+            match protocol {
+                Protocol::Tcp => self.bind_address(address, shared),
+                Protocol::Udp => self.bind_udp_address(address, shared),
+            }
         } else {
             Err(NtStatus::INVALID_ADDRESS)
         };
@@ -468,10 +526,12 @@ impl Core {
     fn bind_address(&mut self, address: TransportAddress, shared: bool) -> Result<u32, NtStatus> {
         let binding = self.ports.bind(address.ip, address.port, shared)?;
         let entry = Address {
+            protocol: Protocol::Tcp,
             binding,
             refs: 1,
             file_open: true,
             listener: None,
+            datagram: None,
             handlers: [(0, 0); EVENT_TYPES],
         };
         match self.addresses.try_insert(entry) {
@@ -506,6 +566,7 @@ impl Core {
                     address.file_open = false;
                 }
                 self.destroy_listener(key, c);
+                self.close_datagram(key, c);
                 self.release_address(index);
             }
             Object::Connection(index) => {
@@ -559,10 +620,16 @@ impl Core {
         };
         address.refs = address.refs.saturating_sub(1);
         if address.refs == 0 {
-            let binding = address.binding;
             self.destroy_listener_sockets(key);
-            self.addresses.remove(key);
-            self.ports.unbind(binding);
+            let Some(address) = self.addresses.remove(key) else {
+                return;
+            };
+            match address.protocol {
+                Protocol::Tcp => {
+                    self.ports.unbind(address.binding);
+                }
+                Protocol::Udp => self.unbind_udp_address(key, &address),
+            }
         }
     }
 
@@ -605,7 +672,7 @@ impl Core {
         }
         entry.address = Some(address);
         match self.addresses.get_mut(address_key) {
-            Some(target) if target.file_open => {
+            Some(target) if target.file_open && target.protocol == Protocol::Tcp => {
                 target.refs += 1;
                 NtStatus::SUCCESS
             }
@@ -618,17 +685,34 @@ impl Core {
         }
     }
 
+    /// A new TCP socket: full-sized buffers, or small ones once the sockets together hold
+    /// [`CoreConfig::buffer_pressure`] bytes. DISPATCH_LEVEL, core lock held.
     fn new_socket(&self, no_delay: bool) -> Result<tcp::Socket<'static>, NtStatus> {
-        let rx = pool::try_zeroed(self.config.rx_buffer)?;
-        let tx = pool::try_zeroed(self.config.tx_buffer)?;
+        let full = self.config.rx_buffer + self.config.tx_buffer;
+        let pressed =
+            self.sockets.buffer_bytes().saturating_add(full) > self.config.buffer_pressure;
+        let (rx_size, tx_size) = if pressed {
+            (self.config.small_buffer, self.config.small_buffer)
+        } else {
+            (self.config.rx_buffer, self.config.tx_buffer)
+        };
+        let rx = pool::try_zeroed(rx_size)?;
+        let tx = pool::try_zeroed(tx_size)?;
         let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
         socket.set_nagle_enabled(!no_delay);
+        if pressed {
+            socket.set_ack_delay(None);
+        }
         Ok(socket)
     }
 
     /// The local address a connection to `remote` leaves from: the address file's own, or for
     /// a wildcard address file the local address on the way to `remote`.
-    fn source_for(&self, bound: Ipv4Addr, remote: Ipv4Addr) -> Result<Ipv4Addr, NtStatus> {
+    pub(super) fn source_for(
+        &self,
+        bound: Ipv4Addr,
+        remote: Ipv4Addr,
+    ) -> Result<Ipv4Addr, NtStatus> {
         if !bound.is_unspecified() {
             return Ok(bound);
         }
@@ -783,7 +867,7 @@ impl Core {
     /// Keeps one socket in LISTEN, moves sockets that left LISTEN to the half-open list,
     /// promotes established ones to the accept queue, and hands queued connections to waiting
     /// TDI_LISTENs.
-    fn maintain_listener(&mut self, address_key: Key, c: &Completer<'_>) {
+    pub(super) fn maintain_listener(&mut self, address_key: Key, c: &Completer<'_>) {
         let Some(address) = self.addresses.get_mut(address_key) else {
             return;
         };
@@ -909,7 +993,7 @@ impl Core {
             tcp.set_nagle_enabled(!no_delay);
         }
         if let Some(irp) = listen {
-            c.finish(irp, NtStatus::SUCCESS, 0, Finish::ListenPeer(peer));
+            c.finish(irp, NtStatus::SUCCESS, 0, Finish::ReturnPeer(peer));
         }
     }
 
@@ -1108,94 +1192,8 @@ impl Core {
         NtStatus::SUCCESS
     }
 
-    /// Takes one frame from the loopback. Returns whether a frame was taken.
-    fn ingress_loopback(&mut self, c: &Completer<'_>) -> bool {
-        let Some(frame) = self.device.peek_front() else {
-            return false;
-        };
-        match self.demux(segment::classify(frame)) {
-            Demux::Drop => {
-                self.device.drop_front();
-            }
-            Demux::Deliver { target, listener } => {
-                self.sockets
-                    .ingress(target, &mut self.iface, &mut self.device, self.now);
-                self.after_ingress(listener, c);
-            }
-        }
-        true
-    }
-
-    /// Takes one frame from the Ethernet link (ARP and ICMP are smoltcp's). Returns whether a
-    /// frame was taken.
-    fn ingress_ethernet(
-        &mut self,
-        iface: &mut Interface,
-        device: &mut EthernetDevice<'_>,
-        c: &Completer<'_>,
-    ) -> bool {
-        let Some(frame) = device.peek_front() else {
-            return false;
-        };
-        let segment = ethernet::ipv4_packet(frame).and_then(segment::classify);
-        match self.demux(segment) {
-            Demux::Drop => {
-                device.drop_front();
-            }
-            Demux::Deliver { target, listener } => {
-                self.sockets.ingress(target, iface, device, self.now);
-                self.after_ingress(listener, c);
-            }
-        }
-        true
-    }
-
-    /// Picks the one socket a received segment is for: the socket filed for its 4-tuple, or
-    /// for a connection request the listener's LISTEN socket (whose backlog must have room: a
-    /// SYN past it is dropped, and the client's retransmission retries), or no socket
-    /// (smoltcp answers with a RST). A retransmitted SYN for a connection that exists is
-    /// dropped: that socket retransmits its own SYN-ACK.
-    fn demux(&mut self, segment: Option<TcpSegment>) -> Demux {
-        let nobody = Demux::Deliver {
-            target: None,
-            listener: None,
-        };
-        let Some(segment) = segment else {
-            return nobody;
-        };
-        let target = self.sockets.find(segment.dst, segment.src);
-        if !segment.is_connection_request() {
-            return Demux::Deliver {
-                target,
-                listener: None,
-            };
-        }
-        if target.is_some() {
-            return Demux::Drop;
-        }
-        match self.listener_for(segment.dst) {
-            Some((_, None)) => Demux::Drop,
-            Some((key, Some(socket))) => {
-                self.reseed();
-                Demux::Deliver {
-                    target: Some(socket),
-                    listener: Some(key),
-                }
-            }
-            None => nobody,
-        }
-    }
-
-    /// Replaces a listener's LISTEN socket at once after it took a SYN: the next SYN may be in
-    /// the same batch.
-    fn after_ingress(&mut self, listener: Option<Key>, c: &Completer<'_>) {
-        if let Some(key) = listener {
-            self.maintain_listener(key, c);
-        }
-    }
-
     /// The link to `remote`: the loopback for the host's own addresses.
-    fn route_to(&self, remote: Ipv4Addr) -> Route {
+    pub(super) fn route_to(&self, remote: Ipv4Addr) -> Route {
         if remote.is_loopback() || self.is_local(remote) {
             Route::Loopback
         } else {
@@ -1210,7 +1208,7 @@ impl Core {
 
     /// The address with a listener for `local`, with its LISTEN socket if the backlog has
     /// room for another connection.
-    fn listener_for(&self, local: SocketAddrV4) -> Option<(Key, Option<SocketKey>)> {
+    pub(super) fn listener_for(&self, local: SocketAddrV4) -> Option<(Key, Option<SocketKey>)> {
         self.listeners.iter().find_map(|&key| {
             let address = self.addresses.get(key)?;
             let listener = address.listener.as_ref()?;
@@ -1287,15 +1285,6 @@ impl Core {
             socket.close();
         }
     }
-}
-
-/// Where a received frame goes.
-enum Demux {
-    Drop,
-    Deliver {
-        target: Option<SocketKey>,
-        listener: Option<Key>,
-    },
 }
 
 /// Addresses the interface holds: loopback and the configured one.

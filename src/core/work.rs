@@ -6,6 +6,7 @@
 //! freed state.
 #![forbid(unsafe_code)]
 
+use crate::core::address::Protocol;
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
 use crate::nt::pool;
@@ -27,10 +28,11 @@ pub enum Object {
 /// A decoded request.
 #[derive(Debug)]
 pub enum Request {
-    /// IRP_MJ_CREATE with a `TransportAddress` EA.
+    /// IRP_MJ_CREATE with a `TransportAddress` EA, on the device of `protocol`.
     OpenAddress {
         address: TransportAddress,
         shared: bool,
+        protocol: Protocol,
     },
     /// IRP_MJ_CREATE with a `ConnectionContext` EA.
     OpenConnection {
@@ -69,6 +71,18 @@ pub enum Request {
     Disconnect {
         connection: u32,
         kind: Disconnect,
+    },
+    /// TDI_SEND_DATAGRAM of `length` bytes from the IRP's MDL to `remote` (copied out of the
+    /// client's connection information during dispatch).
+    SendDatagram {
+        address: u32,
+        remote: SocketAddrV4,
+        length: u32,
+    },
+    /// TDI_RECEIVE_DATAGRAM of one datagram, up to `length` bytes, into the IRP's MDL.
+    ReceiveDatagram {
+        address: u32,
+        length: u32,
     },
     Query {
         object: Object,
@@ -142,9 +156,10 @@ impl Inbound {
 pub enum Finish {
     /// Nothing more.
     Plain,
-    /// TDI_LISTEN: write the peer into `ReturnConnectionInformation` (argument 2 of the
-    /// overlay) and clear its data and option lengths.
-    ListenPeer(SocketAddrV4),
+    /// TDI_LISTEN and TDI_RECEIVE_DATAGRAM: write the peer (the sender of the datagram) into
+    /// `ReturnConnectionInformation` / `ReturnDatagramInformation` (argument 2 of both
+    /// overlays) and clear its data and option lengths.
+    ReturnPeer(SocketAddrV4),
 }
 
 /// A finished request waiting for the completion worker.

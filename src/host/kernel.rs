@@ -38,7 +38,14 @@ pub struct Config {
     pub fault: FaultInjection,
     /// How many `DbgPrintEx` lines the kernel keeps for tests to read.
     pub debug_lines: usize,
+    /// The non-paged pool's size: a driver allocation that would take the driver's live
+    /// bytes above it fails, as it does on a real machine (a ReactOS livecd with 1 GiB has
+    /// about 160 MiB, [`NONPAGED_POOL_1GIB`]). `None`: no limit.
+    pub nonpaged_pool_limit: Option<usize>,
 }
+
+/// About the non-paged pool of a ReactOS machine with 1 GiB of memory.
+pub const NONPAGED_POOL_1GIB: usize = 160 * 1024 * 1024;
 
 impl Default for Config {
     fn default() -> Config {
@@ -48,6 +55,7 @@ impl Default for Config {
             clock: Clock::Virtual,
             fault: FaultInjection::None,
             debug_lines: 1024,
+            nonpaged_pool_limit: None,
         }
     }
 }
@@ -149,7 +157,7 @@ impl Kernel {
         assert!(config.processors >= 1, "at least one processor");
         assert!(config.workers >= 1, "at least one worker thread");
         let inner = Arc::new(KernelInner {
-            pool: PoolTracker::new(config.fault),
+            pool: PoolTracker::new(config.fault, config.nonpaged_pool_limit),
             verifier: Verifier::default(),
             activity: Activity::default(),
             clock: ClockState::new(config.clock),

@@ -46,6 +46,7 @@ pub mod pool;
 #[cfg(target_os = "linux")]
 pub mod retransmissions;
 mod spinlock;
+pub mod stats;
 mod sync;
 pub mod sys;
 #[cfg(target_os = "linux")]
@@ -63,7 +64,7 @@ pub use driver::{Driver, DriverInitialize, Leak, UnloadReport};
 pub use file::IoctlOptions;
 pub use io::{CompletionFlags, IoStatus, StackLocation};
 pub use irql::{APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL, current_irql, lower_irql, raise_irql};
-pub use kernel::{Config, EnteredKernel, Kernel, KernelHandle};
+pub use kernel::{Config, EnteredKernel, Kernel, KernelHandle, NONPAGED_POOL_1GIB};
 pub use mdl::MdlKind;
 pub use ndis::{Indication, MiniportOptions, RegValue};
 pub use object::{Handle, ObjectRef};

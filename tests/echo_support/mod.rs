@@ -41,10 +41,21 @@ pub struct Env {
 impl Env {
     /// Starts a kernel with `processors` processors and `fault` injection, loads the driver.
     pub fn start(name: &str, processors: usize, fault: FaultInjection) -> Env {
+        Env::start_in(
+            name,
+            Config {
+                processors,
+                ..Config::default()
+            },
+            fault,
+        )
+    }
+
+    /// Starts a kernel as `config` says (on the real clock), loads the driver.
+    pub fn start_in(name: &str, config: Config, fault: FaultInjection) -> Env {
         let kernel = Kernel::new(Config {
-            processors,
             clock: Clock::Real,
-            ..Config::default()
+            ..config
         });
         let driver = kernel.load_driver(driver_entry).expect("DriverEntry");
         // Failures start once the driver is loaded: the suites test its I/O paths.
@@ -57,6 +68,11 @@ impl Env {
             started: Instant::now(),
             name: name.to_owned(),
         }
+    }
+
+    /// The loaded driver.
+    pub fn driver(&self) -> &Driver {
+        self.driver.as_ref().expect("loaded")
     }
 
     /// Checks that every socket was closed and no completion hit a freed FCB, unloads the

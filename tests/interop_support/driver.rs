@@ -36,15 +36,31 @@ impl DriverOnTap {
         pcap: Option<&std::path::Path>,
         impairment: Option<Impairment>,
     ) -> DriverOnTap {
-        DriverOnTap::start_with(namespace, pcap, impairment, MiniportOptions::default())
+        DriverOnTap::start_with(
+            namespace,
+            pcap,
+            impairment,
+            true,
+            MiniportOptions::default(),
+        )
     }
 
-    /// [`DriverOnTap::start_impaired`] with the TAP's miniport behaving as `options` say in
-    /// the NDIS model.
-    pub fn start_with(
+    /// The driver on the TAP before DHCP has configured it: no address, no gateway.
+    pub fn start_unconfigured(namespace: &Namespace) -> DriverOnTap {
+        DriverOnTap::start_with(namespace, None, None, false, MiniportOptions::default())
+    }
+
+    /// [`DriverOnTap::start`] with the TAP's miniport behaving as `options` say in the NDIS
+    /// model.
+    pub fn start_with_miniport(namespace: &Namespace, options: MiniportOptions) -> DriverOnTap {
+        DriverOnTap::start_with(namespace, None, None, true, options)
+    }
+
+    fn start_with(
         namespace: &Namespace,
         pcap: Option<&std::path::Path>,
         impairment: Option<Impairment>,
+        configured: bool,
         options: MiniportOptions,
     ) -> DriverOnTap {
         let kernel = Kernel::new(Config {
@@ -53,27 +69,18 @@ impl DriverOnTap {
             ..Config::default()
         });
         let driver = kernel.load_driver(driver_entry).expect("DriverEntry");
-        let control = kernel
-            .create_file("\\Device\\Tcp", None, 0)
-            .expect("control channel");
-        let input = [
-            1u32.to_le_bytes(),
-            namespace.driver_ip().octets(),
-            [255, 255, 255, 0],
-        ]
-        .concat();
-        let mut output = [0u8; 12];
-        let (status, _) =
-            kernel.device_io_control(control, IOCTL_SET_IP_ADDRESS, &input, &mut output);
-        assert_eq!(status, NtStatus::SUCCESS, "IOCTL_SET_IP_ADDRESS");
-        assert_eq!(kernel.close(control), NtStatus::SUCCESS);
+        if configured {
+            configure(&kernel, namespace);
+        }
         let mut tap = namespace.open_tap(pcap);
         if let Some(impairment) = impairment {
             tap = tap.impair(impairment).expect("impair the TAP");
         }
         let tap = Arc::new(tap);
         let binding = TapBinding::bind_with(&driver, tap, options).expect("bind the TAP");
-        binding.set_gateway(Some(namespace.linux_ip()));
+        if configured {
+            binding.set_gateway(Some(namespace.linux_ip()));
+        }
         let ws = Arc::new(Winsock::new(&kernel));
         DriverOnTap {
             kernel,
@@ -81,6 +88,11 @@ impl DriverOnTap {
             driver: Some(driver),
             binding: Some(binding),
         }
+    }
+
+    /// The loaded driver.
+    pub fn driver(&self) -> &Driver {
+        self.driver.as_ref().expect("loaded")
     }
 
     /// The bound adapter's binding (counters, the TAP).
@@ -109,6 +121,24 @@ impl DriverOnTap {
         let report = self.driver.take().expect("loaded").unload();
         assert!(report.is_clean(), "{report}");
     }
+}
+
+/// Gives interface 1 the namespace's driver address (/24) with `IOCTL_SET_IP_ADDRESS`, as
+/// dhcpcsvc does.
+fn configure(kernel: &Kernel, namespace: &Namespace) {
+    let control = kernel
+        .create_file("\\Device\\Tcp", None, 0)
+        .expect("control channel");
+    let input = [
+        1u32.to_le_bytes(),
+        namespace.driver_ip().octets(),
+        [255, 255, 255, 0],
+    ]
+    .concat();
+    let mut output = [0u8; 12];
+    let (status, _) = kernel.device_io_control(control, IOCTL_SET_IP_ADDRESS, &input, &mut output);
+    assert_eq!(status, NtStatus::SUCCESS, "IOCTL_SET_IP_ADDRESS");
+    assert_eq!(kernel.close(control), NtStatus::SUCCESS);
 }
 
 /// Serves `connections` echo connections on the driver at `port`, one thread each; each

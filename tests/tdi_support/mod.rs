@@ -29,6 +29,11 @@ impl Loaded {
         }
     }
 
+    /// The loaded driver.
+    pub fn driver(&self) -> &Driver {
+        self.driver.as_ref().expect("loaded")
+    }
+
     /// Unloads the driver and asserts nothing leaked.
     pub fn unload(mut self) {
         if let Some(driver) = self.driver.take() {

@@ -36,18 +36,26 @@
 //!   `IoCancelIrp` loop**: a completion routine that finds it poisoned is AFD's CORE-8640
 //!   use-after-free (see [`Afd::close`] for how late completions are classified).
 //! - **Errors** reach Winsock through msafd's `TranslateNtStatusError` ([`translate_nt_status`]).
+//! - **Datagram sockets** (`datagram.rs`): an address file on `\Device\Udp` and no connection
+//!   object; one `TDI_RECEIVE_DATAGRAM` posted at bind (`WarmSocketForBind`) and re-posted from
+//!   its completion while the stored datagrams stay under the 8 KiB window; one
+//!   `TDI_SEND_DATAGRAM` per `sendto`, its destination block freed as soon as `IoCallDriver`
+//!   returns.
 //!
 //! Buffers the driver writes into (the receive buffer, connection-information blocks, the
 //! disconnect timeout) belong to each IRP's completion context, not to the FCB, so that a late
 //! completion is detected without the host itself touching freed memory.
 //!
-//! Not reproduced: datagram sockets, non-blocking sockets and select() beyond "readable",
+//! Not reproduced: non-blocking sockets and select() beyond "readable",
 //! overlapped I/O, event select, SO_SNDBUF/SO_RCVBUF (the windows stay 8 KiB), connect/disconnect
 //! data, the `Overread` flag of shutdown(SD_RECEIVE), and threaded-IRP cancellation on thread
 //! exit (tests can cancel an in-flight IRP explicitly with [`Afd::cancel_in_flight`]).
 
+mod datagram;
 pub mod status;
 pub mod wire;
+
+pub use datagram::{ReceivedDatagram, UDP_DEVICE};
 
 pub use status::{WsaError, check, translate_nt_status};
 
@@ -161,6 +169,9 @@ pub struct AfdStats {
     pub dead_listeners: u64,
     /// Listens re-armed from `ListenComplete`.
     pub listens_rearmed: u64,
+    /// Datagram sockets whose `TDI_RECEIVE_DATAGRAM` AFD did not post again: it completed with
+    /// an error, or the stored datagrams filled the 8 KiB window (ReactOS's AFD never resumes).
+    pub datagram_receives_stopped: u64,
     /// Sockets created and closed.
     pub sockets_created: u64,
     pub sockets_closed: u64,
@@ -243,6 +254,14 @@ struct PendingRecv {
 /// The state `SocketAcquireStateLock` protects.
 struct FcbState {
     state: SocketState,
+    /// `AFD_ENDPOINT_CONNECTIONLESS`: a datagram socket (its address file is on
+    /// `\Device\Udp`, it has no connection object).
+    datagram: bool,
+    /// Datagram sockets: `FCB->DatagramList` (their bytes count in `recv_content`), the user
+    /// receives and sends queued in AFD.
+    datagrams: VecDeque<datagram::Stored>,
+    pending_recvfroms: VecDeque<datagram::PendingRecvFrom>,
+    pending_sendtos: VecDeque<datagram::PendingSendTo>,
     address_file: Option<Arc<TdiObject>>,
     /// msafd's handle to the address file (`Socket->TdiAddressHandle`).
     user_address_handle: Option<Handle>,
@@ -275,6 +294,10 @@ impl FcbState {
     fn new() -> FcbState {
         FcbState {
             state: SocketState::Created,
+            datagram: false,
+            datagrams: VecDeque::new(),
+            pending_recvfroms: VecDeque::new(),
+            pending_sendtos: VecDeque::new(),
             address_file: None,
             user_address_handle: None,
             connection: None,
@@ -364,13 +387,21 @@ enum Op {
         _ret: Box<ConnectionInfo>,
         _timeout: Box<i64>,
     },
+    /// `TDI_RECEIVE_DATAGRAM` into the receive window, with `FCB->AddressFrom`.
+    ReceiveDatagram {
+        buffer: Vec<u8>,
+        from: Box<ConnectionInfo>,
+    },
+    SendDatagram {
+        _buffer: Vec<u8>,
+    },
 }
 
 impl Op {
     fn kind(&self) -> RequestKind {
         match self {
-            Op::Receive { .. } => RequestKind::Receive,
-            Op::Send { .. } => RequestKind::Send,
+            Op::Receive { .. } | Op::ReceiveDatagram { .. } => RequestKind::Receive,
+            Op::Send { .. } | Op::SendDatagram { .. } => RequestKind::Send,
             Op::Connect { .. } => RequestKind::Connect,
             Op::Listen { .. } => RequestKind::Listen,
             Op::Disconnect { .. } => RequestKind::Disconnect,
@@ -560,16 +591,25 @@ impl Afd {
     ) -> Result<(), NtStatus> {
         let fcb = self.fcb(socket)?;
         let guard = FcbLock::acquire(&fcb);
-        if guard.st().state != SocketState::Created {
+        let (state, datagram) = {
+            let st = guard.st();
+            (st.state, st.datagram)
+        };
+        if state != SocketState::Created {
             return Err(NtStatus::INVALID_PARAMETER);
         }
-        let file = self.inner.open_address_file(address, share)?;
+        let file = self.inner.open_address_file(address, share, datagram)?;
         let user = self.inner.open_user_handle(&file);
-        let mut st = guard.st();
-        st.address_file = Some(Arc::new(file));
-        st.user_address_handle = user;
-        st.local = Some(address);
-        st.state = SocketState::Bound;
+        {
+            let mut st = guard.st();
+            st.address_file = Some(Arc::new(file));
+            st.user_address_handle = user;
+            st.local = Some(address);
+            st.state = SocketState::Bound;
+        }
+        if datagram {
+            self.inner.warm_socket_for_bind(&fcb, &guard);
+        }
         Ok(())
     }
 
@@ -611,7 +651,7 @@ impl Afd {
                 let wildcard = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
                 let file = self
                     .inner
-                    .open_address_file(wildcard, ShareType::Wildcard)?;
+                    .open_address_file(wildcard, ShareType::Wildcard, false)?;
                 let mut st = guard.st();
                 st.address_file = Some(Arc::new(file));
                 st.local = Some(wildcard);
@@ -1028,6 +1068,12 @@ impl Afd {
             for p in st.pending_sends.drain(..) {
                 p.waiter.complete(Err(NtStatus::CANCELLED));
             }
+            for p in st.pending_recvfroms.drain(..) {
+                p.waiter.complete(Err(NtStatus::CANCELLED));
+            }
+            for p in st.pending_sendtos.drain(..) {
+                p.waiter.complete(Err(NtStatus::CANCELLED));
+            }
             if let Some(waiter) = st.pending_connect.take() {
                 waiter.complete(Err(NtStatus::CANCELLED));
             }
@@ -1142,9 +1188,14 @@ impl AfdInner {
         lock(&self.violations).push(message);
     }
 
-    /// `TdiOpenDevice`: `ZwCreateFile` + `ObReferenceObjectByHandle`.
+    /// `TdiOpenDevice` on the stream device: `ZwCreateFile` + `ObReferenceObjectByHandle`.
     fn open(&self, ea: &[u8], share: u16) -> Result<TdiObject, NtStatus> {
-        let handle = self.kernel.create_file(&self.device, Some(ea), share)?;
+        self.open_on(&self.device, ea, share)
+    }
+
+    /// `TdiOpenDevice` on `device`.
+    fn open_on(&self, device: &str, ea: &[u8], share: u16) -> Result<TdiObject, NtStatus> {
+        let handle = self.kernel.create_file(device, Some(ea), share)?;
         match self.kernel.reference_file(handle) {
             Ok(object) => Ok(TdiObject { handle, object }),
             Err(status) => {
@@ -1154,13 +1205,19 @@ impl AfdInner {
         }
     }
 
-    /// `TdiOpenAddressFile`.
+    /// `TdiOpenAddressFile`, on `\Device\Udp` for a datagram socket.
     fn open_address_file(
         &self,
         address: SocketAddrV4,
         share: ShareType,
+        datagram: bool,
     ) -> Result<TdiObject, NtStatus> {
-        self.open(&wire::address_file_ea(address), share.share_access())
+        let ea = wire::address_file_ea(address);
+        if datagram {
+            self.open_on(UDP_DEVICE, &ea, share.share_access())
+        } else {
+            self.open(&ea, share.share_access())
+        }
     }
 
     /// `ObOpenObjectByPointer` of the address file for msafd: one more handle and reference,
@@ -1582,6 +1639,10 @@ impl AfdInner {
             Op::Connect { .. } => self.connect_complete(&fcb, &guard, status),
             Op::Listen { ret, .. } => self.listen_complete(&fcb, &guard, status, &ret),
             Op::Disconnect { .. } => self.disconnect_complete(&fcb, &guard, status),
+            Op::ReceiveDatagram { buffer, from } => {
+                self.packet_recv_complete(&fcb, &guard, status, information, &buffer, &from)
+            }
+            Op::SendDatagram { .. } => self.packet_send_complete(&fcb, &guard, status, information),
         }
         status
     }
@@ -1630,9 +1691,16 @@ impl AfdInner {
                 for p in st.pending_recvs.drain(..) {
                     p.waiter.complete(Err(NtStatus::FILE_CLOSED));
                 }
+                for p in st.pending_recvfroms.drain(..) {
+                    p.waiter.complete(Err(NtStatus::FILE_CLOSED));
+                }
+                st.datagrams.clear();
             }
             RequestKind::Send => {
                 for p in st.pending_sends.drain(..) {
+                    p.waiter.complete(Err(NtStatus::FILE_CLOSED));
+                }
+                for p in st.pending_sendtos.drain(..) {
                     p.waiter.complete(Err(NtStatus::FILE_CLOSED));
                 }
             }

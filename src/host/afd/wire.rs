@@ -183,6 +183,30 @@ pub fn send(length: u32, flags: u32) -> IoStackParameters {
     })
 }
 
+/// `TdiBuildSendDatagram`: length and the connection-information block naming the destination.
+pub fn send_datagram(length: u32, info: *mut TDI_CONNECTION_INFORMATION) -> IoStackParameters {
+    overlay(TDI_REQUEST_KERNEL_SENDDG {
+        SendLength: length,
+        SendDatagramInformation: info,
+    })
+}
+
+/// `TdiBuildReceiveDatagram`: length, the receive and return information blocks (AFD passes
+/// the same block for both) and the flags (0 from AFD).
+pub fn receive_datagram(
+    length: u32,
+    receive: *mut TDI_CONNECTION_INFORMATION,
+    ret: *mut TDI_CONNECTION_INFORMATION,
+    flags: u32,
+) -> IoStackParameters {
+    overlay(TDI_REQUEST_KERNEL_RECEIVEDG {
+        ReceiveLength: length,
+        ReceiveDatagramInformation: receive,
+        ReturnDatagramInformation: ret,
+        ReceiveFlags: flags,
+    })
+}
+
 /// `TdiBuildQueryInformation`: the query type, `RequestConnectionInformation` NULL.
 pub fn query_information(query_type: i32) -> IoStackParameters {
     overlay(TDI_REQUEST_KERNEL_QUERY_INFORMATION {

@@ -154,10 +154,7 @@ fn read_com1(child: &mut Child, config: &BootConfig<'_>, started: Instant) -> Re
         if kdbg::is_assertion_question(&serial.partial) {
             // A debug build's failed assertion: break once, into KDBG.
             serial.partial.clear();
-            stdin
-                .write_all(b"o")
-                .and_then(|()| stdin.flush())
-                .map_err(|e| Error(format!("cannot write to COM1: {e}")))?;
+            send(&mut stdin, b"o")?;
         } else if kdbg::is_prompt(&serial.partial) {
             let session = debug(&mut stdin, &chunks, &mut log, &mut serial, config)?;
             log.flush().map_err(|e| Error(format!("COM1 log: {e}")))?;
@@ -179,10 +176,7 @@ fn debug(
     let mut session = Session::default();
     for command in kdbg::COMMANDS {
         serial.partial.clear();
-        stdin
-            .write_all(format!("{command}\r").as_bytes())
-            .and_then(|()| stdin.flush())
-            .map_err(|e| Error(format!("cannot write to COM1: {e}")))?;
+        send(stdin, format!("{command}\r").as_bytes())?;
         let mut output = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -196,10 +190,7 @@ fn debug(
             output.extend(serial.push(&chunk));
             if kdbg::is_pager(&serial.partial) {
                 serial.partial.clear();
-                stdin
-                    .write_all(b" ")
-                    .and_then(|()| stdin.flush())
-                    .map_err(|e| Error(format!("cannot write to COM1: {e}")))?;
+                send(stdin, b" ")?;
             } else if kdbg::is_prompt(&serial.partial) {
                 break;
             }
@@ -207,6 +198,14 @@ fn debug(
         session.record(command, output);
     }
     Ok(session)
+}
+
+/// Types `bytes` on COM1.
+fn send(stdin: &mut ChildStdin, bytes: &[u8]) -> Result<()> {
+    stdin
+        .write_all(bytes)
+        .and_then(|()| stdin.flush())
+        .map_err(|e| Error(format!("cannot write to COM1: {e}")))
 }
 
 /// Prints a COM1 line live: every line with `--verbose`, else the guest program's lines, the

@@ -19,6 +19,8 @@
 //!   {on, 0}, `AFD_DISCONNECT_ABORT`, waited for without limit; then msafd's address handle is
 //!   closed, then the socket (`AfdCloseSocket`). The disconnect's status is closesocket's result.
 //! - Errors are msafd's `TranslateNtStatusError` of the status AFD returns.
+//! - Datagram sockets (`datagram.rs`): `socket(SOCK_DGRAM)`, `sendto`/`recvfrom`, `connect` as
+//!   a default destination and receive filter, `SO_BROADCAST`.
 //!
 //! Blocking calls wait on events that AFD's completion routines signal; SO_RCVTIMEO and
 //! SO_SNDTIMEO bound the waits as msafd does (`WSAETIMEDOUT`), otherwise a wait longer than the
@@ -27,6 +29,8 @@
 //! Not reproduced: non-blocking sockets, overlapped I/O, select() on anything but "a listening
 //! socket has a connection", SO_LINGER with a non-zero timeout (msafd polls with `Sleep`; here
 //! it behaves like a graceful close, which AFD already orders after the queued sends).
+
+mod datagram;
 
 use crate::host::KernelHandle;
 use crate::host::afd::wire::{self, SHARE_READ_WRITE};
@@ -87,6 +91,32 @@ struct SocketInfo {
     receive_timeout: Option<Duration>,
     send_timeout: Option<Duration>,
     wsh: WshContext,
+    /// `SOCK_DGRAM`.
+    datagram: bool,
+    /// SO_BROADCAST.
+    broadcast: bool,
+    /// A datagram socket's connect()ed peer.
+    peer: Option<SocketAddrV4>,
+}
+
+impl SocketInfo {
+    /// A socket in state `state` on AFD socket `afd`, with default options.
+    fn new(afd: SocketId, state: MsafdState, datagram: bool) -> SocketInfo {
+        SocketInfo {
+            afd,
+            state,
+            send_shutdown: false,
+            receive_shutdown: false,
+            linger: None,
+            reuse_address: false,
+            receive_timeout: None,
+            send_timeout: None,
+            wsh: WshContext::default(),
+            datagram,
+            broadcast: false,
+            peer: None,
+        }
+    }
 }
 
 /// The Winsock API over one AFD instance. Share it between threads with `Arc`.
@@ -173,17 +203,7 @@ impl Winsock {
     /// `socket(AF_INET, SOCK_STREAM, IPPROTO_TCP)`.
     pub fn socket(&self) -> Result<Socket, WsaError> {
         let afd = self.afd.socket();
-        Ok(self.insert(SocketInfo {
-            afd,
-            state: MsafdState::Created,
-            send_shutdown: false,
-            receive_shutdown: false,
-            linger: None,
-            reuse_address: false,
-            receive_timeout: None,
-            send_timeout: None,
-            wsh: WshContext::default(),
-        }))
+        Ok(self.insert(SocketInfo::new(afd, MsafdState::Created, false)))
     }
 
     /// `bind()`.
@@ -257,20 +277,9 @@ impl Winsock {
             info.afd
         };
         let (accepted, peer) = translate(self.afd.accept(afd_socket, None))?;
-        let socket = self.insert(SocketInfo {
-            afd: accepted,
-            state: MsafdState::Connected,
-            send_shutdown: false,
-            receive_shutdown: false,
-            linger: None,
-            reuse_address: false,
-            receive_timeout: None,
-            send_timeout: None,
-            wsh: WshContext {
-                bound: true,
-                ..WshContext::default()
-            },
-        });
+        let mut info = SocketInfo::new(accepted, MsafdState::Connected, false);
+        info.wsh.bound = true;
+        let socket = self.insert(info);
         Ok((
             socket,
             peer.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
@@ -287,6 +296,9 @@ impl Winsock {
     /// `connect()` (blocking). An unbound socket is bound to 0.0.0.0:0 first.
     pub fn connect(&self, socket: Socket, peer: SocketAddrV4) -> Result<(), WsaError> {
         let info = self.info(socket)?;
+        if lock(&info).datagram {
+            return self.connect_datagram(&info, peer);
+        }
         let afd_socket = {
             let mut info = lock(&info);
             match info.state {
@@ -310,6 +322,10 @@ impl Winsock {
         let (afd_socket, timeout) = {
             let info = self.info(socket)?;
             let info = lock(&info);
+            if info.datagram {
+                drop(info);
+                return self.send_connected_datagram(socket, data);
+            }
             if info.send_shutdown {
                 return Err(WsaError::WSAESHUTDOWN);
             }
@@ -332,6 +348,10 @@ impl Winsock {
         let (afd_socket, timeout) = {
             let info = self.info(socket)?;
             let info = lock(&info);
+            if info.datagram {
+                drop(info);
+                return self.recvfrom(socket, buffer).map(|(n, _)| n);
+            }
             (info.afd, info.receive_timeout)
         };
         let data = translate(self.afd.recv(afd_socket, buffer.len(), timeout))?;
@@ -418,6 +438,9 @@ impl Winsock {
     pub fn getpeername(&self, socket: Socket) -> Result<SocketAddrV4, WsaError> {
         let info = self.info(socket)?;
         let info = lock(&info);
+        if info.datagram {
+            return info.peer.ok_or(WsaError::WSAENOTCONN);
+        }
         if info.state != MsafdState::Connected {
             return Err(WsaError::WSAENOTCONN);
         }

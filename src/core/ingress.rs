@@ -1,0 +1,136 @@
+//! Received frames to their protocol: a frame from a link goes first to the UDP layer (which
+//! takes the datagrams for the host's address files, [`crate::core::udp::ingress`]), then, for
+//! TCP, to the one socket it is for ([`crate::core::demux`]), or to smoltcp with no socket
+//! (ICMP and ARP are smoltcp's; it answers anything unmatched with a RST or an ICMP port
+//! unreachable). Runs under the core lock at DISPATCH_LEVEL.
+#![forbid(unsafe_code)]
+
+use crate::core::segment::{self, TcpSegment};
+use crate::core::slab::Key;
+use crate::core::sockets::SocketKey;
+use crate::core::state::{Completer, Core};
+use crate::core::udp;
+use crate::link::ethernet::{self, EthernetDevice};
+use smoltcp::iface::Interface;
+
+impl Core {
+    /// Takes one frame from the loopback. Returns whether a frame was taken.
+    /// DISPATCH_LEVEL, under the core lock.
+    pub(super) fn ingress_loopback(&mut self, c: &Completer<'_>) -> bool {
+        let arrival = udp::Arrival {
+            checksums: false,
+            loopback: true,
+            configured: self.configured_v4(),
+        };
+        let Some(frame) = self.device.peek_front() else {
+            return false;
+        };
+        if udp::ingress(&mut self.udp, &mut self.addresses, frame, &arrival, c)
+            == udp::Ingress::Taken
+        {
+            self.device.drop_front();
+            return true;
+        }
+        match self.demux(segment::classify(frame)) {
+            Demux::Drop => {
+                self.device.drop_front();
+            }
+            Demux::Deliver { target, listener } => {
+                self.sockets
+                    .ingress(target, &mut self.iface, &mut self.device, self.now);
+                self.after_ingress(listener, c);
+            }
+        }
+        true
+    }
+
+    /// Takes one frame from the Ethernet link (ARP and ICMP are smoltcp's). Returns whether a
+    /// frame was taken. DISPATCH_LEVEL, under the core lock.
+    pub(super) fn ingress_ethernet(
+        &mut self,
+        iface: &mut Interface,
+        device: &mut EthernetDevice<'_>,
+        c: &Completer<'_>,
+    ) -> bool {
+        let arrival = udp::Arrival {
+            checksums: true,
+            loopback: false,
+            configured: self.configured_v4(),
+        };
+        let Some(frame) = device.peek_front() else {
+            return false;
+        };
+        let packet = ethernet::ipv4_packet(frame);
+        if let Some(packet) = packet
+            && udp::ingress(&mut self.udp, &mut self.addresses, packet, &arrival, c)
+                == udp::Ingress::Taken
+        {
+            device.drop_front();
+            return true;
+        }
+        let segment = packet.and_then(segment::classify);
+        match self.demux(segment) {
+            Demux::Drop => {
+                device.drop_front();
+            }
+            Demux::Deliver { target, listener } => {
+                self.sockets.ingress(target, iface, device, self.now);
+                self.after_ingress(listener, c);
+            }
+        }
+        true
+    }
+
+    /// Picks the one socket a received segment is for: the socket filed for its 4-tuple, or
+    /// for a connection request the listener's LISTEN socket (whose backlog must have room: a
+    /// SYN past it is dropped, and the client's retransmission retries), or no socket
+    /// (smoltcp answers with a RST). A retransmitted SYN for a connection that exists is
+    /// dropped: that socket retransmits its own SYN-ACK. DISPATCH_LEVEL, under the core lock.
+    fn demux(&mut self, segment: Option<TcpSegment>) -> Demux {
+        let nobody = Demux::Deliver {
+            target: None,
+            listener: None,
+        };
+        let Some(segment) = segment else {
+            return nobody;
+        };
+        let target = self.sockets.find(segment.dst, segment.src);
+        if !segment.is_connection_request() {
+            return Demux::Deliver {
+                target,
+                listener: None,
+            };
+        }
+        if target.is_some() {
+            return Demux::Drop;
+        }
+        match self.listener_for(segment.dst) {
+            Some((_, None)) => Demux::Drop,
+            Some((key, Some(socket))) => {
+                self.reseed();
+                Demux::Deliver {
+                    target: Some(socket),
+                    listener: Some(key),
+                }
+            }
+            None => nobody,
+        }
+    }
+
+    /// Replaces a listener's LISTEN socket at once after it took a SYN: the next SYN may be in
+    /// the same batch. DISPATCH_LEVEL, under the core lock.
+    fn after_ingress(&mut self, listener: Option<Key>, c: &Completer<'_>) {
+        if let Some(key) = listener {
+            self.maintain_listener(key, c);
+        }
+    }
+}
+
+/// Where a received frame goes.
+enum Demux {
+    Drop,
+    Deliver {
+        target: Option<SocketKey>,
+        listener: Option<Key>,
+    },
+}

@@ -1,0 +1,394 @@
+//! One UDP address file: its pending receives, the datagrams waiting for a receive, its sends,
+//! and the smoltcp UDP socket its datagrams leave through.
+#![forbid(unsafe_code)]
+
+use crate::core::state::Completer;
+use crate::core::udp::{STUCK_LIMIT, UdpConfig, UdpStats};
+use crate::core::work::Finish;
+use crate::nt::NtStatus;
+use crate::nt::irp::{IrpId, PendingIrp};
+use crate::nt::pool;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::net::{Ipv4Addr, SocketAddrV4};
+use smoltcp::iface::{Interface, SocketHandle, SocketSet, SocketStorage};
+use smoltcp::phy::Device;
+use smoltcp::socket::udp::{self, PacketBuffer, PacketMetadata, UdpMetadata};
+use smoltcp::time::Instant;
+use smoltcp::wire::{IpAddress, IpEndpoint};
+
+/// The link a datagram leaves by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leg {
+    Loopback,
+    Ethernet,
+}
+
+/// Where a send goes: one link, or for a broadcast the Ethernet link and the loopback (the
+/// host's own sockets see its broadcasts too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendRoute {
+    Loopback,
+    Ethernet,
+    Broadcast,
+}
+
+impl SendRoute {
+    /// The legs of this route, in order. IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    fn legs(self) -> &'static [Leg] {
+        match self {
+            SendRoute::Loopback => &[Leg::Loopback],
+            SendRoute::Ethernet => &[Leg::Ethernet],
+            SendRoute::Broadcast => &[Leg::Ethernet, Leg::Loopback],
+        }
+    }
+}
+
+/// A TDI_SEND_DATAGRAM waiting for its turn.
+pub struct PendingSend {
+    pub irp: PendingIrp,
+    pub remote: SocketAddrV4,
+    /// The source address, chosen when the send was queued.
+    pub source: Ipv4Addr,
+    pub route: SendRoute,
+    pub length: usize,
+    /// Legs already handed to smoltcp.
+    legs_done: usize,
+}
+
+impl PendingSend {
+    pub fn new(
+        irp: PendingIrp,
+        remote: SocketAddrV4,
+        source: Ipv4Addr,
+        route: SendRoute,
+        length: usize,
+    ) -> Self {
+        Self {
+            irp,
+            remote,
+            source,
+            route,
+            length,
+            legs_done: 0,
+        }
+    }
+}
+
+/// A TDI_RECEIVE_DATAGRAM waiting for a datagram.
+struct PendingReceive {
+    irp: PendingIrp,
+    length: usize,
+}
+
+/// A datagram that arrived while no receive was pending.
+struct Queued {
+    from: SocketAddrV4,
+    data: Vec<u8>,
+}
+
+/// A datagram in the smoltcp socket that its link has not taken yet.
+#[derive(Clone, Copy)]
+struct Waiting {
+    leg: Leg,
+    since: Instant,
+}
+
+/// What [`Endpoint::pump`] left behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pumped {
+    /// Every queued send is out.
+    Done,
+    /// A datagram waits for the loopback to drain (the same DPC drains it).
+    LoopbackFull,
+    /// A datagram waits for the Ethernet link (an address being resolved).
+    EthernetBusy,
+    /// The pass's budget of datagrams for one endpoint is spent; more sends wait.
+    Budget,
+}
+
+/// Datagrams one endpoint hands to smoltcp per pass, so that one busy sender cannot hold the
+/// DPC.
+const PUMP_BUDGET: usize = 16;
+
+/// The links [`Endpoint::pump`] may transmit on.
+pub struct Links<'a, L: Device, E: Device> {
+    pub loopback: (&'a mut Interface, &'a mut L),
+    pub ethernet: Option<(&'a mut Interface, &'a mut E)>,
+    pub now: Instant,
+}
+
+/// One UDP address file's datagram state. Any IRQL ≤ DISPATCH_LEVEL, under the core lock.
+pub struct Endpoint {
+    receives: VecDeque<PendingReceive>,
+    queue: VecDeque<Queued>,
+    queued_bytes: usize,
+    sends: VecDeque<PendingSend>,
+    /// The smoltcp UDP socket, alone in its set. It is never removed, so `get_mut` on its
+    /// handle cannot panic.
+    set: SocketSet<'static>,
+    handle: SocketHandle,
+    port: u16,
+    waiting: Option<Waiting>,
+}
+
+impl Endpoint {
+    /// An endpoint on `port` whose datagrams may be up to `largest` bytes: its smoltcp socket
+    /// holds one outgoing datagram. `STATUS_INSUFFICIENT_RESOURCES` if the pool is exhausted.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn new(port: u16, largest: usize) -> Result<Self, NtStatus> {
+        let mut metadata = pool::try_vec(1)?;
+        metadata.push(PacketMetadata::EMPTY);
+        let tx = PacketBuffer::new(metadata, pool::try_zeroed(largest)?);
+        let rx = PacketBuffer::new(Vec::new(), Vec::new());
+        let mut socket = udp::Socket::new(rx, tx);
+        socket.bind(port).map_err(|_| NtStatus::INVALID_ADDRESS)?;
+        let mut storage: Vec<SocketStorage<'static>> = pool::try_vec(1)?;
+        storage.push(SocketStorage::EMPTY);
+        let mut set = SocketSet::new(storage);
+        let handle = set.add(socket);
+        Ok(Self {
+            receives: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            sends: VecDeque::new(),
+            set,
+            handle,
+            port,
+            waiting: None,
+        })
+    }
+
+    /// A datagram from `from` arrived: it completes the oldest pending receive, or waits in
+    /// the queue if the queue's bounds allow, or is dropped. Returns whether it was taken.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn deliver(
+        &mut self,
+        from: SocketAddrV4,
+        payload: &[u8],
+        config: &UdpConfig,
+        stats: &mut UdpStats,
+        c: &Completer<'_>,
+    ) -> bool {
+        if let Some(receive) = self.receives.pop_front() {
+            complete_receive(receive, from, payload, stats, c);
+            stats.datagrams_in += 1;
+            return true;
+        }
+        let fits = self.queue.len() < config.queue_datagrams
+            && self.queued_bytes + payload.len() <= config.queue_bytes;
+        let queued = fits
+            && pool::try_reserve_deque(&mut self.queue, 1).is_ok()
+            && match pool::try_vec(payload.len()) {
+                Ok(mut data) => {
+                    data.extend_from_slice(payload);
+                    self.queued_bytes += data.len();
+                    self.queue.push_back(Queued { from, data });
+                    true
+                }
+                Err(_) => false,
+            };
+        if queued {
+            stats.datagrams_in += 1;
+        } else {
+            stats.queue_full += 1;
+        }
+        queued
+    }
+
+    /// TDI_RECEIVE_DATAGRAM: takes the oldest queued datagram, or waits for one.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn receive(
+        &mut self,
+        irp: PendingIrp,
+        length: usize,
+        stats: &mut UdpStats,
+        c: &Completer<'_>,
+    ) {
+        let receive = PendingReceive { irp, length };
+        if let Some(queued) = self.queue.pop_front() {
+            self.queued_bytes = self.queued_bytes.saturating_sub(queued.data.len());
+            return complete_receive(receive, queued.from, &queued.data, stats, c);
+        }
+        if let Err(status) = pool::try_reserve_deque(&mut self.receives, 1) {
+            return c.done(receive.irp, status, 0);
+        }
+        self.receives.push_back(receive);
+    }
+
+    /// Queues a send for the next egress. IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn queue_send(&mut self, send: PendingSend) -> Result<(), (PendingIrp, NtStatus)> {
+        if let Err(status) = pool::try_reserve_deque(&mut self.sends, 1) {
+            return Err((send.irp, status));
+        }
+        self.sends.push_back(send);
+        Ok(())
+    }
+
+    /// Whether sends or a datagram wait to leave. IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn has_sends(&self) -> bool {
+        !self.sends.is_empty() || self.waiting.is_some()
+    }
+
+    /// Unlinks the pending IRP `id` (for its cancel routine).
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn take_irp(&mut self, id: IrpId) -> Option<PendingIrp> {
+        if let Some(index) = self.receives.iter().position(|r| r.irp.id() == id) {
+            return self.receives.remove(index).map(|r| r.irp);
+        }
+        // Every pending IRP must be found here, or it could never complete. A send whose
+        // datagram is already in smoltcp leaves it there: it still goes out (a broadcast's
+        // remaining leg does not).
+        let index = self.sends.iter().position(|s| s.irp.id() == id)?;
+        self.sends.remove(index).map(|s| s.irp)
+    }
+
+    /// Every pending IRP, for the file's close (they complete with `STATUS_CANCELLED`).
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn drain_irps(&mut self) -> impl Iterator<Item = PendingIrp> + '_ {
+        self.queue.clear();
+        self.queued_bytes = 0;
+        self.receives
+            .drain(..)
+            .map(|r| r.irp)
+            .chain(self.sends.drain(..).map(|s| s.irp))
+    }
+
+    /// Hands queued sends to smoltcp one datagram at a time, each transmitted on its legs'
+    /// links before the next is copied, and completes each send once all its legs are out.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn pump<L: Device, E: Device>(
+        &mut self,
+        links: &mut Links<'_, L, E>,
+        stats: &mut UdpStats,
+        c: &Completer<'_>,
+    ) -> Pumped {
+        let mut budget = PUMP_BUDGET;
+        loop {
+            if let Some(waiting) = self.waiting {
+                if !self.transmit(waiting.leg, links) {
+                    if links.now - waiting.since <= STUCK_LIMIT {
+                        return match waiting.leg {
+                            Leg::Loopback => Pumped::LoopbackFull,
+                            Leg::Ethernet => Pumped::EthernetBusy,
+                        };
+                    }
+                    self.discard();
+                    stats.send_dropped += 1;
+                }
+                self.waiting = None;
+            }
+            let Some(send) = self.sends.front_mut() else {
+                return Pumped::Done;
+            };
+            let Some(&leg) = send.route.legs().get(send.legs_done) else {
+                if let Some(send) = self.sends.pop_front() {
+                    stats.datagrams_out += 1;
+                    c.done(send.irp, NtStatus::SUCCESS, send.length);
+                }
+                continue;
+            };
+            if budget == 0 {
+                return Pumped::Budget;
+            }
+            budget -= 1;
+            send.legs_done += 1;
+            if leg == Leg::Ethernet && links.ethernet.is_none() {
+                // No link bound (any more): a broadcast only reaches the host itself; a
+                // unicast datagram is lost, as on a link that is down.
+                if send.route != SendRoute::Broadcast {
+                    stats.send_dropped += 1;
+                }
+                continue;
+            }
+            let meta = UdpMetadata {
+                endpoint: IpEndpoint::new(IpAddress::Ipv4(*send.remote.ip()), send.remote.port()),
+                local_address: Some(IpAddress::Ipv4(send.source)),
+                meta: Default::default(),
+            };
+            let copied = {
+                let socket = self.set.get_mut::<udp::Socket<'static>>(self.handle);
+                match (socket.send(send.length, meta), send.irp.irp().mdl()) {
+                    (Ok(buffer), Some(mdl)) => mdl.read(0, buffer).map(|_| ()),
+                    (Ok([]), None) => Ok(()),
+                    (Ok(_), None) => Err(NtStatus::INVALID_PARAMETER),
+                    (Err(udp::SendError::Unaddressable), _) => Err(NtStatus::INVALID_ADDRESS),
+                    (Err(udp::SendError::BufferFull), _) => Err(NtStatus::INVALID_BUFFER_SIZE),
+                }
+            };
+            if let Err(status) = copied {
+                self.discard();
+                if let Some(send) = self.sends.pop_front() {
+                    c.done(send.irp, status, 0);
+                }
+                continue;
+            }
+            self.waiting = Some(Waiting {
+                leg,
+                since: links.now,
+            });
+        }
+    }
+
+    /// Lets the socket transmit its datagram on `leg`'s link. Returns whether it left.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    fn transmit<L: Device, E: Device>(&mut self, leg: Leg, links: &mut Links<'_, L, E>) -> bool {
+        let now = links.now;
+        match (leg, links.ethernet.as_mut()) {
+            (Leg::Loopback, _) => {
+                let (iface, device) = &mut links.loopback;
+                iface.poll_egress(now, &mut **device, &mut self.set);
+            }
+            (Leg::Ethernet, Some((iface, device))) => {
+                iface.poll_egress(now, &mut **device, &mut self.set);
+            }
+            (Leg::Ethernet, None) => self.discard(),
+        }
+        self.set
+            .get_mut::<udp::Socket<'static>>(self.handle)
+            .can_send()
+    }
+
+    /// Drops the datagram in the socket (closing and binding it again empties its buffers).
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    fn discard(&mut self) {
+        let socket = self.set.get_mut::<udp::Socket<'static>>(self.handle);
+        socket.close();
+        // Binding a closed socket to the port it had cannot fail.
+        let _ = socket.bind(self.port);
+    }
+}
+
+/// Copies a datagram into a receive's buffer (cut to it) and completes the receive with the
+/// sender, `STATUS_SUCCESS` and the bytes copied. IRQL ≤ DISPATCH_LEVEL, under the core lock.
+fn complete_receive(
+    receive: PendingReceive,
+    from: SocketAddrV4,
+    payload: &[u8],
+    stats: &mut UdpStats,
+    c: &Completer<'_>,
+) {
+    let room = receive
+        .irp
+        .irp()
+        .mdl()
+        .map_or(0, |mdl| mdl.len())
+        .min(receive.length);
+    let take = payload.len().min(room);
+    if take < payload.len() {
+        stats.truncated += 1;
+    }
+    let written = match (receive.irp.irp().mdl(), payload.get(..take)) {
+        (Some(mdl), Some(bytes)) => mdl.write(bytes),
+        _ => Ok(0),
+    };
+    match written {
+        Ok(written) => c.finish(
+            receive.irp,
+            NtStatus::SUCCESS,
+            written,
+            Finish::ReturnPeer(from),
+        ),
+        Err(status) => c.done(receive.irp, status, 0),
+    }
+}

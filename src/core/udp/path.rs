@@ -1,0 +1,170 @@
+//! UDP in the protocol pass: received datagrams to their address files (before smoltcp sees
+//! them), and queued sends out through each endpoint's smoltcp socket.
+#![forbid(unsafe_code)]
+
+use crate::core::address::Address;
+use crate::core::ethernet::Port;
+use crate::core::slab::{Key, Slab};
+use crate::core::state::{Completer, Core};
+use crate::core::udp::endpoint::{Links, Pumped};
+use crate::core::udp::wire::{self, Parsed};
+use crate::core::udp::{BROADCAST_FANOUT, Udp};
+use crate::link::ethernet::EthernetDevice;
+use core::net::Ipv4Addr;
+use smoltcp::time::{Duration, Instant};
+
+/// How often a datagram waiting for an Ethernet neighbour is retried.
+const RETRY_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A placeholder in the receivers array.
+const NO_KEY: Key = Key {
+    index: u32::MAX,
+    generation: 0,
+};
+
+/// The link a packet arrived on, as the UDP layer needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct Arrival {
+    /// Whether the link carries checksums to verify (the loopback does not).
+    pub checksums: bool,
+    /// Whether this is the loopback, where every 127.0.0.0/8 address is the host's.
+    pub loopback: bool,
+    /// The configured address and prefix of the interface, if any.
+    pub configured: Option<(Ipv4Addr, u8)>,
+}
+
+impl Arrival {
+    /// Whether `ip` is one of this link's own addresses. DISPATCH_LEVEL, under the core lock.
+    fn is_own(&self, ip: Ipv4Addr) -> bool {
+        (self.loopback && ip.is_loopback()) || self.configured.is_some_and(|(own, _)| own == ip)
+    }
+}
+
+/// What became of a received packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ingress {
+    /// Not UDP for this host: smoltcp's business.
+    NotUdp,
+    /// Delivered, queued, or dropped and counted: the frame is done with.
+    Taken,
+    /// A unicast datagram for a port nobody has bound, counted: smoltcp answers it with an
+    /// ICMP port unreachable.
+    NoPort,
+}
+
+/// Takes the UDP datagram in `packet` (an IPv4 packet that arrived as `arrival` says) to the
+/// address files bound to its destination. Any IRQL ≤ DISPATCH_LEVEL, under the core lock.
+pub fn ingress(
+    udp: &mut Udp,
+    addresses: &mut Slab<Address>,
+    packet: &[u8],
+    arrival: &Arrival,
+    c: &Completer<'_>,
+) -> Ingress {
+    let datagram = match wire::parse(packet, arrival.checksums) {
+        Parsed::NotUdp => return Ingress::NotUdp,
+        Parsed::BadChecksum => {
+            udp.stats.checksum_errors += 1;
+            return Ingress::Taken;
+        }
+        Parsed::Datagram(datagram) => datagram,
+    };
+    let ip = *datagram.dst.ip();
+    let broadcast = wire::is_broadcast(ip, arrival.configured);
+    if !broadcast && !arrival.is_own(ip) {
+        return Ingress::NotUdp;
+    }
+    let mut receivers = [NO_KEY; BROADCAST_FANOUT];
+    let count = udp.receivers(
+        addresses,
+        ip,
+        datagram.dst.port(),
+        broadcast,
+        &mut receivers,
+    );
+    if count == 0 {
+        udp.stats.no_port += 1;
+        // RFC 1122 3.2.2: no ICMP error answers a broadcast.
+        return if broadcast {
+            Ingress::Taken
+        } else {
+            Ingress::NoPort
+        };
+    }
+    for key in receivers.iter().take(count) {
+        if let Some(endpoint) = addresses
+            .get_mut(*key)
+            .and_then(|address| address.datagram.as_deref_mut())
+        {
+            endpoint.deliver(
+                datagram.src,
+                datagram.payload,
+                &udp.config,
+                &mut udp.stats,
+                c,
+            );
+        }
+    }
+    Ingress::Taken
+}
+
+impl Core {
+    /// Moves every listed endpoint's queued sends out, within a budget per endpoint. Endpoints
+    /// whose datagram waits for the loopback stay listed (the pass that drains the loopback
+    /// retries them); those waiting for an Ethernet neighbour are retried after
+    /// [`RETRY_INTERVAL`]. Returns whether sends that could go now remain (the budget ran out):
+    /// the caller runs another pass.
+    /// DISPATCH_LEVEL, under the core lock.
+    pub(in crate::core) fn udp_egress(
+        &mut self,
+        port: Option<&mut Port>,
+        device: Option<&mut EthernetDevice<'_>>,
+        c: &Completer<'_>,
+    ) -> bool {
+        if !self.udp.has_sends() {
+            self.udp.retry_at = None;
+            return false;
+        }
+        let mut sending = core::mem::take(&mut self.udp.sending);
+        let mut links = Links {
+            loopback: (&mut self.iface, &mut self.device),
+            ethernet: port
+                .zip(device)
+                .map(|(port, device)| (&mut port.iface, device)),
+            now: self.now,
+        };
+        let mut retry = false;
+        let mut more = false;
+        let addresses = &mut self.addresses;
+        let stats = &mut self.udp.stats;
+        sending.retain(|key| {
+            let Some(endpoint) = addresses
+                .get_mut(*key)
+                .and_then(|address| address.datagram.as_deref_mut())
+            else {
+                return false;
+            };
+            match endpoint.pump(&mut links, stats, c) {
+                Pumped::Done => false,
+                Pumped::LoopbackFull => true,
+                Pumped::Budget => {
+                    more = true;
+                    true
+                }
+                Pumped::EthernetBusy => {
+                    retry = true;
+                    true
+                }
+            }
+        });
+        self.udp.sending = sending;
+        self.udp.retry_at = retry.then(|| self.now + RETRY_INTERVAL);
+        more
+    }
+
+    /// When UDP next needs a pass: the retry of a datagram waiting for its neighbour.
+    /// DISPATCH_LEVEL, under the core lock.
+    pub(in crate::core) fn udp_poll_at(&self) -> Option<Instant> {
+        self.udp.retry_at
+    }
+}

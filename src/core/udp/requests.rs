@@ -1,0 +1,192 @@
+//! The TDI requests on UDP address files, as methods of the core: open, send, receive, close
+//! and cancellation. Everything runs under the core lock at DISPATCH_LEVEL.
+#![forbid(unsafe_code)]
+
+use crate::core::address::{Address, EVENT_TYPES, Protocol};
+use crate::core::slab::{Key, Slab};
+use crate::core::sockets::Route;
+use crate::core::state::{Completer, Core};
+use crate::core::udp::endpoint::{Endpoint, PendingSend, SendRoute};
+use crate::core::udp::{HEADERS, MAX_PAYLOAD, wire};
+use crate::nt::NtStatus;
+use crate::nt::irp::{IrpId, PendingIrp};
+use crate::nt::pool;
+use crate::tdi::TransportAddress;
+use core::net::{Ipv4Addr, SocketAddrV4};
+
+impl Core {
+    /// Opens a UDP address file on `address` (port 0: an ephemeral port of UDP's own port
+    /// space). Returns the address table index. DISPATCH_LEVEL, under the core lock.
+    pub(in crate::core) fn bind_udp_address(
+        &mut self,
+        address: TransportAddress,
+        shared: bool,
+    ) -> Result<u32, NtStatus> {
+        let binding = self.udp.ports.bind(address.ip, address.port, shared)?;
+        let largest = self.device.mtu().saturating_sub(HEADERS);
+        let endpoint = Endpoint::new(binding.port(), largest).and_then(pool::try_box);
+        let inserted = endpoint.and_then(|endpoint| {
+            self.addresses.try_insert(Address {
+                protocol: Protocol::Udp,
+                binding,
+                refs: 1,
+                file_open: true,
+                listener: None,
+                datagram: Some(endpoint),
+                handlers: [(0, 0); EVENT_TYPES],
+            })
+        });
+        let key = match inserted {
+            Ok(key) => key,
+            Err(status) => {
+                self.udp.ports.unbind(binding);
+                return Err(status);
+            }
+        };
+        if let Err(status) = self.udp.index(binding.port(), key) {
+            self.addresses.remove(key);
+            self.udp.ports.unbind(binding);
+            return Err(status);
+        }
+        Ok(key.index)
+    }
+
+    /// Frees a UDP address file's port when its last reference goes.
+    /// DISPATCH_LEVEL, under the core lock.
+    pub(in crate::core) fn unbind_udp_address(&mut self, key: Key, address: &Address) {
+        self.udp.ports.unbind(address.binding);
+        self.udp.unindex(address.port(), key);
+    }
+
+    /// IRP_MJ_CLOSE of a UDP address file: its pending receives and sends complete with
+    /// `STATUS_CANCELLED` and its queued datagrams are dropped.
+    /// DISPATCH_LEVEL, under the core lock.
+    pub(in crate::core) fn close_datagram(&mut self, key: Key, c: &Completer<'_>) {
+        let Some(endpoint) = self
+            .addresses
+            .get_mut(key)
+            .and_then(|address| address.datagram.as_deref_mut())
+        else {
+            return;
+        };
+        for irp in endpoint.drain_irps() {
+            c.done(irp, NtStatus::CANCELLED, 0);
+        }
+    }
+
+    /// TDI_RECEIVE_DATAGRAM. DISPATCH_LEVEL, under the core lock.
+    pub(in crate::core) fn receive_datagram(
+        &mut self,
+        address: u32,
+        length: u32,
+        irp: PendingIrp,
+        c: &Completer<'_>,
+    ) {
+        match endpoint(&mut self.addresses, address) {
+            Ok((_, endpoint)) => endpoint.receive(irp, length as usize, &mut self.udp.stats, c),
+            Err(status) => c.done(irp, status, 0),
+        }
+    }
+
+    /// TDI_SEND_DATAGRAM: checks the destination and the size, picks the route and source
+    /// address, and queues the send for the next egress. DISPATCH_LEVEL, under the core lock.
+    pub(in crate::core) fn send_datagram(
+        &mut self,
+        address: u32,
+        remote: SocketAddrV4,
+        length: u32,
+        irp: PendingIrp,
+        c: &Completer<'_>,
+    ) {
+        let length = length as usize;
+        let buffer = irp.irp().mdl().map_or(0, |mdl| mdl.len());
+        let planned = endpoint(&mut self.addresses, address)
+            .map(|(key, _)| key)
+            .and_then(|key| {
+                if length > buffer {
+                    return Err(NtStatus::INVALID_PARAMETER);
+                }
+                let bound = self
+                    .addresses
+                    .get(key)
+                    .map_or(Ipv4Addr::UNSPECIFIED, Address::ip);
+                let (route, source, mtu) = self.plan_datagram(bound, remote)?;
+                if length > mtu.saturating_sub(HEADERS).min(MAX_PAYLOAD) {
+                    return Err(NtStatus::INVALID_BUFFER_SIZE);
+                }
+                self.udp.reserve_sending()?;
+                Ok((key, route, source))
+            });
+        let (key, route, source) = match planned {
+            Ok(planned) => planned,
+            Err(status) => return c.done(irp, status, 0),
+        };
+        let send = PendingSend::new(irp, remote, source, route, length);
+        let queued = match endpoint(&mut self.addresses, address) {
+            Ok((_, endpoint)) => endpoint.queue_send(send),
+            Err(status) => Err((send.irp, status)),
+        };
+        match queued {
+            Ok(()) => self.udp.mark_sending(key),
+            Err((irp, status)) => c.done(irp, status, 0),
+        }
+    }
+
+    /// The route, source address and MTU of a datagram from an address file bound to `bound`
+    /// to `remote`. Errors: `STATUS_INVALID_ADDRESS` for port 0 or 0.0.0.0;
+    /// `STATUS_NETWORK_UNREACHABLE` with no route. DISPATCH_LEVEL, under the core lock.
+    fn plan_datagram(
+        &self,
+        bound: Ipv4Addr,
+        remote: SocketAddrV4,
+    ) -> Result<(SendRoute, Ipv4Addr, usize), NtStatus> {
+        let ip = *remote.ip();
+        if remote.port() == 0 || ip.is_unspecified() {
+            return Err(NtStatus::INVALID_ADDRESS);
+        }
+        let configured = self.configured_v4();
+        let ethernet_mtu = self.ethernet.as_ref().map(|port| port.mtu);
+        let loopback_mtu = self.device.mtu();
+        if wire::is_broadcast(ip, configured) {
+            // DHCP broadcasts before the interface has an address: the source is 0.0.0.0.
+            let source = if bound.is_unspecified() {
+                configured.map_or(Ipv4Addr::UNSPECIFIED, |(address, _)| address)
+            } else {
+                bound
+            };
+            let mtu = ethernet_mtu.map_or(loopback_mtu, |mtu| mtu.min(loopback_mtu));
+            return Ok((SendRoute::Broadcast, source, mtu));
+        }
+        let source = self.source_for(bound, ip)?;
+        Ok(match self.route_to(ip) {
+            Route::Loopback => (SendRoute::Loopback, source, loopback_mtu),
+            Route::Ethernet => (
+                SendRoute::Ethernet,
+                source,
+                ethernet_mtu.unwrap_or(loopback_mtu),
+            ),
+        })
+    }
+
+    /// Unlinks the pending datagram request `id` of a UDP address file (for its cancel
+    /// routine). DISPATCH_LEVEL, under the core lock.
+    pub(in crate::core) fn cancel_datagram(&mut self, id: IrpId) -> Option<PendingIrp> {
+        self.addresses
+            .iter_mut()
+            .filter_map(|(_, address)| address.datagram.as_deref_mut())
+            .find_map(|endpoint| endpoint.take_irp(id))
+    }
+}
+
+/// The UDP endpoint of address file `index`, or the status for a request that names something
+/// else: `STATUS_INVALID_ADDRESS` for a closed or unknown file, `STATUS_INVALID_DEVICE_REQUEST`
+/// for a TCP address file. DISPATCH_LEVEL, under the core lock.
+fn endpoint(addresses: &mut Slab<Address>, index: u32) -> Result<(Key, &mut Endpoint), NtStatus> {
+    let key = addresses.key_at(index).ok_or(NtStatus::INVALID_ADDRESS)?;
+    let address = addresses.get_mut(key).ok_or(NtStatus::INVALID_ADDRESS)?;
+    match address.datagram.as_deref_mut() {
+        Some(endpoint) if address.file_open => Ok((key, endpoint)),
+        Some(_) => Err(NtStatus::INVALID_ADDRESS),
+        None => Err(NtStatus::INVALID_DEVICE_REQUEST),
+    }
+}

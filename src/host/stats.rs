@@ -1,0 +1,15 @@
+//! The driver's protocol counters, read from a loaded driver the way the IP helper will read
+//! them through `IOCTL_TCP_QUERY_INFORMATION_EX` once that query is served.
+
+use super::driver::Driver;
+use crate::core::udp::UdpStats;
+use crate::driver::Tcpip;
+use crate::nt::entry;
+use core::ptr::NonNull;
+
+/// The UDP layer's counters of a loaded driver (`None` if it is not loaded). PASSIVE_LEVEL.
+pub fn udp_stats(driver: &Driver) -> Option<UdpStats> {
+    let object = NonNull::new(driver.object())?;
+    let tcpip = entry::loaded_state::<Tcpip>(object)?;
+    Some(tcpip.stack().udp_stats())
+}
