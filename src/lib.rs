@@ -10,6 +10,8 @@
 //!   and the TDI objects (`AddressFile`, `TcpContext`, `ControlChannel`).
 //! - [`core`]: the one smoltcp core behind one spinlock, its DPC-driven work queue, ports,
 //!   listeners and accept queues, and the completion path to PASSIVE_LEVEL.
+//! - [`ndis`]: the NDIS 5.0 protocol "Tcpip": bindings to network adapters and their IP
+//!   configuration.
 //! - [`link`]: the link layer under the core: the loopback, and the Ethernet link over an
 //!   NDIS-miniport-shaped adapter (a TAP device in the host model).
 //! - `host` (host builds only): the NT kernel model that runs all of the above on Linux and
@@ -38,6 +40,7 @@ pub mod dispatch;
 pub mod driver;
 pub mod entities;
 pub mod link;
+pub mod ndis;
 pub mod nt;
 pub mod tdi;
 

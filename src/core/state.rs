@@ -310,6 +310,15 @@ impl Core {
         result
     }
 
+    /// Gives interface 1 `address`, or removes its address (see
+    /// [`Stack::configure_address`](crate::core::stack::Stack::configure_address)).
+    pub fn configure_address(&mut self, address: Option<(Ipv4Addr, u8)>) -> Result<(), NtStatus> {
+        match address {
+            Some((ip, prefix)) => self.set_ip_address(CONFIGURED_INTERFACE, ip, prefix),
+            None => self.delete_ip_address(CONFIGURED_INTERFACE).ok(),
+        }
+    }
+
     /// Removes interface 1's address.
     fn delete_ip_address(&mut self, interface: u32) -> NtStatus {
         if interface != CONFIGURED_INTERFACE {

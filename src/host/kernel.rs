@@ -76,6 +76,7 @@ pub(crate) struct KernelInner {
     pub(crate) mdls: Mdls,
     pub(crate) dispatcher: Dispatcher,
     pub(crate) debug: DebugLog,
+    pub(crate) ndis: super::ndis::NdisState,
     /// The I/O manager's cancel spin lock.
     pub(crate) cancel_lock: AtomicUsize,
     /// Model threads still running.
@@ -169,6 +170,7 @@ impl Kernel {
             mdls: Mdls::default(),
             dispatcher: Dispatcher::default(),
             debug: DebugLog::new(config.debug_lines),
+            ndis: super::ndis::NdisState::default(),
             cancel_lock: AtomicUsize::new(0),
             threads: Mutex::new(0),
             threads_exited: Condvar::new(),
@@ -186,6 +188,9 @@ impl Kernel {
                 super::work::worker_main(k)
             }));
         }
+        threads.push(model_thread(&inner, "nt-ndis".to_owned(), |k| {
+            k.ndis.run(k)
+        }));
         if inner.config.clock == Clock::Real {
             threads.push(model_thread(&inner, "nt-timer".to_owned(), |k| {
                 super::clock::timer_main(k)
@@ -236,6 +241,7 @@ impl Drop for Kernel {
         inner.processors.shutdown();
         inner.workers.shutdown();
         inner.timers.shutdown();
+        inner.ndis.shutdown();
         let threads = inner.threads.lock().unwrap_or_else(|e| e.into_inner());
         let (threads, wait) = inner
             .threads_exited
