@@ -3,6 +3,7 @@
 use crate::core::stack::Stack;
 use crate::core::state::CoreConfig;
 use crate::dispatch;
+use crate::ndis::NdisProtocol;
 use crate::nt::NtStatus;
 use crate::nt::device::Device;
 use crate::nt::dpc::DpcHandler;
@@ -28,6 +29,8 @@ const _: () = assert!(IP_DEVICE < DEVICE_NAMES.len());
 pub struct Tcpip {
     devices: [Device; DEVICE_NAMES.len()],
     stack: Stack,
+    /// The NDIS protocol and its bindings to network adapters.
+    ndis: NdisProtocol,
     /// Completes finished requests at PASSIVE_LEVEL.
     completions: WorkItem<Tcpip>,
     cancel: CancelRoutine,
@@ -42,6 +45,11 @@ impl Tcpip {
     /// The TCP/IP stack.
     pub fn stack(&self) -> &Stack {
         &self.stack
+    }
+
+    /// The NDIS protocol.
+    pub fn ndis(&self) -> &NdisProtocol {
+        &self.ndis
     }
 
     /// The cancel routine armed on pending TDI requests.
@@ -65,6 +73,7 @@ impl Driver for Tcpip {
         Ok(Tcpip {
             completions: WorkItem::allocate(&devices[0])?,
             stack: Stack::new(CoreConfig::default())?,
+            ndis: NdisProtocol::new()?,
             devices,
             cancel: entry::cancel_routine::<Tcpip>(),
         })
@@ -72,6 +81,7 @@ impl Driver for Tcpip {
 
     fn start(&'static self) {
         self.stack.start(self);
+        self.ndis.register(&self.stack);
         crate::log!(
             Level::Notice,
             "started: {} {}, devices {}",
@@ -90,6 +100,7 @@ impl Driver for Tcpip {
     }
 
     fn stop(&'static self) {
+        self.ndis.shutdown();
         self.stack.stop();
         crate::log!(Level::Notice, "unloading");
     }

@@ -6,7 +6,9 @@ mod host_model_support;
 
 use host_model_support::*;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
-use tcpip::host::{Entry, FaultInjection, Kernel, KernelHandle, PoolRecord, Rule, tag_name};
+use tcpip::host::{
+    Config, Entry, FaultInjection, Kernel, KernelHandle, PoolRecord, Rule, tag_name,
+};
 use tcpip::nt::NtStatus;
 use tcpip::nt::pool::{TAG, try_box, try_vec};
 use tcpip::nt::sys;
@@ -33,6 +35,9 @@ const EX_POOL: u32 = 5;
 const PRINT: u32 = 6;
 const WORK_ITEM: u32 = 7;
 const PRINT_INFO: u32 = 8;
+const BIG_VECS: u32 = 9;
+/// The size of each of `BIG_VECS`' three blocks.
+const BIG: usize = 400 * 1024;
 
 const EX_TAG: u32 = u32::from_le_bytes(*b"Tst1");
 
@@ -104,6 +109,19 @@ unsafe fn pool_request(device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
                     c"tcpip: hello\n".as_ptr().cast(),
                 )
             };
+        }
+        BIG_VECS => {
+            // Three blocks, all held until the end: the third may not fit.
+            let mut held = Vec::new();
+            for _ in 0..3 {
+                match try_vec::<u8>(BIG) {
+                    Ok(block) => {
+                        held.push(block);
+                        ctx.log.push(1);
+                    }
+                    Err(_) => ctx.log.push(0),
+                }
+            }
         }
         PRINT_INFO => {
             // SAFETY: "%s" with a NUL-terminated string; level 3 is DPFLTR_INFO_LEVEL.
@@ -385,4 +403,31 @@ fn an_expected_violation_does_not_fail_teardown() {
     let mut lock: KSPIN_LOCK = 0;
     // SAFETY: a deliberate release of a lock that is not held (the model only reports it).
     unsafe { sys::KeReleaseSpinLock(&mut lock, 0) };
+}
+
+/// The non-paged pool has a size, as on a real machine: an allocation that would go past it
+/// fails with a status (and is counted), and freed blocks make room again.
+#[test]
+fn allocations_past_the_non_paged_pool_limit_fail_and_freed_bytes_return() {
+    let kernel = Kernel::new(Config {
+        processors: 1,
+        nonpaged_pool_limit: Some(1024 * 1024),
+        ..Config::default()
+    });
+    let ctx = Ctx::default();
+    let fake = setup(&kernel, &ctx);
+    let baseline = kernel.pool_stats().live_bytes;
+    send(&kernel, &fake, &ctx, BIG_VECS);
+    assert_eq!(
+        ctx.log.entries(),
+        vec![1, 1, 0],
+        "the third 400 KiB block is past 1 MiB"
+    );
+    // Freed blocks made room again.
+    send(&kernel, &fake, &ctx, BIG_VECS);
+    assert_eq!(ctx.log.entries(), vec![1, 1, 0, 1, 1, 0]);
+    let stats = kernel.pool_stats();
+    assert_eq!(stats.limit_failures, 2, "{stats:?}");
+    assert_eq!(stats.live_bytes, baseline, "{stats:?}");
+    assert!(fake.driver.unload().is_clean());
 }

@@ -86,6 +86,19 @@ typedef struct DECLSPEC_ALIGN(MEMORY_ALLOCATION_ALIGNMENT) { IRP Irp; } PROBE_IR
 typedef struct DECLSPEC_ALIGN(MEMORY_ALLOCATION_ALIGNMENT) { DEVICE_OBJECT DeviceObject; } PROBE_DEVICE_OBJECT;
 "#;
 
+/// The NDIS structures are not probed: mingw-w64's `ddk/ndis.h` (12.0) does not compile (it
+/// redeclares `NDIS_REQUEST_TYPE` from `ntddndis.h`). Their table entries were checked against
+/// ReactOS's `sdk/include/ddk/ndis.h` by hand, and the compile-time assertions keep them.
+const NOT_PROBED: &str = "NDIS_";
+
+/// The facts the C probe measures.
+fn probed() -> Vec<&'static LayoutFact> {
+    FACTS
+        .iter()
+        .filter(|fact| !fact.item.starts_with(NOT_PROBED))
+        .collect()
+}
+
 /// The C expression that measures one fact.
 fn c_expr(fact: &LayoutFact) -> String {
     let (ty, prefix) = match OVERRIDES.iter().find(|o| o.item == fact.item) {
@@ -118,8 +131,8 @@ fn probe_source() -> String {
     )
     .unwrap();
     writeln!(c, "    {MAGIC:#x}ULL,").unwrap();
-    writeln!(c, "    {}ULL,", FACTS.len()).unwrap();
-    for fact in FACTS {
+    writeln!(c, "    {}ULL,", probed().len()).unwrap();
+    for fact in probed() {
         writeln!(c, "    {},", c_expr(fact)).unwrap();
     }
     c.push_str("};\n");
@@ -194,7 +207,7 @@ fn measure(arch: &Arch, dir: &Path) -> Vec<u64> {
         .unwrap();
     let data = section.data().unwrap();
     let start = usize::try_from(symbol.address() - section.address()).unwrap();
-    let count = FACTS.len() + 2;
+    let count = probed().len() + 2;
     let words: Vec<u64> = data[start..start + 8 * count]
         .chunks_exact(8)
         .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
@@ -202,7 +215,7 @@ fn measure(arch: &Arch, dir: &Path) -> Vec<u64> {
     assert_eq!(words[0], MAGIC, "{}: probe array misread", arch.name);
     assert_eq!(
         words[1],
-        FACTS.len() as u64,
+        probed().len() as u64,
         "{}: probe array misread",
         arch.name
     );
@@ -216,7 +229,7 @@ fn layout_table_matches_ddk_headers() {
     let mut mismatches = 0;
     for arch in &ARCHES {
         let actual = measure(arch, &dir);
-        for (fact, &actual) in FACTS.iter().zip(&actual) {
+        for (fact, &actual) in probed().into_iter().zip(&actual) {
             let expected = (arch.expected)(fact);
             if expected as u64 != actual {
                 mismatches += 1;
@@ -286,6 +299,13 @@ fn layout_table_covers_the_driver_structures() {
         "TDIObjectID",
         "TCP_REQUEST_QUERY_INFORMATION_EX",
         "TCP_REQUEST_SET_INFORMATION_EX",
+        "NDIS_PROTOCOL_CHARACTERISTICS",
+        "NDIS_PACKET_PRIVATE",
+        "NDIS_PACKET",
+        "NDIS_REQUEST",
+        "NDIS_EVENT",
+        "OBJECT_ATTRIBUTES",
+        "KEY_VALUE_PARTIAL_INFORMATION",
     ];
     let missing: Vec<_> = required.iter().filter(|r| !items.contains(*r)).collect();
     assert!(

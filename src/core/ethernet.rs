@@ -44,6 +44,12 @@ impl Link {
         self.queue.indicate(frame)
     }
 
+    /// The receive indication of a frame of `len` bytes that `fill` writes (see
+    /// [`ReceiveQueue::indicate_with`]). IRQL ≤ DISPATCH_LEVEL.
+    pub fn indicate_with(&self, len: usize, fill: impl FnOnce(&mut [u8]) -> bool) -> bool {
+        self.queue.indicate_with(len, fill)
+    }
+
     /// A device for one DPC pass over the transmit buffer `tx`. IRQL ≤ DISPATCH_LEVEL.
     pub fn device(&self, tx: alloc::vec::Vec<u8>) -> Result<EthernetDevice<'_>, NtStatus> {
         EthernetDevice::with_transmit_buffer(&self.queue, &*self.adapter, tx)

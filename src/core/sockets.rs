@@ -82,6 +82,8 @@ struct Entry {
     deadline: Option<Instant>,
     /// The end of the sequence space sent so far (for the retransmission counter).
     sent: SentHigh,
+    /// Bytes of the socket's receive and send buffers.
+    buffer_bytes: usize,
 }
 
 impl Entry {
@@ -117,6 +119,8 @@ pub struct Sockets {
     nobody: SocketSet<'static>,
     /// TCP segments sent again (`tcpRetransSegs`), see [`crate::core::retransmit`].
     retransmitted: u64,
+    /// Bytes of socket buffers held by all the sockets.
+    buffer_bytes: usize,
 }
 
 impl Sockets {
@@ -134,7 +138,14 @@ impl Sockets {
             events: Vec::new(),
             nobody: SocketSet::new(Vec::new()),
             retransmitted: 0,
+            buffer_bytes: 0,
         }
+    }
+
+    /// Bytes of receive and send buffers the sockets hold, all together. Any IRQL (a read of
+    /// the core's state under its lock).
+    pub fn buffer_bytes(&self) -> usize {
+        self.buffer_bytes
     }
 
     /// Adds a socket for `owner`, touched (so that its first egress and deadline follow).
@@ -158,6 +169,7 @@ impl Sockets {
         self.timers.reserve(2 * slots)?;
         let mut storage: Vec<SocketStorage<'static>> = pool::try_vec(1)?;
         storage.push(SocketStorage::EMPTY);
+        let buffer_bytes = socket.recv_capacity() + socket.send_capacity();
         let mut set = SocketSet::new(storage);
         let handle = set.add(socket);
         let key = self.entries.try_insert(Entry {
@@ -168,7 +180,9 @@ impl Sockets {
             route: Route::Loopback,
             deadline: None,
             sent: SentHigh::default(),
+            buffer_bytes,
         })?;
+        self.buffer_bytes += buffer_bytes;
         while self.flags.len() < self.entries.slot_count() as usize {
             self.flags.push(0);
         }
@@ -249,10 +263,11 @@ impl Sockets {
 
     /// Removes the socket behind `key` (no-op for a stale key) and its tuple.
     pub fn remove(&mut self, key: SocketKey) {
-        if let Some(entry) = self.entries.remove(key)
-            && let Some(tuple) = entry.tuple
-        {
-            self.tuples.remove(&tuple, key);
+        if let Some(entry) = self.entries.remove(key) {
+            self.buffer_bytes = self.buffer_bytes.saturating_sub(entry.buffer_bytes);
+            if let Some(tuple) = entry.tuple {
+                self.tuples.remove(&tuple, key);
+            }
         }
     }
 

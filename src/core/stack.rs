@@ -158,8 +158,8 @@ impl Stack {
         }
     }
 
-    /// Binds an Ethernet adapter under interface 1 (what NDIS's `ProtocolBindAdapter` will
-    /// do), with a receive queue of `frames` buffers; replaces a link bound earlier.
+    /// Binds an Ethernet adapter under interface 1 (what the NDIS protocol's bind does for the
+    /// first adapter), with a receive queue of `frames` buffers; replaces a link bound earlier.
     /// PASSIVE_LEVEL.
     pub fn attach_link(&self, adapter: Arc<dyn Adapter>, frames: usize) -> Result<(), NtStatus> {
         let link = Link::new(adapter, frames)?;
@@ -227,6 +227,27 @@ impl Stack {
         // A changed socket transmits at the next pass.
         self.dpc.queue();
         status
+    }
+
+    /// The receive indication of a frame of `len` bytes that `fill` writes into the queue's
+    /// buffer (an NDIS packet's buffer chain, a header and its lookahead). Otherwise as
+    /// [`Stack::indicate_receive`]. IRQL ≤ DISPATCH_LEVEL.
+    pub fn indicate_receive_with(&self, len: usize, fill: impl FnOnce(&mut [u8]) -> bool) -> bool {
+        let link = self.link.lock().clone();
+        let queued = link.is_some_and(|link| link.indicate_with(len, fill));
+        if queued {
+            self.dpc.queue();
+        }
+        queued
+    }
+
+    /// Gives interface 1 `address` (IP and prefix length), or removes its address: the
+    /// configuration read from the registry when an adapter is bound, as
+    /// IOCTL_SET/DELETE_IP_ADDRESS do later. PASSIVE_LEVEL.
+    pub fn configure_address(&self, address: Option<(Ipv4Addr, u8)>) -> Result<(), NtStatus> {
+        let result = self.core.lock().configure_address(address);
+        self.dpc.queue();
+        result
     }
 
     /// The UDP layer's counters. PASSIVE_LEVEL (takes the core lock).

@@ -50,6 +50,17 @@ pub struct CoreConfig {
     pub rx_buffer: usize,
     /// Send buffer per connection.
     pub tx_buffer: usize,
+    /// Socket buffer bytes (all sockets together) above which a new socket gets
+    /// [`small_buffer`](Self::small_buffer)-sized buffers instead of `rx_buffer`/`tx_buffer`.
+    /// smoltcp cannot resize a socket's buffers later, and they are non-paged pool: a ReactOS
+    /// machine with 1 GiB has about 160 MiB of it, so a thousand loopback connections (two
+    /// sockets each) at 128 KiB a socket do not fit, and connects fail with WSAENOBUFS. Past
+    /// this mark connections still open, with a smaller window.
+    pub buffer_pressure: usize,
+    /// Receive and send buffer each of a socket made under buffer pressure. Such a socket
+    /// acknowledges at once (no delayed ACK), since its window is about one loopback segment
+    /// and a delayed ACK would stall it for a tick per segment (`smoltcp-notes` §4.5).
+    pub small_buffer: usize,
     /// The most TCP sockets at once (listening, half-open, connected, closing). A limit, not a
     /// reservation: each socket's memory (mostly `rx_buffer + tx_buffer`) is taken from the
     /// pool when it is created.
@@ -81,6 +92,8 @@ impl Default for CoreConfig {
         Self {
             rx_buffer: 64 * 1024,
             tx_buffer: 64 * 1024,
+            buffer_pressure: 16 * 1024 * 1024,
+            small_buffer: 8 * 1024,
             max_sockets: 64 * 1024,
             backlog: 1024,
             connect_timeout: Duration::from_secs(21),
@@ -335,6 +348,15 @@ impl Core {
             port.set_addresses(&[cidr]);
         }
         result
+    }
+
+    /// Gives interface 1 `address`, or removes its address (see
+    /// [`Stack::configure_address`](crate::core::stack::Stack::configure_address)).
+    pub fn configure_address(&mut self, address: Option<(Ipv4Addr, u8)>) -> Result<(), NtStatus> {
+        match address {
+            Some((ip, prefix)) => self.set_ip_address(CONFIGURED_INTERFACE, ip, prefix),
+            None => self.delete_ip_address(CONFIGURED_INTERFACE).ok(),
+        }
     }
 
     /// Removes interface 1's address.
@@ -736,11 +758,24 @@ impl Core {
         }
     }
 
+    /// A new TCP socket: full-sized buffers, or small ones once the sockets together hold
+    /// [`CoreConfig::buffer_pressure`] bytes. DISPATCH_LEVEL, core lock held.
     fn new_socket(&self, no_delay: bool) -> Result<tcp::Socket<'static>, NtStatus> {
-        let rx = pool::try_zeroed(self.config.rx_buffer)?;
-        let tx = pool::try_zeroed(self.config.tx_buffer)?;
+        let full = self.config.rx_buffer + self.config.tx_buffer;
+        let pressed =
+            self.sockets.buffer_bytes().saturating_add(full) > self.config.buffer_pressure;
+        let (rx_size, tx_size) = if pressed {
+            (self.config.small_buffer, self.config.small_buffer)
+        } else {
+            (self.config.rx_buffer, self.config.tx_buffer)
+        };
+        let rx = pool::try_zeroed(rx_size)?;
+        let tx = pool::try_zeroed(tx_size)?;
         let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
         socket.set_nagle_enabled(!no_delay);
+        if pressed {
+            socket.set_ack_delay(None);
+        }
         Ok(socket)
     }
 

@@ -84,6 +84,11 @@ pub struct Driver {
 }
 
 impl Driver {
+    /// The kernel the driver is loaded in. Any IRQL.
+    pub fn kernel(&self) -> &KernelHandle {
+        &self.kernel
+    }
+
     /// The driver object. Any IRQL.
     pub fn object(&self) -> *mut DRIVER_OBJECT {
         self.object as *mut DRIVER_OBJECT
@@ -230,6 +235,12 @@ fn check_leaks(kernel: &KernelInner, object: *mut DRIVER_OBJECT, when: &str) -> 
             });
             device = (*device).NextDevice;
         }
+    }
+    for detail in kernel.ndis.leaks() {
+        leaks.push(Leak {
+            rule: Rule::NdisLeak,
+            detail,
+        });
     }
     for timer in kernel.timers.set_timers() {
         leaks.push(Leak {

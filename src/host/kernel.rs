@@ -38,7 +38,14 @@ pub struct Config {
     pub fault: FaultInjection,
     /// How many `DbgPrintEx` lines the kernel keeps for tests to read.
     pub debug_lines: usize,
+    /// The non-paged pool's size: a driver allocation that would take the driver's live
+    /// bytes above it fails, as it does on a real machine (a ReactOS livecd with 1 GiB has
+    /// about 160 MiB, [`NONPAGED_POOL_1GIB`]). `None`: no limit.
+    pub nonpaged_pool_limit: Option<usize>,
 }
+
+/// About the non-paged pool of a ReactOS machine with 1 GiB of memory.
+pub const NONPAGED_POOL_1GIB: usize = 160 * 1024 * 1024;
 
 impl Default for Config {
     fn default() -> Config {
@@ -48,6 +55,7 @@ impl Default for Config {
             clock: Clock::Virtual,
             fault: FaultInjection::None,
             debug_lines: 1024,
+            nonpaged_pool_limit: None,
         }
     }
 }
@@ -68,6 +76,7 @@ pub(crate) struct KernelInner {
     pub(crate) mdls: Mdls,
     pub(crate) dispatcher: Dispatcher,
     pub(crate) debug: DebugLog,
+    pub(crate) ndis: super::ndis::NdisState,
     /// The I/O manager's cancel spin lock.
     pub(crate) cancel_lock: AtomicUsize,
     /// Model threads still running.
@@ -148,7 +157,7 @@ impl Kernel {
         assert!(config.processors >= 1, "at least one processor");
         assert!(config.workers >= 1, "at least one worker thread");
         let inner = Arc::new(KernelInner {
-            pool: PoolTracker::new(config.fault),
+            pool: PoolTracker::new(config.fault, config.nonpaged_pool_limit),
             verifier: Verifier::default(),
             activity: Activity::default(),
             clock: ClockState::new(config.clock),
@@ -161,6 +170,7 @@ impl Kernel {
             mdls: Mdls::default(),
             dispatcher: Dispatcher::default(),
             debug: DebugLog::new(config.debug_lines),
+            ndis: super::ndis::NdisState::default(),
             cancel_lock: AtomicUsize::new(0),
             threads: Mutex::new(0),
             threads_exited: Condvar::new(),
@@ -178,6 +188,9 @@ impl Kernel {
                 super::work::worker_main(k)
             }));
         }
+        threads.push(model_thread(&inner, "nt-ndis".to_owned(), |k| {
+            k.ndis.run(k)
+        }));
         if inner.config.clock == Clock::Real {
             threads.push(model_thread(&inner, "nt-timer".to_owned(), |k| {
                 super::clock::timer_main(k)
@@ -228,6 +241,7 @@ impl Drop for Kernel {
         inner.processors.shutdown();
         inner.workers.shutdown();
         inner.timers.shutdown();
+        inner.ndis.shutdown();
         let threads = inner.threads.lock().unwrap_or_else(|e| e.into_inner());
         let (threads, wait) = inner
             .threads_exited

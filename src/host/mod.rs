@@ -40,6 +40,7 @@ mod io;
 mod irql;
 mod kernel;
 mod mdl;
+pub mod ndis;
 mod object;
 pub mod pool;
 #[cfg(target_os = "linux")]
@@ -64,8 +65,9 @@ pub use driver::{Driver, DriverInitialize, Leak, UnloadReport};
 pub use file::IoctlOptions;
 pub use io::{CompletionFlags, IoStatus, StackLocation};
 pub use irql::{APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL, current_irql, lower_irql, raise_irql};
-pub use kernel::{Config, EnteredKernel, Kernel, KernelHandle};
+pub use kernel::{Config, EnteredKernel, Kernel, KernelHandle, NONPAGED_POOL_1GIB};
 pub use mdl::MdlKind;
+pub use ndis::{Indication, MiniportOptions, RegValue};
 pub use object::{Handle, ObjectRef};
 pub use pool::{FaultInjection, PoolRecord, PoolStats, tag_name};
 pub use sync::{Event, EventType, KMutex};

@@ -25,7 +25,7 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::panic::Location;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Records the driver's call site for its next allocation. The `nt::pool` wrappers
@@ -98,6 +98,8 @@ pub struct PoolStats {
     pub allocations: u64,
     /// Candidates failed by fault injection.
     pub injected_failures: u64,
+    /// Allocations refused because the pool was at its limit (`Config::nonpaged_pool_limit`).
+    pub limit_failures: u64,
     /// Live blocks and bytes per tag.
     pub by_tag: BTreeMap<u32, (usize, usize)>,
 }
@@ -108,6 +110,11 @@ pub(crate) struct PoolTracker {
     fault: Mutex<FaultState>,
     sequence: AtomicU64,
     injected_failures: AtomicU64,
+    /// Live bytes of tracked blocks, and the most there may be.
+    live_bytes: AtomicUsize,
+    limit: usize,
+    /// Allocations refused because they would have gone past `limit`.
+    limit_failures: AtomicU64,
 }
 
 struct FaultState {
@@ -117,7 +124,7 @@ struct FaultState {
 }
 
 impl PoolTracker {
-    pub(crate) fn new(policy: FaultInjection) -> Arc<PoolTracker> {
+    pub(crate) fn new(policy: FaultInjection, limit: Option<usize>) -> Arc<PoolTracker> {
         let tracker = PoolTracker {
             records: Mutex::new(HashMap::new()),
             fault: Mutex::new(FaultState {
@@ -127,6 +134,9 @@ impl PoolTracker {
             }),
             sequence: AtomicU64::new(0),
             injected_failures: AtomicU64::new(0),
+            live_bytes: AtomicUsize::new(0),
+            limit: limit.unwrap_or(usize::MAX),
+            limit_failures: AtomicU64::new(0),
         };
         tracker.set_fault(policy);
         Arc::new(tracker)
@@ -164,6 +174,21 @@ impl PoolTracker {
         fail
     }
 
+    /// Takes `size` bytes out of the pool, or refuses (and counts it) when the pool would go
+    /// past its limit. A granted reservation is given back by [`PoolTracker::remove`].
+    fn reserve(&self, size: usize) -> bool {
+        let granted = self
+            .live_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |live| {
+                live.checked_add(size).filter(|&total| total <= self.limit)
+            })
+            .is_ok();
+        if !granted {
+            self.limit_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        granted
+    }
+
     fn insert(&self, address: usize, size: usize, tag: u32) {
         let site = Site {
             location: context::take_noted_site(),
@@ -184,10 +209,14 @@ impl PoolTracker {
     }
 
     fn remove(&self, address: usize) {
-        self.records
+        let record = self
+            .records
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&address);
+        if let Some(record) = record {
+            self.live_bytes.fetch_sub(record.size, Ordering::Relaxed);
+        }
     }
 
     /// The live blocks, in allocation order.
@@ -217,6 +246,7 @@ impl PoolTracker {
             live_bytes: live.iter().map(|r| r.size).sum(),
             allocations: self.sequence.load(Ordering::Relaxed),
             injected_failures: self.injected_failures.load(Ordering::Relaxed),
+            limit_failures: self.limit_failures.load(Ordering::Relaxed),
             by_tag,
         }
     }
@@ -300,9 +330,17 @@ unsafe fn allocate(layout: Layout, tracker: *const PoolTracker, tag: u32, kind: 
     if tracker.is_some_and(PoolTracker::should_fail) {
         return std::ptr::null_mut();
     }
+    if tracker.is_some_and(|t| !t.reserve(layout.size())) {
+        return std::ptr::null_mut();
+    }
     // SAFETY: `outer` has a non-zero size.
     let base = unsafe { System.alloc(outer) };
     if base.is_null() {
+        if let Some(tracker) = tracker {
+            tracker
+                .live_bytes
+                .fetch_sub(layout.size(), Ordering::Relaxed);
+        }
         return base;
     }
     // SAFETY: the padding is inside the block and at least HEADER bytes.

@@ -81,6 +81,25 @@ pub enum Rule {
     FileObjectLeak,
     /// A timer still set at unload.
     TimerLeak,
+    /// An NDIS packet or buffer freed twice, or freed while it is not the protocol's (a
+    /// packet NDIS still owns for a send or a transfer), or a descriptor that is not live.
+    NdisPacketOwnership,
+    /// A packet passed to `NdisSend` while an earlier send of it is not complete (the
+    /// protocol would see two completions of one packet).
+    NdisSendInFlight,
+    /// A packet returned (`NdisReturnPackets`) that the protocol did not hold, or held past
+    /// its binding; or a receive indication's packet, buffer or receive context used after the
+    /// indication returned.
+    NdisReceiveOwnership,
+    /// `NdisCloseAdapter` with sends or transfers outstanding, or a binding left open when
+    /// the protocol deregistered.
+    NdisCloseWithOutstanding,
+    /// A packet or buffer pool freed while descriptors from it are allocated.
+    NdisPoolInUse,
+    /// A protocol registration, binding or pool still present at unload.
+    NdisLeak,
+    /// An NDIS function called at an IRQL it does not allow.
+    NdisIrql,
 }
 
 /// The driver entry point the current thread is executing, as far as the model knows.
@@ -103,6 +122,9 @@ pub enum Entry {
     /// The driver's receive handler, called by the adapter's receive path at DISPATCH_LEVEL
     /// (`ProtocolReceive` under NDIS; the TAP adapter's reader thread in the model).
     ReceiveIndication,
+    /// An NDIS protocol handler, called by the model's NDIS (`BindAdapter`, `SendComplete`,
+    /// `Status`, ...).
+    Ndis(&'static str),
 }
 
 impl fmt::Display for Entry {
@@ -119,6 +141,7 @@ impl fmt::Display for Entry {
             Entry::Cancel => f.write_str("cancel routine"),
             Entry::Completion => f.write_str("completion routine"),
             Entry::ReceiveIndication => f.write_str("receive indication"),
+            Entry::Ndis(handler) => write!(f, "NDIS handler Protocol{handler}"),
         }
     }
 }

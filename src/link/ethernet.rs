@@ -1,12 +1,14 @@
-//! The Ethernet link: the shape an NDIS miniport gives the core, with a host stand-in (the TAP
-//! adapter of `host::tap`) until the NDIS protocol exists.
+//! The Ethernet link: the shape an NDIS miniport gives the core. The adapter under it is an
+//! NDIS binding (`crate::ndis::binding`), on ReactOS as in the host model, where the TAP
+//! adapter of `host::tap` is a miniport of the model's NDIS.
 //!
 //! # The NDIS shape
 //!
-//! On ReactOS the driver will be an NDIS protocol bound to a miniport. The miniport indicates
-//! each received frame to the protocol's receive handler (`ProtocolReceive` /
-//! `ProtocolReceivePacket`) at IRQL ≤ DISPATCH_LEVEL, and the frame is only lent for the
-//! duration of the call. Here that handler is [`ReceiveQueue::indicate`]: it copies the frame
+//! The driver is an NDIS protocol bound to a miniport. The miniport indicates each received
+//! frame to the protocol's receive handler (`ProtocolReceive` / `ProtocolReceivePacket`) at
+//! IRQL ≤ DISPATCH_LEVEL, and the frame is only lent for the duration of the call. Here that
+//! handler ends in [`ReceiveQueue::indicate`] (or [`ReceiveQueue::indicate_with`] for a frame
+//! in pieces): it copies the frame
 //! into one of the queue's preallocated buffers — **the one copy in** — and returns; the caller
 //! then queues the core DPC. The DPC, holding the core lock, lets smoltcp take the queued
 //! frames through an [`EthernetDevice`], which hands each buffer to smoltcp to be read in

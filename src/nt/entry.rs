@@ -82,7 +82,7 @@ fn start<D: Driver>(driver: &mut DRIVER_OBJECT) -> Result<(), NtStatus> {
     for (index, name) in D::DEVICES.iter().enumerate() {
         devices.push(create_device(driver, name, index)?);
     }
-    let state: &'static D = Box::leak(pool::try_box(D::init(&devices)?)?);
+    let state = build::<D>(&devices)?;
     for device in &devices {
         let extension = extension(*device);
         extension
@@ -106,6 +106,15 @@ fn start<D: Driver>(driver: &mut DRIVER_OBJECT) -> Result<(), NtStatus> {
         raw.Flags = (raw.Flags | DO_DIRECT_IO) & !DO_DEVICE_INITIALIZING;
     }
     Ok(())
+}
+
+/// Builds the driver state in pool. Not inlined: the state is assembled on the stack before it
+/// is moved into the pool, and that frame (several KiB) must be gone before [`Driver::start`]
+/// runs, which registers the NDIS protocol and binds adapters inside the call, deep in NDIS,
+/// on the 12 KiB stack of an x86 `DriverEntry`.
+#[inline(never)]
+fn build<D: Driver>(devices: &[Device]) -> Result<&'static D, NtStatus> {
+    Ok(Box::leak(pool::try_box(D::init(devices)?)?))
 }
 
 fn create_device(driver: &mut DRIVER_OBJECT, name: &str, index: usize) -> Result<Device, NtStatus> {
@@ -156,8 +165,8 @@ fn extension(device: Device) -> &'static Extension {
     unsafe { &*extension_ptr(device) }
 }
 
-/// The state of a loaded driver, found through its first device: how the host model binds a
-/// link adapter to it, as NDIS will through `ProtocolBindAdapter`. `driver` must be a driver
+/// The state of a loaded driver, found through its first device: how host-side helpers
+/// (`host::binding`) reach the stack of the driver they bound an adapter to. `driver` must be a driver
 /// object that `driver_entry::<D>` initialised and that is still loaded. PASSIVE_LEVEL.
 #[cfg(not(kernel))]
 pub fn loaded_state<D: Driver>(driver: NonNull<DRIVER_OBJECT>) -> Option<&'static D> {

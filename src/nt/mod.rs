@@ -17,6 +17,7 @@ pub mod irp;
 pub mod irql;
 pub mod log;
 pub mod mdl;
+pub mod ndis;
 pub mod object;
 pub mod pool;
 #[cfg(kernel)]

@@ -41,10 +41,21 @@ pub struct Env {
 impl Env {
     /// Starts a kernel with `processors` processors and `fault` injection, loads the driver.
     pub fn start(name: &str, processors: usize, fault: FaultInjection) -> Env {
+        Env::start_in(
+            name,
+            Config {
+                processors,
+                ..Config::default()
+            },
+            fault,
+        )
+    }
+
+    /// Starts a kernel as `config` says (on the real clock), loads the driver.
+    pub fn start_in(name: &str, config: Config, fault: FaultInjection) -> Env {
         let kernel = Kernel::new(Config {
-            processors,
             clock: Clock::Real,
-            ..Config::default()
+            ..config
         });
         let driver = kernel.load_driver(driver_entry).expect("DriverEntry");
         // Failures start once the driver is loaded: the suites test its I/O paths.

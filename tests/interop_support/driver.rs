@@ -10,8 +10,7 @@ use tcpip::host::binding::TapBinding;
 use tcpip::host::impair::Impairment;
 use tcpip::host::tap::TapStats;
 use tcpip::host::winsock::{Socket, Winsock};
-use tcpip::host::{Clock, Config, Driver, Kernel};
-use tcpip::link::ethernet::DEFAULT_FRAMES;
+use tcpip::host::{Clock, Config, Driver, Kernel, MiniportOptions};
 use tcpip::nt::NtStatus;
 use tcpip::nt::entry::driver_entry;
 use tcpip::nt::types::*;
@@ -38,12 +37,24 @@ impl DriverOnTap {
         pcap: Option<&std::path::Path>,
         impairment: Option<Impairment>,
     ) -> DriverOnTap {
-        DriverOnTap::start_with(namespace, pcap, impairment, true)
+        DriverOnTap::start_with(
+            namespace,
+            pcap,
+            impairment,
+            true,
+            MiniportOptions::default(),
+        )
     }
 
     /// The driver on the TAP before DHCP has configured it: no address, no gateway.
     pub fn start_unconfigured(namespace: &Namespace) -> DriverOnTap {
-        DriverOnTap::start_with(namespace, None, None, false)
+        DriverOnTap::start_with(namespace, None, None, false, MiniportOptions::default())
+    }
+
+    /// [`DriverOnTap::start`] with the TAP's miniport behaving as `options` say in the NDIS
+    /// model.
+    pub fn start_with_miniport(namespace: &Namespace, options: MiniportOptions) -> DriverOnTap {
+        DriverOnTap::start_with(namespace, None, None, true, options)
     }
 
     fn start_with(
@@ -51,6 +62,7 @@ impl DriverOnTap {
         pcap: Option<&std::path::Path>,
         impairment: Option<Impairment>,
         configured: bool,
+        options: MiniportOptions,
     ) -> DriverOnTap {
         let kernel = Kernel::new(Config {
             processors: 2,
@@ -66,7 +78,7 @@ impl DriverOnTap {
             tap = tap.impair(impairment).expect("impair the TAP");
         }
         let tap = Arc::new(tap);
-        let binding = TapBinding::bind(&driver, tap, DEFAULT_FRAMES).expect("bind the TAP");
+        let binding = TapBinding::bind_with(&driver, tap, options).expect("bind the TAP");
         if configured {
             binding.set_gateway(Some(namespace.linux_ip()));
         }

@@ -10,7 +10,6 @@ use tcpip::host::impair::Impairment;
 use tcpip::host::tap::TapAdapter;
 use tcpip::host::winsock::Winsock;
 use tcpip::host::{Clock, Config, Driver, Kernel};
-use tcpip::link::ethernet::DEFAULT_FRAMES;
 use tcpip::nt::NtStatus;
 use tcpip::nt::entry::driver_entry;
 use tcpip::nt::types::IOCTL_SET_IP_ADDRESS;
@@ -48,7 +47,7 @@ impl Station {
             .map_err(|status| format!("DriverEntry failed: {status:?}"))?;
         let configured = set_ip_address(&kernel, args.address, args.prefix);
         let binding = configured
-            .and_then(|()| TapBinding::bind(&driver, tap.clone(), DEFAULT_FRAMES))
+            .and_then(|()| TapBinding::bind(&driver, tap.clone()))
             .map_err(|status| format!("cannot configure the driver: {status:?}"));
         let binding = match binding {
             Ok(binding) => binding,

@@ -43,13 +43,16 @@ impl Frame {
         self.buf.get(..self.len).unwrap_or_default()
     }
 
-    /// Copies `frame` in; `false` (and nothing copied) if it does not fit. Any IRQL.
-    fn fill(&mut self, frame: &[u8]) -> bool {
-        let Some(area) = self.buf.get_mut(..frame.len()) else {
+    /// Lets `fill` write a frame of `len` bytes in; `false` if it does not fit or `fill`
+    /// failed. Any IRQL.
+    fn fill_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> bool) -> bool {
+        let Some(area) = self.buf.get_mut(..len) else {
             return false;
         };
-        area.copy_from_slice(frame);
-        self.len = frame.len();
+        if !fill(area) {
+            return false;
+        }
+        self.len = len;
         true
     }
 
@@ -137,7 +140,20 @@ impl ReceiveQueue {
     /// outside 14..=[`frame_capacity`](Self::frame_capacity). Never allocates; the copy is
     /// made under the queue's spin lock. IRQL ≤ DISPATCH_LEVEL.
     pub fn indicate(&self, frame: &[u8]) -> bool {
-        let fits = (HEADER_LEN..=self.frame_capacity()).contains(&frame.len());
+        self.indicate_with(frame.len(), |buffer| {
+            buffer.copy_from_slice(frame);
+            true
+        })
+    }
+
+    /// The receive indication for a frame of `len` bytes that is not contiguous (an NDIS
+    /// packet's buffer chain, a header and a lookahead): `fill` writes the frame into the
+    /// `len`-byte buffer given to it, and returns `false` if it could not (the buffer goes
+    /// back to the free list and the frame counts as dropped for its size). Otherwise as
+    /// [`ReceiveQueue::indicate`]. `fill` runs under the queue's spin lock. IRQL ≤
+    /// DISPATCH_LEVEL.
+    pub fn indicate_with(&self, len: usize, fill: impl FnOnce(&mut [u8]) -> bool) -> bool {
+        let fits = (HEADER_LEN..=self.frame_capacity()).contains(&len);
         let mut ring = self.ring.lock();
         if !fits {
             ring.stats.dropped_size = ring.stats.dropped_size.wrapping_add(1);
@@ -147,8 +163,7 @@ impl ReceiveQueue {
             ring.stats.dropped_full = ring.stats.dropped_full.wrapping_add(1);
             return false;
         };
-        if !buffer.fill(frame) {
-            // Unreachable: every buffer holds `frame_capacity` bytes.
+        if !buffer.fill_with(len, fill) {
             ring.recycle(buffer);
             ring.stats.dropped_size = ring.stats.dropped_size.wrapping_add(1);
             return false;

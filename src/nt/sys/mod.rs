@@ -17,6 +17,16 @@ pub use kernel::*;
 #[cfg(not(kernel))]
 pub use crate::host::sys::*;
 
+/// `ndis.sys` and the registry: raw-dylib imports on the kernel, the host model's NDIS and
+/// registry on Linux.
+#[cfg(kernel)]
+#[path = "ndis.rs"]
+pub mod ndis;
+#[cfg(not(kernel))]
+pub mod ndis {
+    pub use crate::host::ndis::sys::*;
+}
+
 /// The first address above user space. The host model has a single address space, so every
 /// non-null host address counts as a user address there.
 #[cfg(not(kernel))]

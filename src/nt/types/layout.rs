@@ -467,4 +467,66 @@ layout! {
         ID: 0 / 0,
         BufferSize: 20 / 20,
     }
+
+    // ---- NDIS 5.0 protocol (ndis.h, NDIS50) and the registry (wdm.h) ----
+    NDIS_PROTOCOL_CHARACTERISTICS = 108 / 208, align 4 / 8 {
+        MajorNdisVersion: 0 / 0,
+        Flags: 4 / 4,
+        OpenAdapterCompleteHandler: 8 / 8,
+        SendCompleteHandler: 16 / 24,
+        RequestCompleteHandler: 28 / 48,
+        ReceiveHandler: 32 / 56,
+        StatusHandler: 40 / 72,
+        StatusCompleteHandler: 44 / 80,
+        Name: 48 / 88,
+        ReceivePacketHandler: 56 / 104,
+        BindAdapterHandler: 60 / 112,
+        UnbindAdapterHandler: 64 / 120,
+        PnPEventHandler: 68 / 128,
+        UnloadHandler: 72 / 136,
+        ReservedHandlers: 76 / 144,
+        CoSendCompleteHandler: 92 / 176,
+        CoAfRegisterNotifyHandler: 104 / 200,
+    }
+    NDIS_PACKET_PRIVATE = 32 / 48, align 4 / 8 {
+        PhysicalCount: 0 / 0,
+        TotalLength: 4 / 4,
+        Head: 8 / 8,
+        Tail: 12 / 16,
+        Pool: 16 / 24,
+        Count: 20 / 32,
+        Flags: 24 / 36,
+        ValidCounts: 28 / 40,
+        NdisPacketOobOffset: 30 / 42,
+    }
+    NDIS_PACKET = ..ProtocolReserved 56 / 96, align 4 / 8 {
+        Private: 0 / 0,
+        MacReserved as "u.s3.MacReserved": 32 / 48,
+        Reserved: 48 / 80,
+    }
+    NDIS_REQUEST = 92 / 176, align 4 / 8 {
+        MacReserved: 0 / 0,
+        RequestType: 16 / 32,
+        DATA.Oid as "DATA.QUERY_INFORMATION.Oid": 20 / 40,
+        DATA.InformationBuffer as "DATA.QUERY_INFORMATION.InformationBuffer": 24 / 48,
+        DATA.InformationBufferLength as "DATA.QUERY_INFORMATION.InformationBufferLength": 28 / 56,
+        DATA.BytesTransferred as "DATA.QUERY_INFORMATION.BytesWritten": 32 / 60,
+        DATA.BytesNeeded as "DATA.QUERY_INFORMATION.BytesNeeded": 36 / 64,
+        NdisReserved: 40 / 72,
+        MiniportReserved: 84 / 160,
+    }
+    NDIS_EVENT = 16 / 24, align 4 / 8 { Event: 0 / 0 }
+    OBJECT_ATTRIBUTES = 24 / 48, align 4 / 8 {
+        Length: 0 / 0,
+        RootDirectory: 4 / 8,
+        ObjectName: 8 / 16,
+        Attributes: 12 / 24,
+        SecurityDescriptor: 16 / 32,
+        SecurityQualityOfService: 20 / 40,
+    }
+    KEY_VALUE_PARTIAL_INFORMATION = ..Data 12 / 12, align 4 / 4 {
+        TitleIndex: 0 / 0,
+        Type: 4 / 4,
+        DataLength: 8 / 8,
+    }
 }

@@ -10,10 +10,12 @@
 pub mod io;
 pub mod ke;
 pub mod layout;
+pub mod ndis;
 pub mod tdi;
 
 pub use io::*;
 pub use ke::*;
+pub use ndis::*;
 pub use tdi::*;
 
 use core::ffi::c_void;

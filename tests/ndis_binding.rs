@@ -1,0 +1,296 @@
+//! The NDIS protocol under the host model's NDIS, verifier on: binding at registration and on
+//! arrival, the IP configuration from the registry, both receive paths (packets, lookahead
+//! with `NdisTransferData`, pended or not), pended sends, media disconnect, two adapters,
+//! unbinding with traffic in flight, allocation failure at each step of binding, and a leak
+//! check at every unload.
+
+mod ndis_support;
+
+use ndis_support::*;
+use tcpip::host::{FaultInjection, Indication, MiniportOptions};
+use tcpip::nt::NtStatus;
+use tcpip::nt::types::{
+    IOCTL_SET_IP_ADDRESS, NDIS_PACKET_TYPE_BROADCAST, NDIS_PACKET_TYPE_DIRECTED,
+    NDIS_PACKET_TYPE_MULTICAST, NDIS_STATUS_MEDIA_CONNECT, NDIS_STATUS_MEDIA_DISCONNECT,
+};
+
+/// Resolves the driver's MAC through ARP on adapter `n` (the peer's request must be answered).
+fn resolve(kernel: &tcpip::host::Kernel, n: u8, wire: &Wire, ip: std::net::Ipv4Addr) -> [u8; 6] {
+    assert!(kernel.ndis_indicate(&adapter_name(n), &arp_request(ip)));
+    wire.wait_for(|f| arp_reply_for(f, ip))
+        .expect("an ARP reply")
+}
+
+/// Pings the driver on adapter `n` with a payload of `len` bytes; the reply's payload.
+fn ping(
+    kernel: &tcpip::host::Kernel,
+    n: u8,
+    wire: &Wire,
+    ident: u16,
+    len: usize,
+) -> Option<Vec<u8>> {
+    let payload: Vec<u8> = (0..len)
+        .map(|i| (i * 7 + usize::from(ident)) as u8)
+        .collect();
+    let frame = echo_request(wire.mac_address(), DRIVER_IP, ident, &payload);
+    kernel.ndis_indicate(&adapter_name(n), &frame);
+    let reply = wire.wait_for(|f| echo_reply(f, ident))?;
+    assert_eq!(
+        reply, payload,
+        "the echo reply carries the request's payload"
+    );
+    Some(reply)
+}
+
+#[test]
+fn an_adapter_present_at_registration_is_bound_with_its_static_configuration() {
+    let kernel = kernel();
+    let wire = Wire::new(1);
+    configure_static(&kernel, 1, DRIVER_IP);
+    assert_eq!(
+        kernel.ndis_add_miniport(&adapter_name(1), wire.clone(), MiniportOptions::default()),
+        NtStatus::SUCCESS,
+        "no protocol yet: nothing to bind"
+    );
+    let driver = load(&kernel);
+    assert!(
+        kernel.ndis_is_bound(&adapter_name(1)),
+        "bound inside NdisRegisterProtocol"
+    );
+    assert_eq!(
+        kernel.ndis_packet_filter(&adapter_name(1)),
+        Some(NDIS_PACKET_TYPE_DIRECTED | NDIS_PACKET_TYPE_BROADCAST | NDIS_PACKET_TYPE_MULTICAST)
+    );
+    assert_eq!(resolve(&kernel, 1, &wire, DRIVER_IP), wire.mac_address());
+    assert!(ping(&kernel, 1, &wire, 1, 64).is_some());
+    let log = kernel.debug_output().join("\n");
+    assert!(log.contains("bound \\Device\\{00000000-0000-0000-0000-000000000001}: MAC 02:54:43:50:00:01, MTU 1500, media connected"), "{log}");
+    assert!(log.contains("static 10.0.0.2/24 via 10.0.0.1"), "{log}");
+    let report = driver.unload();
+    assert!(report.is_clean(), "{report}");
+    assert!(!kernel.ndis_is_bound(&adapter_name(1)), "unbound at unload");
+}
+
+#[test]
+fn pended_opens_requests_and_sends_complete_through_the_handlers() {
+    let kernel = kernel();
+    let driver = load(&kernel);
+    configure_static(&kernel, 2, DRIVER_IP);
+    let wire = Wire::new(2);
+    let options = MiniportOptions {
+        pend_sends: true,
+        pend_requests: true,
+        ..MiniportOptions::default()
+    };
+    assert_eq!(
+        kernel.ndis_add_miniport(&adapter_name(2), wire.clone(), options),
+        NtStatus::SUCCESS
+    );
+    assert!(kernel.ndis_is_bound(&adapter_name(2)));
+    resolve(&kernel, 2, &wire, DRIVER_IP);
+    for ident in 0..200 {
+        assert!(
+            ping(&kernel, 2, &wire, ident, 200).is_some(),
+            "ping {ident}"
+        );
+    }
+    kernel.ndis_remove_miniport(&adapter_name(2));
+    assert!(!kernel.ndis_is_bound(&adapter_name(2)));
+    let report = driver.unload();
+    assert!(report.is_clean(), "{report}");
+}
+
+#[test]
+fn unbinding_with_sends_in_flight_waits_for_their_completion() {
+    let kernel = kernel();
+    let driver = load(&kernel);
+    configure_static(&kernel, 3, DRIVER_IP);
+    let wire = Wire::new(3);
+    let options = MiniportOptions {
+        pend_sends: true,
+        ..MiniportOptions::default()
+    };
+    kernel.ndis_add_miniport(&adapter_name(3), wire.clone(), options);
+    resolve(&kernel, 3, &wire, DRIVER_IP);
+    let flood = {
+        let kernel = kernel.handle();
+        let mac = wire.mac_address();
+        std::thread::spawn(move || {
+            let _entered = kernel.enter();
+            // Until the protocol is unbound: then the indications reach nobody.
+            (0..u16::MAX).all(|ident| {
+                let frame = echo_request(mac, DRIVER_IP, ident, &[0x55; 512]);
+                kernel.ndis_indicate(&adapter_name(3), &frame)
+            })
+        })
+    };
+    wire.wait_for(|f| echo_reply(f, 0).map(|_| ()))
+        .expect("replies while flooding");
+    kernel.ndis_remove_miniport(&adapter_name(3));
+    assert!(!flood.join().unwrap(), "the flood ran until the unbind");
+    assert!(
+        kernel.take_violations().is_empty(),
+        "no send outstanding at close"
+    );
+    let report = driver.unload();
+    assert!(report.is_clean(), "{report}");
+}
+
+fn lookahead_only(pend_transfers: bool) {
+    let kernel = kernel();
+    let driver = load(&kernel);
+    configure_static(&kernel, 4, DRIVER_IP);
+    let wire = Wire::new(4);
+    let options = MiniportOptions {
+        indication: Indication::Lookahead(32),
+        pend_transfers,
+        ..MiniportOptions::default()
+    };
+    kernel.ndis_add_miniport(&adapter_name(4), wire.clone(), options);
+    // The ARP request (28 bytes of data) fits the lookahead; the pings need NdisTransferData.
+    resolve(&kernel, 4, &wire, DRIVER_IP);
+    for (ident, len) in [(1, 0), (2, 100), (3, 1000), (4, 1472)] {
+        assert!(
+            ping(&kernel, 4, &wire, ident, len).is_some(),
+            "{len}-byte ping"
+        );
+    }
+    kernel.ndis_remove_miniport(&adapter_name(4));
+    let report = driver.unload();
+    assert!(report.is_clean(), "{report}");
+}
+
+#[test]
+fn a_lookahead_only_miniport_has_the_rest_transferred() {
+    lookahead_only(false);
+}
+
+#[test]
+fn a_lookahead_only_miniport_with_pended_transfers() {
+    lookahead_only(true);
+}
+
+#[test]
+fn media_disconnect_stops_the_link_until_reconnect() {
+    let kernel = kernel();
+    let driver = load(&kernel);
+    configure_static(&kernel, 5, DRIVER_IP);
+    let wire = Wire::new(5);
+    kernel.ndis_add_miniport(&adapter_name(5), wire.clone(), MiniportOptions::default());
+    resolve(&kernel, 5, &wire, DRIVER_IP);
+    kernel.ndis_indicate_status(&adapter_name(5), NDIS_STATUS_MEDIA_DISCONNECT);
+    wire.take();
+    let frame = echo_request(wire.mac_address(), DRIVER_IP, 9, b"while down");
+    kernel.ndis_indicate(&adapter_name(5), &frame);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        wire.take().is_empty(),
+        "nothing is sent while the media is disconnected"
+    );
+    kernel.ndis_indicate_status(&adapter_name(5), NDIS_STATUS_MEDIA_CONNECT);
+    assert!(
+        ping(&kernel, 5, &wire, 10, 32).is_some(),
+        "answers again once reconnected"
+    );
+    let log = kernel.debug_output().join("\n");
+    assert!(
+        log.contains("media disconnected") && log.contains("media connected"),
+        "{log}"
+    );
+    kernel.ndis_remove_miniport(&adapter_name(5));
+    let report = driver.unload();
+    assert!(report.is_clean(), "{report}");
+}
+
+#[test]
+fn with_two_adapters_the_second_takes_over_when_the_first_goes() {
+    let kernel = kernel();
+    let driver = load(&kernel);
+    configure_static(&kernel, 6, DRIVER_IP);
+    configure_static(&kernel, 7, DRIVER_IP);
+    let (first, second) = (Wire::new(6), Wire::new(7));
+    kernel.ndis_add_miniport(&adapter_name(6), first.clone(), MiniportOptions::default());
+    kernel.ndis_add_miniport(&adapter_name(7), second.clone(), MiniportOptions::default());
+    assert!(kernel.ndis_is_bound(&adapter_name(6)) && kernel.ndis_is_bound(&adapter_name(7)));
+    assert_eq!(resolve(&kernel, 6, &first, DRIVER_IP), first.mac_address());
+    kernel.ndis_indicate(&adapter_name(7), &arp_request(DRIVER_IP));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        second.take().is_empty(),
+        "the second adapter is bound but not the core's link"
+    );
+    kernel.ndis_remove_miniport(&adapter_name(6));
+    assert_eq!(
+        resolve(&kernel, 7, &second, DRIVER_IP),
+        second.mac_address()
+    );
+    let report = driver.unload();
+    assert!(report.is_clean(), "{report}");
+}
+
+#[test]
+fn with_dhcp_the_interface_is_up_without_an_address_until_one_is_set() {
+    let kernel = kernel();
+    let driver = load(&kernel);
+    configure_dhcp(&kernel, 8);
+    let wire = Wire::new(8);
+    kernel.ndis_add_miniport(&adapter_name(8), wire.clone(), MiniportOptions::default());
+    assert!(kernel.ndis_is_bound(&adapter_name(8)));
+    kernel.ndis_indicate(&adapter_name(8), &arp_request(DRIVER_IP));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(wire.take().is_empty(), "no address: no ARP reply");
+    let control = kernel
+        .create_file("\\Device\\Tcp", None, 0)
+        .expect("control channel");
+    let input = [1u32.to_le_bytes(), DRIVER_IP.octets(), [255, 255, 255, 0]].concat();
+    let (status, _) =
+        kernel.device_io_control(control, IOCTL_SET_IP_ADDRESS, &input, &mut [0u8; 12]);
+    assert_eq!(status, NtStatus::SUCCESS);
+    assert_eq!(kernel.close(control), NtStatus::SUCCESS);
+    assert_eq!(resolve(&kernel, 8, &wire, DRIVER_IP), wire.mac_address());
+    kernel.ndis_remove_miniport(&adapter_name(8));
+    let report = driver.unload();
+    assert!(report.is_clean(), "{report}");
+}
+
+#[test]
+fn allocation_failure_at_each_step_of_binding_fails_cleanly() {
+    let mut failed_binds = 0;
+    for n in 1.. {
+        let kernel = kernel();
+        let driver = load(&kernel);
+        configure_static(&kernel, 9, DRIVER_IP);
+        let wire = Wire::new(9);
+        kernel.set_fault_injection(FaultInjection::FailNth(n));
+        let status =
+            kernel.ndis_add_miniport(&adapter_name(9), wire.clone(), MiniportOptions::default());
+        let injected = kernel.pool_stats().injected_failures;
+        kernel.set_fault_injection(FaultInjection::None);
+        assert_eq!(
+            status.is_success(),
+            kernel.ndis_is_bound(&adapter_name(9)),
+            "step {n}: {status}"
+        );
+        if injected == 0 {
+            assert!(
+                status.is_success(),
+                "step {n}: no failure injected, yet {status}"
+            );
+            resolve(&kernel, 9, &wire, DRIVER_IP);
+            kernel.ndis_remove_miniport(&adapter_name(9));
+            let report = driver.unload();
+            assert!(report.is_clean(), "{report}");
+            break;
+        }
+        if !status.is_success() {
+            failed_binds += 1;
+        }
+        kernel.ndis_remove_miniport(&adapter_name(9));
+        let report = driver.unload();
+        assert!(report.is_clean(), "step {n}: {report}");
+    }
+    assert!(
+        failed_binds >= 5,
+        "the bind allocates pools, slots and the binding: {failed_binds}"
+    );
+}
