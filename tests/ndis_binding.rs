@@ -42,6 +42,41 @@ fn ping(
     Some(reply)
 }
 
+/// Interface 1's `IFEntry` as GetIfEntry reads it: its name (`if_descr`) and `if_operstatus`.
+fn interface_entry(kernel: &tcpip::host::Kernel) -> (String, u32) {
+    use tcpip::info::wire::IFEntry;
+    use tcpip::nt::types::*;
+    use tcpip::tdi::QueryInformationEx;
+    use zerocopy::FromBytes;
+    let control = kernel.create_file("\\Device\\Tcp", None, 0).unwrap();
+    let id = TDIObjectID {
+        toi_entity: TDIEntityID {
+            tei_entity: IF_ENTITY,
+            tei_instance: 1,
+        },
+        toi_class: INFO_CLASS_PROTOCOL,
+        toi_type: INFO_TYPE_PROVIDER,
+        toi_id: 1,
+    };
+    let mut input = vec![0; QueryInformationEx::LEN];
+    QueryInformationEx {
+        id,
+        context: [0; 16],
+    }
+    .emit(&mut input)
+    .unwrap();
+    let mut out = vec![0u8; 256];
+    let (status, len) =
+        kernel.device_io_control(control, IOCTL_TCP_QUERY_INFORMATION_EX, &input, &mut out);
+    assert_eq!(status, NtStatus::SUCCESS);
+    assert_eq!(kernel.close(control), NtStatus::SUCCESS);
+    let (entry, name) = IFEntry::read_from_prefix(&out[..len]).unwrap();
+    (
+        String::from_utf8_lossy(name).into_owned(),
+        entry.if_operstatus,
+    )
+}
+
 #[test]
 fn an_adapter_present_at_registration_is_bound_with_its_static_configuration() {
     let kernel = kernel();
@@ -178,7 +213,18 @@ fn media_disconnect_stops_the_link_until_reconnect() {
     let wire = Wire::new(5);
     kernel.ndis_add_miniport(&adapter_name(5), wire.clone(), MiniportOptions::default());
     resolve(&kernel, 5, &wire, DRIVER_IP);
+    let guid = "{00000000-0000-0000-0000-000000000005}";
+    assert_eq!(
+        interface_entry(&kernel),
+        (guid.to_owned(), 5),
+        "named by its GUID, up"
+    );
     kernel.ndis_indicate_status(&adapter_name(5), NDIS_STATUS_MEDIA_DISCONNECT);
+    assert_eq!(
+        interface_entry(&kernel),
+        (guid.to_owned(), 2),
+        "down while disconnected"
+    );
     wire.take();
     let frame = echo_request(wire.mac_address(), DRIVER_IP, 9, b"while down");
     kernel.ndis_indicate(&adapter_name(5), &frame);

@@ -65,6 +65,8 @@ pub struct Port {
     pub link: Cell<LinkCounters>,
     /// The ARP cache as smoltcp fills it.
     pub neighbors: Neighbors,
+    /// The adapter, for the information model (name, media state).
+    pub adapter: Arc<dyn Adapter>,
     /// The transmit buffer, lent to each pass's device.
     pub tx: alloc::vec::Vec<u8>,
 }
@@ -89,6 +91,7 @@ impl Port {
             mtu: device.mtu(),
             link: Cell::default(),
             neighbors: Neighbors::default(),
+            adapter: link.adapter.clone(),
             tx: device.into_transmit_buffer(),
         };
         port.set_gateway(gateway);

@@ -90,6 +90,18 @@ pub trait Adapter: Send + Sync {
     /// IRQL ≤ DISPATCH_LEVEL, with the core lock held: it must not wait or call back into the
     /// core.
     fn transmit(&self, frame: &[u8]) -> bool;
+
+    /// The interface name the IP helper shows (`IFEntry::if_descr`, the adapter name of
+    /// `GetAdaptersInfo`): an NDIS adapter's `{GUID}`, in UTF-16. Empty if the adapter has
+    /// none (the information model then says `Ethernet`). Any IRQL.
+    fn interface_name(&self) -> &[u16] {
+        &[]
+    }
+
+    /// Whether the medium is connected (`if_operstatus`). Any IRQL.
+    fn media_connected(&self) -> bool {
+        true
+    }
 }
 
 /// The IPv4 packet an Ethernet frame carries, header included (with any padding after it:

@@ -349,6 +349,16 @@ impl Adapter for Binding {
         self.mtu.load(Ordering::Acquire)
     }
 
+    /// The `{GUID}` of `\Device\{GUID}`. Any IRQL.
+    fn interface_name(&self) -> &[u16] {
+        self.guid()
+    }
+
+    /// The media state NDIS last reported. Any IRQL.
+    fn media_connected(&self) -> bool {
+        self.connected()
+    }
+
     /// Copies the frame into a send slot and sends it (see the module documentation).
     /// IRQL ≤ DISPATCH_LEVEL.
     fn transmit(&self, frame: &[u8]) -> bool {

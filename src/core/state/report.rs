@@ -19,6 +19,23 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 /// The loopback's speed as Windows reports it: 10 Mbit/s.
 const LOOPBACK_SPEED: u32 = 10_000_000;
 
+/// Room for an interface name: a `{GUID}` is 38 characters.
+const NAME_LEN: usize = 64;
+
+/// `wide` (an adapter's UTF-16 `{GUID}`) as ASCII in `buffer`, cut to its length; other
+/// characters become `?`. Any IRQL.
+fn ascii<'b>(wide: &[u16], buffer: &'b mut [u8; NAME_LEN]) -> &'b [u8] {
+    let mut len = 0;
+    for (slot, unit) in buffer.iter_mut().zip(wide) {
+        *slot = u8::try_from(*unit)
+            .ok()
+            .filter(u8::is_ascii)
+            .unwrap_or(b'?');
+        len += 1;
+    }
+    buffer.get(..len).unwrap_or_default()
+}
+
 /// `(address, prefix)` of an IPv4 CIDR. Any IRQL.
 fn v4(cidr: IpCidr) -> (Ipv4Addr, u8) {
     let IpCidr::Ipv4(cidr) = cidr;
@@ -107,15 +124,20 @@ impl Source for Core {
             _ => [0; 6],
         };
         let port = self.ethernet.as_ref();
+        let mut name = [0u8; NAME_LEN];
+        let name = match port.map(|port| port.adapter.interface_name()) {
+            Some(wide) if !wide.is_empty() => ascii(wide, &mut name),
+            _ => b"Ethernet".as_slice(),
+        };
         each(&Interface {
             index: CONFIGURED_INTERFACE,
             kind: LinkKind::Ethernet,
-            name: b"Ethernet",
+            name,
             mtu: port.map_or(1500, |port| u32::try_from(port.mtu).unwrap_or(u32::MAX)),
             speed: 0,
             physical: if port.is_some() { &mac } else { &[] },
             admin_up: true,
-            oper_up: port.is_some(),
+            oper_up: port.is_some_and(|port| port.adapter.media_connected()),
             counters: port.map_or(LinkCounters::default(), |port| port.link.get()),
             address: configured,
         })
