@@ -109,7 +109,7 @@ impl Core {
             .get(request.data.clone())
             .ok_or(NtStatus::INVALID_PARAMETER)
             .and_then(|data| echo_socket(ident, &request, data));
-        let (set, handle) = match socket.and_then(|socket| in_own_set(socket)) {
+        let (set, handle) = match socket.and_then(in_own_set) {
             Ok(socket) => socket,
             Err(status) => return c.done(irp, status, 0),
         };
