@@ -201,19 +201,26 @@ fn entity_list_follows_the_configured_interface_and_address_files() {
         9,
         "the address file's entity is gone"
     );
-    // The addresses, one per IP entity, each with its interface index.
+    // Every IP entity lists every interface's address with its index (ReactOS's iphlpapi
+    // reads the first IP entity's table for all interfaces).
     let addr = |instance| {
         rows::<IPAddrEntry>(&query(&t, control, provider(CL_NL_ENTITY, instance, 0x102)).unwrap())
+            .iter()
+            .map(|e| (e.iae_addr, e.iae_index, e.iae_mask))
+            .collect::<Vec<_>>()
     };
-    let lo = addr(0);
+    let all = [
+        ([127, 0, 0, 1], 0, [255, 0, 0, 0]),
+        ([10, 11, 12, 2], 1, [255, 255, 255, 0]),
+    ];
+    assert_eq!(addr(0), all);
+    assert_eq!(addr(1), all);
+    let ip =
+        IPSNMPInfo::read_from_bytes(&query(&t, control, provider(CL_NL_ENTITY, 1, 1)).unwrap())
+            .unwrap();
     assert_eq!(
-        (lo[0].iae_addr, lo[0].iae_index, lo[0].iae_mask),
-        ([127, 0, 0, 1], 0, [255, 0, 0, 0])
-    );
-    let one = addr(1);
-    assert_eq!(
-        (one[0].iae_addr, one[0].iae_index, one[0].iae_mask),
-        ([10, 11, 12, 2], 1, [255, 255, 255, 0])
+        (ip.ipsi_numif, ip.ipsi_numaddr, ip.ipsi_numroutes),
+        (2, 2, 1)
     );
     t.close(control);
     t.unload();

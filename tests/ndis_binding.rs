@@ -42,21 +42,19 @@ fn ping(
     Some(reply)
 }
 
-/// Interface 1's `IFEntry` as GetIfEntry reads it: its name (`if_descr`) and `if_operstatus`.
-fn interface_entry(kernel: &tcpip::host::Kernel) -> (String, u32) {
-    use tcpip::info::wire::IFEntry;
+/// One `IOCTL_TCP_QUERY_INFORMATION_EX` of `entity` instance 1 for `id`, as iphlpapi sends it.
+fn query_information(kernel: &tcpip::host::Kernel, entity: u32, id: u32) -> Vec<u8> {
     use tcpip::nt::types::*;
     use tcpip::tdi::QueryInformationEx;
-    use zerocopy::FromBytes;
     let control = kernel.create_file("\\Device\\Tcp", None, 0).unwrap();
     let id = TDIObjectID {
         toi_entity: TDIEntityID {
-            tei_entity: IF_ENTITY,
+            tei_entity: entity,
             tei_instance: 1,
         },
         toi_class: INFO_CLASS_PROTOCOL,
         toi_type: INFO_TYPE_PROVIDER,
-        toi_id: 1,
+        toi_id: id,
     };
     let mut input = vec![0; QueryInformationEx::LEN];
     QueryInformationEx {
@@ -70,11 +68,32 @@ fn interface_entry(kernel: &tcpip::host::Kernel) -> (String, u32) {
         kernel.device_io_control(control, IOCTL_TCP_QUERY_INFORMATION_EX, &input, &mut out);
     assert_eq!(status, NtStatus::SUCCESS);
     assert_eq!(kernel.close(control), NtStatus::SUCCESS);
-    let (entry, name) = IFEntry::read_from_prefix(&out[..len]).unwrap();
+    out.truncate(len);
+    out
+}
+
+/// Interface 1's `IFEntry` as GetIfEntry reads it: its name (`if_descr`) and `if_operstatus`.
+fn interface_entry(kernel: &tcpip::host::Kernel) -> (String, u32) {
+    use tcpip::info::wire::IFEntry;
+    use zerocopy::FromBytes;
+    let out = query_information(kernel, tcpip::nt::types::IF_ENTITY, 1);
+    let (entry, name) = IFEntry::read_from_prefix(&out).unwrap();
     (
         String::from_utf8_lossy(name).into_owned(),
         entry.if_operstatus,
     )
+}
+
+/// The address table (`IPAddrEntry`: address, interface index) as GetIpAddrTable reads it.
+fn address_table(kernel: &tcpip::host::Kernel) -> Vec<([u8; 4], u32)> {
+    use tcpip::info::wire::IPAddrEntry;
+    use zerocopy::FromBytes;
+    let out = query_information(kernel, tcpip::nt::types::CL_NL_ENTITY, 0x102);
+    <[IPAddrEntry]>::ref_from_bytes(&out)
+        .unwrap()
+        .iter()
+        .map(|e| (e.iae_addr, e.iae_index))
+        .collect()
 }
 
 #[test]
@@ -285,6 +304,12 @@ fn with_dhcp_the_interface_is_up_without_an_address_until_one_is_set() {
     kernel.ndis_indicate(&adapter_name(8), &arp_request(DRIVER_IP));
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(wire.take().is_empty(), "no address: no ARP reply");
+    // The IP helper lists the adapter at 0.0.0.0 meanwhile: GetAdaptersInfo (and so dhcpcsvc
+    // and ipconfig) counts an interface only when the address table has its index.
+    assert_eq!(
+        address_table(&kernel),
+        [([127, 0, 0, 1], 0), ([0, 0, 0, 0], 1)]
+    );
     let control = kernel
         .create_file("\\Device\\Tcp", None, 0)
         .expect("control channel");
@@ -293,6 +318,10 @@ fn with_dhcp_the_interface_is_up_without_an_address_until_one_is_set() {
         kernel.device_io_control(control, IOCTL_SET_IP_ADDRESS, &input, &mut [0u8; 12]);
     assert_eq!(status, NtStatus::SUCCESS);
     assert_eq!(kernel.close(control), NtStatus::SUCCESS);
+    assert_eq!(
+        address_table(&kernel),
+        [([127, 0, 0, 1], 0), (DRIVER_IP.octets(), 1)]
+    );
     assert_eq!(resolve(&kernel, 8, &wire, DRIVER_IP), wire.mac_address());
     kernel.ndis_remove_miniport(&adapter_name(8));
     let report = driver.unload();

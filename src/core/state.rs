@@ -28,6 +28,7 @@ use crate::nt::pool;
 use crate::nt::sync::SpinLock;
 use crate::nt::types::{TDI_CONNECTION_FILE, TDI_TRANSPORT_ADDRESS_FILE};
 use crate::tdi::{Disconnect, QueryType, Timeout, TransportAddress};
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::Cell;
 use core::net::{Ipv4Addr, SocketAddrV4};
@@ -149,7 +150,7 @@ pub struct Core {
     /// The UDP layer.
     pub(super) udp: Udp,
     /// The interface on the bound Ethernet link, if one is bound.
-    pub(super) ethernet: Option<Port>,
+    pub(super) ethernet: Option<Box<Port>>,
     /// The default gateway, on the Ethernet link.
     gateway: Option<Ipv4Addr>,
     config: CoreConfig,
@@ -407,9 +408,9 @@ impl Core {
                 }
             }
         }
-        self.egress(port.as_mut(), device.as_mut());
-        let udp_more = self.udp_egress(port.as_mut(), device.as_mut(), c);
-        self.echo_pass(port.as_mut(), device.as_mut(), c);
+        self.egress(port.as_deref_mut(), device.as_mut());
+        let udp_more = self.udp_egress(port.as_deref_mut(), device.as_mut(), c);
+        self.echo_pass(port.as_deref_mut(), device.as_mut(), c);
         while let Some((socket, owner)) = self.sockets.next_event() {
             match owner {
                 Owner::Connection(key) => self.service(key, c),
@@ -417,7 +418,7 @@ impl Core {
                 Owner::Orphan { port } => self.reap(socket, port),
             }
         }
-        self.egress(port.as_mut(), device.as_mut());
+        self.egress(port.as_deref_mut(), device.as_mut());
         let waiting = device.as_ref().map_or(0, EthernetDevice::pending);
         if let (Some(port), Some(device)) = (port.as_mut(), device) {
             port.tx = device.into_transmit_buffer();
@@ -455,7 +456,13 @@ impl Core {
     pub fn attach_link(&mut self, link: &Link) -> Result<(), NtStatus> {
         let seed = self.random.next_u64();
         let configured = self.configured();
-        let mut port = Port::new(link, seed, self.now, configured.as_slice(), self.gateway)?;
+        let mut port = pool::try_box(Port::new(
+            link,
+            seed,
+            self.now,
+            configured.as_slice(),
+            self.gateway,
+        )?)?;
         self.routes.apply(&mut port.iface, self.gateway);
         self.ethernet = Some(port);
         Ok(())

@@ -74,9 +74,7 @@ pub fn answer(
         (AT_ENTITY, Entity::Interface { index, .. }, TABLE_ID) => arp_table(source, index),
         (CL_NL_ENTITY, Entity::Interface { index, .. }, STATS_ID) => ip_stats(source, index),
         (CL_NL_ENTITY, Entity::Interface { index, .. }, TABLE_ID) => route_table(source, index),
-        (CL_NL_ENTITY, Entity::Interface { index, .. }, ADDRESS_TABLE_ID) => {
-            address_table(source, index)
-        }
+        (CL_NL_ENTITY, Entity::Interface { .. }, ADDRESS_TABLE_ID) => address_table(source),
         (CL_NL_ENTITY, Entity::Interface { .. }, INTERFACE_INFO_ID) => {
             let [a, b, c, d, ..] = *context;
             interface_info(source, Ipv4Addr::new(a, b, c, d))
@@ -216,18 +214,15 @@ fn arp_table(source: &dyn Source, index: u32) -> Result<Vec<u8>, NtStatus> {
 }
 
 /// `IPSNMPInfo` for the IP entity of interface `index`: the counters are the stack's, the
-/// address and route counts this entity's (iphlpapi adds them up over the IP entities and
-/// then reads each entity's tables, which must hold exactly that many rows).
+/// interface and address counts the whole stack's (the address table lists every interface),
+/// the route count this entity's (iphlpapi adds the route counts up over the IP entities and
+/// then reads each entity's route table, which must hold exactly that many rows).
 /// DISPATCH_LEVEL, under the core lock.
 fn ip_stats(source: &dyn Source, index: u32) -> Result<Vec<u8>, NtStatus> {
     let ip = source.counters().ip;
     let mut interfaces = 0usize;
-    let mut addresses = 0usize;
-    source.interfaces(&mut |interface| {
+    source.interfaces(&mut |_| {
         interfaces = interfaces.saturating_add(1);
-        if interface.index == index && interface.address.is_some() {
-            addresses = addresses.saturating_add(1);
-        }
         Ok(())
     })?;
     let mut routes = 0usize;
@@ -246,7 +241,7 @@ fn ip_stats(source: &dyn Source, index: u32) -> Result<Vec<u8>, NtStatus> {
         ipsi_indelivers: c32(ip.in_delivers),
         ipsi_outrequests: c32(ip.out_requests),
         ipsi_numif: count32(interfaces),
-        ipsi_numaddr: count32(addresses),
+        ipsi_numaddr: count32(interfaces),
         ipsi_numroutes: count32(routes),
         ..IPSNMPInfo::default()
     };
@@ -283,24 +278,28 @@ fn route_table(source: &dyn Source, index: u32) -> Result<Vec<u8>, NtStatus> {
     Ok(answer)
 }
 
-/// `IPAddrEntry[]`: the address of interface `index`, if it has one.
-/// DISPATCH_LEVEL, under the core lock.
-fn address_table(source: &dyn Source, index: u32) -> Result<Vec<u8>, NtStatus> {
-    find_interface(source, index, |interface| match interface.address {
-        Some((ip, prefix)) => {
-            let entry = IPAddrEntry {
-                iae_addr: ip.octets(),
-                iae_index: interface.index,
-                iae_mask: mask(prefix),
-                iae_bcastaddr: 1,
-                iae_reasmsize: REASSEMBLY_SIZE,
-                iae_context: u16::try_from(interface.index).unwrap_or(u16::MAX),
-                iae_pad: 0,
-            };
-            bytes(entry.as_bytes())
-        }
-        None => Ok(Vec::new()),
-    })
+/// `IPAddrEntry[]`: one entry per interface, in interface order, whichever IP entity is asked
+/// (Windows has one IP entity, which answers for all). ReactOS's iphlpapi reads the table of
+/// its *first* IP entity and counts an interface only if that table has an entry with its
+/// index, so every interface is listed, `0.0.0.0` while it has no address (DHCP pending):
+/// an interface missing from it makes `GetAdaptersInfo` disagree with the interface count, and
+/// `ipconfig` read garbage. DISPATCH_LEVEL, under the core lock.
+fn address_table(source: &dyn Source) -> Result<Vec<u8>, NtStatus> {
+    let mut answer = Vec::new();
+    source.interfaces(&mut |interface| {
+        let (ip, prefix) = interface.address.unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
+        let entry = IPAddrEntry {
+            iae_addr: ip.octets(),
+            iae_index: interface.index,
+            iae_mask: mask(prefix),
+            iae_bcastaddr: 1,
+            iae_reasmsize: REASSEMBLY_SIZE,
+            iae_context: u16::try_from(interface.index).unwrap_or(u16::MAX),
+            iae_pad: 0,
+        };
+        append(&mut answer, entry.as_bytes())
+    })?;
+    Ok(answer)
 }
 
 /// `IPInterfaceInfo` of the interface holding `address`, plus its physical address.
