@@ -447,8 +447,9 @@ fn routes_are_added_and_deleted_by_administrators_only() {
         IPSNMPInfo::read_from_bytes(&query(&t, control, provider(CL_NL_ENTITY, 1, 1)).unwrap())
             .unwrap();
     assert_eq!(ip.ipsi_numroutes, 3);
-    // Delete is ire_type 2; the unprivileged caller cannot delete either.
-    let delete_net = route([192, 168, 7, 0], [255, 255, 255, 0], [10, 11, 12, 9], 2);
+    // Delete is ire_type 2, with the mask 255.255.255.255 as ReactOS's iphlpapi sends it
+    // whatever the route's; the unprivileged caller cannot delete either.
+    let delete_net = route([192, 168, 7, 0], [255; 4], [10, 11, 12, 9], 2);
     assert_eq!(
         as_unprivileged_user(|| set(&t, control, id, delete_net.as_bytes())),
         NtStatus::ACCESS_DENIED
@@ -463,6 +464,16 @@ fn routes_are_added_and_deleted_by_administrators_only() {
         "already gone"
     );
     assert_eq!(routes(&t, control, 1).len(), 2);
+    let delete_default = route([0; 4], [255; 4], [10, 11, 12, 1], 2);
+    assert_eq!(
+        set(&t, control, id, delete_default.as_bytes()),
+        NtStatus::SUCCESS
+    );
+    assert_eq!(
+        routes(&t, control, 1),
+        [subnet],
+        "back to the subnet route alone"
+    );
     // Routes through loopback are refused; a short entry and a holey mask are invalid.
     assert_eq!(
         set(

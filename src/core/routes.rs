@@ -51,11 +51,15 @@ impl StaticRoutes {
         pool::try_push(&mut self.routes, route)
     }
 
-    /// Removes the route to `destination`/`prefix`; whether there was one. Any IRQL.
-    pub fn remove(&mut self, destination: Ipv4Addr, prefix: u8) -> bool {
+    /// Removes the routes to `destination` (through `gateway`, unless it is unspecified),
+    /// whatever their prefix: ReactOS's iphlpapi sends a delete with the mask
+    /// 255.255.255.255 whatever the route's (`deleteIpForwardEntry`). Whether one went. Any
+    /// IRQL.
+    pub fn remove(&mut self, destination: Ipv4Addr, gateway: Ipv4Addr) -> bool {
         let before = self.routes.len();
-        self.routes
-            .retain(|r| r.destination != destination || r.prefix != prefix);
+        self.routes.retain(|r| {
+            r.destination != destination || !(gateway.is_unspecified() || r.gateway == gateway)
+        });
         self.routes.len() != before
     }
 

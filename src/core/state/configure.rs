@@ -18,14 +18,22 @@ impl Core {
         if change.interface != CONFIGURED_INTERFACE {
             return NtStatus::INVALID_PARAMETER;
         }
-        let default = change.prefix == 0;
+        // A delete names the route by destination (and gateway) only: iphlpapi sends it with
+        // the mask 255.255.255.255.
+        let default = change.destination.is_unspecified();
         let status = match (default, change.delete) {
-            (true, false) if change.gateway.is_unspecified() => NtStatus::INVALID_PARAMETER,
+            (true, false) if change.prefix != 0 || change.gateway.is_unspecified() => {
+                NtStatus::INVALID_PARAMETER
+            }
             (true, false) => {
                 self.gateway = Some(change.gateway);
                 NtStatus::SUCCESS
             }
-            (true, true) if self.gateway.is_some() => {
+            (true, true)
+                if self.gateway.is_some_and(|gateway| {
+                    change.gateway.is_unspecified() || gateway == change.gateway
+                }) =>
+            {
                 self.gateway = None;
                 NtStatus::SUCCESS
             }
@@ -41,7 +49,7 @@ impl Core {
                     Err(status) => status,
                 }
             }
-            (false, true) if self.routes.remove(change.destination, change.prefix) => {
+            (false, true) if self.routes.remove(change.destination, change.gateway) => {
                 NtStatus::SUCCESS
             }
             (_, true) => NtStatus::INVALID_PARAMETER,
