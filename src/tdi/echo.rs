@@ -32,8 +32,6 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// `IP_SUCCESS`.
 pub const IP_SUCCESS: u32 = 0;
-/// `IP_DEST_HOST_UNREACHABLE`.
-pub const IP_DEST_HOST_UNREACHABLE: u32 = 11003;
 /// `IP_REQ_TIMED_OUT`.
 pub const IP_REQ_TIMED_OUT: u32 = 11010;
 /// The largest echo payload: 65,535 less the IPv4 (20) and ICMP (8) headers.
