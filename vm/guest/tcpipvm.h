@@ -122,5 +122,6 @@ int sc_pingpong(void);
 int sc_edge(void);
 int sc_nonblock(void);
 int sc_card(void);
+int sc_dhcp(void);
 
 #endif
