@@ -1,7 +1,7 @@
 // tcpipvm.exe: the guest test program of the tcpip.sys VM runs.
 //
 // Build (from the repository root):
-// i686-w64-mingw32-gcc -O2 -Wall -Wextra -Werror -std=gnu11 -D_WIN32_WINNT=0x0502 -DWINVER=0x0502 -static-libgcc -o tcpipvm.exe vm/guest/*.c -lws2_32
+// i686-w64-mingw32-gcc -O2 -Wall -Wextra -Werror -std=gnu11 -D_WIN32_WINNT=0x0502 -DWINVER=0x0502 -static-libgcc -o tcpipvm.exe vm/guest/*.c -lws2_32 -liphlpapi
 //
 /*
  * Usage (README.md has the details and the line protocol):
@@ -49,7 +49,7 @@ static int sc_selftest_crash(void)
 static const scenario_t g_scenarios[] = {
     {"serial", sc_serial},     {"burst", sc_burst}, {"bulk", sc_bulk},
     {"pingpong", sc_pingpong}, {"many", sc_many},   {"edge", sc_edge},
-    {"nonblock", sc_nonblock},
+    {"nonblock", sc_nonblock}, {"card", sc_card},     {"dhcp", sc_dhcp},
 };
 #define NSCENARIOS ((int)(sizeof g_scenarios / sizeof g_scenarios[0]))
 

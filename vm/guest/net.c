@@ -177,19 +177,26 @@ int wait_io(SOCKET s, int for_write, int ms)
     return r == 0 ? ERR_TIMEOUT : 0;
 }
 
-/* connect to 127.0.0.1:port.  Default: non-blocking connect, select() for
- * writability (or exceptfds for a failure) within the bound, then back to
- * blocking.  With connect=block in the arguments: a plain blocking connect. */
+/* connect to 127.0.0.1:port (tcp_connect_to: to a). */
 int tcp_connect(SOCKET s, int port)
 {
     struct sockaddr_in a;
+    loopback(&a, port);
+    return tcp_connect_to(s, &a);
+}
+
+/* Default: non-blocking connect, select() for writability (or exceptfds for a
+ * failure) within the bound, then back to blocking.  With connect=block in the
+ * arguments: a plain blocking connect. */
+int tcp_connect_to(SOCKET s, const struct sockaddr_in *to)
+{
+    struct sockaddr_in a = *to;
     fd_set wfds, efds;
     struct timeval tv;
     int e, r, ms = op_ms();
 
     if (ms <= 0)
         return ERR_BUDGET;
-    loopback(&a, port);
     if (g_connect_block)
         return connect(s, (struct sockaddr *)&a, sizeof a) == 0 ? 0 : last_err();
     if ((e = set_nonblock(s, 1)) != 0)

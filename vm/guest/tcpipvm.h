@@ -59,6 +59,7 @@ int net_startup(void);
 SOCKET tcp_socket(void);
 SOCKET tcp_listen(int port, int backlog, int *actual_port, int *err);
 int tcp_connect(SOCKET s, int port);
+int tcp_connect_to(SOCKET s, const struct sockaddr_in *to);
 SOCKET tcp_accept(SOCKET l, int ms, int *err, struct sockaddr_in *peer);
 int wait_io(SOCKET s, int for_write, int ms);
 int send_all(SOCKET s, const void *buf, int len);
@@ -120,5 +121,7 @@ int sc_bulk(void);
 int sc_pingpong(void);
 int sc_edge(void);
 int sc_nonblock(void);
+int sc_card(void);
+int sc_dhcp(void);
 
 #endif

@@ -14,11 +14,11 @@ mkdir -p "$work"
 flags=(-O2 -Wall -Wextra -Werror -std=gnu11 -D_WIN32_WINNT=0x0502 -DWINVER=0x0502 -static-libgcc)
 export WINEDEBUG=-all
 
-i686-w64-mingw32-gcc "${flags[@]}" -o "$work/tcpipvm32.exe" "$here"/*.c -lws2_32 || exit 1
+i686-w64-mingw32-gcc "${flags[@]}" -o "$work/tcpipvm32.exe" "$here"/*.c -lws2_32 -liphlpapi || exit 1
 exe="$work/tcpipvm32.exe"
 if ! wine "$exe" help 2>/dev/null | grep -q '^usage:'; then
     echo "note: wine cannot run the i686 build here (no wine32); testing the x86_64 build"
-    x86_64-w64-mingw32-gcc "${flags[@]}" -o "$work/tcpipvm64.exe" "$here"/*.c -lws2_32 || exit 1
+    x86_64-w64-mingw32-gcc "${flags[@]}" -o "$work/tcpipvm64.exe" "$here"/*.c -lws2_32 -liphlpapi || exit 1
     exe="$work/tcpipvm64.exe"
 fi
 mkdir -p "$work/run"

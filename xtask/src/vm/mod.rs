@@ -14,6 +14,7 @@
 
 mod iso;
 mod kdbg;
+mod peers;
 mod qemu;
 mod report;
 mod symbols;
@@ -46,11 +47,13 @@ pub struct Options {
     pub timeout: Duration,
     /// Print every COM1 line.
     pub verbose: bool,
+    /// Capture the card's frames to `target/vm/<label>/card.pcap`.
+    pub pcap: bool,
 }
 
 /// `cargo xtask vm`'s usage text.
 pub const USAGE: &str = "vm [--driver PATH | --stock] [--compare] [--repeat N] [--config FILE]
-           [--timeout SECONDS] [--verbose]
+           [--timeout SECONDS] [--verbose] [--pcap]
            boot the ReactOS livecd (../shared/reactos) under QEMU with our x86 tcpip.sys
            (or PATH, or the stock driver) and run the guest suite; results in target/vm/";
 
@@ -65,6 +68,7 @@ impl Options {
             config: None,
             timeout: Duration::from_secs(900),
             verbose: false,
+            pcap: false,
         };
         let mut args = args.iter();
         while let Some(&arg) = args.next() {
@@ -81,6 +85,7 @@ impl Options {
                 "--config" => options.config = Some(PathBuf::from(value()?)),
                 "--timeout" => options.timeout = Duration::from_secs(number(arg, value()?)?.into()),
                 "--verbose" => options.verbose = true,
+                "--pcap" => options.pcap = true,
                 _ => {
                     return Err(Error(format!(
                         "unknown option {arg}\nusage: cargo xtask {USAGE}"
@@ -226,13 +231,23 @@ fn boot_one(
         subject.driver.display()
     );
     base.remaster(&iso, &subject.driver, guest, config)?;
-    let boot = qemu::boot(&qemu::BootConfig {
-        iso: &iso,
-        log: dir.join("com1.log"),
-        timeout: options.timeout,
-        verbose: options.verbose,
-        label: &subject.label,
+    let peers = peers::Peers::new(&dir).map_err(|e| {
+        Error(format!(
+            "cannot write the TFTP folder in {}: {e}",
+            dir.display()
+        ))
     })?;
+    let boot = qemu::boot(
+        &qemu::BootConfig {
+            iso: &iso,
+            log: dir.join("com1.log"),
+            timeout: options.timeout,
+            verbose: options.verbose,
+            label: &subject.label,
+            pcap: options.pcap.then(|| dir.join("card.pcap")),
+        },
+        &peers,
+    )?;
     // The ISO is a few hundred MB and rebuilt every time.
     let _ = fs::remove_file(&iso);
     let report = GuestReport::parse(&boot.lines);
@@ -304,7 +319,7 @@ fn build_guest(root: &Path, work: &Path) -> Result<PathBuf> {
         .arg("-o")
         .arg(&exe)
         .args(&files)
-        .arg("-lws2_32");
+        .args(["-lws2_32", "-liphlpapi"]);
     crate::run(gcc, crate::Output::Capture).map_err(|e| {
         Error(format!(
             "building the guest program (needs gcc-mingw-w64-i686): {e}"

@@ -11,6 +11,7 @@
 //! timeout.
 
 use crate::vm::kdbg::{self, Session};
+use crate::vm::peers::Peers;
 use crate::{Error, Result};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -34,6 +35,8 @@ pub struct BootConfig<'a> {
     pub verbose: bool,
     /// Label printed in front of live lines (`ours`, `stock`).
     pub label: &'a str,
+    /// Where to capture the card's frames (QEMU's `filter-dump`), if anywhere.
+    pub pcap: Option<PathBuf>,
 }
 
 /// How a boot ended.
@@ -62,8 +65,8 @@ pub struct Boot {
     pub elapsed: Duration,
 }
 
-/// The QEMU command line for `iso`.
-fn qemu_command(iso: &Path) -> Command {
+/// The QEMU command line for `iso`, with the card on the user-mode network `netdev`.
+fn qemu_command(iso: &Path, netdev: &str) -> Command {
     let mut command = Command::new("qemu-system-x86_64");
     command
         .args([
@@ -79,7 +82,7 @@ fn qemu_command(iso: &Path) -> Command {
         .arg("-cdrom")
         .arg(iso)
         .args(["-boot", "d"])
-        .args(["-netdev", "user,id=net0,restrict=on"])
+        .args(["-netdev", netdev])
         .args(["-device", "pcnet,netdev=net0"])
         .args(["-display", "none", "-monitor", "none", "-no-reboot"])
         .args([
@@ -94,9 +97,15 @@ fn qemu_command(iso: &Path) -> Command {
     command
 }
 
-/// Boots `config.iso` and reads COM1 until the boot ends.
-pub fn boot(config: &BootConfig<'_>) -> Result<Boot> {
-    let mut child = qemu_command(config.iso)
+/// Boots `config.iso`, its card's peers as `peers` says, and reads COM1 until the boot ends.
+pub fn boot(config: &BootConfig<'_>, peers: &Peers) -> Result<Boot> {
+    let mut command = qemu_command(config.iso, &peers.netdev());
+    if let Some(pcap) = &config.pcap {
+        let mut object = std::ffi::OsString::from("filter-dump,id=dump,netdev=net0,file=");
+        object.push(pcap);
+        command.arg("-object").arg(object);
+    }
+    let mut child = command
         .spawn()
         .map_err(|e| Error(format!("cannot start qemu-system-x86_64: {e}")))?;
     let started = Instant::now();

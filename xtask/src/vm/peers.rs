@@ -1,0 +1,77 @@
+//! The peers the guest reaches through its network card, all inside the QEMU process or
+//! started by it on this machine.
+//!
+//! QEMU's user-mode network runs with `restrict=on`: the guest reaches nothing outside the QEMU
+//! process except what is forwarded. (Its UDP `hostfwd` does not help here: with `restrict=on`
+//! the guest's replies to a forwarded datagram never reach the host, with the stock driver as
+//! with ours.)
+//!
+//! - **TCP**: `guestfwd` hands every guest connection to [`TCP_PEER`] to a `cat` that QEMU
+//!   starts for that connection: an echo server, one process per connection.
+//! - **UDP**: QEMU's own TFTP server (`tftp=DIR`, at 10.0.2.2:69) serves [`TFTP_FILE`], whose
+//!   bytes follow [`tftp_byte`]; the guest fetches it, one 512-byte DATA datagram and one ACK
+//!   at a time, and checks every byte.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Where the guest's TCP echo peer is (on QEMU's user network, forwarded to `cat`).
+pub const TCP_PEER: &str = "10.0.2.100:7";
+/// The file QEMU's TFTP server offers the guest.
+pub const TFTP_FILE: &str = "card.bin";
+/// Its size: 128 full blocks and a short last one.
+pub const TFTP_SIZE: usize = 128 * 512 + 100;
+
+/// Byte `i` of [`TFTP_FILE`] (the guest program computes the same, `sc_card.c`).
+pub fn tftp_byte(i: usize) -> u8 {
+    ((i ^ (i >> 8) ^ (i >> 16)).wrapping_mul(31).wrapping_add(7) & 0xff) as u8
+}
+
+/// The TFTP folder of one boot.
+pub struct Peers {
+    tftp: PathBuf,
+}
+
+impl Peers {
+    /// Writes the TFTP folder under `dir`.
+    pub fn new(dir: &Path) -> std::io::Result<Self> {
+        let tftp = dir.join("tftp");
+        fs::create_dir_all(&tftp)?;
+        let bytes: Vec<u8> = (0..TFTP_SIZE).map(tftp_byte).collect();
+        fs::write(tftp.join(TFTP_FILE), bytes)?;
+        Ok(Self { tftp })
+    }
+
+    /// The `-netdev user` options: restricted, with the TCP forward and the TFTP folder.
+    pub fn netdev(&self) -> String {
+        let (ip, port) = TCP_PEER.split_once(':').unwrap_or((TCP_PEER, "7"));
+        format!(
+            "user,id=net0,restrict=on,guestfwd=tcp:{ip}:{port}-cmd:cat,tftp={}",
+            self.tftp.display()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_network_is_restricted_and_its_peers_are_on_this_machine() {
+        let dir = std::env::temp_dir().join(format!("tcpip-peers-{}", std::process::id()));
+        let peers = Peers::new(&dir).unwrap();
+        let netdev = peers.netdev();
+        assert!(netdev.contains("restrict=on"), "{netdev}");
+        assert!(
+            netdev.contains("guestfwd=tcp:10.0.2.100:7-cmd:cat"),
+            "{netdev}"
+        );
+        assert!(netdev.ends_with(&format!("tftp={}", dir.join("tftp").display())));
+        let file = fs::read(dir.join("tftp").join(TFTP_FILE)).unwrap();
+        assert_eq!(file.len(), TFTP_SIZE);
+        // The pattern the guest checks: not periodic at 256 or 512 bytes.
+        assert_eq!(&file[..4], &[7, 38, 69, 100]);
+        assert_ne!(file[..512], file[512..1024]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
