@@ -6,13 +6,17 @@
 #![forbid(unsafe_code)]
 
 use crate::core::address::Protocol;
+use crate::core::icmp::EchoParams;
+use crate::core::icmp::reply::REPLY_LEN;
 use crate::core::work::{Object, Request};
 use crate::driver::Tcpip;
 use crate::entities;
 use crate::nt::NtStatus;
 use crate::nt::irp::{Dispatched, FileObject, Irp};
 use crate::nt::object::ReferencedFile;
+use crate::nt::pool;
 use crate::nt::types::*;
+use crate::tdi::icmp::EchoRequest;
 use crate::tdi::ioctl::{SetIpAddress, parse_delete_ip_address};
 use crate::tdi::request::{
     AssociateParams, KernelRequest, QueryInformationParams, ReceiveDatagramParams, ReceiveParams,
@@ -325,7 +329,40 @@ fn device_control(driver: &'static Tcpip, irp: Irp) -> Dispatched {
         IOCTL_TCP_SET_INFORMATION_EX => set_information_ex(driver, irp),
         IOCTL_SET_IP_ADDRESS => set_ip_address(driver, irp),
         IOCTL_DELETE_IP_ADDRESS => delete_ip_address(driver, irp),
+        IOCTL_ICMP_ECHO_REQUEST => echo_request(driver, irp),
         _ => irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0),
+    }
+}
+
+/// `IOCTL_ICMP_ECHO_REQUEST` (METHOD_BUFFERED): iphlpapi's `IcmpSendEcho`/`IcmpSendEcho2`
+/// (`ping`), on a `\Device\Ip` control channel. The request and its data are copied here;
+/// the core completes the IRP with the reply (`ICMP_ECHO_REPLY` and the echoed data), or with
+/// `STATUS_TIMEOUT` and `IP_REQ_TIMED_OUT`. An output buffer too small for one reply is
+/// `STATUS_BUFFER_TOO_SMALL`; malformed input `STATUS_INVALID_PARAMETER`. Cancellable.
+/// PASSIVE_LEVEL.
+fn echo_request(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
+    let ioctl = irp.stack().ioctl();
+    if (ioctl.output_length as usize) < REPLY_LEN {
+        return irp.complete(NtStatus::BUFFER_TOO_SMALL, 0);
+    }
+    let input_length = ioctl.input_length as usize;
+    let params = EchoRequest::parse(irp.system_buffer(input_length)).and_then(|request| {
+        let mut data = pool::try_vec(request.data.len())?;
+        data.extend_from_slice(request.data);
+        Ok(EchoParams {
+            dst: request.dst,
+            ttl: request.ttl,
+            timeout_ms: request.timeout_ms,
+            data,
+        })
+    });
+    match params {
+        Ok(params) => driver.stack().submit(
+            Request::EchoRequest(params),
+            irp,
+            Some(driver.cancel_routine()),
+        ),
+        Err(status) => irp.complete(status, 0),
     }
 }
 

@@ -1,10 +1,13 @@
-//! Received frames to their protocol: a frame from a link goes first to the UDP layer (which
+//! Received frames to their protocol: a frame from a link goes first to the ICMP layer (which
+//! takes the replies and errors for the host's echo requests, [`crate::core::icmp::ingress`]),
+//! then to the UDP layer (which
 //! takes the datagrams for the host's address files, [`crate::core::udp::ingress`]), then, for
 //! TCP, to the one socket it is for ([`crate::core::demux`]), or to smoltcp with no socket
 //! (ICMP and ARP are smoltcp's; it answers anything unmatched with a RST or an ICMP port
 //! unreachable). Runs under the core lock at DISPATCH_LEVEL.
 #![forbid(unsafe_code)]
 
+use crate::core::icmp;
 use crate::core::segment::{self, TcpSegment};
 use crate::core::slab::Key;
 use crate::core::sockets::SocketKey;
@@ -25,11 +28,17 @@ impl Core {
         let Some(frame) = self.device.peek_front() else {
             return false;
         };
-        if udp::ingress(&mut self.udp, &mut self.addresses, frame, &arrival, c)
-            == udp::Ingress::Taken
-        {
+        if icmp::ingress(&mut self.icmp, frame, &arrival, self.now, c) {
             self.device.drop_front();
             return true;
+        }
+        match udp::ingress(&mut self.udp, &mut self.addresses, frame, &arrival, c) {
+            udp::Ingress::Taken => {
+                self.device.drop_front();
+                return true;
+            }
+            udp::Ingress::NoPort => self.icmp.count_port_unreachable(),
+            udp::Ingress::NotUdp => {}
         }
         match self.demux(segment::classify(frame)) {
             Demux::Drop => {
@@ -62,11 +71,20 @@ impl Core {
         };
         let packet = ethernet::ipv4_packet(frame);
         if let Some(packet) = packet
-            && udp::ingress(&mut self.udp, &mut self.addresses, packet, &arrival, c)
-                == udp::Ingress::Taken
+            && icmp::ingress(&mut self.icmp, packet, &arrival, self.now, c)
         {
             device.drop_front();
             return true;
+        }
+        if let Some(packet) = packet {
+            match udp::ingress(&mut self.udp, &mut self.addresses, packet, &arrival, c) {
+                udp::Ingress::Taken => {
+                    device.drop_front();
+                    return true;
+                }
+                udp::Ingress::NoPort => self.icmp.count_port_unreachable(),
+                udp::Ingress::NotUdp => {}
+            }
         }
         let segment = packet.and_then(segment::classify);
         match self.demux(segment) {

@@ -7,6 +7,8 @@
 //!   followed up.
 //! - [`udp`]: UDP address files (datagram queues, sends, the UDP counters), beside TCP's
 //!   state in [`state`].
+//! - [`icmp`]: ICMP echo requests (`IOCTL_ICMP_ECHO_REQUEST`), received ICMP messages and
+//!   the ICMP counters.
 //! - [`work`]: requests and the two queues. [`connection`], [`address`]: the TDI objects'
 //!   protocol state. [`transfer`]: data between socket rings and MDLs. [`info`]: query answers.
 //! - [`sockets`]: one smoltcp set per socket, touched sockets and events; [`demux`]: 4-tuple
@@ -18,6 +20,7 @@ pub mod address;
 pub mod connection;
 pub mod demux;
 pub mod ethernet;
+pub mod icmp;
 pub mod info;
 pub mod ingress;
 pub mod ports;

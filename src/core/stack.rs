@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 use crate::core::ethernet::Link;
+use crate::core::icmp::IcmpStats;
 use crate::core::state::{Completer, Core, CoreConfig};
 use crate::core::udp::UdpStats;
 use crate::core::work::{Completion, Finish, Inbound, Outbound, Request, Work};
@@ -183,6 +184,11 @@ impl Stack {
     /// The UDP layer's counters. PASSIVE_LEVEL (takes the core lock).
     pub fn udp_stats(&self) -> UdpStats {
         self.core.lock().udp_stats()
+    }
+
+    /// The ICMP layer's counters. PASSIVE_LEVEL (takes the core lock).
+    pub fn icmp_stats(&self) -> IcmpStats {
+        self.core.lock().icmp_stats()
     }
 
     /// Sets or clears the default gateway. PASSIVE_LEVEL.

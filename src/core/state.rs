@@ -10,6 +10,7 @@
 use crate::core::address::{Address, EVENT_TYPES, Listener, Protocol};
 use crate::core::connection::{CloseReason, Connection, Phase, Receive};
 use crate::core::ethernet::{Link, Port};
+use crate::core::icmp::{Icmp, IcmpStats};
 use crate::core::info::Answer;
 use crate::core::ports::PortTable;
 use crate::core::random::Csprng;
@@ -128,6 +129,8 @@ pub struct Core {
     listeners: Vec<Key>,
     /// The UDP layer.
     pub(super) udp: Udp,
+    /// The ICMP layer.
+    pub(super) icmp: Icmp,
     /// The interface on the bound Ethernet link, if one is bound.
     pub(super) ethernet: Option<Port>,
     /// The default gateway, on the Ethernet link.
@@ -154,6 +157,7 @@ impl Core {
             connections: Slab::default(),
             listeners: Vec::new(),
             udp: Udp::new(config.udp, random.next_u64()),
+            icmp: Icmp::new(random.next_u64(), config.loopback_mtu.max(ETHERNET_MTU))?,
             ethernet: None,
             gateway: None,
             config,
@@ -267,6 +271,7 @@ impl Core {
                 let status = self.delete_ip_address(interface);
                 c.done(irp, status, 0);
             }
+            Request::EchoRequest(params) => self.echo_request(params, irp, c),
         }
     }
 
@@ -325,6 +330,7 @@ impl Core {
             _ => None,
         };
         self.sockets.expire(now);
+        self.icmp_expire(c);
         for _ in 0..self.config.frame_budget {
             if !self.ingress_loopback(c) {
                 break;
@@ -339,6 +345,7 @@ impl Core {
         }
         self.egress(port.as_mut(), device.as_mut());
         let udp_more = self.udp_egress(port.as_mut(), device.as_mut(), c);
+        self.icmp_egress(port.as_mut(), device.as_mut(), c);
         while let Some((socket, owner)) = self.sockets.next_event() {
             match owner {
                 Owner::Connection(key) => self.service(key, c),
@@ -398,6 +405,11 @@ impl Core {
         self.udp.stats()
     }
 
+    /// The ICMP layer's counters. Any IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn icmp_stats(&self) -> IcmpStats {
+        self.icmp.stats()
+    }
+
     /// Interface 1's address, if configured.
     fn configured(&self) -> Option<IpCidr> {
         self.iface
@@ -411,16 +423,21 @@ impl Core {
     /// UDP's retry of a datagram waiting for its neighbour.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
         let tcp = self.sockets.next_deadline(now);
-        match (tcp, self.udp_poll_at()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.udp_poll_at(), self.icmp.poll_at()]
+            .into_iter()
+            .fold(tcp, |earliest, next| match (earliest, next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            })
     }
 
     /// Unlinks the pending IRP `id` for its cancel routine. Protocol side effects of the
     /// cancellation happen here (a cancelled connect abandons its attempt); nothing is freed.
     pub fn cancel(&mut self, id: IrpId) -> Option<PendingIrp> {
         if let Some(irp) = self.cancel_datagram(id) {
+            return Some(irp);
+        }
+        if let Some(irp) = self.icmp.take(id) {
             return Some(irp);
         }
         for index in 0..self.connections.slot_count() {
@@ -1251,6 +1268,9 @@ impl Core {
         }
     }
 }
+
+/// The largest packet of an Ethernet link (its usual MTU).
+const ETHERNET_MTU: usize = 1500;
 
 /// Addresses the interface holds: loopback and the configured one.
 const MAX_ADDRESSES: usize = 2;

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 use crate::core::address::Protocol;
+use crate::core::icmp::EchoParams;
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
 use crate::nt::pool;
@@ -109,6 +110,8 @@ pub enum Request {
     DeleteIpAddress {
         interface: u32,
     },
+    /// IOCTL_ICMP_ECHO_REQUEST: send an echo request and wait for its reply.
+    EchoRequest(EchoParams),
 }
 
 /// A request with its IRP, waiting in the inbound queue.

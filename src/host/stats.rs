@@ -2,6 +2,7 @@
 //! them through `IOCTL_TCP_QUERY_INFORMATION_EX` once that query is served.
 
 use super::driver::Driver;
+use crate::core::icmp::IcmpStats;
 use crate::core::udp::UdpStats;
 use crate::driver::Tcpip;
 use crate::nt::entry;
@@ -12,4 +13,11 @@ pub fn udp_stats(driver: &Driver) -> Option<UdpStats> {
     let object = NonNull::new(driver.object())?;
     let tcpip = entry::loaded_state::<Tcpip>(object)?;
     Some(tcpip.stack().udp_stats())
+}
+
+/// The ICMP layer's counters of a loaded driver (`None` if it is not loaded). PASSIVE_LEVEL.
+pub fn icmp_stats(driver: &Driver) -> Option<IcmpStats> {
+    let object = NonNull::new(driver.object())?;
+    let tcpip = entry::loaded_state::<Tcpip>(object)?;
+    Some(tcpip.stack().icmp_stats())
 }

@@ -35,7 +35,7 @@ pub struct Arrival {
 
 impl Arrival {
     /// Whether `ip` is one of this link's own addresses. DISPATCH_LEVEL, under the core lock.
-    fn is_own(&self, ip: Ipv4Addr) -> bool {
+    pub fn is_own(&self, ip: Ipv4Addr) -> bool {
         (self.loopback && ip.is_loopback()) || self.configured.is_some_and(|(own, _)| own == ip)
     }
 }
