@@ -120,5 +120,6 @@ int sc_bulk(void);
 int sc_pingpong(void);
 int sc_edge(void);
 int sc_nonblock(void);
+int sc_udp(void);
 
 #endif
