@@ -22,6 +22,7 @@ pub mod demux;
 pub mod ethernet;
 pub mod icmp;
 pub mod info;
+pub mod inbox;
 pub mod ingress;
 pub mod ports;
 pub mod random;
