@@ -8,6 +8,7 @@
 use crate::core::address::Protocol;
 use crate::core::icmp::EchoParams;
 use crate::core::icmp::reply::REPLY_LEN;
+use crate::core::raw::IPPROTO_RAW;
 use crate::core::work::{Object, Request};
 use crate::driver::Tcpip;
 use crate::entities;
@@ -53,8 +54,10 @@ fn file_kind(file: FileObject<'_>) -> Option<FileKind> {
 enum DeviceKind {
     Tcp,
     Udp,
-    /// `\Device\RawIp` and `\Device\Ip`: raw IP and ICMP, not served yet.
-    Raw,
+    /// `\Device\RawIp`: raw IP of the protocol in the file name.
+    RawIp,
+    /// `\Device\Ip`: address files of `IPPROTO_RAW`; ICMP echo requests on control channels.
+    Ip,
 }
 
 impl DeviceKind {
@@ -63,7 +66,8 @@ impl DeviceKind {
         match device {
             0 => DeviceKind::Tcp,
             1 => DeviceKind::Udp,
-            _ => DeviceKind::Raw,
+            2 => DeviceKind::RawIp,
+            _ => DeviceKind::Ip,
         }
     }
 }
@@ -84,8 +88,9 @@ pub fn dispatch(driver: &'static Tcpip, device: usize, irp: Irp) -> Dispatched {
 /// serves. Malformed EAs fail here, before anything is allocated. Address files and connection
 /// endpoints are created by the core; the IRP pends until then. A control channel may be
 /// opened on every device; connection endpoints exist only on `\Device\Tcp`
-/// (`STATUS_INVALID_PARAMETER` elsewhere, as ReactOS's transport answers); raw IP address
-/// files are not served yet (`STATUS_NOT_IMPLEMENTED`, Winsock's `WSAEOPNOTSUPP`).
+/// (`STATUS_INVALID_PARAMETER` elsewhere, as ReactOS's transport answers). A raw IP address
+/// file's protocol is the decimal number after `\Device\RawIp\` (none: `IPPROTO_RAW`, as on
+/// `\Device\Ip`); anything else in the name is `STATUS_INVALID_PARAMETER`.
 fn create(driver: &'static Tcpip, device: DeviceKind, mut irp: Irp) -> Dispatched {
     let ea_length = irp.stack().create_ea_length() as usize;
     let share_access = irp.stack().create_share_access();
@@ -103,7 +108,11 @@ fn create(driver: &'static Tcpip, device: DeviceKind, mut irp: Irp) -> Dispatche
             let protocol = match device {
                 DeviceKind::Tcp => Protocol::Tcp,
                 DeviceKind::Udp => Protocol::Udp,
-                DeviceKind::Raw => return irp.complete(NtStatus::NOT_IMPLEMENTED, 0),
+                DeviceKind::RawIp => match raw_protocol(file.file_name()) {
+                    Some(number) => Protocol::Raw(number),
+                    None => return irp.complete(NtStatus::INVALID_PARAMETER, 0),
+                },
+                DeviceKind::Ip => Protocol::Raw(IPPROTO_RAW),
             };
             driver.stack().submit(
                 Request::OpenAddress {
@@ -124,6 +133,25 @@ fn create(driver: &'static Tcpip, device: DeviceKind, mut irp: Irp) -> Dispatche
                 .submit(Request::OpenConnection { context }, irp, None)
         }
     }
+}
+
+/// The IP protocol of a `\Device\RawIp` file name: `\<decimal 0..=255>`, or `IPPROTO_RAW`
+/// for an empty name; `None` for anything else. Any IRQL.
+fn raw_protocol(name: &[u16]) -> Option<u8> {
+    let digits = match name {
+        [] => return Some(IPPROTO_RAW),
+        [separator, digits @ ..] if *separator == u16::from(b'\\') && !digits.is_empty() => digits,
+        _ => return None,
+    };
+    if digits.len() > 3 {
+        return None;
+    }
+    let mut number: u16 = 0;
+    for digit in digits {
+        let value = digit.checked_sub(u16::from(b'0')).filter(|v| *v < 10)?;
+        number = number * 10 + value;
+    }
+    u8::try_from(number).ok()
 }
 
 /// IRP_MJ_CLOSE: the core completes the file's pending requests with `STATUS_CANCELLED`,
@@ -417,7 +445,7 @@ fn query_information_ex(mut irp: Irp) -> Dispatched {
 }
 
 /// `IOCTL_TCP_SET_INFORMATION_EX` (METHOD_BUFFERED). `TCP_SOCKET_NODELAY` on a connection file
-/// applies to it; sent on a control channel (wshtcpip's setsockopt), it names a transport entity
+/// and `AO_OPTION_IP_HDRINCL` on a raw address file apply to them; sent on a control channel (wshtcpip's setsockopt), it names a transport entity
 /// this driver does not keep per socket, and succeeds without effect, as the contract allows.
 fn set_information_ex(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
     let length = irp.stack().ioctl().input_length as usize;
@@ -430,6 +458,11 @@ fn set_information_ex(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
         return irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0);
     }
     match (id.toi_type, id.toi_id, kind) {
+        (INFO_TYPE_ADDRESS_OBJECT, AO_OPTION_IP_HDRINCL, Some(FileKind::Address(address))) => {
+            driver
+                .stack()
+                .submit(Request::SetHeaderInclude { address, enabled }, irp, None)
+        }
         (INFO_TYPE_CONNECTION, TCP_SOCKET_NODELAY, Some(FileKind::Connection(connection))) => {
             driver.stack().submit(
                 Request::SetNoDelay {

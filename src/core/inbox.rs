@@ -25,7 +25,9 @@ pub struct Bounds {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivered {
     /// It completed a pending receive (`truncated` if cut to its buffer).
-    Received { truncated: bool },
+    Received {
+        truncated: bool,
+    },
     Queued,
     /// The queue was full, or no memory was left to queue it.
     Dropped,

@@ -1,4 +1,5 @@
-//! Received frames to their protocol: a frame from a link goes first to the ICMP layer (which
+//! Received frames to their protocol: a frame from a link is first copied to the raw IP
+//! address files of its protocol ([`crate::core::raw::ingress`]), then goes to the ICMP layer (which
 //! takes the replies and errors for the host's echo requests, [`crate::core::icmp::ingress`]),
 //! then to the UDP layer (which
 //! takes the datagrams for the host's address files, [`crate::core::udp::ingress`]), then, for
@@ -8,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 use crate::core::icmp;
+use crate::core::raw;
 use crate::core::segment::{self, TcpSegment};
 use crate::core::slab::Key;
 use crate::core::sockets::SocketKey;
@@ -28,7 +30,9 @@ impl Core {
         let Some(frame) = self.device.peek_front() else {
             return false;
         };
-        if icmp::ingress(&mut self.icmp, frame, &arrival, self.now, c) {
+        if raw::ingress(&mut self.raw, &mut self.addresses, frame, &arrival, c)
+            || icmp::ingress(&mut self.icmp, frame, &arrival, self.now, c)
+        {
             self.device.drop_front();
             return true;
         }
@@ -71,7 +75,8 @@ impl Core {
         };
         let packet = ethernet::ipv4_packet(frame);
         if let Some(packet) = packet
-            && icmp::ingress(&mut self.icmp, packet, &arrival, self.now, c)
+            && (raw::ingress(&mut self.raw, &mut self.addresses, packet, &arrival, c)
+                || icmp::ingress(&mut self.icmp, packet, &arrival, self.now, c))
         {
             device.drop_front();
             return true;

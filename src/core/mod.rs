@@ -9,6 +9,9 @@
 //!   state in [`state`].
 //! - [`icmp`]: ICMP echo requests (`IOCTL_ICMP_ECHO_REQUEST`), received ICMP messages and
 //!   the ICMP counters.
+//! - [`raw`]: raw IP address files on `\Device\RawIp\<n>` (`IP_HDRINCL`, every datagram
+//!   of their protocol with its header). [`inbox`]: the receive side UDP and raw share;
+//!   [`sender`]: packets the core builds, out through a smoltcp raw socket.
 //! - [`work`]: requests and the two queues. [`connection`], [`address`]: the TDI objects'
 //!   protocol state. [`transfer`]: data between socket rings and MDLs. [`info`]: query answers.
 //! - [`sockets`]: one smoltcp set per socket, touched sockets and events; [`demux`]: 4-tuple
@@ -21,12 +24,14 @@ pub mod connection;
 pub mod demux;
 pub mod ethernet;
 pub mod icmp;
-pub mod info;
 pub mod inbox;
+pub mod info;
 pub mod ingress;
 pub mod ports;
 pub mod random;
+pub mod raw;
 pub mod segment;
+pub mod sender;
 pub mod slab;
 pub mod sockets;
 pub mod stack;

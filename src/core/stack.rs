@@ -9,6 +9,7 @@
 
 use crate::core::ethernet::Link;
 use crate::core::icmp::IcmpStats;
+use crate::core::raw::RawStats;
 use crate::core::state::{Completer, Core, CoreConfig};
 use crate::core::udp::UdpStats;
 use crate::core::work::{Completion, Finish, Inbound, Outbound, Request, Work};
@@ -184,6 +185,11 @@ impl Stack {
     /// The UDP layer's counters. PASSIVE_LEVEL (takes the core lock).
     pub fn udp_stats(&self) -> UdpStats {
         self.core.lock().udp_stats()
+    }
+
+    /// The raw IP layer's counters. PASSIVE_LEVEL (takes the core lock).
+    pub fn raw_stats(&self) -> RawStats {
+        self.core.lock().raw_stats()
     }
 
     /// The ICMP layer's counters. PASSIVE_LEVEL (takes the core lock).

@@ -14,6 +14,7 @@ use crate::core::icmp::{Icmp, IcmpStats};
 use crate::core::info::Answer;
 use crate::core::ports::PortTable;
 use crate::core::random::Csprng;
+use crate::core::raw::{Raw, RawConfig, RawStats};
 use crate::core::slab::{Key, Slab};
 use crate::core::sockets::{Owner, Route, SocketKey, Sockets};
 use crate::core::transfer;
@@ -68,6 +69,8 @@ pub struct CoreConfig {
     pub frame_budget: usize,
     /// The UDP layer's queue bounds.
     pub udp: UdpConfig,
+    /// The raw IP layer's queue bounds.
+    pub raw: RawConfig,
 }
 
 impl Default for CoreConfig {
@@ -83,6 +86,7 @@ impl Default for CoreConfig {
             loopback_frames: 64,
             frame_budget: 16,
             udp: UdpConfig::default(),
+            raw: RawConfig::default(),
         }
     }
 }
@@ -131,6 +135,8 @@ pub struct Core {
     pub(super) udp: Udp,
     /// The ICMP layer.
     pub(super) icmp: Icmp,
+    /// The raw IP layer.
+    pub(super) raw: Raw,
     /// The interface on the bound Ethernet link, if one is bound.
     pub(super) ethernet: Option<Port>,
     /// The default gateway, on the Ethernet link.
@@ -158,6 +164,7 @@ impl Core {
             listeners: Vec::new(),
             udp: Udp::new(config.udp, random.next_u64()),
             icmp: Icmp::new(random.next_u64(), config.loopback_mtu.max(ETHERNET_MTU))?,
+            raw: Raw::new(config.raw, config.loopback_mtu.max(ETHERNET_MTU))?,
             ethernet: None,
             gateway: None,
             config,
@@ -228,9 +235,21 @@ impl Core {
                 address,
                 remote,
                 length,
+            } if self.is_raw(address) => self.send_raw(address, remote, length, irp, c),
+            Request::SendDatagram {
+                address,
+                remote,
+                length,
             } => self.send_datagram(address, remote, length, irp, c),
+            Request::ReceiveDatagram { address, length } if self.is_raw(address) => {
+                self.receive_raw(address, length, irp, c)
+            }
             Request::ReceiveDatagram { address, length } => {
                 self.receive_datagram(address, length, irp, c)
+            }
+            Request::SetHeaderInclude { address, enabled } => {
+                let status = self.set_header_include(address, enabled);
+                c.done(irp, status, 0);
             }
             Request::Query { object, kind } => self.query(object, kind, irp, c),
             Request::SetNoDelay {
@@ -346,6 +365,7 @@ impl Core {
         self.egress(port.as_mut(), device.as_mut());
         let udp_more = self.udp_egress(port.as_mut(), device.as_mut(), c);
         self.icmp_egress(port.as_mut(), device.as_mut(), c);
+        self.raw_egress(port.as_mut(), device.as_mut(), c);
         while let Some((socket, owner)) = self.sockets.next_event() {
             match owner {
                 Owner::Connection(key) => self.service(key, c),
@@ -405,6 +425,11 @@ impl Core {
         self.udp.stats()
     }
 
+    /// The raw IP layer's counters. Any IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn raw_stats(&self) -> RawStats {
+        self.raw.stats()
+    }
+
     /// The ICMP layer's counters. Any IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn icmp_stats(&self) -> IcmpStats {
         self.icmp.stats()
@@ -423,7 +448,7 @@ impl Core {
     /// UDP's retry of a datagram waiting for its neighbour.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
         let tcp = self.sockets.next_deadline(now);
-        [self.udp_poll_at(), self.icmp.poll_at()]
+        [self.udp_poll_at(), self.icmp.poll_at(), self.raw.poll_at()]
             .into_iter()
             .fold(tcp, |earliest, next| match (earliest, next) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -438,6 +463,9 @@ impl Core {
             return Some(irp);
         }
         if let Some(irp) = self.icmp.take(id) {
+            return Some(irp);
+        }
+        if let Some(irp) = self.cancel_raw(id) {
             return Some(irp);
         }
         for index in 0..self.connections.slot_count() {
@@ -503,6 +531,7 @@ impl Core {
             match protocol {
                 Protocol::Tcp => self.bind_address(address, shared),
                 Protocol::Udp => self.bind_udp_address(address, shared),
+                Protocol::Raw(number) => self.bind_raw_address(address, number),
             }
         } else {
             Err(NtStatus::INVALID_ADDRESS)
@@ -527,6 +556,7 @@ impl Core {
             file_open: true,
             listener: None,
             datagram: None,
+            raw: None,
             handlers: [(0, 0); EVENT_TYPES],
         };
         match self.addresses.try_insert(entry) {
@@ -562,6 +592,7 @@ impl Core {
                 }
                 self.destroy_listener(key, c);
                 self.close_datagram(key, c);
+                self.close_raw(key, c);
                 self.release_address(index);
             }
             Object::Connection(index) => {
@@ -624,6 +655,7 @@ impl Core {
                     self.ports.unbind(address.binding);
                 }
                 Protocol::Udp => self.unbind_udp_address(key, &address),
+                Protocol::Raw(_) => self.unbind_raw_address(key),
             }
         }
     }

@@ -110,6 +110,11 @@ pub enum Request {
     DeleteIpAddress {
         interface: u32,
     },
+    /// `AO_OPTION_IP_HDRINCL` on a raw address file.
+    SetHeaderInclude {
+        address: u32,
+        enabled: bool,
+    },
     /// IOCTL_ICMP_ECHO_REQUEST: send an echo request and wait for its reply.
     EchoRequest(EchoParams),
 }

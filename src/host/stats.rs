@@ -3,6 +3,7 @@
 
 use super::driver::Driver;
 use crate::core::icmp::IcmpStats;
+use crate::core::raw::RawStats;
 use crate::core::udp::UdpStats;
 use crate::driver::Tcpip;
 use crate::nt::entry;
@@ -13,6 +14,13 @@ pub fn udp_stats(driver: &Driver) -> Option<UdpStats> {
     let object = NonNull::new(driver.object())?;
     let tcpip = entry::loaded_state::<Tcpip>(object)?;
     Some(tcpip.stack().udp_stats())
+}
+
+/// The raw IP layer's counters of a loaded driver (`None` if it is not loaded). PASSIVE_LEVEL.
+pub fn raw_stats(driver: &Driver) -> Option<RawStats> {
+    let object = NonNull::new(driver.object())?;
+    let tcpip = entry::loaded_state::<Tcpip>(object)?;
+    Some(tcpip.stack().raw_stats())
 }
 
 /// The ICMP layer's counters of a loaded driver (`None` if it is not loaded). PASSIVE_LEVEL.

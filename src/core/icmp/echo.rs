@@ -4,9 +4,9 @@
 
 use crate::core::ethernet::Port;
 use crate::core::icmp::reply::{self, Reply};
-use crate::core::icmp::sender::Flushed;
 use crate::core::icmp::wire::{self, Carrier, Message, Outgoing, Parsed, Quoted};
 use crate::core::icmp::{Echo, Icmp};
+use crate::core::sender::Flushed;
 use crate::core::sockets::Route;
 use crate::core::state::{Completer, Core};
 use crate::core::udp::Arrival;

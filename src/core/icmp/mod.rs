@@ -11,7 +11,7 @@
 //!
 //! The dispatch routine decodes the request and copies its data; the core builds the ICMP echo
 //! request in an IPv4 packet with the requested TTL (identifier: one per driver, from the
-//! CSPRNG; sequence: one per request), and sends it through [`sender::Sender`] on the route's
+//! CSPRNG; sequence: one per request), and sends it through [`Sender`] on the route's
 //! link: the loopback for 127.0.0.0/8 and the host's own addresses (smoltcp's loopback
 //! interface answers), the Ethernet link for the rest. The request completes at the first
 //! reply (an echo reply, or an ICMP error quoting it: unreachable, time exceeded...), or at its
@@ -19,17 +19,16 @@
 //! and iphlpapi expects (`NT_SUCCESS`, the status in the reply). With no link to the
 //! destination it completes at once with `IP_DEST_HOST_UNREACHABLE`.
 //!
-//! Module layout: [`wire`] (received messages, the echo request packet), [`sender`] (packets
-//! out through a smoltcp raw socket), [`reply`] (the `ICMP_ECHO_REPLY` written to the caller),
+//! Module layout: [`wire`] (received messages, the echo request packet), [`reply`] (the `ICMP_ECHO_REPLY` written to the caller),
 //! `echo` (the requests, as `Core` methods).
 
 mod echo;
 pub mod reply;
-pub mod sender;
 pub mod wire;
 
 pub use echo::{EchoParams, ingress};
 
+use crate::core::sender::Sender;
 use crate::core::udp::endpoint::Leg;
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
@@ -81,7 +80,7 @@ struct Echo {
 pub struct Icmp {
     pub stats: IcmpStats,
     echoes: Vec<Echo>,
-    sender: sender::Sender,
+    sender: Sender,
     ident: u16,
     next_seq: u16,
     /// When a packet waiting for its link is tried again.
@@ -95,7 +94,7 @@ impl Icmp {
         Ok(Self {
             stats: IcmpStats::default(),
             echoes: Vec::new(),
-            sender: sender::Sender::new(largest)?,
+            sender: Sender::new(largest)?,
             ident: seed as u16,
             next_seq: (seed >> 16) as u16,
             retry_at: None,

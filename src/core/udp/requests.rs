@@ -33,6 +33,7 @@ impl Core {
                 file_open: true,
                 listener: None,
                 datagram: Some(endpoint),
+                raw: None,
                 handlers: [(0, 0); EVENT_TYPES],
             })
         });

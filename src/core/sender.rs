@@ -1,4 +1,4 @@
-//! Complete IPv4 packets built by the core (ICMP echo requests) out on a link, through a smoltcp
+//! Complete IPv4 packets built by the core (ICMP echo requests, raw IP datagrams) out on a link, through a smoltcp
 //! raw socket: smoltcp routes them, resolves the neighbour (ARP on Ethernet) and emits the IPv4
 //! header again from the packet's source, destination, protocol and TTL (its type of service,
 //! identification and flags are smoltcp's own). One packet at a time is in the socket; one
