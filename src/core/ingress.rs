@@ -8,6 +8,7 @@
 //! unreachable). Runs under the core lock at DISPATCH_LEVEL.
 #![forbid(unsafe_code)]
 
+use crate::core::fragment;
 use crate::core::icmp;
 use crate::core::raw;
 use crate::core::segment::{self, TcpSegment};
@@ -30,6 +31,14 @@ impl Core {
         let Some(frame) = self.device.peek_front() else {
             return false;
         };
+        if fragment::is_fragment(frame) {
+            let whole = self.fragments.reassemble(frame, self.now);
+            self.device.drop_front();
+            if let Some(whole) = whole {
+                self.ingress_whole(&whole, &arrival, c);
+            }
+            return true;
+        }
         if raw::ingress(&mut self.raw, &mut self.addresses, frame, &arrival, c)
             || icmp::ingress(&mut self.icmp, frame, &arrival, self.now, c)
         {
@@ -75,6 +84,18 @@ impl Core {
         };
         let packet = ethernet::ipv4_packet(frame);
         if let Some(packet) = packet
+            && fragment::is_fragment(packet)
+        {
+            let whole = for_host(packet, &arrival)
+                .then(|| self.fragments.reassemble(packet, self.now))
+                .flatten();
+            device.drop_front();
+            if let Some(whole) = whole {
+                self.ingress_whole(&whole, &arrival, c);
+            }
+            return true;
+        }
+        if let Some(packet) = packet
             && (raw::ingress(&mut self.raw, &mut self.addresses, packet, &arrival, c)
                 || icmp::ingress(&mut self.icmp, packet, &arrival, self.now, c))
         {
@@ -102,6 +123,19 @@ impl Core {
             }
         }
         true
+    }
+
+    /// A reassembled datagram to the raw, ICMP and UDP layers (smoltcp cannot be handed a
+    /// packet that is no frame of a link: a reassembled TCP segment or echo request is
+    /// dropped, and a datagram for a closed UDP port gets no port unreachable).
+    /// DISPATCH_LEVEL, under the core lock.
+    fn ingress_whole(&mut self, packet: &[u8], arrival: &udp::Arrival, c: &Completer<'_>) {
+        if raw::ingress(&mut self.raw, &mut self.addresses, packet, arrival, c)
+            || icmp::ingress(&mut self.icmp, packet, arrival, self.now, c)
+        {
+            return;
+        }
+        udp::ingress(&mut self.udp, &mut self.addresses, packet, arrival, c);
     }
 
     /// Picks the one socket a received segment is for: the socket filed for its 4-tuple, or
@@ -156,4 +190,12 @@ enum Demux {
         target: Option<SocketKey>,
         listener: Option<Key>,
     },
+}
+
+/// Whether `packet` (an IPv4 packet from the Ethernet link) is for this host: one of its
+/// addresses, or a broadcast. DISPATCH_LEVEL.
+fn for_host(packet: &[u8], arrival: &udp::Arrival) -> bool {
+    smoltcp::wire::Ipv4Packet::new_checked(packet).is_ok_and(|ip| {
+        arrival.is_own(ip.dst_addr()) || udp::wire::is_broadcast(ip.dst_addr(), arrival.configured)
+    })
 }

@@ -23,6 +23,7 @@ pub mod address;
 pub mod connection;
 pub mod demux;
 pub mod ethernet;
+pub mod fragment;
 pub mod icmp;
 pub mod inbox;
 pub mod info;

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 use crate::core::ethernet::Link;
+use crate::core::fragment::FragmentStats;
 use crate::core::icmp::IcmpStats;
 use crate::core::raw::RawStats;
 use crate::core::state::{Completer, Core, CoreConfig};
@@ -185,6 +186,12 @@ impl Stack {
     /// The UDP layer's counters. PASSIVE_LEVEL (takes the core lock).
     pub fn udp_stats(&self) -> UdpStats {
         self.core.lock().udp_stats()
+    }
+
+    /// The fragmentation counters and the bytes reassembly holds now. PASSIVE_LEVEL (takes
+    /// the core lock).
+    pub fn fragment_stats(&self) -> (FragmentStats, usize) {
+        self.core.lock().fragment_stats()
     }
 
     /// The raw IP layer's counters. PASSIVE_LEVEL (takes the core lock).

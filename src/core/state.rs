@@ -10,6 +10,7 @@
 use crate::core::address::{Address, EVENT_TYPES, Listener, Protocol};
 use crate::core::connection::{CloseReason, Connection, Phase, Receive};
 use crate::core::ethernet::{Link, Port};
+use crate::core::fragment::{FragmentConfig, FragmentStats, Fragments};
 use crate::core::icmp::{Icmp, IcmpStats};
 use crate::core::info::Answer;
 use crate::core::ports::PortTable;
@@ -71,6 +72,8 @@ pub struct CoreConfig {
     pub udp: UdpConfig,
     /// The raw IP layer's queue bounds.
     pub raw: RawConfig,
+    /// The reassembly bounds.
+    pub fragments: FragmentConfig,
 }
 
 impl Default for CoreConfig {
@@ -87,6 +90,7 @@ impl Default for CoreConfig {
             frame_budget: 16,
             udp: UdpConfig::default(),
             raw: RawConfig::default(),
+            fragments: FragmentConfig::default(),
         }
     }
 }
@@ -137,6 +141,8 @@ pub struct Core {
     pub(super) icmp: Icmp,
     /// The raw IP layer.
     pub(super) raw: Raw,
+    /// IPv4 reassembly, and the identification of the datagrams the host fragments.
+    pub(super) fragments: Fragments,
     /// The interface on the bound Ethernet link, if one is bound.
     pub(super) ethernet: Option<Port>,
     /// The default gateway, on the Ethernet link.
@@ -165,6 +171,7 @@ impl Core {
             udp: Udp::new(config.udp, random.next_u64()),
             icmp: Icmp::new(random.next_u64(), config.loopback_mtu.max(ETHERNET_MTU))?,
             raw: Raw::new(config.raw, config.loopback_mtu.max(ETHERNET_MTU))?,
+            fragments: Fragments::new(config.fragments, random.next_u64() as u16),
             ethernet: None,
             gateway: None,
             config,
@@ -350,6 +357,7 @@ impl Core {
         };
         self.sockets.expire(now);
         self.icmp_expire(c);
+        self.fragments.expire(now);
         for _ in 0..self.config.frame_budget {
             if !self.ingress_loopback(c) {
                 break;
@@ -425,6 +433,12 @@ impl Core {
         self.udp.stats()
     }
 
+    /// The fragmentation counters and the bytes reassembly holds now. Any IRQL
+    /// ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn fragment_stats(&self) -> (FragmentStats, usize) {
+        (self.fragments.stats, self.fragments.held_bytes())
+    }
+
     /// The raw IP layer's counters. Any IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn raw_stats(&self) -> RawStats {
         self.raw.stats()
@@ -448,12 +462,17 @@ impl Core {
     /// UDP's retry of a datagram waiting for its neighbour.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
         let tcp = self.sockets.next_deadline(now);
-        [self.udp_poll_at(), self.icmp.poll_at(), self.raw.poll_at()]
-            .into_iter()
-            .fold(tcp, |earliest, next| match (earliest, next) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            })
+        [
+            self.udp_poll_at(),
+            self.icmp.poll_at(),
+            self.raw.poll_at(),
+            self.fragments.poll_at(),
+        ]
+        .into_iter()
+        .fold(tcp, |earliest, next| match (earliest, next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     /// Unlinks the pending IRP `id` for its cancel routine. Protocol side effects of the

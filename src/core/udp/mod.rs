@@ -40,6 +40,7 @@
 //! egress).
 
 pub mod endpoint;
+mod fragmented;
 mod path;
 mod requests;
 pub mod wire;

@@ -90,7 +90,8 @@ impl Core {
     }
 
     /// TDI_SEND_DATAGRAM: checks the destination and the size, picks the route and source
-    /// address, and queues the send for the next egress. DISPATCH_LEVEL, under the core lock.
+    /// address, and queues the send for the next egress (or, for a datagram to the host itself
+    /// larger than the loopback's MTU, sends it as fragments at once). DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn send_datagram(
         &mut self,
         address: u32,
@@ -113,13 +114,21 @@ impl Core {
                     .map_or(Ipv4Addr::UNSPECIFIED, Address::ip);
                 let (route, source, mtu) = self.plan_datagram(bound, remote)?;
                 if length > mtu.saturating_sub(HEADERS).min(MAX_PAYLOAD) {
+                    // To the host itself, larger datagrams go as fragments; elsewhere not yet.
+                    if route == SendRoute::Loopback && length <= MAX_PAYLOAD {
+                        let port = self.addresses.get(key).map_or(0, Address::port);
+                        return Ok(Err((port, source)));
+                    }
                     return Err(NtStatus::INVALID_BUFFER_SIZE);
                 }
                 self.udp.reserve_sending()?;
-                Ok((key, route, source))
+                Ok(Ok((key, route, source)))
             });
         let (key, route, source) = match planned {
-            Ok(planned) => planned,
+            Ok(Ok(planned)) => planned,
+            Ok(Err((port, source))) => {
+                return self.send_fragmented(port, source, remote, length, irp, c);
+            }
             Err(status) => return c.done(irp, status, 0),
         };
         let send = PendingSend::new(irp, remote, source, route, length);
