@@ -1,7 +1,8 @@
 //! ICMP and fragments against Linux over a TAP link: Linux's `ping` answered by the driver,
 //! `IOCTL_ICMP_ECHO_REQUEST` from the driver answered by Linux (and timing out for a silent
-//! host on the link), and 8 KiB UDP datagrams from Linux (fragmented on the wire by Linux)
-//! reassembled by the driver.
+//! host on the link), and 8 KiB UDP datagrams each way, fragmented on the wire: from Linux
+//! (reassembled by the driver), and from the driver to a Linux echo server (fragmented by the
+//! driver, reassembled by Linux, echoed back in fragments).
 
 #![feature(tcp_linger)]
 
@@ -111,6 +112,49 @@ fn eight_kib_datagrams_from_linux_are_reassembled() {
     assert_eq!(counters.reassembled, count as u64, "{counters:?}");
     assert_eq!(held, 0);
     ws.closesocket(server).unwrap();
+    drop(ws);
+    setup.finish();
+}
+
+#[test]
+fn eight_kib_datagrams_from_the_driver_are_fragmented() {
+    let namespace = Namespace::new();
+    let setup = DriverOnTap::start(&namespace, None);
+    let linux = SocketAddrV4::new(namespace.linux_ip(), 7301);
+    let sizes = [1473usize, 3000, 8000, 8192, 20_000, 65_507];
+    let server = namespace.spawn("linux-udp-echo-8k", move || {
+        let socket = UdpSocket::bind(linux).expect("Linux echo socket");
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut buffer = vec![0u8; 65_536];
+        for _ in 0..sizes.len() {
+            let (n, from) = socket
+                .recv_from(&mut buffer)
+                .expect("datagram from the driver");
+            socket.send_to(&buffer[..n], from).expect("echo");
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let ws = setup.ws.clone();
+    let client = ws.socket_datagram().unwrap();
+    ws.set_receive_timeout(client, Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut buffer = vec![0u8; 65_536];
+    for size in sizes {
+        let sent: Vec<u8> = (0..size).map(|i| (i * 11 + size) as u8).collect();
+        assert_eq!(ws.sendto(client, &sent, linux), Ok(size));
+        // Past 8 KiB the echo exceeds AFD's receive window: what comes back is cut to it.
+        let (n, from) = ws.recvfrom(client, &mut buffer).expect("echo from Linux");
+        assert_eq!(from, linux);
+        let expected = size.min(n);
+        assert_eq!(&buffer[..expected], &sent[..expected], "size {size}");
+        assert!(n == size || n == 8192, "size {size}: {n} bytes back");
+    }
+    server.join().expect("Linux echo server");
+    let (counters, _) = fragment_stats(setup.driver()).unwrap();
+    assert_eq!(counters.fragmented, sizes.len() as u64, "{counters:?}");
+    ws.closesocket(client).unwrap();
     drop(ws);
     setup.finish();
 }

@@ -82,6 +82,7 @@ impl Core {
         let Some(frame) = device.peek_front() else {
             return false;
         };
+        self.neighbors.snoop(frame, self.now);
         let packet = ethernet::ipv4_packet(frame);
         if let Some(packet) = packet
             && fragment::is_fragment(packet)

@@ -28,6 +28,7 @@ pub mod icmp;
 pub mod inbox;
 pub mod info;
 pub mod ingress;
+pub mod neighbors;
 pub mod ports;
 pub mod random;
 pub mod raw;

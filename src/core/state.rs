@@ -13,6 +13,7 @@ use crate::core::ethernet::{Link, Port};
 use crate::core::fragment::{FragmentConfig, FragmentStats, Fragments};
 use crate::core::icmp::{Icmp, IcmpStats};
 use crate::core::info::Answer;
+use crate::core::neighbors::Neighbors;
 use crate::core::ports::PortTable;
 use crate::core::random::Csprng;
 use crate::core::raw::{Raw, RawConfig, RawStats};
@@ -146,7 +147,9 @@ pub struct Core {
     /// The interface on the bound Ethernet link, if one is bound.
     pub(super) ethernet: Option<Port>,
     /// The default gateway, on the Ethernet link.
-    gateway: Option<Ipv4Addr>,
+    pub(super) gateway: Option<Ipv4Addr>,
+    /// On-link neighbours' MAC addresses, for the frames the core writes itself.
+    pub(super) neighbors: Neighbors,
     config: CoreConfig,
     pub(super) now: Instant,
     /// The driver's CSPRNG: ISN seeds and the ephemeral port start.
@@ -174,6 +177,7 @@ impl Core {
             fragments: Fragments::new(config.fragments, random.next_u64() as u16),
             ethernet: None,
             gateway: None,
+            neighbors: Neighbors::default(),
             config,
             now,
             random,
@@ -372,6 +376,7 @@ impl Core {
         }
         self.egress(port.as_mut(), device.as_mut());
         let udp_more = self.udp_egress(port.as_mut(), device.as_mut(), c);
+        self.large_egress(port.as_mut(), device.as_mut());
         self.icmp_egress(port.as_mut(), device.as_mut(), c);
         self.raw_egress(port.as_mut(), device.as_mut(), c);
         while let Some((socket, owner)) = self.sockets.next_event() {

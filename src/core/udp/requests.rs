@@ -114,10 +114,10 @@ impl Core {
                     .map_or(Ipv4Addr::UNSPECIFIED, Address::ip);
                 let (route, source, mtu) = self.plan_datagram(bound, remote)?;
                 if length > mtu.saturating_sub(HEADERS).min(MAX_PAYLOAD) {
-                    // To the host itself, larger datagrams go as fragments; elsewhere not yet.
-                    if route == SendRoute::Loopback && length <= MAX_PAYLOAD {
+                    // Larger datagrams go as fragments (not broadcasts: not yet).
+                    if route != SendRoute::Broadcast && length <= MAX_PAYLOAD {
                         let port = self.addresses.get(key).map_or(0, Address::port);
-                        return Ok(Err((port, source)));
+                        return Ok(Err((route, port, source)));
                     }
                     return Err(NtStatus::INVALID_BUFFER_SIZE);
                 }
@@ -126,8 +126,11 @@ impl Core {
             });
         let (key, route, source) = match planned {
             Ok(Ok(planned)) => planned,
-            Ok(Err((port, source))) => {
+            Ok(Err((SendRoute::Loopback, port, source))) => {
                 return self.send_fragmented(port, source, remote, length, irp, c);
+            }
+            Ok(Err((_, port, source))) => {
+                return self.send_large_ethernet(port, source, remote, length, irp, c);
             }
             Err(status) => return c.done(irp, status, 0),
         };
