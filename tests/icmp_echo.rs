@@ -315,3 +315,160 @@ fn echo_with_one_percent_allocation_failures() {
     t.close(ip);
     t.unload();
 }
+
+mod link {
+    //! The frame-level pieces of the Ethernet tests: a recording adapter and frame builders.
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::*;
+    use std::sync::Mutex;
+    use tcpip::link::ethernet::Adapter;
+
+    pub const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+    pub const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+    /// Records what the driver transmits.
+    #[derive(Default)]
+    pub struct Recorder {
+        pub sent: Mutex<Vec<Vec<u8>>>,
+    }
+
+    impl Adapter for Recorder {
+        fn mac(&self) -> [u8; 6] {
+            OUR_MAC
+        }
+
+        fn mtu(&self) -> usize {
+            1500
+        }
+
+        fn transmit(&self, frame: &[u8]) -> bool {
+            self.sent.lock().unwrap().push(frame.to_vec());
+            true
+        }
+    }
+
+    /// An Ethernet frame from the router carrying `ip`.
+    pub fn frame(ethertype: EthernetProtocol, payload: &[u8]) -> Vec<u8> {
+        let repr = EthernetRepr {
+            src_addr: EthernetAddress(ROUTER_MAC),
+            dst_addr: EthernetAddress(OUR_MAC),
+            ethertype,
+        };
+        let mut out = vec![0u8; repr.buffer_len() + payload.len()];
+        let mut view = EthernetFrame::new_unchecked(&mut out[..]);
+        repr.emit(&mut view);
+        view.payload_mut().copy_from_slice(payload);
+        out
+    }
+
+    /// The router's ARP reply to our request for `router`.
+    pub fn arp_reply(router: std::net::Ipv4Addr, ours: std::net::Ipv4Addr) -> Vec<u8> {
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: EthernetAddress(ROUTER_MAC),
+            source_protocol_addr: router,
+            target_hardware_addr: EthernetAddress(OUR_MAC),
+            target_protocol_addr: ours,
+        };
+        let mut payload = vec![0u8; arp.buffer_len()];
+        arp.emit(&mut ArpPacket::new_unchecked(&mut payload[..]));
+        frame(EthernetProtocol::Arp, &payload)
+    }
+
+    /// An ICMP error of `kind`/`code` from `router` to `ours`, quoting the start of `original`.
+    pub fn icmp_error(
+        router: std::net::Ipv4Addr,
+        ours: std::net::Ipv4Addr,
+        kind: Icmpv4Message,
+        code: u8,
+        original: &[u8],
+    ) -> Vec<u8> {
+        let quote = &original[..original.len().min(28)];
+        let mut icmp = vec![0u8; 8 + quote.len()];
+        icmp[0] = kind.into();
+        icmp[1] = code;
+        icmp[8..].copy_from_slice(quote);
+        Icmpv4Packet::new_unchecked(&mut icmp[..]).fill_checksum();
+        let ip = Ipv4Repr {
+            src_addr: router,
+            dst_addr: ours,
+            next_header: IpProtocol::Icmp,
+            payload_len: icmp.len(),
+            hop_limit: 63,
+        };
+        let mut packet = vec![0u8; 20 + icmp.len()];
+        ip.emit(
+            &mut Ipv4Packet::new_unchecked(&mut packet[..]),
+            &ChecksumCapabilities::default(),
+        );
+        packet[20..].copy_from_slice(&icmp);
+        frame(EthernetProtocol::Ipv4, &packet)
+    }
+}
+
+#[test]
+fn ttl_expired_in_transit_and_unreachable_from_a_router() {
+    use smoltcp::wire::{EthernetFrame, EthernetProtocol, Icmpv4Message, Ipv4Packet};
+    let t = loaded();
+    let ip = open_ip(&t);
+    let ours = Ipv4Addr::new(10, 13, 0, 2);
+    let router = Ipv4Addr::new(10, 13, 0, 1);
+    let far = Ipv4Addr::new(198, 51, 100, 7);
+    let input = [1u32.to_le_bytes(), ours.octets(), [255, 255, 255, 0]].concat();
+    let (status, _) = t
+        .kernel
+        .device_io_control(ip, IOCTL_SET_IP_ADDRESS, &input, &mut [0u8; 12]);
+    assert_eq!(status, NtStatus::SUCCESS);
+    let recorder = std::sync::Arc::new(link::Recorder::default());
+    let object = std::ptr::NonNull::new(t.driver().object()).unwrap();
+    let stack = tcpip::nt::entry::loaded_state::<tcpip::driver::Tcpip>(object)
+        .unwrap()
+        .stack();
+    stack.attach_link(recorder.clone(), 64).unwrap();
+    stack.set_gateway(Some(router));
+    let mut arp_answered = false;
+    for (kind, code, expected) in [
+        (Icmpv4Message::TimeExceeded, 0, IP_TTL_EXPIRED_TRANSIT),
+        (Icmpv4Message::DstUnreachable, 1, IP_DEST_HOST_UNREACHABLE),
+    ] {
+        let pending = start_echo(&t.kernel, ip, far, 5000);
+        // Wait for the echo request on the wire (after the ARP exchange with the router).
+        let request = loop {
+            let frames = recorder.sent.lock().unwrap().clone();
+            if !arp_answered && frames.iter().any(|f| f.get(12..14) == Some(&[0x08, 0x06])) {
+                assert!(stack.indicate_receive(&link::arp_reply(router, ours)));
+                arp_answered = true;
+            }
+            let echo: Option<Vec<u8>> = frames.iter().rev().find_map(|f| {
+                let frame = EthernetFrame::new_checked(&f[..]).ok()?;
+                (frame.ethertype() == EthernetProtocol::Ipv4)
+                    .then(|| frame.payload().to_vec())
+                    .filter(|p| {
+                        Ipv4Packet::new_checked(&p[..]).is_ok_and(|ip| ip.dst_addr() == far)
+                    })
+            });
+            if let Some(echo) = echo {
+                break echo;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        recorder.sent.lock().unwrap().clear();
+        assert!(stack.indicate_receive(&link::icmp_error(router, ours, kind, code, &request)));
+        let done = pending.wait();
+        assert_eq!(done.status, NtStatus::SUCCESS);
+        let answer = reply(&pending._buffer);
+        assert_eq!(answer.Status, expected, "{kind:?}");
+        assert_eq!(Ipv4Addr::from(answer.Address), router);
+        assert_eq!(answer.Reserved, 1);
+    }
+    let counters = icmp_stats(&t);
+    assert_eq!(
+        (counters.time_exceeded_in, counters.unreachables_in),
+        (1, 1)
+    );
+    stack.detach_link();
+    // The recorder's copies were made in the driver's DPC: gone before the leak check.
+    drop(std::mem::take(&mut *recorder.sent.lock().unwrap()));
+    t.close(ip);
+    t.unload();
+}
