@@ -42,6 +42,7 @@ pub struct FragmentConfig {
 }
 
 impl Default for FragmentConfig {
+    /// The defaults. Any IRQL.
     fn default() -> Self {
         Self {
             bytes: 256 * 1024,
@@ -90,12 +91,13 @@ struct Entry {
 }
 
 impl Entry {
-    /// Bytes this reassembly holds.
+    /// Bytes this reassembly holds. IRQL ≤ DISPATCH_LEVEL, under the core lock.
     fn bytes(&self) -> usize {
         self.data.capacity() + self.header.capacity()
     }
 
     /// Records `start..end` as received. Returns `false` past [`MAX_RANGES`].
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     fn add_range(&mut self, start: usize, end: usize) -> bool {
         let mut merged = (start, end);
         self.ranges.retain(|&(s, e)| {
@@ -114,7 +116,7 @@ impl Entry {
         true
     }
 
-    /// Whether every payload byte arrived.
+    /// Whether every payload byte arrived. IRQL ≤ DISPATCH_LEVEL, under the core lock.
     fn complete(&self) -> bool {
         match (self.total, self.ranges.as_slice()) {
             (Some(total), [(0, end)]) => *end == total && !self.header.is_empty(),
@@ -217,6 +219,7 @@ impl Fragments {
     }
 
     /// Starts a reassembly for `id`, evicting the oldest at the datagram bound.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     fn open(&mut self, id: Id, now: Instant) -> Option<()> {
         if self.entries.len() >= self.config.datagrams {
             self.evict_oldest(id);
@@ -238,6 +241,7 @@ impl Fragments {
 
     /// Makes room under the byte bound for `more` bytes of reassembly `id`, evicting the
     /// oldest other reassemblies. Returns whether there is room.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     fn make_room(&mut self, id: Id, more: usize) -> bool {
         while self.held_bytes() + more > self.config.bytes {
             if !self.evict_oldest(id) {
@@ -248,6 +252,7 @@ impl Fragments {
     }
 
     /// Drops the oldest reassembly other than `keep`. Returns whether one was dropped.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     fn evict_oldest(&mut self, keep: Id) -> bool {
         let oldest = self
             .entries
@@ -264,7 +269,7 @@ impl Fragments {
         true
     }
 
-    /// Drops reassembly `id` as failed.
+    /// Drops reassembly `id` as failed. IRQL ≤ DISPATCH_LEVEL, under the core lock.
     fn fail(&mut self, id: Id) {
         if let Some(index) = self.entries.iter().position(|e| e.id == id) {
             self.entries.swap_remove(index);
@@ -275,6 +280,7 @@ impl Fragments {
 
 /// Copies one fragment into its reassembly. Returns `false` if it cannot be stored (no
 /// memory, too many holes, a last fragment that contradicts an earlier one).
+/// IRQL ≤ DISPATCH_LEVEL, under the core lock.
 fn store(
     entry: &mut Entry,
     packet: &[u8],
@@ -321,6 +327,7 @@ fn store(
 
 /// The whole datagram of a complete reassembly: the first fragment's header with the total
 /// length, no fragment fields and a fresh checksum, then the payload.
+/// IRQL ≤ DISPATCH_LEVEL, under the core lock.
 fn assemble(entry: &Entry) -> Option<Vec<u8>> {
     let total = entry.header.len() + entry.data.len();
     let mut whole = pool::try_vec(total).ok()?;

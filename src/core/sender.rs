@@ -66,7 +66,7 @@ impl Sender {
         })
     }
 
-    /// The largest packet the socket holds.
+    /// The largest packet the socket holds. Any IRQL ≤ DISPATCH_LEVEL.
     pub fn largest(&self) -> usize {
         self.largest
     }

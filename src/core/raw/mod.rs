@@ -54,6 +54,7 @@ pub struct RawConfig {
 }
 
 impl Default for RawConfig {
+    /// The defaults. Any IRQL.
     fn default() -> Self {
         Self {
             queue_datagrams: 64,
