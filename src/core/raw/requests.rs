@@ -177,8 +177,11 @@ impl Core {
         if length > mdl.as_ref().map_or(0, |mdl| mdl.len()) {
             return Err(NtStatus::INVALID_PARAMETER);
         }
-        let header = if endpoint.header_include { 0 } else { 20 };
-        let mut packet = pool::try_zeroed(header + length)?;
+        let header: usize = if endpoint.header_include { 0 } else { 20 };
+        let total = header
+            .checked_add(length)
+            .ok_or(NtStatus::INVALID_BUFFER_SIZE)?;
+        let mut packet = pool::try_zeroed(total)?;
         if let (Some(mdl), Some(data)) = (mdl, packet.get_mut(header..)) {
             mdl.read(0, data)?;
         }

@@ -151,7 +151,9 @@ impl Core {
     /// subnet or as a broadcast, else the default gateway. DISPATCH_LEVEL, under the core lock.
     fn next_hop(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
         let (own, prefix) = self.configured_v4()?;
-        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        let mask = u32::MAX
+            .checked_shl(32u32.saturating_sub(u32::from(prefix)))
+            .unwrap_or(0);
         let on_link = u32::from(dst) & mask == u32::from(own) & mask;
         if on_link || dst.is_broadcast() {
             Some(dst)
