@@ -6,6 +6,9 @@
 #![forbid(unsafe_code)]
 
 use crate::core::address::Protocol;
+use crate::core::icmp::EchoParams;
+use crate::core::icmp::reply::REPLY_LEN;
+use crate::core::raw::IPPROTO_RAW;
 use crate::core::work::{Object, Request};
 use crate::driver::{IP_DEVICE, Tcpip};
 use crate::info::adapters::IOCTL_IP_INTERFACE_INFO;
@@ -14,8 +17,10 @@ use crate::info::set::{self, Setting};
 use crate::nt::NtStatus;
 use crate::nt::irp::{Dispatched, FileObject, Irp};
 use crate::nt::object::ReferencedFile;
+use crate::nt::pool;
 use crate::nt::security;
 use crate::nt::types::*;
+use crate::tdi::icmp::EchoRequest;
 use crate::tdi::ioctl::{SetIpAddress, parse_delete_ip_address};
 use crate::tdi::request::{
     AssociateParams, KernelRequest, QueryInformationParams, QueryType, ReceiveDatagramParams,
@@ -55,8 +60,10 @@ fn file_kind(file: FileObject<'_>) -> Option<FileKind> {
 enum DeviceKind {
     Tcp,
     Udp,
-    /// `\Device\RawIp` and `\Device\Ip`: raw IP and ICMP, not served yet.
-    Raw,
+    /// `\Device\RawIp`: raw IP of the protocol in the file name.
+    RawIp,
+    /// `\Device\Ip`: address files of `IPPROTO_RAW`; ICMP echo requests on control channels.
+    Ip,
 }
 
 impl DeviceKind {
@@ -65,7 +72,8 @@ impl DeviceKind {
         match device {
             0 => DeviceKind::Tcp,
             1 => DeviceKind::Udp,
-            _ => DeviceKind::Raw,
+            2 => DeviceKind::RawIp,
+            _ => DeviceKind::Ip,
         }
     }
 }
@@ -86,8 +94,9 @@ pub fn dispatch(driver: &'static Tcpip, device: usize, irp: Irp) -> Dispatched {
 /// serves. Malformed EAs fail here, before anything is allocated. Address files and connection
 /// endpoints are created by the core; the IRP pends until then. A control channel may be
 /// opened on every device; connection endpoints exist only on `\Device\Tcp`
-/// (`STATUS_INVALID_PARAMETER` elsewhere, as ReactOS's transport answers); raw IP address
-/// files are not served yet (`STATUS_NOT_IMPLEMENTED`, Winsock's `WSAEOPNOTSUPP`).
+/// (`STATUS_INVALID_PARAMETER` elsewhere, as ReactOS's transport answers). A raw IP address
+/// file's protocol is the decimal number after `\Device\RawIp\` (none: `IPPROTO_RAW`, as on
+/// `\Device\Ip`); anything else in the name is `STATUS_INVALID_PARAMETER`.
 fn create(driver: &'static Tcpip, device: DeviceKind, mut irp: Irp) -> Dispatched {
     let ea_length = irp.stack().create_ea_length() as usize;
     let share_access = irp.stack().create_share_access();
@@ -105,7 +114,11 @@ fn create(driver: &'static Tcpip, device: DeviceKind, mut irp: Irp) -> Dispatche
             let protocol = match device {
                 DeviceKind::Tcp => Protocol::Tcp,
                 DeviceKind::Udp => Protocol::Udp,
-                DeviceKind::Raw => return irp.complete(NtStatus::NOT_IMPLEMENTED, 0),
+                DeviceKind::RawIp => match raw_protocol(file.file_name()) {
+                    Some(number) => Protocol::Raw(number),
+                    None => return irp.complete(NtStatus::INVALID_PARAMETER, 0),
+                },
+                DeviceKind::Ip => Protocol::Raw(IPPROTO_RAW),
             };
             driver.stack().submit(
                 Request::OpenAddress {
@@ -126,6 +139,25 @@ fn create(driver: &'static Tcpip, device: DeviceKind, mut irp: Irp) -> Dispatche
                 .submit(Request::OpenConnection { context }, irp, None)
         }
     }
+}
+
+/// The IP protocol of a `\Device\RawIp` file name: `\<decimal 0..=255>`, or `IPPROTO_RAW`
+/// for an empty name; `None` for anything else. Any IRQL.
+fn raw_protocol(name: &[u16]) -> Option<u8> {
+    let digits = match name {
+        [] => return Some(IPPROTO_RAW),
+        [separator, digits @ ..] if *separator == u16::from(b'\\') && !digits.is_empty() => digits,
+        _ => return None,
+    };
+    if digits.len() > 3 {
+        return None;
+    }
+    let mut number: u16 = 0;
+    for digit in digits {
+        let value = digit.checked_sub(u16::from(b'0')).filter(|v| *v < 10)?;
+        number = number * 10 + value;
+    }
+    u8::try_from(number).ok()
 }
 
 /// IRP_MJ_CLOSE: the core completes the file's pending requests with `STATUS_CANCELLED`,
@@ -377,19 +409,36 @@ fn device_control(driver: &'static Tcpip, irp: Irp) -> Dispatched {
     }
 }
 
-/// `IOCTL_ICMP_ECHO_REQUEST` (METHOD_BUFFERED): `IcmpSendEcho`. The core reads the request
-/// from the system buffer and completes the IRP with the reply, or at the request's timeout;
-/// it can be cancelled meanwhile.
-fn echo_request(driver: &'static Tcpip, irp: Irp) -> Dispatched {
+/// `IOCTL_ICMP_ECHO_REQUEST` (METHOD_BUFFERED): iphlpapi's `IcmpSendEcho`/`IcmpSendEcho2`
+/// (`ping`), on a `\Device\Ip` control channel. The request and its data are copied here;
+/// the core completes the IRP with the reply (`ICMP_ECHO_REPLY` and the echoed data), or with
+/// `STATUS_TIMEOUT` and `IP_REQ_TIMED_OUT`. An output buffer too small for one reply is
+/// `STATUS_BUFFER_TOO_SMALL`; malformed input `STATUS_INVALID_PARAMETER`. Cancellable.
+/// PASSIVE_LEVEL.
+fn echo_request(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
     let ioctl = irp.stack().ioctl();
-    let request = Request::Echo {
-        input_len: ioctl.input_length as usize,
-        output_len: ioctl.output_length as usize,
-        user_buffer: irp.user_buffer() as usize,
-    };
-    driver
-        .stack()
-        .submit(request, irp, Some(driver.cancel_routine()))
+    if (ioctl.output_length as usize) < REPLY_LEN {
+        return irp.complete(NtStatus::BUFFER_TOO_SMALL, 0);
+    }
+    let input_length = ioctl.input_length as usize;
+    let params = EchoRequest::parse(irp.system_buffer(input_length)).and_then(|request| {
+        let mut data = pool::try_vec(request.data.len())?;
+        data.extend_from_slice(request.data);
+        Ok(EchoParams {
+            dst: request.dst,
+            ttl: request.ttl,
+            timeout_ms: request.timeout_ms,
+            data,
+        })
+    });
+    match params {
+        Ok(params) => driver.stack().submit(
+            Request::EchoRequest(params),
+            irp,
+            Some(driver.cancel_routine()),
+        ),
+        Err(status) => irp.complete(status, 0),
+    }
 }
 
 /// `IOCTL_IP_INTERFACE_INFO` (METHOD_BUFFERED): the adapters and their names. An output buffer
@@ -473,19 +522,35 @@ fn query_information_ex(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
 }
 
 /// `IOCTL_TCP_SET_INFORMATION_EX` (METHOD_BUFFERED). `TCP_SOCKET_NODELAY` on a connection file
-/// applies to that connection. Everything else is decoded by [`set::decode`] and names its
-/// object by entity: routes (IP entity), ARP entries (AT entity), which need the caller's right
-/// to change the configuration, and socket options on an address file's transport entity
-/// (what wshtcpip's setsockopt sends over a control channel).
+/// applies to that connection, and `AO_OPTION_IP_HDRINCL` on a raw address file to that file.
+/// Everything else is decoded by [`set::decode`] and names its object by entity: routes (IP
+/// entity), ARP entries (AT entity), which need the caller's right to change the
+/// configuration, and socket options on an address file's transport entity (what wshtcpip's
+/// setsockopt sends over a control channel).
 fn set_information_ex(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
     let length = irp.stack().ioctl().input_length as usize;
     let kind = irp.stack().file_object().and_then(file_kind);
-    let decoded = SetInformationEx::parse(irp.system_buffer(length))
-        .map(|request| (request.id, set::decode(&request.id, request.buffer)));
-    let (id, setting) = match decoded {
+    let decoded = SetInformationEx::parse(irp.system_buffer(length)).map(|request| {
+        let enabled = request.buffer.iter().any(|byte| *byte != 0);
+        (
+            request.id,
+            enabled,
+            set::decode(&request.id, request.buffer),
+        )
+    });
+    let (id, enabled, setting) = match decoded {
         Ok(decoded) => decoded,
         Err(status) => return irp.complete(status, 0),
     };
+    if let Some(FileKind::Address(address)) = kind
+        && id.toi_class == INFO_CLASS_PROTOCOL
+        && id.toi_type == INFO_TYPE_ADDRESS_OBJECT
+        && id.toi_id == AO_OPTION_IP_HDRINCL
+    {
+        return driver
+            .stack()
+            .submit(Request::SetHeaderInclude { address, enabled }, irp, None);
+    }
     if let (Ok(Setting::Option { option, .. }), Some(FileKind::Connection(connection))) =
         (setting, kind)
         && id.toi_type == INFO_TYPE_CONNECTION

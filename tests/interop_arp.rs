@@ -66,7 +66,7 @@ fn linux_mac(namespace: &Namespace) -> String {
 /// `ping -n 1` from the driver (iphlpapi's `IcmpSendEcho` on `\\Device\\Ip`): the reply's
 /// source and status, and whether the 32 bytes came back.
 fn driver_pings(setup: &DriverOnTap, to: Ipv4Addr) -> ([u8; 4], u32, bool) {
-    use tcpip::tdi::echo::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST};
+    use tcpip::nt::types::icmp::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST};
     use zerocopy::IntoBytes;
     let ip = setup.kernel.create_file("\\Device\\Ip", None, 0).unwrap();
     let request = ICMP_ECHO_REQUEST {

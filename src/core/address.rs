@@ -1,8 +1,9 @@
 //! ADDRESS_FILE: a local address and port of one protocol, and what that protocol keeps on
-//! it: TCP's listener, or UDP's datagram endpoint.
+//! it: TCP's listener, UDP's datagram endpoint, or raw IP's endpoint.
 #![forbid(unsafe_code)]
 
 use crate::core::ports::Binding;
+use crate::core::raw;
 use crate::core::sockets::SocketKey;
 use crate::core::udp::Endpoint;
 use alloc::boxed::Box;
@@ -11,11 +12,14 @@ use alloc::vec::Vec;
 use core::net::{Ipv4Addr, SocketAddrV4};
 
 /// The transport protocol of an address file, from the device it was opened on
-/// (`\Device\Tcp`, `\Device\Udp`). Each protocol has its own port space.
+/// (`\Device\Tcp`, `\Device\Udp`, `\Device\RawIp\<n>`). TCP and UDP each have their own
+/// port space; raw IP has none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     Tcp,
     Udp,
+    /// Raw IP of this IP protocol number.
+    Raw(u8),
 }
 
 /// One address file. It is reference counted: its file object (until its CLOSE) and every
@@ -35,6 +39,8 @@ pub struct Address {
     pub listener: Option<Listener>,
     /// UDP: the datagram endpoint (always present on a UDP address file).
     pub datagram: Option<Box<Endpoint>>,
+    /// Raw IP: the raw endpoint (always present on a raw address file).
+    pub raw: Option<Box<raw::Endpoint>>,
     /// TDI event handlers registered with TDI_SET_EVENT_HANDLER, as (handler, context) by
     /// `TDI_EVENT_*` type. AFD registers none; they are kept for clients that do.
     pub handlers: [(usize, usize); EVENT_TYPES],

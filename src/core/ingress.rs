@@ -1,4 +1,7 @@
-//! Received frames to their protocol: a frame from a link goes first to the UDP layer (which
+//! Received frames to their protocol: a frame from a link is first copied to the raw IP
+//! address files of its protocol ([`crate::core::raw::ingress`]), then goes to the ICMP layer (which
+//! takes the replies and errors for the host's echo requests, [`crate::core::icmp::ingress`]),
+//! then to the UDP layer (which
 //! takes the datagrams for the host's address files, [`crate::core::udp::ingress`]), then, for
 //! TCP, to the one socket it is for ([`crate::core::demux`]), or to smoltcp with no socket
 //! (ICMP and ARP are smoltcp's; it answers anything unmatched with a RST or an ICMP port
@@ -6,6 +9,9 @@
 #![forbid(unsafe_code)]
 
 use crate::core::counters::{self, LinkCounters, Meter, Metered};
+use crate::core::fragment;
+use crate::core::icmp;
+use crate::core::raw;
 use crate::core::segment::{self, TcpSegment};
 use crate::core::slab::Key;
 use crate::core::sockets::SocketKey;
@@ -33,25 +39,27 @@ impl Core {
             link: &self.loopback_link,
         };
         counters::received(meter, Medium::Ip, frame);
-        if udp::ingress(&mut self.udp, &mut self.addresses, frame, &arrival, c)
-            == udp::Ingress::Taken
+        if fragment::is_fragment(frame) {
+            let whole = self.fragments.reassemble(frame, self.now);
+            self.device.drop_front();
+            if let Some(whole) = whole {
+                self.ingress_whole(&whole, &arrival, c);
+            }
+            return true;
+        }
+        if raw::ingress(&mut self.raw, &mut self.addresses, frame, &arrival, c)
+            || icmp::ingress(&mut self.icmp, frame, &arrival, self.now, c)
         {
             self.device.drop_front();
             return true;
         }
-        if let Some(echo) = self.echoes.reply_for(Some(frame)) {
-            let meter = Meter {
-                layers: &self.counters,
-                link: &self.loopback_link,
-            };
-            let mut loopback = Metered {
-                device: &mut self.device,
-                meter,
-            };
-            if let Some(set) = self.echoes.set_mut(echo) {
-                self.iface.poll_ingress_single(self.now, &mut loopback, set);
+        match udp::ingress(&mut self.udp, &mut self.addresses, frame, &arrival, c) {
+            udp::Ingress::Taken => {
+                self.device.drop_front();
+                return true;
             }
-            return true;
+            udp::Ingress::NoPort => self.icmp.count_port_unreachable(),
+            udp::Ingress::NotUdp => {}
         }
         match self.demux(segment::classify(frame)) {
             Demux::Drop => {
@@ -98,22 +106,33 @@ impl Core {
         counters::received(meter, Medium::Ethernet, frame);
         let packet = ethernet::ipv4_packet(frame);
         if let Some(packet) = packet
-            && udp::ingress(&mut self.udp, &mut self.addresses, packet, &arrival, c)
-                == udp::Ingress::Taken
+            && fragment::is_fragment(packet)
+        {
+            let whole = for_host(packet, &arrival)
+                .then(|| self.fragments.reassemble(packet, self.now))
+                .flatten();
+            device.drop_front();
+            if let Some(whole) = whole {
+                self.ingress_whole(&whole, &arrival, c);
+            }
+            return true;
+        }
+        if let Some(packet) = packet
+            && (raw::ingress(&mut self.raw, &mut self.addresses, packet, &arrival, c)
+                || icmp::ingress(&mut self.icmp, packet, &arrival, self.now, c))
         {
             device.drop_front();
             return true;
         }
-        if let Some(echo) = self.echoes.reply_for(packet) {
-            let meter = Meter {
-                layers: &self.counters,
-                link,
-            };
-            let mut device = Metered { device, meter };
-            if let Some(set) = self.echoes.set_mut(echo) {
-                iface.poll_ingress_single(self.now, &mut device, set);
+        if let Some(packet) = packet {
+            match udp::ingress(&mut self.udp, &mut self.addresses, packet, &arrival, c) {
+                udp::Ingress::Taken => {
+                    device.drop_front();
+                    return true;
+                }
+                udp::Ingress::NoPort => self.icmp.count_port_unreachable(),
+                udp::Ingress::NotUdp => {}
             }
-            return true;
         }
         let segment = packet.and_then(segment::classify);
         match self.demux(segment) {
@@ -131,6 +150,19 @@ impl Core {
             }
         }
         true
+    }
+
+    /// A reassembled datagram to the raw, ICMP and UDP layers (smoltcp cannot be handed a
+    /// packet that is no frame of a link: a reassembled TCP segment or echo request is
+    /// dropped, and a datagram for a closed UDP port gets no port unreachable).
+    /// DISPATCH_LEVEL, under the core lock.
+    fn ingress_whole(&mut self, packet: &[u8], arrival: &udp::Arrival, c: &Completer<'_>) {
+        if raw::ingress(&mut self.raw, &mut self.addresses, packet, arrival, c)
+            || icmp::ingress(&mut self.icmp, packet, arrival, self.now, c)
+        {
+            return;
+        }
+        udp::ingress(&mut self.udp, &mut self.addresses, packet, arrival, c);
     }
 
     /// Picks the one socket a received segment is for: the socket filed for its 4-tuple, or
@@ -185,4 +217,12 @@ enum Demux {
         target: Option<SocketKey>,
         listener: Option<Key>,
     },
+}
+
+/// Whether `packet` (an IPv4 packet from the Ethernet link) is for this host: one of its
+/// addresses, or a broadcast. DISPATCH_LEVEL.
+fn for_host(packet: &[u8], arrival: &udp::Arrival) -> bool {
+    smoltcp::wire::Ipv4Packet::new_checked(packet).is_ok_and(|ip| {
+        arrival.is_own(ip.dst_addr()) || udp::wire::is_broadcast(ip.dst_addr(), arrival.configured)
+    })
 }

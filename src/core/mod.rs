@@ -7,6 +7,11 @@
 //!   followed up.
 //! - [`udp`]: UDP address files (datagram queues, sends, the UDP counters), beside TCP's
 //!   state in [`state`].
+//! - [`icmp`]: ICMP echo requests (`IOCTL_ICMP_ECHO_REQUEST`), received ICMP messages and
+//!   the ICMP counters.
+//! - [`raw`]: raw IP address files on `\Device\RawIp\<n>` (`IP_HDRINCL`, every datagram
+//!   of their protocol with its header). [`inbox`]: the receive side UDP and raw share;
+//!   [`sender`]: packets the core builds, out through a smoltcp raw socket.
 //! - [`work`]: requests and the two queues. [`connection`], [`address`]: the TDI objects'
 //!   protocol state. [`transfer`]: data between socket rings and MDLs. [`info`]: query answers.
 //!   [`counters`]: per-layer counters and the metered device; [`routes`]: static routes;
@@ -21,14 +26,19 @@ pub mod connection;
 pub mod counters;
 pub mod demux;
 pub mod ethernet;
+pub mod fragment;
+pub mod icmp;
+pub mod inbox;
 pub mod info;
 pub mod ingress;
 pub mod neighbors;
 pub mod ports;
 pub mod random;
+pub mod raw;
 pub mod retransmit;
 pub mod routes;
 pub mod segment;
+pub mod sender;
 pub mod slab;
 pub mod sockets;
 pub mod stack;

@@ -1,4 +1,6 @@
-//! A mirror of smoltcp's ARP cache, for the IP helper's ARP table (`arp -a`).
+//! A mirror of smoltcp's ARP cache, for the IP helper's ARP table (`arp -a`) and for the frames
+//! the core writes itself (IPv4 fragments, [`crate::core::udp`]), which need the next hop's MAC
+//! address that smoltcp knows but does not expose; [`arp_request`] asks for one it lacks.
 //!
 //! smoltcp 0.14 keeps its neighbour cache private, so the core keeps the same entries by the
 //! same rules, watching the frames it hands to smoltcp: an ARP request or reply aimed at the
@@ -11,7 +13,8 @@
 use core::net::Ipv4Addr;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Ipv4Cidr, Ipv4Packet,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, Ipv4Cidr, Ipv4Packet,
 };
 
 /// smoltcp's neighbour cache size (`IFACE_NEIGHBOR_CACHE_COUNT`).
@@ -101,6 +104,12 @@ impl Neighbors {
         }
     }
 
+    /// The MAC address of `ip`, while its entry lives. Any IRQL.
+    pub fn lookup(&self, ip: Ipv4Addr, now: Instant) -> Option<[u8; 6]> {
+        self.live(now)
+            .find_map(|(known, mac)| (known == ip).then_some(mac))
+    }
+
     /// The live entries, as (IP, MAC). Any IRQL.
     pub fn live(&self, now: Instant) -> impl Iterator<Item = (Ipv4Addr, [u8; 6])> + '_ {
         self.entries
@@ -111,10 +120,34 @@ impl Neighbors {
     }
 }
 
+/// Writes an ARP request for `target` from `mac`/`ip` into `frame` (42 bytes). Returns the
+/// frame's length, or 0 if `frame` is too short. IRQL ≤ DISPATCH_LEVEL.
+pub fn arp_request(frame: &mut [u8], mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> usize {
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: EthernetAddress(mac),
+        source_protocol_addr: ip,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    };
+    let ethernet = EthernetRepr {
+        src_addr: EthernetAddress(mac),
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    };
+    let len = ethernet.buffer_len() + arp.buffer_len();
+    let Some(frame) = frame.get_mut(..len) else {
+        return 0;
+    };
+    let mut view = EthernetFrame::new_unchecked(frame);
+    ethernet.emit(&mut view);
+    arp.emit(&mut ArpPacket::new_unchecked(view.payload_mut()));
+    len
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smoltcp::wire::{EthernetAddress, EthernetRepr};
 
     const OURS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 

@@ -72,6 +72,16 @@ pub struct Binding {
 }
 
 impl Binding {
+    /// The binding of an address file of a protocol without ports (raw IP): `ip`, port 0, in
+    /// no port table. Any IRQL.
+    pub fn portless(ip: Ipv4Addr) -> Binding {
+        Binding {
+            ip,
+            port: 0,
+            shared: true,
+        }
+    }
+
     /// The IP bound (`0.0.0.0`: every local address). Any IRQL.
     pub fn ip(self) -> Ipv4Addr {
         self.ip

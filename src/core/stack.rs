@@ -8,6 +8,9 @@
 #![forbid(unsafe_code)]
 
 use crate::core::ethernet::Link;
+use crate::core::fragment::FragmentStats;
+use crate::core::icmp::IcmpStats;
+use crate::core::raw::RawStats;
 use crate::core::state::{Completer, Core, CoreConfig};
 use crate::core::udp::UdpStats;
 use crate::core::work::{Completion, Finish, Inbound, Outbound, Request, Work};
@@ -253,6 +256,22 @@ impl Stack {
     /// The UDP layer's counters. PASSIVE_LEVEL (takes the core lock).
     pub fn udp_stats(&self) -> UdpStats {
         self.core.lock().udp_stats()
+    }
+
+    /// The fragmentation counters and the bytes reassembly holds now. PASSIVE_LEVEL (takes
+    /// the core lock).
+    pub fn fragment_stats(&self) -> (FragmentStats, usize) {
+        self.core.lock().fragment_stats()
+    }
+
+    /// The raw IP layer's counters. PASSIVE_LEVEL (takes the core lock).
+    pub fn raw_stats(&self) -> RawStats {
+        self.core.lock().raw_stats()
+    }
+
+    /// The ICMP layer's counters. PASSIVE_LEVEL (takes the core lock).
+    pub fn icmp_stats(&self) -> IcmpStats {
+        self.core.lock().icmp_stats()
     }
 
     /// Sets or clears the default gateway. PASSIVE_LEVEL.

@@ -11,9 +11,12 @@ use crate::core::address::{Address, EVENT_TYPES, Listener, Protocol};
 use crate::core::connection::{CloseReason, Connection, Phase, Receive};
 use crate::core::counters::{Counters, LinkCounters, Meter, Metered};
 use crate::core::ethernet::{Link, Port};
+use crate::core::fragment::{FragmentConfig, FragmentStats, Fragments};
+use crate::core::icmp::{Icmp, IcmpStats};
 use crate::core::info::Answer;
 use crate::core::ports::PortTable;
 use crate::core::random::Csprng;
+use crate::core::raw::{Raw, RawConfig, RawStats};
 use crate::core::routes::StaticRoutes;
 use crate::core::slab::{Key, Slab};
 use crate::core::sockets::{Owner, Route, SocketKey, Sockets};
@@ -38,7 +41,6 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 
 mod configure;
-pub(super) mod echo;
 mod report;
 
 /// The interface index of the configured address (loopback is 0).
@@ -86,6 +88,10 @@ pub struct CoreConfig {
     pub frame_budget: usize,
     /// The UDP layer's queue bounds.
     pub udp: UdpConfig,
+    /// The raw IP layer's queue bounds.
+    pub raw: RawConfig,
+    /// The reassembly bounds.
+    pub fragments: FragmentConfig,
 }
 
 impl Default for CoreConfig {
@@ -103,6 +109,8 @@ impl Default for CoreConfig {
             loopback_frames: 64,
             frame_budget: 16,
             udp: UdpConfig::default(),
+            raw: RawConfig::default(),
+            fragments: FragmentConfig::default(),
         }
     }
 }
@@ -149,10 +157,16 @@ pub struct Core {
     listeners: Vec<Key>,
     /// The UDP layer.
     pub(super) udp: Udp,
+    /// The ICMP layer.
+    pub(super) icmp: Icmp,
+    /// The raw IP layer.
+    pub(super) raw: Raw,
+    /// IPv4 reassembly, and the identification of the datagrams the host fragments.
+    pub(super) fragments: Fragments,
     /// The interface on the bound Ethernet link, if one is bound.
     pub(super) ethernet: Option<Box<Port>>,
     /// The default gateway, on the Ethernet link.
-    gateway: Option<Ipv4Addr>,
+    pub(super) gateway: Option<Ipv4Addr>,
     config: CoreConfig,
     pub(super) now: Instant,
     /// The driver's CSPRNG: ISN seeds and the ephemeral port start.
@@ -165,8 +179,6 @@ pub struct Core {
     routes: StaticRoutes,
     /// The serial number of the last address file opened.
     next_serial: u64,
-    /// ICMP echo requests in flight (`ping`).
-    pub(super) echoes: echo::Echoes,
 }
 
 impl Core {
@@ -185,6 +197,9 @@ impl Core {
             connections: Slab::default(),
             listeners: Vec::new(),
             udp: Udp::new(config.udp, random.next_u64()),
+            icmp: Icmp::new(random.next_u64(), config.loopback_mtu.max(ETHERNET_MTU))?,
+            raw: Raw::new(config.raw, config.loopback_mtu.max(ETHERNET_MTU))?,
+            fragments: Fragments::new(config.fragments, random.next_u64() as u16),
             ethernet: None,
             gateway: None,
             config,
@@ -194,7 +209,6 @@ impl Core {
             loopback_link: Cell::default(),
             routes: StaticRoutes::default(),
             next_serial: 0,
-            echoes: echo::Echoes::default(),
         })
     }
 
@@ -273,9 +287,21 @@ impl Core {
                 address,
                 remote,
                 length,
+            } if self.is_raw(address) => self.send_raw(address, remote, length, irp, c),
+            Request::SendDatagram {
+                address,
+                remote,
+                length,
             } => self.send_datagram(address, remote, length, irp, c),
+            Request::ReceiveDatagram { address, length } if self.is_raw(address) => {
+                self.receive_raw(address, length, irp, c)
+            }
             Request::ReceiveDatagram { address, length } => {
                 self.receive_datagram(address, length, irp, c)
+            }
+            Request::SetHeaderInclude { address, enabled } => {
+                let status = self.set_header_include(address, enabled);
+                c.done(irp, status, 0);
             }
             Request::Query { object, kind } => self.query(object, kind, irp, c),
             Request::SetNoDelay {
@@ -316,11 +342,7 @@ impl Core {
                 let status = self.delete_ip_address(interface);
                 c.done(irp, status, 0);
             }
-            Request::Echo {
-                input_len,
-                output_len,
-                user_buffer,
-            } => self.start_echo(input_len, output_len, user_buffer, irp, c),
+            Request::EchoRequest(params) => self.echo_request(params, irp, c),
         }
     }
 
@@ -388,6 +410,8 @@ impl Core {
             _ => None,
         };
         self.sockets.expire(now);
+        self.icmp_expire(c);
+        self.fragments.expire(now);
         for _ in 0..self.config.frame_budget {
             if !self.ingress_loopback(c) {
                 break;
@@ -410,7 +434,9 @@ impl Core {
         }
         self.egress(port.as_deref_mut(), device.as_mut());
         let udp_more = self.udp_egress(port.as_deref_mut(), device.as_mut(), c);
-        self.echo_pass(port.as_deref_mut(), device.as_mut(), c);
+        self.large_egress(port.as_deref_mut(), device.as_mut());
+        self.icmp_egress(port.as_deref_mut(), device.as_mut(), c);
+        self.raw_egress(port.as_deref_mut(), device.as_mut(), c);
         while let Some((socket, owner)) = self.sockets.next_event() {
             match owner {
                 Owner::Connection(key) => self.service(key, c),
@@ -492,6 +518,22 @@ impl Core {
         self.udp.stats()
     }
 
+    /// The fragmentation counters and the bytes reassembly holds now. Any IRQL
+    /// ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn fragment_stats(&self) -> (FragmentStats, usize) {
+        (self.fragments.stats, self.fragments.held_bytes())
+    }
+
+    /// The raw IP layer's counters. Any IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn raw_stats(&self) -> RawStats {
+        self.raw.stats()
+    }
+
+    /// The ICMP layer's counters. Any IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn icmp_stats(&self) -> IcmpStats {
+        self.icmp.stats()
+    }
+
     /// Interface 1's address, if configured.
     fn configured(&self) -> Option<IpCidr> {
         self.iface
@@ -505,17 +547,29 @@ impl Core {
     /// UDP's retry of a datagram waiting for its neighbour.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
         let tcp = self.sockets.next_deadline(now);
-        [self.udp_poll_at(), self.echo_poll_at()]
-            .into_iter()
-            .flatten()
-            .chain(tcp)
-            .min()
+        [
+            self.udp_poll_at(),
+            self.icmp.poll_at(),
+            self.raw.poll_at(),
+            self.fragments.poll_at(),
+        ]
+        .into_iter()
+        .fold(tcp, |earliest, next| match (earliest, next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     /// Unlinks the pending IRP `id` for its cancel routine. Protocol side effects of the
     /// cancellation happen here (a cancelled connect abandons its attempt); nothing is freed.
     pub fn cancel(&mut self, id: IrpId) -> Option<PendingIrp> {
-        if let Some(irp) = self.cancel_datagram(id).or_else(|| self.cancel_echo(id)) {
+        if let Some(irp) = self.cancel_datagram(id) {
+            return Some(irp);
+        }
+        if let Some(irp) = self.icmp.take(id) {
+            return Some(irp);
+        }
+        if let Some(irp) = self.cancel_raw(id) {
             return Some(irp);
         }
         for index in 0..self.connections.slot_count() {
@@ -581,6 +635,7 @@ impl Core {
             match protocol {
                 Protocol::Tcp => self.bind_address(address, shared),
                 Protocol::Udp => self.bind_udp_address(address, shared),
+                Protocol::Raw(number) => self.bind_raw_address(address, number),
             }
         } else {
             Err(NtStatus::INVALID_ADDRESS)
@@ -612,6 +667,7 @@ impl Core {
             file_open: true,
             listener: None,
             datagram: None,
+            raw: None,
             handlers: [(0, 0); EVENT_TYPES],
         };
         match self.addresses.try_insert(entry) {
@@ -647,6 +703,7 @@ impl Core {
                 }
                 self.destroy_listener(key, c);
                 self.close_datagram(key, c);
+                self.close_raw(key, c);
                 self.release_address(index);
             }
             Object::Connection(index) => {
@@ -709,6 +766,7 @@ impl Core {
                     self.ports.unbind(address.binding);
                 }
                 Protocol::Udp => self.unbind_udp_address(key, &address),
+                Protocol::Raw(_) => self.unbind_raw_address(key),
             }
         }
     }
@@ -1379,6 +1437,9 @@ impl Core {
         }
     }
 }
+
+/// The largest packet of an Ethernet link (its usual MTU).
+const ETHERNET_MTU: usize = 1500;
 
 /// Addresses the interface holds: loopback and the configured one.
 const MAX_ADDRESSES: usize = 2;

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 use crate::core::address::Protocol;
+use crate::core::icmp::EchoParams;
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
 use crate::nt::pool;
@@ -109,14 +110,13 @@ pub enum Request {
     DeleteIpAddress {
         interface: u32,
     },
-    /// IOCTL_ICMP_ECHO_REQUEST: the request is in the IRP's system buffer (`input_len` bytes);
-    /// the reply goes there too (`output_len` bytes), its data pointer relative to the caller's
-    /// `user_buffer`.
-    Echo {
-        input_len: usize,
-        output_len: usize,
-        user_buffer: usize,
+    /// `AO_OPTION_IP_HDRINCL` on a raw address file.
+    SetHeaderInclude {
+        address: u32,
+        enabled: bool,
     },
+    /// IOCTL_ICMP_ECHO_REQUEST: send an echo request and wait for its reply.
+    EchoRequest(EchoParams),
 }
 
 /// A request with its IRP, waiting in the inbound queue.

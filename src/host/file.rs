@@ -243,8 +243,9 @@ impl KernelHandle {
 
     /// A synchronous device I/O control request, buffered as the I/O manager does for the
     /// code's method:
-    /// - `METHOD_BUFFERED`: one system buffer of `max(input, output)` bytes holding the input;
-    ///   on a non-error status, `Information` bytes are copied back to `output`;
+    /// - `METHOD_BUFFERED`: one system buffer of `max(input, output)` bytes holding the input,
+    ///   `IRP::UserBuffer` at `output`; on a non-error status, `Information` bytes are copied
+    ///   back to `output`;
     /// - `METHOD_NEITHER`: `Parameters.DeviceIoControl.Type3InputBuffer` points at (a copy
     ///   of) the input and `IRP::UserBuffer` at `output`;
     /// - `METHOD_IN_DIRECT`/`METHOD_OUT_DIRECT`: the input in the system buffer and `output`
@@ -303,6 +304,7 @@ impl KernelHandle {
             match method {
                 METHOD_BUFFERED => {
                     (*irp).AssociatedIrp.SystemBuffer = buffer.as_mut_ptr().cast();
+                    (*irp).UserBuffer = output.as_mut_ptr().cast();
                     (*irp).Flags |= IRP_BUFFERED_IO | IRP_INPUT_OPERATION;
                     // As NT's I/O manager: the caller's output buffer, where the system buffer
                     // is copied back (drivers put caller-space pointers relative to it).

@@ -2,6 +2,9 @@
 //! them through `IOCTL_TCP_QUERY_INFORMATION_EX` once that query is served.
 
 use super::driver::Driver;
+use crate::core::fragment::FragmentStats;
+use crate::core::icmp::IcmpStats;
+use crate::core::raw::RawStats;
 use crate::core::udp::UdpStats;
 use crate::driver::Tcpip;
 use crate::nt::entry;
@@ -12,4 +15,26 @@ pub fn udp_stats(driver: &Driver) -> Option<UdpStats> {
     let object = NonNull::new(driver.object())?;
     let tcpip = entry::loaded_state::<Tcpip>(object)?;
     Some(tcpip.stack().udp_stats())
+}
+
+/// The raw IP layer's counters of a loaded driver (`None` if it is not loaded). PASSIVE_LEVEL.
+pub fn raw_stats(driver: &Driver) -> Option<RawStats> {
+    let object = NonNull::new(driver.object())?;
+    let tcpip = entry::loaded_state::<Tcpip>(object)?;
+    Some(tcpip.stack().raw_stats())
+}
+
+/// The fragmentation counters of a loaded driver and the bytes its reassembly holds (`None`
+/// if it is not loaded). PASSIVE_LEVEL.
+pub fn fragment_stats(driver: &Driver) -> Option<(FragmentStats, usize)> {
+    let object = NonNull::new(driver.object())?;
+    let tcpip = entry::loaded_state::<Tcpip>(object)?;
+    Some(tcpip.stack().fragment_stats())
+}
+
+/// The ICMP layer's counters of a loaded driver (`None` if it is not loaded). PASSIVE_LEVEL.
+pub fn icmp_stats(driver: &Driver) -> Option<IcmpStats> {
+    let object = NonNull::new(driver.object())?;
+    let tcpip = entry::loaded_state::<Tcpip>(object)?;
+    Some(tcpip.stack().icmp_stats())
 }

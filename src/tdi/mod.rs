@@ -11,7 +11,7 @@
 //!   `TDI_ADDRESS_INFO` answer.
 //! - [`ea`]: the `IRP_MJ_CREATE` EA chain → [`CreateRequest`] (address file, connection
 //!   endpoint, control channel).
-//! - [`echo`]: `IOCTL_ICMP_ECHO_REQUEST`'s request and reply.
+//! - [`icmp`]: the `IOCTL_ICMP_ECHO_REQUEST` input.
 //! - [`ioctl`]: `IOCTL_TCP_QUERY_INFORMATION_EX` / `IOCTL_TCP_SET_INFORMATION_EX` input buffers,
 //!   and [`copy_out_with_probe`], ReactOS's length-probe convention for their answers.
 //! - [`request`]: the `TDI_REQUEST_KERNEL_*` overlays of `Parameters` for the TDI minor
@@ -20,7 +20,7 @@
 
 pub mod address;
 pub mod ea;
-pub mod echo;
+pub mod icmp;
 pub mod ioctl;
 pub mod request;
 

@@ -141,7 +141,7 @@ pub fn tcp_stats(t: &Loaded, control: Handle) -> TCPStats {
 /// One `IcmpSendEcho` as ReactOS's iphlpapi sends it: an `ICMP_ECHO_REQUEST` with 32 bytes of
 /// data to `to`, and room for one reply and its data. Returns the status and the reply bytes.
 pub fn ping(t: &Loaded, ip: Handle, to: Ipv4Addr, timeout_ms: u32) -> (NtStatus, usize, Vec<u8>) {
-    use tcpip::tdi::echo::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST};
+    use tcpip::nt::types::icmp::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST};
     let data: Vec<u8> = (0..32u8).map(|i| b'a' + i % 23).collect();
     let request = ICMP_ECHO_REQUEST {
         Address: to.octets(),

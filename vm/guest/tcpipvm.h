@@ -121,6 +121,7 @@ int sc_bulk(void);
 int sc_pingpong(void);
 int sc_edge(void);
 int sc_nonblock(void);
+int sc_udp(void);
 int sc_card(void);
 int sc_dhcp(void);
 

@@ -240,7 +240,7 @@ impl Source for Core {
             Protocol::Udp => each(&UdpRow {
                 local: SocketAddrV4::new(address.ip(), address.port()),
             }),
-            Protocol::Tcp => Ok(()),
+            Protocol::Tcp | Protocol::Raw(_) => Ok(()),
         })
     }
 
@@ -248,9 +248,11 @@ impl Source for Core {
     fn address_files(&self, each: Each<'_, (Transport, u32)>) -> Result<(), NtStatus> {
         let mut open: Vec<(u64, u32, Transport)> = Vec::new();
         self.each_open_address(|address, index| {
+            // Raw IP address files have no transport entity of their own.
             let transport = match address.protocol {
                 Protocol::Tcp => Transport::Tcp,
                 Protocol::Udp => Transport::Udp,
+                Protocol::Raw(_) => return Ok(()),
             };
             pool::try_push(&mut open, (address.serial, index, transport))
         })?;

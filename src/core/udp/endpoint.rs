@@ -2,9 +2,9 @@
 //! and the smoltcp UDP socket its datagrams leave through.
 #![forbid(unsafe_code)]
 
+use crate::core::inbox::{Bounds, Delivered, Inbox};
 use crate::core::state::Completer;
 use crate::core::udp::{STUCK_LIMIT, UdpConfig, UdpStats};
-use crate::core::work::Finish;
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
 use crate::nt::pool;
@@ -75,18 +75,6 @@ impl PendingSend {
     }
 }
 
-/// A TDI_RECEIVE_DATAGRAM waiting for a datagram.
-struct PendingReceive {
-    irp: PendingIrp,
-    length: usize,
-}
-
-/// A datagram that arrived while no receive was pending.
-struct Queued {
-    from: SocketAddrV4,
-    data: Vec<u8>,
-}
-
 /// A datagram in the smoltcp socket that its link has not taken yet.
 #[derive(Clone, Copy)]
 struct Waiting {
@@ -120,9 +108,7 @@ pub struct Links<'a, L: Device, E: Device> {
 
 /// One UDP address file's datagram state. Any IRQL ≤ DISPATCH_LEVEL, under the core lock.
 pub struct Endpoint {
-    receives: VecDeque<PendingReceive>,
-    queue: VecDeque<Queued>,
-    queued_bytes: usize,
+    inbox: Inbox,
     sends: VecDeque<PendingSend>,
     /// The smoltcp UDP socket, alone in its set. It is never removed, so `get_mut` on its
     /// handle cannot panic.
@@ -148,9 +134,7 @@ impl Endpoint {
         let mut set = SocketSet::new(storage);
         let handle = set.add(socket);
         Ok(Self {
-            receives: VecDeque::new(),
-            queue: VecDeque::new(),
-            queued_bytes: 0,
+            inbox: Inbox::default(),
             sends: VecDeque::new(),
             set,
             handle,
@@ -160,8 +144,8 @@ impl Endpoint {
     }
 
     /// A datagram from `from` arrived: it completes the oldest pending receive, or waits in
-    /// the queue if the queue's bounds allow, or is dropped. Returns whether it was taken.
-    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    /// the queue if the queue's bounds allow, or is dropped and counted. Returns whether it
+    /// was taken. IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn deliver(
         &mut self,
         from: SocketAddrV4,
@@ -170,30 +154,25 @@ impl Endpoint {
         stats: &mut UdpStats,
         c: &Completer<'_>,
     ) -> bool {
-        if let Some(receive) = self.receives.pop_front() {
-            complete_receive(receive, from, payload, stats, c);
-            stats.datagrams_in += 1;
-            return true;
+        let bounds = Bounds {
+            datagrams: config.queue_datagrams,
+            bytes: config.queue_bytes,
+        };
+        match self.inbox.deliver(from, payload, bounds, c) {
+            Delivered::Received { truncated } => {
+                stats.truncated += u64::from(truncated);
+                stats.datagrams_in += 1;
+                true
+            }
+            Delivered::Queued => {
+                stats.datagrams_in += 1;
+                true
+            }
+            Delivered::Dropped => {
+                stats.queue_full += 1;
+                false
+            }
         }
-        let fits = self.queue.len() < config.queue_datagrams
-            && self.queued_bytes + payload.len() <= config.queue_bytes;
-        let queued = fits
-            && pool::try_reserve_deque(&mut self.queue, 1).is_ok()
-            && match pool::try_vec(payload.len()) {
-                Ok(mut data) => {
-                    data.extend_from_slice(payload);
-                    self.queued_bytes += data.len();
-                    self.queue.push_back(Queued { from, data });
-                    true
-                }
-                Err(_) => false,
-            };
-        if queued {
-            stats.datagrams_in += 1;
-        } else {
-            stats.queue_full += 1;
-        }
-        queued
     }
 
     /// TDI_RECEIVE_DATAGRAM: takes the oldest queued datagram, or waits for one.
@@ -205,15 +184,7 @@ impl Endpoint {
         stats: &mut UdpStats,
         c: &Completer<'_>,
     ) {
-        let receive = PendingReceive { irp, length };
-        if let Some(queued) = self.queue.pop_front() {
-            self.queued_bytes = self.queued_bytes.saturating_sub(queued.data.len());
-            return complete_receive(receive, queued.from, &queued.data, stats, c);
-        }
-        if let Err(status) = pool::try_reserve_deque(&mut self.receives, 1) {
-            return c.done(receive.irp, status, 0);
-        }
-        self.receives.push_back(receive);
+        stats.truncated += u64::from(self.inbox.receive(irp, length, c));
     }
 
     /// Queues a send for the next egress. IRQL ≤ DISPATCH_LEVEL, under the core lock.
@@ -241,8 +212,8 @@ impl Endpoint {
     /// Unlinks the pending IRP `id` (for its cancel routine).
     /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn take_irp(&mut self, id: IrpId) -> Option<PendingIrp> {
-        if let Some(index) = self.receives.iter().position(|r| r.irp.id() == id) {
-            return self.receives.remove(index).map(|r| r.irp);
+        if let Some(irp) = self.inbox.take_irp(id) {
+            return Some(irp);
         }
         // Every pending IRP must be found here, or it could never complete. A send whose
         // datagram is already in smoltcp leaves it there: it still goes out (a broadcast's
@@ -254,11 +225,8 @@ impl Endpoint {
     /// Every pending IRP, for the file's close (they complete with `STATUS_CANCELLED`).
     /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn drain_irps(&mut self) -> impl Iterator<Item = PendingIrp> + '_ {
-        self.queue.clear();
-        self.queued_bytes = 0;
-        self.receives
-            .drain(..)
-            .map(|r| r.irp)
+        self.inbox
+            .drain()
             .chain(self.sends.drain(..).map(|s| s.irp))
     }
 
@@ -364,39 +332,5 @@ impl Endpoint {
         socket.close();
         // Binding a closed socket to the port it had cannot fail.
         let _ = socket.bind(self.port);
-    }
-}
-
-/// Copies a datagram into a receive's buffer (cut to it) and completes the receive with the
-/// sender, `STATUS_SUCCESS` and the bytes copied. IRQL ≤ DISPATCH_LEVEL, under the core lock.
-fn complete_receive(
-    receive: PendingReceive,
-    from: SocketAddrV4,
-    payload: &[u8],
-    stats: &mut UdpStats,
-    c: &Completer<'_>,
-) {
-    let room = receive
-        .irp
-        .irp()
-        .mdl()
-        .map_or(0, |mdl| mdl.len())
-        .min(receive.length);
-    let take = payload.len().min(room);
-    if take < payload.len() {
-        stats.truncated += 1;
-    }
-    let written = match (receive.irp.irp().mdl(), payload.get(..take)) {
-        (Some(mdl), Some(bytes)) => mdl.write(bytes),
-        _ => Ok(0),
-    };
-    match written {
-        Ok(written) => c.finish(
-            receive.irp,
-            NtStatus::SUCCESS,
-            written,
-            Finish::ReturnPeer(from),
-        ),
-        Err(status) => c.done(receive.irp, status, 0),
     }
 }

@@ -20,12 +20,18 @@
 //! A datagram larger than the receive's buffer is cut to the buffer and completed with
 //! `STATUS_SUCCESS`: AFD's `PacketSocketRecvComplete` stops re-posting its receive after any
 //! other status (contract §4.1), so `STATUS_BUFFER_OVERFLOW` would deafen the socket for good.
+//! For the same reason an ICMP port unreachable is **not** reported to a connected socket's
+//! next receive, as Windows does (`WSAECONNRESET`): the only way to report it through TDI is to
+//! complete the pending TDI_RECEIVE_DATAGRAM with an error status, after which ReactOS's AFD
+//! never posts another receive on that socket. The unreachable is counted
+//! (`IcmpStats::unreachables_in`) and otherwise dropped.
 //!
 //! # Sending
 //!
 //! TDI_SEND_DATAGRAM's destination is copied in the dispatch routine (AFD frees it when
-//! dispatch returns). The core checks it and the size against the link's MTU (no IPv4
-//! fragmentation yet), chooses the route and the source address (`0.0.0.0` for a broadcast
+//! dispatch returns). The core checks it and the size against the link's MTU (a datagram to
+//! the host itself may be larger: it leaves as loopback fragments, `fragmented`; over Ethernet
+//! there is no fragmentation yet), chooses the route and the source address (`0.0.0.0` for a broadcast
 //! while no address is configured, as DHCP needs), and queues the send on the endpoint. The
 //! protocol pass copies queued datagrams, one at a time, into the endpoint's smoltcp UDP
 //! socket, which builds the headers and the checksum, and lets it transmit on the route's
@@ -37,9 +43,10 @@
 //!
 //! Module layout: [`wire`] (the received datagram), [`endpoint`] (one address file's queues),
 //! `requests` (the TDI requests, as `Core` methods), `path` (the protocol pass: ingress and
-//! egress).
+//! egress), `fragmented` (datagrams to the host itself past the loopback's MTU).
 
 pub mod endpoint;
+mod fragmented;
 mod path;
 mod requests;
 pub mod wire;
@@ -121,6 +128,8 @@ pub struct Udp {
     sending: Vec<Key>,
     /// When a datagram waiting for an Ethernet neighbour is tried again.
     retry_at: Option<Instant>,
+    /// Datagrams larger than the Ethernet MTU waiting for their next hop's address.
+    large: fragmented::Large,
 }
 
 impl Udp {
@@ -134,6 +143,7 @@ impl Udp {
             by_port: HashMap::with_hasher(FixedState::with_seed(seed.rotate_left(17))),
             sending: Vec::new(),
             retry_at: None,
+            large: fragmented::Large::default(),
         }
     }
 

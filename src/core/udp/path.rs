@@ -36,7 +36,7 @@ pub struct Arrival {
 
 impl Arrival {
     /// Whether `ip` is one of this link's own addresses. DISPATCH_LEVEL, under the core lock.
-    fn is_own(&self, ip: Ipv4Addr) -> bool {
+    pub fn is_own(&self, ip: Ipv4Addr) -> bool {
         (self.loopback && ip.is_loopback()) || self.configured.is_some_and(|(own, _)| own == ip)
     }
 }
@@ -180,6 +180,9 @@ impl Core {
     /// When UDP next needs a pass: the retry of a datagram waiting for its neighbour.
     /// DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn udp_poll_at(&self) -> Option<Instant> {
-        self.udp.retry_at
+        match (self.udp.retry_at, self.udp.large.retry_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }

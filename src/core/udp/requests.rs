@@ -35,6 +35,7 @@ impl Core {
                 file_open: true,
                 listener: None,
                 datagram: Some(endpoint),
+                raw: None,
                 handlers: [(0, 0); EVENT_TYPES],
             })
         });
@@ -91,7 +92,8 @@ impl Core {
     }
 
     /// TDI_SEND_DATAGRAM: checks the destination and the size, picks the route and source
-    /// address, and queues the send for the next egress. DISPATCH_LEVEL, under the core lock.
+    /// address, and queues the send for the next egress (or, for a datagram to the host itself
+    /// larger than the loopback's MTU, sends it as fragments at once). DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn send_datagram(
         &mut self,
         address: u32,
@@ -114,13 +116,24 @@ impl Core {
                     .map_or(Ipv4Addr::UNSPECIFIED, Address::ip);
                 let (route, source, mtu) = self.plan_datagram(bound, remote)?;
                 if length > mtu.saturating_sub(HEADERS).min(MAX_PAYLOAD) {
+                    // Larger datagrams go as fragments (not broadcasts: not yet).
+                    if route != SendRoute::Broadcast && length <= MAX_PAYLOAD {
+                        let port = self.addresses.get(key).map_or(0, Address::port);
+                        return Ok(Err((route, port, source)));
+                    }
                     return Err(NtStatus::INVALID_BUFFER_SIZE);
                 }
                 self.udp.reserve_sending()?;
-                Ok((key, route, source))
+                Ok(Ok((key, route, source)))
             });
         let (key, route, source) = match planned {
-            Ok(planned) => planned,
+            Ok(Ok(planned)) => planned,
+            Ok(Err((SendRoute::Loopback, port, source))) => {
+                return self.send_fragmented(port, source, remote, length, irp, c);
+            }
+            Ok(Err((_, port, source))) => {
+                return self.send_large_ethernet(port, source, remote, length, irp, c);
+            }
             Err(status) => return c.done(irp, status, 0),
         };
         let send = PendingSend::new(irp, remote, source, route, length);

@@ -45,7 +45,7 @@ pub struct LayoutFact {
 }
 
 /// Picks the column for the pointer width being compiled.
-const fn for_this_arch(x86: usize, x64: usize) -> usize {
+pub(super) const fn for_this_arch(x86: usize, x64: usize) -> usize {
     if cfg!(target_pointer_width = "64") {
         x64
     } else {

@@ -7,12 +7,14 @@
 //! pointer width being built and is compared against the DDK headers by `tests/layout_probe.rs`.
 #![allow(non_camel_case_types, non_snake_case)]
 
+pub mod icmp;
 pub mod io;
 pub mod ke;
 pub mod layout;
 pub mod ndis;
 pub mod tdi;
 
+pub use icmp::*;
 pub use io::*;
 pub use ke::*;
 pub use ndis::*;

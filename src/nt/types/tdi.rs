@@ -80,6 +80,8 @@ pub const INFO_CLASS_GENERIC: u32 = 0x100;
 pub const INFO_CLASS_PROTOCOL: u32 = 0x200;
 pub const INFO_TYPE_PROVIDER: u32 = 0x100;
 pub const INFO_TYPE_ADDRESS_OBJECT: u32 = 0x200;
+/// `AO_OPTION_IP_HDRINCL`: the data of a raw address file's sends includes the IPv4 header.
+pub const AO_OPTION_IP_HDRINCL: u32 = 12;
 pub const INFO_TYPE_CONNECTION: u32 = 0x300;
 pub const ENTITY_LIST_ID: u32 = 0;
 pub const ENTITY_TYPE_ID: u32 = 1;

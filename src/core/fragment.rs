@@ -1,0 +1,397 @@
+//! IPv4 fragmentation and reassembly in the core's own ingress and egress paths (smoltcp's
+//! `proto-ipv4-fragmentation` would put fixed buffers of about 64 KiB into every `Interface`,
+//! and the loopback interface is rebuilt on the stack per TCP connection).
+//!
+//! **Reassembly.** Fragments for the host are collected per (source, destination, protocol,
+//! identification) in a buffer that grows with the fragments (never past 65,535 bytes). The
+//! bytes of all reassemblies together are bounded ([`FragmentConfig::bytes`], 256 KiB by
+//! default, and [`FragmentConfig::datagrams`] at once); a fragment that would pass the bound
+//! first evicts the oldest reassembly, so a flood of fragments that never complete cannot
+//! block legitimate datagrams for long. A reassembly not complete within
+//! [`FragmentConfig::timeout`] (30 s) is dropped. Every drop is counted ([`FragmentStats`]).
+//! The completed datagram goes to the raw, ICMP and UDP layers; smoltcp never sees it (so a
+//! fragmented TCP segment or echo request is not answered).
+//!
+//! **Fragmentation.** [`split`] cuts a complete packet into fragments of at most an MTU, each
+//! a multiple of 8 payload bytes but the last, with the header copied and its length, offset,
+//! flags and checksum set.
+#![forbid(unsafe_code)]
+
+use crate::nt::NtStatus;
+use crate::nt::pool;
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::Ipv4Packet;
+
+/// The largest IPv4 packet.
+const MAX_PACKET: usize = 65_535;
+
+/// Byte ranges one reassembly tracks at most (more holes than this: dropped).
+const MAX_RANGES: usize = 32;
+
+/// Tunables of reassembly.
+#[derive(Clone, Copy, Debug)]
+pub struct FragmentConfig {
+    /// Bytes of all reassemblies together.
+    pub bytes: usize,
+    /// Reassemblies at once.
+    pub datagrams: usize,
+    /// How long a reassembly may take.
+    pub timeout: Duration,
+}
+
+impl Default for FragmentConfig {
+    /// The defaults. Any IRQL.
+    fn default() -> Self {
+        Self {
+            bytes: 256 * 1024,
+            datagrams: 16,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The fragmentation counters (the IP helper's `ipsi_reasm*` and `ipsi_frag*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragmentStats {
+    /// Fragments received for the host.
+    pub fragments_in: u64,
+    /// Datagrams reassembled.
+    pub reassembled: u64,
+    /// Reassemblies dropped: timed out, evicted for room, malformed, or no memory.
+    pub reassembly_failures: u64,
+    /// Datagrams sent as fragments.
+    pub fragmented: u64,
+    /// Fragments sent.
+    pub fragments_out: u64,
+}
+
+/// What identifies the fragments of one datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Id {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    ident: u16,
+}
+
+/// One datagram being reassembled.
+struct Entry {
+    id: Id,
+    /// The first fragment's header (0 bytes until it arrives).
+    header: Vec<u8>,
+    /// The payload so far.
+    data: Vec<u8>,
+    /// Payload ranges received, sorted and merged.
+    ranges: Vec<(usize, usize)>,
+    /// The payload length, once the last fragment arrived.
+    total: Option<usize>,
+    deadline: Instant,
+}
+
+impl Entry {
+    /// Bytes this reassembly holds. IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    fn bytes(&self) -> usize {
+        self.data.capacity() + self.header.capacity()
+    }
+
+    /// Records `start..end` as received. Returns `false` past [`MAX_RANGES`].
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    fn add_range(&mut self, start: usize, end: usize) -> bool {
+        let mut merged = (start, end);
+        self.ranges.retain(|&(s, e)| {
+            if s <= merged.1 && merged.0 <= e {
+                merged = (merged.0.min(s), merged.1.max(e));
+                false
+            } else {
+                true
+            }
+        });
+        if self.ranges.len() >= MAX_RANGES || pool::try_reserve(&mut self.ranges, 1).is_err() {
+            return false;
+        }
+        let at = self.ranges.partition_point(|&(s, _)| s < merged.0);
+        self.ranges.insert(at, merged);
+        true
+    }
+
+    /// Whether every payload byte arrived. IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    fn complete(&self) -> bool {
+        match (self.total, self.ranges.as_slice()) {
+            (Some(total), [(0, end)]) => *end == total && !self.header.is_empty(),
+            (Some(0), []) => !self.header.is_empty(),
+            _ => false,
+        }
+    }
+}
+
+/// The reassembly buffer and the fragment counters. Any IRQL ≤ DISPATCH_LEVEL, under the core
+/// lock.
+pub struct Fragments {
+    pub stats: FragmentStats,
+    config: FragmentConfig,
+    entries: Vec<Entry>,
+    /// The identification of the next datagram this host fragments.
+    next_ident: u16,
+}
+
+impl Fragments {
+    /// No reassembly yet; identifications start at `seed`. Allocates nothing. Any IRQL.
+    pub fn new(config: FragmentConfig, seed: u16) -> Self {
+        Self {
+            stats: FragmentStats::default(),
+            config,
+            entries: Vec::new(),
+            next_ident: seed,
+        }
+    }
+
+    /// Bytes all reassemblies hold. IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn held_bytes(&self) -> usize {
+        self.entries.iter().map(Entry::bytes).sum()
+    }
+
+    /// The identification for the next fragmented datagram. IRQL ≤ DISPATCH_LEVEL, under the
+    /// core lock.
+    pub fn next_ident(&mut self) -> u16 {
+        self.next_ident = self.next_ident.wrapping_add(1);
+        self.next_ident
+    }
+
+    /// When the oldest reassembly times out. IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.entries.iter().map(|e| e.deadline).min()
+    }
+
+    /// Drops the reassemblies whose time is up. IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn expire(&mut self, now: Instant) {
+        let before = self.entries.len();
+        self.entries.retain(|e| e.deadline > now);
+        self.stats.reassembly_failures += (before - self.entries.len()) as u64;
+    }
+
+    /// Takes one fragment (`packet`, an IPv4 packet with MF set or a non-zero offset, for the
+    /// host). Returns the whole datagram, header included, once its last missing fragment
+    /// arrived. IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn reassemble(&mut self, packet: &[u8], now: Instant) -> Option<Vec<u8>> {
+        let ip = Ipv4Packet::new_checked(packet).ok()?;
+        self.stats.fragments_in += 1;
+        let id = Id {
+            src: ip.src_addr(),
+            dst: ip.dst_addr(),
+            protocol: u8::from(ip.next_header()),
+            ident: ip.ident(),
+        };
+        let header_len = usize::from(ip.header_len());
+        let payload = ip.payload();
+        let start = usize::from(ip.frag_offset());
+        let end = start + payload.len();
+        if !self.entries.iter().any(|e| e.id == id) {
+            self.open(id, now)?;
+        }
+        let held = self
+            .entries
+            .iter()
+            .find(|e| e.id == id)
+            .map_or(0, |e| e.data.len());
+        let room = end.saturating_sub(held);
+        if end + header_len > MAX_PACKET || !self.make_room(id, room) {
+            self.fail(id);
+            return None;
+        }
+        let index = self.entries.iter().position(|e| e.id == id)?;
+        let entry = self.entries.get_mut(index)?;
+        if !store(entry, packet, header_len, start, payload, ip.more_frags()) {
+            self.fail(id);
+            return None;
+        }
+        if !entry.complete() {
+            return None;
+        }
+        let entry = self.entries.swap_remove(index);
+        let whole = assemble(&entry);
+        match whole {
+            Some(_) => self.stats.reassembled += 1,
+            None => self.stats.reassembly_failures += 1,
+        }
+        whole
+    }
+
+    /// Starts a reassembly for `id`, evicting the oldest at the datagram bound.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    fn open(&mut self, id: Id, now: Instant) -> Option<()> {
+        if self.entries.len() >= self.config.datagrams {
+            self.evict_oldest(id);
+        }
+        if pool::try_reserve(&mut self.entries, 1).is_err() {
+            self.stats.reassembly_failures += 1;
+            return None;
+        }
+        self.entries.push(Entry {
+            id,
+            header: Vec::new(),
+            data: Vec::new(),
+            ranges: Vec::new(),
+            total: None,
+            deadline: now + self.config.timeout,
+        });
+        Some(())
+    }
+
+    /// Makes room under the byte bound for `more` bytes of reassembly `id`, evicting the
+    /// oldest other reassemblies. Returns whether there is room.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    fn make_room(&mut self, id: Id, more: usize) -> bool {
+        while self.held_bytes() + more > self.config.bytes {
+            if !self.evict_oldest(id) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Drops the oldest reassembly other than `keep`. Returns whether one was dropped.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    fn evict_oldest(&mut self, keep: Id) -> bool {
+        let oldest = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.id != keep)
+            .min_by_key(|(_, e)| e.deadline)
+            .map(|(i, _)| i);
+        let Some(oldest) = oldest else {
+            return false;
+        };
+        self.entries.swap_remove(oldest);
+        self.stats.reassembly_failures += 1;
+        true
+    }
+
+    /// Drops reassembly `id` as failed. IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    fn fail(&mut self, id: Id) {
+        if let Some(index) = self.entries.iter().position(|e| e.id == id) {
+            self.entries.swap_remove(index);
+            self.stats.reassembly_failures += 1;
+        }
+    }
+}
+
+/// Copies one fragment into its reassembly. Returns `false` if it cannot be stored (no
+/// memory, too many holes, a last fragment that contradicts an earlier one).
+/// IRQL ≤ DISPATCH_LEVEL, under the core lock.
+fn store(
+    entry: &mut Entry,
+    packet: &[u8],
+    header_len: usize,
+    start: usize,
+    payload: &[u8],
+    more: bool,
+) -> bool {
+    let end = start + payload.len();
+    if !more {
+        if entry.total.is_some_and(|total| total != end) {
+            return false;
+        }
+        entry.total = Some(end);
+    }
+    if entry.total.is_some_and(|total| end > total) {
+        return false;
+    }
+    if start == 0 && entry.header.is_empty() {
+        let Some(header) = packet.get(..header_len) else {
+            return false;
+        };
+        pool::note_call_site();
+        if entry.header.try_reserve_exact(header_len).is_err() {
+            return false;
+        }
+        entry.header.extend_from_slice(header);
+    }
+    let have = entry.data.len();
+    if have < end {
+        // Exactly: the bytes held are what the bound counts.
+        pool::note_call_site();
+        if entry.data.try_reserve_exact(end - have).is_err() {
+            return false;
+        }
+        entry.data.resize(end, 0);
+    }
+    match entry.data.get_mut(start..end) {
+        Some(area) => area.copy_from_slice(payload),
+        None => return false,
+    }
+    entry.add_range(start, end)
+}
+
+/// The whole datagram of a complete reassembly: the first fragment's header with the total
+/// length, no fragment fields and a fresh checksum, then the payload.
+/// IRQL ≤ DISPATCH_LEVEL, under the core lock.
+fn assemble(entry: &Entry) -> Option<Vec<u8>> {
+    let total = entry.header.len() + entry.data.len();
+    let mut whole = pool::try_vec(total).ok()?;
+    whole.extend_from_slice(&entry.header);
+    whole.extend_from_slice(&entry.data);
+    let mut ip = Ipv4Packet::new_unchecked(&mut whole[..]);
+    ip.set_total_len(u16::try_from(total).ok()?);
+    ip.set_more_frags(false);
+    ip.set_frag_offset(0);
+    ip.fill_checksum();
+    Some(whole)
+}
+
+/// Whether `packet` is a fragment (MF set or a non-zero offset). Any IRQL.
+pub fn is_fragment(packet: &[u8]) -> bool {
+    Ipv4Packet::new_checked(packet).is_ok_and(|ip| ip.more_frags() || ip.frag_offset() != 0)
+}
+
+/// Cuts `packet` (a complete IPv4 packet) into fragments of at most `mtu` bytes with
+/// identification `ident`, handing each to `emit`, which writes it where it goes and returns
+/// whether it could. Returns the number of fragments emitted, or `Err` if `mtu` leaves no
+/// room for data, the packet is malformed, or `emit` refused one.
+/// IRQL ≤ DISPATCH_LEVEL.
+pub fn split(
+    packet: &[u8],
+    mtu: usize,
+    ident: u16,
+    mut emit: impl FnMut(usize, &mut dyn FnMut(&mut [u8])) -> bool,
+) -> Result<usize, NtStatus> {
+    let ip = Ipv4Packet::new_checked(packet).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+    let header_len = usize::from(ip.header_len());
+    let header = packet
+        .get(..header_len)
+        .ok_or(NtStatus::INVALID_PARAMETER)?;
+    let payload = ip.payload();
+    let step = (mtu.saturating_sub(header_len) / 8) * 8;
+    if step == 0 {
+        return Err(NtStatus::INVALID_BUFFER_SIZE);
+    }
+    let mut count = 0;
+    for (index, piece) in payload.chunks(step).enumerate() {
+        let offset = index * step;
+        let more = offset + piece.len() < payload.len();
+        let len = header_len + piece.len();
+        let mut write = |out: &mut [u8]| {
+            if out.len() < header_len {
+                return;
+            }
+            let (head, body) = out.split_at_mut(header_len.min(out.len()));
+            head.copy_from_slice(header.get(..head.len()).unwrap_or_default());
+            for (to, from) in body.iter_mut().zip(piece) {
+                *to = *from;
+            }
+            let mut fragment = Ipv4Packet::new_unchecked(out);
+            fragment.set_total_len(len as u16);
+            fragment.set_ident(ident);
+            fragment.set_more_frags(more);
+            fragment.set_frag_offset(offset as u16);
+            fragment.fill_checksum();
+        };
+        if !emit(len, &mut write) {
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
+        count += 1;
+    }
+    Ok(count)
+}

@@ -1,0 +1,294 @@
+//! `IOCTL_ICMP_ECHO_REQUEST` in the core: the request sent, its reply or error matched on the
+//! way in, its timeout. Everything runs under the core lock at DISPATCH_LEVEL.
+#![forbid(unsafe_code)]
+
+use crate::core::counters::{Meter, Metered};
+use crate::core::ethernet::Port;
+use crate::core::icmp::reply::{self, Reply};
+use crate::core::icmp::wire::{self, Carrier, Message, Outgoing, Parsed, Quoted};
+use crate::core::icmp::{Echo, Icmp};
+use crate::core::sender::Flushed;
+use crate::core::sockets::Route;
+use crate::core::state::{Completer, Core};
+use crate::core::udp::Arrival;
+use crate::core::udp::endpoint::{Leg, Links};
+use crate::link::ethernet::EthernetDevice;
+use crate::nt::NtStatus;
+use crate::nt::irp::PendingIrp;
+use crate::nt::pool;
+use crate::nt::types::*;
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::Icmpv4Message;
+
+/// How often a packet waiting for an Ethernet neighbour is retried.
+const RETRY_INTERVAL: Duration = Duration::from_millis(10);
+
+/// An echo request as the dispatch routine decoded it, its data copied.
+#[derive(Debug)]
+pub struct EchoParams {
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+    pub timeout_ms: u32,
+    pub data: Vec<u8>,
+}
+
+impl Core {
+    /// IOCTL_ICMP_ECHO_REQUEST: builds the echo request and queues it for the next egress,
+    /// or completes at once with `IP_DEST_HOST_UNREACHABLE` when no link leads to the
+    /// destination, `IP_PACKET_TOO_BIG` when the packet exceeds the link's MTU (no
+    /// fragmentation yet). DISPATCH_LEVEL, under the core lock.
+    pub(in crate::core) fn echo_request(
+        &mut self,
+        params: EchoParams,
+        irp: PendingIrp,
+        c: &Completer<'_>,
+    ) {
+        let (leg, mtu) = match self.route_to(params.dst) {
+            Route::Loopback => (Leg::Loopback, self.device.mtu()),
+            Route::Ethernet => (
+                Leg::Ethernet,
+                self.ethernet.as_ref().map_or(0, |port| port.mtu),
+            ),
+        };
+        let source = self.source_for(Ipv4Addr::UNSPECIFIED, params.dst);
+        let size = wire::IPV4_HEADER + wire::ICMP_HEADER + params.data.len();
+        let status = match source {
+            _ if mtu == 0 => Err(IP_DEST_HOST_UNREACHABLE),
+            Err(_) => Err(IP_DEST_NET_UNREACHABLE),
+            Ok(_) if size > mtu.min(self.icmp.sender.largest()) => Err(IP_PACKET_TOO_BIG),
+            Ok(source) => Ok(source),
+        };
+        let src = match status {
+            Ok(src) => src,
+            Err(status) => {
+                self.icmp.stats.errors_out += 1;
+                return answer(irp, params.dst, status, 0, c);
+            }
+        };
+        let seq = self.icmp.next_seq;
+        self.icmp.next_seq = seq.wrapping_add(1);
+        let header = Outgoing {
+            src,
+            dst: params.dst,
+            ttl: params.ttl,
+        };
+        let packet = wire::echo_request(header, self.icmp.ident, seq, &params.data);
+        let queued = packet.and_then(|packet| {
+            pool::try_reserve(&mut self.icmp.echoes, 1)?;
+            Ok(packet)
+        });
+        let packet = match queued {
+            Ok(packet) => packet,
+            Err(status) => return c.done(irp, status, 0),
+        };
+        let timeout = Duration::from_millis(u64::from(params.timeout_ms));
+        self.icmp.echoes.push(Echo {
+            irp,
+            dst: params.dst,
+            seq,
+            packet: Some(packet),
+            leg,
+            sent: self.now,
+            deadline: self.now + timeout,
+        });
+    }
+
+    /// Completes the echo requests whose timeout has come: `STATUS_TIMEOUT`, one reply
+    /// structure with `IP_REQ_TIMED_OUT` and no reply counted. DISPATCH_LEVEL, under the core
+    /// lock.
+    pub(in crate::core) fn icmp_expire(&mut self, c: &Completer<'_>) {
+        let now = self.now;
+        while let Some(index) = self.icmp.echoes.iter().position(|e| e.deadline <= now) {
+            let echo = self.icmp.echoes.swap_remove(index);
+            let mut irp = echo.irp;
+            let timed_out = Reply {
+                address: Ipv4Addr::UNSPECIFIED,
+                status: IP_REQ_TIMED_OUT,
+                round_trip_ms: 0,
+                ttl: 0,
+                tos: 0,
+                flags: 0,
+                data: &[],
+                count: 0,
+            };
+            let information = reply::write(irp.irp_mut(), &timed_out);
+            c.done(irp, NtStatus::TIMEOUT, information);
+        }
+    }
+
+    /// Hands the queued echo requests to their links, one packet at a time. A request whose
+    /// link cannot be reached completes with `IP_DEST_HOST_UNREACHABLE`; one whose packet
+    /// waited too long for its link is left to its timeout. DISPATCH_LEVEL, under the core
+    /// lock.
+    pub(in crate::core) fn icmp_egress(
+        &mut self,
+        port: Option<&mut Port>,
+        device: Option<&mut EthernetDevice<'_>>,
+        c: &Completer<'_>,
+    ) {
+        let icmp = &mut self.icmp;
+        icmp.retry_at = None;
+        // Through metered devices, so the IP and ICMP counters see what leaves.
+        let mut loopback = Metered {
+            device: &mut self.device,
+            meter: Meter {
+                layers: &self.counters,
+                link: &self.loopback_link,
+            },
+        };
+        let mut ethernet = port.zip(device).map(|(port, device)| {
+            let meter = Meter {
+                layers: &self.counters,
+                link: &port.link,
+            };
+            (&mut port.iface, Metered { device, meter })
+        });
+        let mut links = Links {
+            loopback: (&mut self.iface, &mut loopback),
+            ethernet: ethernet
+                .as_mut()
+                .map(|(iface, device)| (&mut **iface, device)),
+            now: self.now,
+        };
+        loop {
+            match icmp.sender.flush(&mut links) {
+                Flushed::Free => {}
+                Flushed::Dropped => icmp.stats.errors_out += 1,
+                Flushed::Busy(leg) => {
+                    if leg == Leg::Ethernet {
+                        icmp.retry_at = Some(links.now + RETRY_INTERVAL);
+                    }
+                    return;
+                }
+            }
+            let Some(index) = icmp.echoes.iter().position(|e| e.packet.is_some()) else {
+                return;
+            };
+            let Some(echo) = icmp.echoes.get_mut(index) else {
+                return;
+            };
+            let packet = echo.packet.take().unwrap_or_default();
+            echo.sent = links.now;
+            if icmp.sender.send(&packet, echo.leg, &mut links).is_ok() {
+                icmp.stats.echo_requests_out += 1;
+                icmp.stats.messages_out += 1;
+                continue;
+            }
+            let echo = icmp.echoes.swap_remove(index);
+            icmp.stats.errors_out += 1;
+            answer(echo.irp, echo.dst, IP_DEST_HOST_UNREACHABLE, 0, c);
+        }
+    }
+}
+
+/// Completes `irp` with `STATUS_SUCCESS` and one reply of `status` from `address` (an ICMP
+/// error, or the host's own verdict). IRQL ≤ DISPATCH_LEVEL, under the core lock.
+fn answer(mut irp: PendingIrp, address: Ipv4Addr, status: u32, rtt: u32, c: &Completer<'_>) {
+    let error = Reply {
+        address,
+        status,
+        round_trip_ms: rtt,
+        ttl: 0,
+        tos: 0,
+        flags: 0,
+        data: &[],
+        count: 1,
+    };
+    let information = reply::write(irp.irp_mut(), &error);
+    c.done(irp, NtStatus::SUCCESS, information);
+}
+
+/// Looks at an ICMP message in `packet` (an IPv4 packet that arrived as `arrival` says) before
+/// smoltcp does: counts it, and completes the echo request a reply or error is for. Returns
+/// whether the packet was taken (smoltcp has nothing to do with echo replies and errors for
+/// our own requests); echo requests go on to smoltcp, which answers them.
+/// DISPATCH_LEVEL, under the core lock.
+pub fn ingress(
+    icmp: &mut Icmp,
+    packet: &[u8],
+    arrival: &Arrival,
+    now: Instant,
+    c: &Completer<'_>,
+) -> bool {
+    let (carrier, message) = match wire::parse(packet, arrival.checksums) {
+        Parsed::NotIcmp => return false,
+        Parsed::Malformed => {
+            icmp.stats.errors_in += 1;
+            return false;
+        }
+        Parsed::Icmp(carrier, message) => (carrier, message),
+    };
+    if !arrival.is_own(carrier.dst) {
+        return false;
+    }
+    icmp.stats.messages_in += 1;
+    let (seq, status, data) = match message {
+        Message::EchoRequest => {
+            icmp.stats.echo_requests_in += 1;
+            icmp.stats.echo_replies_out += 1;
+            icmp.stats.messages_out += 1;
+            return false;
+        }
+        Message::EchoReply { ident, seq, data } => {
+            icmp.stats.echo_replies_in += 1;
+            if ident != icmp.ident {
+                return false;
+            }
+            (seq, IP_SUCCESS, data)
+        }
+        Message::Error {
+            status,
+            kind,
+            quoted,
+        } => {
+            match kind {
+                Icmpv4Message::DstUnreachable => icmp.stats.unreachables_in += 1,
+                Icmpv4Message::TimeExceeded => icmp.stats.time_exceeded_in += 1,
+                _ => {}
+            }
+            match quoted {
+                Quoted::Echo { ident, seq, .. } if ident == icmp.ident => (seq, status, &[][..]),
+                _ => return false,
+            }
+        }
+        Message::Other => return false,
+    };
+    let Some(index) = icmp
+        .echoes
+        .iter()
+        .position(|e| e.seq == seq && e.packet.is_none())
+    else {
+        return true;
+    };
+    let echo = icmp.echoes.swap_remove(index);
+    complete(echo, &carrier, status, data, now, c);
+    true
+}
+
+/// Completes `echo` with the reply or error that `carrier` brought: `STATUS_SUCCESS`, one
+/// reply counted. DISPATCH_LEVEL, under the core lock.
+fn complete(
+    echo: Echo,
+    carrier: &Carrier,
+    status: u32,
+    data: &[u8],
+    now: Instant,
+    c: &Completer<'_>,
+) {
+    let rtt = u32::try_from((now - echo.sent).total_millis()).unwrap_or(u32::MAX);
+    let mut irp = echo.irp;
+    let answer = Reply {
+        address: carrier.src,
+        status,
+        round_trip_ms: rtt,
+        ttl: carrier.ttl,
+        tos: carrier.tos,
+        flags: carrier.flags,
+        data,
+        count: 1,
+    };
+    let information = reply::write(irp.irp_mut(), &answer);
+    c.done(irp, NtStatus::SUCCESS, information);
+}

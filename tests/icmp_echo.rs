@@ -1,0 +1,474 @@
+//! `IOCTL_ICMP_ECHO_REQUEST` on a `\Device\Ip` control channel, as iphlpapi's `IcmpSendEcho2`
+//! sends it (`ping`): the reply to 127.0.0.1 and to the host's own address with the echoed
+//! data, the timeout, an unreachable destination, short and malformed buffers, cancellation,
+//! a close while the request waits, and 1 % pool failures. Verifier on, leak check at unload.
+
+mod tdi_support;
+
+use std::net::Ipv4Addr;
+use tcpip::core::icmp::IcmpStats;
+use tcpip::core::icmp::reply::REPLY_LEN;
+use tcpip::host::stats;
+use tcpip::host::{
+    Event, EventType, FaultInjection, Handle, IoStatus, KernelHandle, StackLocation,
+};
+use tcpip::nt::NtStatus;
+use tcpip::nt::types::*;
+use tdi_support::{Loaded, loaded};
+use zerocopy::{FromBytes, IntoBytes};
+
+/// The input iphlpapi builds: the request, then the data; as long as the reply buffer.
+fn request(dst: Ipv4Addr, ttl: u8, timeout_ms: u32, data: &[u8], reply_size: usize) -> Vec<u8> {
+    let header = ICMP_ECHO_REQUEST {
+        Address: dst.octets(),
+        Timeout: timeout_ms,
+        DataOffset: 20,
+        DataSize: data.len() as u16,
+        HasOptions: u8::from(ttl != 0),
+        Ttl: ttl,
+        OptionsOffset: 20,
+        ..ICMP_ECHO_REQUEST::default()
+    };
+    let mut bytes = header.as_bytes().to_vec();
+    bytes.extend_from_slice(data);
+    if bytes.len() < reply_size {
+        bytes.resize(reply_size, 0);
+    }
+    bytes
+}
+
+/// One echo request through `device_io_control`: the status block and the output buffer.
+fn echo(
+    kernel: &KernelHandle,
+    handle: Handle,
+    dst: Ipv4Addr,
+    timeout_ms: u32,
+    data: &[u8],
+    room: usize,
+) -> (NtStatus, usize, Vec<u8>) {
+    let input = request(dst, 0, timeout_ms, data, room);
+    let mut output = vec![0u8; room];
+    let (status, information) =
+        kernel.device_io_control(handle, IOCTL_ICMP_ECHO_REQUEST, &input, &mut output);
+    (status, information, output)
+}
+
+fn reply(output: &[u8]) -> ICMP_ECHO_REPLY {
+    ICMP_ECHO_REPLY::read_from_prefix(output).expect("reply").0
+}
+
+fn icmp_stats(t: &Loaded) -> IcmpStats {
+    stats::icmp_stats(t.driver()).expect("loaded")
+}
+
+fn open_ip(t: &Loaded) -> Handle {
+    t.kernel
+        .create_file("\\Device\\Ip", None, 0)
+        .expect("\\Device\\Ip control channel")
+}
+
+#[test]
+fn echo_to_loopback_returns_the_data() {
+    let t = loaded();
+    let ip = open_ip(&t);
+    let data: Vec<u8> = (0..32u8).collect();
+    let room = REPLY_LEN + data.len() + 8;
+    let input = request(Ipv4Addr::LOCALHOST, 0, 1000, &data, room);
+    let mut output = vec![0u8; room];
+    let (status, information) =
+        t.kernel
+            .device_io_control(ip, IOCTL_ICMP_ECHO_REQUEST, &input, &mut output);
+    assert_eq!(status, NtStatus::SUCCESS);
+    assert_eq!(information, REPLY_LEN + data.len());
+    let answer = reply(&output);
+    assert_eq!(answer.Status, IP_SUCCESS);
+    assert_eq!(Ipv4Addr::from(answer.Address), Ipv4Addr::LOCALHOST);
+    assert_eq!(answer.Reserved, 1, "one reply counted");
+    assert_eq!(usize::from(answer.DataSize), data.len());
+    assert_eq!(
+        answer.Data,
+        output.as_ptr() as usize + REPLY_LEN,
+        "user address"
+    );
+    assert_eq!(&output[REPLY_LEN..REPLY_LEN + data.len()], &data[..]);
+    assert_eq!(answer.Options.Ttl, 64, "smoltcp answers with TTL 64");
+    assert!(answer.RoundTripTime < 1000);
+    let counters = icmp_stats(&t);
+    assert_eq!(counters.echo_requests_out, 1);
+    assert_eq!(counters.echo_requests_in, 1);
+    assert_eq!(counters.echo_replies_in, 1);
+    // Every size the loopback carries, and the empty echo.
+    for size in [0usize, 1, 1000, 16 * 1024 - 28] {
+        let data = vec![0x5a; size];
+        let (status, information, output) = echo(
+            &t.kernel,
+            ip,
+            Ipv4Addr::LOCALHOST,
+            1000,
+            &data,
+            REPLY_LEN + size,
+        );
+        assert_eq!((status, information), (NtStatus::SUCCESS, REPLY_LEN + size));
+        assert_eq!(reply(&output).Status, IP_SUCCESS, "{size} bytes");
+    }
+    t.close(ip);
+    t.unload();
+}
+
+#[test]
+fn echo_to_the_configured_address_is_answered_by_the_host() {
+    let t = loaded();
+    let ip = open_ip(&t);
+    let own = Ipv4Addr::new(10, 13, 0, 2);
+    let input = [1u32.to_le_bytes(), own.octets(), [255, 255, 255, 0]].concat();
+    let (status, _) = t
+        .kernel
+        .device_io_control(ip, IOCTL_SET_IP_ADDRESS, &input, &mut [0u8; 12]);
+    assert_eq!(status, NtStatus::SUCCESS);
+    let (status, _, output) = echo(&t.kernel, ip, own, 1000, b"own", REPLY_LEN + 3);
+    assert_eq!(status, NtStatus::SUCCESS);
+    let answer = reply(&output);
+    assert_eq!(
+        (answer.Status, Ipv4Addr::from(answer.Address)),
+        (IP_SUCCESS, own)
+    );
+    t.close(ip);
+    t.unload();
+}
+
+#[test]
+fn unreachable_and_silent_destinations() {
+    let t = loaded();
+    let ip = open_ip(&t);
+    // No link leads off the host: an answer at once, counted as one reply.
+    let (status, information, output) =
+        echo(&t.kernel, ip, Ipv4Addr::new(192, 0, 2, 7), 5000, b"x", 64);
+    assert_eq!((status, information), (NtStatus::SUCCESS, REPLY_LEN));
+    let answer = reply(&output);
+    assert_eq!(answer.Status, IP_DEST_HOST_UNREACHABLE);
+    assert_eq!(answer.Reserved, 1);
+    // 127.0.0.2 is on the loopback route but smoltcp owns only 127.0.0.1: nobody answers,
+    // and the request times out as iphlpapi expects (NT_SUCCESS, the status in the reply).
+    let (status, information, output) =
+        echo(&t.kernel, ip, Ipv4Addr::new(127, 0, 0, 2), 100, b"x", 64);
+    assert_eq!((status, information), (NtStatus::TIMEOUT, REPLY_LEN));
+    let answer = reply(&output);
+    assert_eq!((answer.Status, answer.Reserved), (IP_REQ_TIMED_OUT, 0));
+    t.close(ip);
+    t.unload();
+}
+
+#[test]
+fn short_and_malformed_buffers_get_clear_statuses() {
+    let t = loaded();
+    let ip = open_ip(&t);
+    let good = request(Ipv4Addr::LOCALHOST, 0, 1000, b"abcd", 64);
+    let mut short = vec![0u8; REPLY_LEN - 1];
+    let (status, _) = t
+        .kernel
+        .device_io_control(ip, IOCTL_ICMP_ECHO_REQUEST, &good, &mut short);
+    assert_eq!(status, NtStatus::BUFFER_TOO_SMALL);
+    let mut output = vec![0u8; 64];
+    for len in [0, 1, 19] {
+        let (status, _) =
+            t.kernel
+                .device_io_control(ip, IOCTL_ICMP_ECHO_REQUEST, &good[..len], &mut output);
+        assert_eq!(status, NtStatus::INVALID_PARAMETER, "{len} bytes of input");
+    }
+    let mut past = good.clone();
+    past[10..12].copy_from_slice(&200u16.to_le_bytes()); // DataSize past the input
+    let (status, _) = t
+        .kernel
+        .device_io_control(ip, IOCTL_ICMP_ECHO_REQUEST, &past, &mut output);
+    assert_eq!(status, NtStatus::INVALID_PARAMETER);
+    // Room for the reply but not all its data: the data is cut to the buffer.
+    let data = [7u8; 32];
+    let (status, information, output) = echo(
+        &t.kernel,
+        ip,
+        Ipv4Addr::LOCALHOST,
+        1000,
+        &data,
+        REPLY_LEN + 4,
+    );
+    assert_eq!((status, information), (NtStatus::SUCCESS, REPLY_LEN + 4));
+    assert_eq!(reply(&output).DataSize, 4);
+    t.close(ip);
+    t.unload();
+}
+
+/// An echo request sent without waiting: the IRP, its buffer and its event.
+struct Pending {
+    irp: *mut IRP,
+    returned: NtStatus,
+    event: Event,
+    iosb: Box<IO_STATUS_BLOCK>,
+    _buffer: Vec<u8>,
+}
+
+impl Pending {
+    fn wait(&self) -> IoStatus {
+        if self.returned == NtStatus::PENDING {
+            self.event.wait(None);
+        }
+        IoStatus {
+            // SAFETY: written by the completion before it signalled the event.
+            status: NtStatus(unsafe { self.iosb.Status.Status }),
+            information: self.iosb.Information,
+        }
+    }
+}
+
+/// Sends an echo request (METHOD_BUFFERED, one system buffer) without waiting.
+fn start_echo(kernel: &KernelHandle, handle: Handle, dst: Ipv4Addr, timeout_ms: u32) -> Pending {
+    let room = 64;
+    let mut buffer = request(dst, 0, timeout_ms, b"wait", room);
+    let file = kernel.reference_file(handle).expect("file");
+    let mut location = StackLocation::new(IRP_MJ_DEVICE_CONTROL, 0, std::ptr::null_mut());
+    location.parameters = IoStackParameters {
+        DeviceIoControl: DeviceIoControlParameters::new(
+            IOCTL_ICMP_ECHO_REQUEST,
+            buffer.len() as u32,
+            room as u32,
+            std::ptr::null_mut(),
+        ),
+    };
+    let irp = kernel.allocate_file_irp(&file, location);
+    let event = Event::new(kernel, EventType::Notification, false);
+    let mut iosb = Box::new(IO_STATUS_BLOCK {
+        Status: IoStatusUnion { Status: 0 },
+        Information: 0,
+    });
+    let iosb_ptr: *mut IO_STATUS_BLOCK = &mut *iosb;
+    let system = buffer.as_mut_ptr();
+    // SAFETY: a fresh IRP owned here until it is sent; the buffer outlives it.
+    unsafe {
+        kernel.with_irp(irp, |i| {
+            i.AssociatedIrp.SystemBuffer = system.cast();
+            i.UserBuffer = system.cast();
+            i.UserEvent = event.as_ptr();
+            i.UserIosb = iosb_ptr;
+        })
+    };
+    let returned = kernel.call_driver(file.device(), irp);
+    Pending {
+        irp,
+        returned,
+        event,
+        iosb,
+        _buffer: buffer,
+    }
+}
+
+#[test]
+fn a_pending_echo_is_cancellable_and_outlives_its_handle() {
+    let t = loaded();
+    let ip = open_ip(&t);
+    let silent = Ipv4Addr::new(127, 0, 0, 9);
+    let pending = start_echo(&t.kernel, ip, silent, 60_000);
+    assert_eq!(pending.returned, NtStatus::PENDING);
+    t.kernel.cancel_irp(pending.irp);
+    assert_eq!(pending.wait().status, NtStatus::CANCELLED);
+    // Closing the handle leaves the request to its timeout (ReactOS's transport has no
+    // cleanup either); it completes, and nothing leaks.
+    let pending = start_echo(&t.kernel, ip, silent, 300);
+    t.close(ip);
+    let done = pending.wait();
+    assert_eq!(
+        (done.status, done.information),
+        (NtStatus::TIMEOUT, REPLY_LEN)
+    );
+    t.unload();
+}
+
+#[test]
+fn echo_with_one_percent_allocation_failures() {
+    let t = loaded();
+    let ip = open_ip(&t);
+    t.kernel.set_fault_injection(FaultInjection::Random {
+        seed: 0x1313,
+        percent: 1,
+    });
+    let (mut replies, mut errors) = (0, 0);
+    for round in 0..300u32 {
+        let data = vec![round as u8; (round as usize * 37) % 2000];
+        let (status, _, output) = echo(
+            &t.kernel,
+            ip,
+            Ipv4Addr::LOCALHOST,
+            1000,
+            &data,
+            REPLY_LEN + data.len(),
+        );
+        match status {
+            NtStatus::SUCCESS => {
+                assert_eq!(reply(&output).Status, IP_SUCCESS);
+                replies += 1;
+            }
+            NtStatus::INSUFFICIENT_RESOURCES | NtStatus::TIMEOUT => errors += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    t.kernel.set_fault_injection(FaultInjection::None);
+    eprintln!("icmp 1% failures: {replies} replies, {errors} clean errors");
+    assert!(replies > 250, "most echoes get through at 1% failures");
+    t.close(ip);
+    t.unload();
+}
+
+mod link {
+    //! The frame-level pieces of the Ethernet tests: a recording adapter and frame builders.
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::*;
+    use std::sync::Mutex;
+    use tcpip::link::ethernet::Adapter;
+
+    pub const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+    pub const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+    /// Records what the driver transmits.
+    #[derive(Default)]
+    pub struct Recorder {
+        pub sent: Mutex<Vec<Vec<u8>>>,
+    }
+
+    impl Adapter for Recorder {
+        fn mac(&self) -> [u8; 6] {
+            OUR_MAC
+        }
+
+        fn mtu(&self) -> usize {
+            1500
+        }
+
+        fn transmit(&self, frame: &[u8]) -> bool {
+            self.sent.lock().unwrap().push(frame.to_vec());
+            true
+        }
+    }
+
+    /// An Ethernet frame from the router carrying `ip`.
+    pub fn frame(ethertype: EthernetProtocol, payload: &[u8]) -> Vec<u8> {
+        let repr = EthernetRepr {
+            src_addr: EthernetAddress(ROUTER_MAC),
+            dst_addr: EthernetAddress(OUR_MAC),
+            ethertype,
+        };
+        let mut out = vec![0u8; repr.buffer_len() + payload.len()];
+        let mut view = EthernetFrame::new_unchecked(&mut out[..]);
+        repr.emit(&mut view);
+        view.payload_mut().copy_from_slice(payload);
+        out
+    }
+
+    /// The router's ARP reply to our request for `router`.
+    pub fn arp_reply(router: std::net::Ipv4Addr, ours: std::net::Ipv4Addr) -> Vec<u8> {
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: EthernetAddress(ROUTER_MAC),
+            source_protocol_addr: router,
+            target_hardware_addr: EthernetAddress(OUR_MAC),
+            target_protocol_addr: ours,
+        };
+        let mut payload = vec![0u8; arp.buffer_len()];
+        arp.emit(&mut ArpPacket::new_unchecked(&mut payload[..]));
+        frame(EthernetProtocol::Arp, &payload)
+    }
+
+    /// An ICMP error of `kind`/`code` from `router` to `ours`, quoting the start of `original`.
+    pub fn icmp_error(
+        router: std::net::Ipv4Addr,
+        ours: std::net::Ipv4Addr,
+        kind: Icmpv4Message,
+        code: u8,
+        original: &[u8],
+    ) -> Vec<u8> {
+        let quote = &original[..original.len().min(28)];
+        let mut icmp = vec![0u8; 8 + quote.len()];
+        icmp[0] = kind.into();
+        icmp[1] = code;
+        icmp[8..].copy_from_slice(quote);
+        Icmpv4Packet::new_unchecked(&mut icmp[..]).fill_checksum();
+        let ip = Ipv4Repr {
+            src_addr: router,
+            dst_addr: ours,
+            next_header: IpProtocol::Icmp,
+            payload_len: icmp.len(),
+            hop_limit: 63,
+        };
+        let mut packet = vec![0u8; 20 + icmp.len()];
+        ip.emit(
+            &mut Ipv4Packet::new_unchecked(&mut packet[..]),
+            &ChecksumCapabilities::default(),
+        );
+        packet[20..].copy_from_slice(&icmp);
+        frame(EthernetProtocol::Ipv4, &packet)
+    }
+}
+
+#[test]
+fn ttl_expired_in_transit_and_unreachable_from_a_router() {
+    use smoltcp::wire::{EthernetFrame, EthernetProtocol, Icmpv4Message, Ipv4Packet};
+    let t = loaded();
+    let ip = open_ip(&t);
+    let ours = Ipv4Addr::new(10, 13, 0, 2);
+    let router = Ipv4Addr::new(10, 13, 0, 1);
+    let far = Ipv4Addr::new(198, 51, 100, 7);
+    let input = [1u32.to_le_bytes(), ours.octets(), [255, 255, 255, 0]].concat();
+    let (status, _) = t
+        .kernel
+        .device_io_control(ip, IOCTL_SET_IP_ADDRESS, &input, &mut [0u8; 12]);
+    assert_eq!(status, NtStatus::SUCCESS);
+    let recorder = std::sync::Arc::new(link::Recorder::default());
+    let object = std::ptr::NonNull::new(t.driver().object()).unwrap();
+    let stack = tcpip::nt::entry::loaded_state::<tcpip::driver::Tcpip>(object)
+        .unwrap()
+        .stack();
+    stack.attach_link(recorder.clone(), 64).unwrap();
+    stack.set_gateway(Some(router));
+    let mut arp_answered = false;
+    for (kind, code, expected) in [
+        (Icmpv4Message::TimeExceeded, 0, IP_TTL_EXPIRED_TRANSIT),
+        (Icmpv4Message::DstUnreachable, 1, IP_DEST_HOST_UNREACHABLE),
+    ] {
+        let pending = start_echo(&t.kernel, ip, far, 5000);
+        // Wait for the echo request on the wire (after the ARP exchange with the router).
+        let request = loop {
+            let frames = recorder.sent.lock().unwrap().clone();
+            if !arp_answered && frames.iter().any(|f| f.get(12..14) == Some(&[0x08, 0x06])) {
+                assert!(stack.indicate_receive(&link::arp_reply(router, ours)));
+                arp_answered = true;
+            }
+            let echo: Option<Vec<u8>> = frames.iter().rev().find_map(|f| {
+                let frame = EthernetFrame::new_checked(&f[..]).ok()?;
+                (frame.ethertype() == EthernetProtocol::Ipv4)
+                    .then(|| frame.payload().to_vec())
+                    .filter(|p| {
+                        Ipv4Packet::new_checked(&p[..]).is_ok_and(|ip| ip.dst_addr() == far)
+                    })
+            });
+            if let Some(echo) = echo {
+                break echo;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        recorder.sent.lock().unwrap().clear();
+        assert!(stack.indicate_receive(&link::icmp_error(router, ours, kind, code, &request)));
+        let done = pending.wait();
+        assert_eq!(done.status, NtStatus::SUCCESS);
+        let answer = reply(&pending._buffer);
+        assert_eq!(answer.Status, expected, "{kind:?}");
+        assert_eq!(Ipv4Addr::from(answer.Address), router);
+        assert_eq!(answer.Reserved, 1);
+    }
+    let counters = icmp_stats(&t);
+    assert_eq!(
+        (counters.time_exceeded_in, counters.unreachables_in),
+        (1, 1)
+    );
+    stack.detach_link();
+    // The recorder's copies were made in the driver's DPC: gone before the leak check.
+    drop(std::mem::take(&mut *recorder.sent.lock().unwrap()));
+    t.close(ip);
+    t.unload();
+}
