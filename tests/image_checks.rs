@@ -741,3 +741,106 @@ fn no_forbidden_fp_or_simd_instructions() {
         problems
     });
 }
+
+/// The largest stack frame a function of the driver may set up: x86 kernel stacks are 12 KiB
+/// and x64 ones 24 KiB, and `DriverEntry` runs the NDIS bind, the miniport and NDIS itself
+/// below its own frames. A frame past the budget is how the VM found a kernel stack overflow
+/// (bugcheck 0x50 in `_chkstk`: an 11 KiB frame built the driver's state on x86).
+const FRAME_BUDGET_X86: u64 = 8 * 1024;
+const FRAME_BUDGET_X64: u64 = 16 * 1024;
+
+/// The stack frame a function's prologue sets up: `sub esp/rsp, N`, or `mov eax, N` followed
+/// by the call to the stack probe (`_chkstk`/`__chkstk`), which frames of a page or more use.
+fn frame_size(code: &[u8], ip: u64, bitness: u32, probe: Option<u64>) -> u64 {
+    let mut decoder = Decoder::with_ip(bitness, code, ip, DecoderOptions::NONE);
+    let mut instruction = Instruction::default();
+    let mut probe_size = None;
+    let mut largest = 0;
+    for _ in 0..16 {
+        if !decoder.can_decode() {
+            break;
+        }
+        decoder.decode_out(&mut instruction);
+        let stack = matches!(instruction.op0_register(), Register::ESP | Register::RSP);
+        match instruction.mnemonic() {
+            Mnemonic::Mov
+                if instruction.op0_register() == Register::EAX
+                    && instruction.op1_kind() == OpKind::Immediate32 =>
+            {
+                probe_size = Some(u64::from(instruction.immediate32()));
+            }
+            Mnemonic::Call => {
+                let size = probe_size.take().unwrap_or(0);
+                if Some(instruction.near_branch_target()) == probe {
+                    largest = largest.max(size);
+                }
+            }
+            Mnemonic::Sub if stack => {
+                let size = match instruction.op1_kind() {
+                    OpKind::Immediate8to32 | OpKind::Immediate32 => {
+                        u64::from(instruction.immediate32())
+                    }
+                    OpKind::Immediate8to64 | OpKind::Immediate32to64 => instruction.immediate64(),
+                    _ => 0,
+                };
+                largest = largest.max(size);
+            }
+            _ => {}
+        }
+    }
+    largest
+}
+
+/// No function sets up a stack frame past the budget of its architecture.
+#[test]
+fn stack_frames_fit_the_kernel_stack() {
+    check_all(|image, pe| {
+        let (bitness, budget) = if image.arch == X86 {
+            (32, FRAME_BUDGET_X86)
+        } else {
+            (64, FRAME_BUDGET_X64)
+        };
+        let probe = image
+            .pdb
+            .public_functions
+            .iter()
+            .find(|(name, _)| name.trim_start_matches('_') == "chkstk")
+            .map(|(_, rva)| pe.image_base + u64::from(*rva));
+        assert!(
+            probe.is_some(),
+            "no stack probe (_chkstk/__chkstk) in the PDB"
+        );
+        let mut frames: Vec<(u64, String)> = Vec::new();
+        for (name, rva, len) in &image.pdb.procedures {
+            let Some(section) = pe
+                .sections
+                .iter()
+                .find(|s| s.executable && (s.rva..s.rva + s.data.len() as u32).contains(rva))
+            else {
+                continue;
+            };
+            let start = (rva - section.rva) as usize;
+            let end = (start + *len as usize).min(section.data.len());
+            let ip = pe.image_base + u64::from(*rva);
+            let size = frame_size(&section.data[start..end], ip, bitness, probe);
+            frames.push((size, name.clone()));
+        }
+        frames.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        assert!(
+            frames.first().is_some_and(|(size, _)| *size > 256),
+            "no frame found at all: the prologue reader is broken"
+        );
+        eprintln!(
+            "{}: largest stack frames {:?}",
+            image.arch.name,
+            &frames[..3.min(frames.len())]
+        );
+        frames
+            .iter()
+            .filter(|(size, _)| *size > budget)
+            .map(|(size, name)| {
+                format!("{name} sets up a {size}-byte stack frame (budget {budget})")
+            })
+            .collect()
+    });
+}
