@@ -126,7 +126,9 @@ pub fn decode(id: &TDIObjectID, buffer: &[u8]) -> Result<Setting, NtStatus> {
                 delete: entry.inme_type == TYPE_INVALID,
             })
         }
-        (CO_TL_ENTITY, INFO_TYPE_CONNECTION, TCP_SOCKET_NODELAY) => Ok(Setting::Option {
+        // Any entity: wshtcpip sends it for an accepted socket with the entity of a context
+        // no bind filled in; naming no address file, it succeeds without effect.
+        (_, INFO_TYPE_CONNECTION, TCP_SOCKET_NODELAY) => Ok(Setting::Option {
             transport: Transport::Tcp,
             instance,
             option: SocketOption::NoDelay(value(buffer)? != 0),

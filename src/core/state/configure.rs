@@ -64,8 +64,11 @@ impl Core {
 
     /// Applies a socket option sent to the `transport` entity `instance`: for TCP, to every
     /// connection associated with that address file (and to its listening socket); for UDP, to
-    /// the address file's own socket. `STATUS_INVALID_PARAMETER` if no open address file of
-    /// that protocol has that entity. DISPATCH_LEVEL.
+    /// the address file's own socket. An entity that names no open address file succeeds
+    /// without effect (contract §5.2): wshtcpip sends setsockopt(TCP_NODELAY) for an accepted
+    /// socket with an entity no bind ever gave it, and a failure there would be setsockopt's
+    /// WSAEINVAL. One that names an address file of the other protocol is
+    /// `STATUS_INVALID_PARAMETER`. DISPATCH_LEVEL.
     pub fn set_socket_option(
         &mut self,
         transport: Transport,
@@ -73,7 +76,7 @@ impl Core {
         option: SocketOption,
     ) -> NtStatus {
         let Some(address) = instance.checked_sub(ADDRESS_ENTITY_BASE) else {
-            return NtStatus::INVALID_PARAMETER;
+            return NtStatus::SUCCESS;
         };
         let protocol = match transport {
             Transport::Tcp => Protocol::Tcp,
@@ -82,10 +85,13 @@ impl Core {
         let Some(entry) = self
             .address_key(address)
             .and_then(|key| self.addresses.get_mut(key))
-            .filter(|entry| entry.file_open && entry.protocol == protocol)
+            .filter(|entry| entry.file_open)
         else {
-            return NtStatus::INVALID_PARAMETER;
+            return NtStatus::SUCCESS;
         };
+        if entry.protocol != protocol {
+            return NtStatus::INVALID_PARAMETER;
+        }
         if let Some(endpoint) = entry.datagram.as_deref_mut() {
             if let SocketOption::Ttl(ttl) = option {
                 endpoint.set_hop_limit(ttl);
