@@ -825,7 +825,7 @@ fn stack_frames_fit_the_kernel_stack() {
             let size = frame_size(&section.data[start..end], ip, bitness, probe);
             frames.push((size, name.clone()));
         }
-        frames.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        frames.sort_unstable_by_key(|frame| std::cmp::Reverse(frame.0));
         assert!(
             frames.first().is_some_and(|(size, _)| *size > 256),
             "no frame found at all: the prologue reader is broken"
