@@ -2,7 +2,7 @@
 //! way in, its timeout. Everything runs under the core lock at DISPATCH_LEVEL.
 #![forbid(unsafe_code)]
 
-use crate::core::counters::{Meter, Metered};
+use crate::core::counters::metered_links;
 use crate::core::ethernet::Port;
 use crate::core::icmp::reply::{self, Reply};
 use crate::core::icmp::wire::{self, Carrier, Message, Outgoing, Parsed, Quoted};
@@ -11,7 +11,7 @@ use crate::core::sender::Flushed;
 use crate::core::sockets::Route;
 use crate::core::state::{Completer, Core};
 use crate::core::udp::Arrival;
-use crate::core::udp::endpoint::{Leg, Links};
+use crate::core::udp::endpoint::Leg;
 use crate::link::ethernet::EthernetDevice;
 use crate::nt::NtStatus;
 use crate::nt::irp::PendingIrp;
@@ -130,28 +130,7 @@ impl Core {
     ) {
         let icmp = &mut self.icmp;
         icmp.retry_at = None;
-        // Through metered devices, so the IP and ICMP counters see what leaves.
-        let mut loopback = Metered {
-            device: &mut self.device,
-            meter: Meter {
-                layers: &self.counters,
-                link: &self.loopback_link,
-            },
-        };
-        let mut ethernet = port.zip(device).map(|(port, device)| {
-            let meter = Meter {
-                layers: &self.counters,
-                link: &port.link,
-            };
-            (&mut port.iface, Metered { device, meter })
-        });
-        let mut links = Links {
-            loopback: (&mut self.iface, &mut loopback),
-            ethernet: ethernet
-                .as_mut()
-                .map(|(iface, device)| (&mut **iface, device)),
-            now: self.now,
-        };
+        metered_links!(links = self, port, device);
         loop {
             match icmp.sender.flush(&mut links) {
                 Flushed::Free => {}

@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use crate::core::address::{Address, EVENT_TYPES, Protocol};
-use crate::core::counters::{Meter, Metered};
+use crate::core::counters::metered_links;
 use crate::core::ethernet::Port;
 use crate::core::inbox::{Bounds, Delivered};
 use crate::core::ports::Binding;
@@ -14,7 +14,7 @@ use crate::core::sender::Flushed;
 use crate::core::slab::{Key, Slab};
 use crate::core::sockets::Route;
 use crate::core::state::{Completer, Core};
-use crate::core::udp::endpoint::{Leg, Links};
+use crate::core::udp::endpoint::Leg;
 use crate::core::udp::{Arrival, wire as udp_wire};
 use crate::link::ethernet::EthernetDevice;
 use crate::nt::NtStatus;
@@ -253,28 +253,7 @@ impl Core {
         if raw.sending.is_empty() {
             return;
         }
-        // Through metered devices, so the IP and ICMP counters see what leaves.
-        let mut loopback = Metered {
-            device: &mut self.device,
-            meter: Meter {
-                layers: &self.counters,
-                link: &self.loopback_link,
-            },
-        };
-        let mut ethernet = port.zip(device).map(|(port, device)| {
-            let meter = Meter {
-                layers: &self.counters,
-                link: &port.link,
-            };
-            (&mut port.iface, Metered { device, meter })
-        });
-        let mut links = Links {
-            loopback: (&mut self.iface, &mut loopback),
-            ethernet: ethernet
-                .as_mut()
-                .map(|(iface, device)| (&mut **iface, device)),
-            now: self.now,
-        };
+        metered_links!(links = self, port, device);
         let addresses = &mut self.addresses;
         let mut sending = core::mem::take(&mut raw.sending);
         sending.retain(|key| {

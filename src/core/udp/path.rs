@@ -3,11 +3,11 @@
 #![forbid(unsafe_code)]
 
 use crate::core::address::Address;
-use crate::core::counters::{Meter, Metered};
+use crate::core::counters::metered_links;
 use crate::core::ethernet::Port;
 use crate::core::slab::{Key, Slab};
 use crate::core::state::{Completer, Core};
-use crate::core::udp::endpoint::{Links, Pumped};
+use crate::core::udp::endpoint::Pumped;
 use crate::core::udp::wire::{self, Parsed};
 use crate::core::udp::{BROADCAST_FANOUT, Udp};
 use crate::link::ethernet::EthernetDevice;
@@ -127,27 +127,7 @@ impl Core {
             return false;
         }
         let mut sending = core::mem::take(&mut self.udp.sending);
-        let mut loopback = Metered {
-            device: &mut self.device,
-            meter: Meter {
-                layers: &self.counters,
-                link: &self.loopback_link,
-            },
-        };
-        let mut ethernet = port.zip(device).map(|(port, device)| {
-            let meter = Meter {
-                layers: &self.counters,
-                link: &port.link,
-            };
-            (&mut port.iface, Metered { device, meter })
-        });
-        let mut links = Links {
-            loopback: (&mut self.iface, &mut loopback),
-            ethernet: ethernet
-                .as_mut()
-                .map(|(iface, device)| (&mut **iface, device)),
-            now: self.now,
-        };
+        metered_links!(links = self, port, device);
         let mut retry = false;
         let mut more = false;
         let addresses = &mut self.addresses;
