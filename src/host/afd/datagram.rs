@@ -25,7 +25,7 @@
 use super::wire::{self, ConnectionInfo};
 use super::{
     Afd, AfdInner, Fcb, FcbLock, FcbState, MdlKind, Op, RequestKind, ShareType, SocketId,
-    SocketState, WINDOW_SIZE, Waiter, check_status, hang, hang_timeout, lock, wait,
+    SocketState, WINDOW_SIZE, Waiter, check_status, lock, wait, wait_read,
 };
 use crate::nt::NtStatus;
 use crate::nt::types::*;
@@ -146,25 +146,10 @@ impl Afd {
             });
             waiter
         };
-        if !waiter
-            .event
-            .wait(Some(timeout.unwrap_or_else(hang_timeout)))
-        {
-            let guard = FcbLock::acquire(&fcb);
-            guard
-                .st()
-                .pending_recvfroms
-                .retain(|p| !Arc::ptr_eq(&p.waiter, &waiter));
-            drop(guard);
-            if let Some(result) = waiter.take() {
-                return result;
-            }
-            if timeout.is_none() {
-                hang("recvfrom()");
-            }
-            return Err(NtStatus::TIMEOUT);
-        }
-        wait(&waiter, None)
+        wait_read(&fcb, &waiter, timeout, "recvfrom()", |st| {
+            st.pending_recvfroms
+                .retain(|p| !Arc::ptr_eq(&p.waiter, &waiter))
+        })
     }
 
     /// connect() on a datagram socket: records the peer (`FCB->RemoteAddress`), binding an

@@ -869,25 +869,10 @@ impl Afd {
             self.inner.receive_activity(&fcb, &guard);
             waiter
         };
-        if !waiter
-            .event
-            .wait(Some(timeout.unwrap_or_else(hang_timeout)))
-        {
-            let guard = FcbLock::acquire(&fcb);
-            guard
-                .st()
-                .pending_recvs
-                .retain(|p| !Arc::ptr_eq(&p.waiter, &waiter));
-            drop(guard);
-            if let Some(result) = waiter.take() {
-                return result;
-            }
-            if timeout.is_none() {
-                hang("recv()");
-            }
-            return Err(NtStatus::TIMEOUT);
-        }
-        wait(&waiter, None)
+        wait_read(&fcb, &waiter, timeout, "recv()", |st| {
+            st.pending_recvs
+                .retain(|p| !Arc::ptr_eq(&p.waiter, &waiter))
+        })
     }
 
     /// `AfdDisconnect` and a blocking wait for it (msafd waits INFINITE). `timeout` is the
@@ -1156,6 +1141,32 @@ fn hang(what: &str) -> ! {
 /// Waits for a user request's completion. `timeout` `None` waits "forever": up to the hang
 /// timeout, after which the test fails.
 #[track_caller]
+/// Waits up to `timeout` for a read queued on `fcb` (recv, recvfrom); when it runs out,
+/// `withdraw` takes the read off its queue, unless its result came meanwhile. With no timeout,
+/// a wait past the model's hang timeout fails the test, naming `what`.
+fn wait_read<T>(
+    fcb: &Fcb,
+    waiter: &Waiter<T>,
+    timeout: Option<Duration>,
+    what: &str,
+    withdraw: impl FnOnce(&mut FcbState),
+) -> Result<T, NtStatus> {
+    if waiter
+        .event
+        .wait(Some(timeout.unwrap_or_else(hang_timeout)))
+    {
+        return wait(waiter, None);
+    }
+    withdraw(&mut FcbLock::acquire(fcb).st());
+    if let Some(result) = waiter.take() {
+        return result;
+    }
+    if timeout.is_none() {
+        hang(what);
+    }
+    Err(NtStatus::TIMEOUT)
+}
+
 pub fn wait<T>(waiter: &Waiter<T>, timeout: Option<Duration>) -> Result<T, NtStatus> {
     let limit = timeout.unwrap_or_else(hang_timeout);
     if !waiter.event.wait(Some(limit)) {
