@@ -18,6 +18,7 @@ use crate::nt::NtStatus;
 use crate::nt::irp::{Dispatched, FileObject, Irp};
 use crate::nt::object::ReferencedFile;
 use crate::nt::pool;
+use crate::nt::process::ProcessOwner;
 use crate::nt::security;
 use crate::nt::types::*;
 use crate::tdi::icmp::EchoRequest;
@@ -125,6 +126,7 @@ fn create(driver: &'static Tcpip, device: DeviceKind, mut irp: Irp) -> Dispatche
                     address,
                     shared: share_access != 0,
                     protocol,
+                    owner: ProcessOwner::current(),
                 },
                 irp,
                 None,

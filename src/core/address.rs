@@ -6,6 +6,7 @@ use crate::core::ports::Binding;
 use crate::core::raw;
 use crate::core::sockets::SocketKey;
 use crate::core::udp::Endpoint;
+use crate::nt::process::ProcessOwner;
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -28,6 +29,8 @@ pub enum Protocol {
 pub struct Address {
     /// Opening order among address files (the information model lists them oldest first).
     pub serial: u64,
+    /// The process that opened the file, and when.
+    pub owner: ProcessOwner,
     pub protocol: Protocol,
     /// The port table entry this address holds (in its protocol's table): local IP and port.
     pub binding: Binding,

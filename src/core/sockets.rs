@@ -32,6 +32,7 @@ use crate::core::slab::{Key, Slab};
 use crate::core::timers::TimerQueue;
 use crate::nt::NtStatus;
 use crate::nt::pool;
+use crate::nt::process::ProcessOwner;
 use alloc::vec::Vec;
 use core::net::SocketAddrV4;
 use smoltcp::iface::{Interface, PollResult, SocketHandle, SocketSet, SocketStorage};
@@ -76,6 +77,9 @@ struct Entry {
     set: SocketSet<'static>,
     handle: SocketHandle,
     owner: Owner,
+    /// The process of the address file the socket was made for (an accepted connection's is
+    /// its listener's), for the owner-PID tables.
+    process: ProcessOwner,
     tuple: Option<Tuple>,
     route: Route,
     /// The deadline filed in the timer queue, if any.
@@ -148,13 +152,15 @@ impl Sockets {
         self.buffer_bytes
     }
 
-    /// Adds a socket for `owner`, touched (so that its first egress and deadline follow).
+    /// Adds a socket for `owner` on behalf of `process`, touched (so that its first egress and
+    /// deadline follow).
     /// `STATUS_INSUFFICIENT_RESOURCES` when the set is full or the pool is exhausted, with
     /// nothing changed.
     pub fn add(
         &mut self,
         socket: tcp::Socket<'static>,
         owner: Owner,
+        process: ProcessOwner,
     ) -> Result<SocketKey, NtStatus> {
         if self.entries.len() >= self.capacity {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
@@ -176,6 +182,7 @@ impl Sockets {
             set,
             handle,
             owner,
+            process,
             tuple: None,
             route: Route::Loopback,
             deadline: None,
@@ -207,10 +214,11 @@ impl Sockets {
         self.retransmitted
     }
 
-    /// Calls `each` with every socket, in slot order; an error stops the walk. Any IRQL.
+    /// Calls `each` with every socket and the process it works for, in slot order; an error
+    /// stops the walk. Any IRQL.
     pub fn try_for_each(
         &self,
-        mut each: impl FnMut(&tcp::Socket<'static>) -> Result<(), NtStatus>,
+        mut each: impl FnMut(&tcp::Socket<'static>, ProcessOwner) -> Result<(), NtStatus>,
     ) -> Result<(), NtStatus> {
         for index in 0..self.entries.slot_count() {
             let entry = self
@@ -218,7 +226,7 @@ impl Sockets {
                 .key_at(index)
                 .and_then(|key| self.entries.get(key));
             if let Some(entry) = entry {
-                each(entry.socket())?;
+                each(entry.socket(), entry.process)?;
             }
         }
         Ok(())

@@ -28,6 +28,7 @@ use crate::link::loopback::Loopback;
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
 use crate::nt::pool;
+use crate::nt::process::ProcessOwner;
 use crate::nt::sync::SpinLock;
 use crate::nt::types::{TDI_CONNECTION_FILE, TDI_TRANSPORT_ADDRESS_FILE};
 use crate::tdi::{Disconnect, QueryType, Timeout, TransportAddress};
@@ -250,7 +251,8 @@ impl Core {
                 address,
                 shared,
                 protocol,
-            } => self.open_address(address, shared, protocol, irp, c),
+                owner,
+            } => self.open_address(address, shared, protocol, owner, irp, c),
             Request::OpenConnection { context } => self.open_connection(context, irp, c),
             Request::Close(object) => {
                 self.close(object, c);
@@ -628,14 +630,15 @@ impl Core {
         address: TransportAddress,
         shared: bool,
         protocol: Protocol,
+        owner: ProcessOwner,
         mut irp: PendingIrp,
         c: &Completer<'_>,
     ) {
         let result = if address.ip.is_unspecified() || self.is_local(address.ip) {
             match protocol {
-                Protocol::Tcp => self.bind_address(address, shared),
-                Protocol::Udp => self.bind_udp_address(address, shared),
-                Protocol::Raw(number) => self.bind_raw_address(address, number),
+                Protocol::Tcp => self.bind_address(address, shared, owner),
+                Protocol::Udp => self.bind_udp_address(address, shared, owner),
+                Protocol::Raw(number) => self.bind_raw_address(address, number, owner),
             }
         } else {
             Err(NtStatus::INVALID_ADDRESS)
@@ -657,10 +660,16 @@ impl Core {
         self.next_serial
     }
 
-    fn bind_address(&mut self, address: TransportAddress, shared: bool) -> Result<u32, NtStatus> {
+    fn bind_address(
+        &mut self,
+        address: TransportAddress,
+        shared: bool,
+        owner: ProcessOwner,
+    ) -> Result<u32, NtStatus> {
         let binding = self.ports.bind(address.ip, address.port, shared)?;
         let entry = Address {
             serial: self.take_serial(),
+            owner,
             protocol: Protocol::Tcp,
             binding,
             refs: 1,
@@ -905,10 +914,10 @@ impl Core {
         }
         let no_delay = entry.no_delay;
         let address = entry.address.ok_or(NtStatus::INVALID_CONNECTION)?;
-        let (bound, port) = self
+        let (bound, port, process) = self
             .address_key(address)
             .and_then(|key| self.addresses.get(key))
-            .map(|a| (a.ip(), a.port()))
+            .map(|a| (a.ip(), a.port(), a.owner))
             .ok_or(NtStatus::INVALID_CONNECTION)?;
         if remote.port() == 0 || remote.ip().is_unspecified() || remote.ip().is_broadcast() {
             return Err(NtStatus::INVALID_ADDRESS);
@@ -937,7 +946,7 @@ impl Core {
             )
             .map_err(|_| NtStatus::INVALID_ADDRESS)?;
         self.ports.acquire(port)?;
-        let socket = match self.sockets.add(socket, Owner::Connection(key)) {
+        let socket = match self.sockets.add(socket, Owner::Connection(key), process) {
             Ok(socket) => socket,
             Err(status) => {
                 self.ports.release(port);
@@ -1149,7 +1158,13 @@ impl Core {
         socket
             .listen(IpListenEndpoint { addr, port })
             .map_err(|_| NtStatus::INVALID_ADDRESS)?;
-        self.sockets.add(socket, Owner::Listener(address_key))
+        let process = self
+            .addresses
+            .get(address_key)
+            .map(|address| address.owner)
+            .unwrap_or_default();
+        self.sockets
+            .add(socket, Owner::Listener(address_key), process)
     }
 
     /// Ends an address's listener: waiting TDI_LISTENs complete with `STATUS_CANCELLED`,

@@ -11,6 +11,7 @@ use crate::core::icmp::EchoParams;
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
 use crate::nt::pool;
+use crate::nt::process::ProcessOwner;
 use crate::nt::thread::ThreadId;
 use crate::nt::types::{IRP_MJ_CLOSE, IRP_MJ_INTERNAL_DEVICE_CONTROL, TDI_DISASSOCIATE_ADDRESS};
 use crate::tdi::{Disconnect, QueryType, Timeout, TransportAddress};
@@ -34,6 +35,8 @@ pub enum Request {
         address: TransportAddress,
         shared: bool,
         protocol: Protocol,
+        /// The process opening it (the owner-PID tables report it).
+        owner: ProcessOwner,
     },
     /// IRP_MJ_CREATE with a `ConnectionContext` EA.
     OpenConnection {

@@ -52,7 +52,7 @@ pub mod sys;
 #[cfg(target_os = "linux")]
 pub mod tap;
 mod thread;
-pub use thread::as_unprivileged_user;
+pub use thread::{SYSTEM_PROCESS_ID, as_unprivileged_user, in_process};
 mod verifier;
 pub mod winsock;
 mod work;

@@ -375,6 +375,49 @@ pub unsafe fn PsGetCurrentThread() -> *mut c_void {
     thread::current()
 }
 
+/// `PsGetCurrentProcessId`: the process the calling thread runs in (see
+/// [`thread::in_process`]).
+///
+/// # Safety
+/// No precondition.
+pub unsafe fn PsGetCurrentProcessId() -> HANDLE {
+    thread::process_id() as HANDLE
+}
+
+/// `ZwQuerySystemInformation`: only `SystemTimeOfDayInformation` (3), whose `CurrentTime` is
+/// the model's system time; any other class is `STATUS_INVALID_INFO_CLASS`. PASSIVE_LEVEL.
+///
+/// # Safety
+/// `information` points to `length` writable bytes; `return_length` is null or writable.
+pub unsafe fn ZwQuerySystemInformation(
+    class: u32,
+    information: *mut c_void,
+    length: u32,
+    return_length: *mut u32,
+) -> NTSTATUS {
+    const TIME_OF_DAY: u32 = 3;
+    const TIME_OF_DAY_SIZE: u32 = 48;
+    let _model = ModelScope::enter();
+    if class != TIME_OF_DAY {
+        return NtStatus::INVALID_INFO_CLASS.raw();
+    }
+    if length < TIME_OF_DAY_SIZE {
+        return NtStatus::INFO_LENGTH_MISMATCH.raw();
+    }
+    let now = super::clock::BOOT_SYSTEM_TIME + context::current().clock.now();
+    let mut answer = [0u8; TIME_OF_DAY_SIZE as usize];
+    answer[..8].copy_from_slice(&super::clock::BOOT_SYSTEM_TIME.to_le_bytes());
+    answer[8..16].copy_from_slice(&now.to_le_bytes());
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        std::ptr::copy_nonoverlapping(answer.as_ptr(), information.cast(), answer.len());
+        if !return_length.is_null() {
+            return_length.write(TIME_OF_DAY_SIZE);
+        }
+    }
+    NtStatus::SUCCESS.raw()
+}
+
 /// `KeDelayExecutionThread`: `STATUS_SUCCESS` after the interval. IRQL ≤ APC_LEVEL.
 ///
 /// # Safety

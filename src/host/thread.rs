@@ -1,4 +1,4 @@
-//! Threads: `PsGetCurrentThread` and `KeDelayExecutionThread`.
+//! Threads: `PsGetCurrentThread`, `PsGetCurrentProcessId` and `KeDelayExecutionThread`.
 //!
 //! Every host thread that calls into the model is a kernel thread of it. Its `ETHREAD` is the
 //! address of a thread-local cell: unique among the live threads, as on NT, and never
@@ -14,6 +14,25 @@ thread_local! {
     static ETHREAD: Cell<u8> = const { Cell::new(0) };
     /// Whether this thread's token is an ordinary user's rather than an administrator's.
     static UNPRIVILEGED: Cell<bool> = const { Cell::new(false) };
+    /// The process the calling thread runs in (`PsGetCurrentProcessId`).
+    static PROCESS_ID: Cell<usize> = const { Cell::new(SYSTEM_PROCESS_ID) };
+}
+
+/// The System process's id: the process of threads a test did not place in another one.
+pub const SYSTEM_PROCESS_ID: usize = 4;
+
+/// Runs `f` with the calling thread in the process `id` (what `PsGetCurrentProcessId` reports
+/// in the requester's context). Restored afterwards.
+pub fn in_process<R>(id: usize, f: impl FnOnce() -> R) -> R {
+    let before = PROCESS_ID.with(|cell| cell.replace(id));
+    let result = f();
+    PROCESS_ID.with(|cell| cell.set(before));
+    result
+}
+
+/// `PsGetCurrentProcessId`. Any IRQL.
+pub(crate) fn process_id() -> usize {
+    PROCESS_ID.with(Cell::get)
 }
 
 /// The two tokens of the model, told apart by address.

@@ -6,6 +6,7 @@
 
 use crate::core::counters::{Counters, LinkCounters};
 use crate::nt::NtStatus;
+use crate::nt::process::ProcessOwner;
 use core::net::{Ipv4Addr, SocketAddrV4};
 
 /// What kind of link an interface is.
@@ -95,12 +96,16 @@ pub struct TcpRow {
     pub local: SocketAddrV4,
     /// 0.0.0.0:0 for a listener.
     pub remote: SocketAddrV4,
+    /// The process of the socket's address file.
+    pub owner: ProcessOwner,
 }
 
 /// One row of the UDP listener table: a bound UDP address file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UdpRow {
     pub local: SocketAddrV4,
+    /// The process that opened the address file.
+    pub owner: ProcessOwner,
 }
 
 /// UDP counters (RFC 1213 `udp` group).

@@ -15,6 +15,7 @@ use crate::info::model::{Interface, LinkKind, RouteKind, Source};
 use crate::info::wire::*;
 use crate::nt::NtStatus;
 use crate::nt::pool;
+use crate::nt::process::ProcessOwner;
 use crate::nt::types::*;
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
@@ -28,6 +29,10 @@ pub const STATS_ID: u32 = 1;
 pub const TABLE_ID: u32 = 0x101;
 /// `IP_MIB_ADDRTABLE_ENTRY_ID`.
 pub const ADDRESS_TABLE_ID: u32 = 0x102;
+/// `IP_SPECIFIC_MODULE_ENTRY_ID`: on a transport entity, the owner-module rows (on the same
+/// entity, `IP_MIB_ADDRTABLE_ENTRY_ID` is the owner-PID rows), as ReactOS's iphlpapi asks for
+/// `GetExtendedTcpTable`/`GetExtendedUdpTable` (`netstat -a`, `-o`).
+pub const OWNER_MODULE_ID: u32 = 0x110;
 /// `IP_INTFC_INFO_ID`: the interface that holds the address in the request's context.
 pub const INTERFACE_INFO_ID: u32 = 0x103;
 
@@ -80,9 +85,13 @@ pub fn answer(
             interface_info(source, Ipv4Addr::new(a, b, c, d))
         }
         (CO_TL_ENTITY, Entity::Protocol, STATS_ID) => tcp_stats(source),
-        (CO_TL_ENTITY, Entity::Protocol, TABLE_ID) => tcp_table(source),
+        (CO_TL_ENTITY, Entity::Protocol, TABLE_ID) => tcp_table(source, Rows::Basic),
+        (CO_TL_ENTITY, Entity::Protocol, ADDRESS_TABLE_ID) => tcp_table(source, Rows::OwnerPid),
+        (CO_TL_ENTITY, Entity::Protocol, OWNER_MODULE_ID) => tcp_table(source, Rows::OwnerModule),
         (CL_TL_ENTITY, Entity::Protocol, STATS_ID) => udp_stats(source),
-        (CL_TL_ENTITY, Entity::Protocol, TABLE_ID) => udp_table(source),
+        (CL_TL_ENTITY, Entity::Protocol, TABLE_ID) => udp_table(source, Rows::Basic),
+        (CL_TL_ENTITY, Entity::Protocol, ADDRESS_TABLE_ID) => udp_table(source, Rows::OwnerPid),
+        (CL_TL_ENTITY, Entity::Protocol, OWNER_MODULE_ID) => udp_table(source, Rows::OwnerModule),
         (ER_ENTITY, Entity::Protocol, STATS_ID) => icmp_stats(source),
         _ => Err(NtStatus::INVALID_DEVICE_REQUEST),
     }
@@ -362,8 +371,25 @@ fn port_field(port: u16) -> [u8; 4] {
     [high, low, 0, 0]
 }
 
-/// `TCPConnTableEntry[]`: every TCP socket. DISPATCH_LEVEL, under the core lock.
-fn tcp_table(source: &dyn Source) -> Result<Vec<u8>, NtStatus> {
+/// The row format of a transport table: the same rows in the same order, with or without
+/// their owner (iphlpapi sizes the owner tables from the basic table's row count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rows {
+    /// `MIB_TCPROW` / `MIB_UDPROW`.
+    Basic,
+    /// `MIB_*ROW_OWNER_PID`.
+    OwnerPid,
+    /// `MIB_*ROW_OWNER_MODULE`.
+    OwnerModule,
+}
+
+/// A creation time as a `LARGE_INTEGER`'s bytes. Any IRQL.
+fn timestamp(owner: ProcessOwner) -> [u8; 8] {
+    owner.created.to_le_bytes()
+}
+
+/// Every TCP socket, as `rows`. DISPATCH_LEVEL, under the core lock.
+fn tcp_table(source: &dyn Source, rows: Rows) -> Result<Vec<u8>, NtStatus> {
     let mut answer = Vec::new();
     source.tcp_connections(&mut |row| {
         let entry = TCPConnTableEntry {
@@ -373,7 +399,22 @@ fn tcp_table(source: &dyn Source) -> Result<Vec<u8>, NtStatus> {
             tct_remoteaddr: row.remote.ip().octets(),
             tct_remoteport: port_field(row.remote.port()),
         };
-        append(&mut answer, entry.as_bytes())
+        let owned = TcpRowOwnerPid {
+            row: entry,
+            owning_pid: row.owner.pid,
+        };
+        match rows {
+            Rows::Basic => append(&mut answer, entry.as_bytes()),
+            Rows::OwnerPid => append(&mut answer, owned.as_bytes()),
+            Rows::OwnerModule => {
+                let module = TcpRowOwnerModule {
+                    row: owned,
+                    create_timestamp: timestamp(row.owner),
+                    owning_module_info: [[0; 8]; OWNING_MODULE_SIZE],
+                };
+                append(&mut answer, module.as_bytes())
+            }
+        }
     })?;
     Ok(answer)
 }
@@ -396,15 +437,34 @@ fn udp_stats(source: &dyn Source) -> Result<Vec<u8>, NtStatus> {
     bytes(stats.as_bytes())
 }
 
-/// `UDPEntry[]`: every bound UDP address file. DISPATCH_LEVEL, under the core lock.
-fn udp_table(source: &dyn Source) -> Result<Vec<u8>, NtStatus> {
+/// Every bound UDP address file, as `rows`. DISPATCH_LEVEL, under the core lock.
+fn udp_table(source: &dyn Source, rows: Rows) -> Result<Vec<u8>, NtStatus> {
     let mut answer = Vec::new();
     source.udp_listeners(&mut |row| {
         let entry = UDPEntry {
             ue_localaddr: row.local.ip().octets(),
             ue_localport: port_field(row.local.port()),
         };
-        append(&mut answer, entry.as_bytes())
+        let owned = UdpRowOwnerPid {
+            row: entry,
+            owning_pid: row.owner.pid,
+        };
+        match rows {
+            Rows::Basic => append(&mut answer, entry.as_bytes()),
+            Rows::OwnerPid => append(&mut answer, owned.as_bytes()),
+            Rows::OwnerModule => {
+                let module = UdpRowOwnerModule {
+                    row: owned,
+                    pad0: 0,
+                    create_timestamp: timestamp(row.owner),
+                    // `SpecificPortBind` is not kept.
+                    flags: 0,
+                    pad1: 0,
+                    owning_module_info: [[0; 8]; OWNING_MODULE_SIZE],
+                };
+                append(&mut answer, module.as_bytes())
+            }
+        }
     })?;
     Ok(answer)
 }

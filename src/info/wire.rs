@@ -176,6 +176,49 @@ pub struct TCPConnTableEntry {
     pub tct_remoteport: [u8; 4],
 }
 
+/// `TCPIP_OWNING_MODULE_SIZE`: the `ULONGLONG`s of an owner-module row's module information.
+pub const OWNING_MODULE_SIZE: usize = 16;
+
+/// `MIB_TCPROW_OWNER_PID` (24 bytes): a `MIB_TCPROW` and the owning process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct TcpRowOwnerPid {
+    pub row: TCPConnTableEntry,
+    pub owning_pid: u32,
+}
+
+/// `MIB_TCPROW_OWNER_MODULE` (160 bytes): the owner-PID row, the creation time
+/// (`LARGE_INTEGER`, kept as bytes so the struct has no padding) and the module information,
+/// which this driver does not keep (zero, as Windows leaves it for kernel-mode owners).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct TcpRowOwnerModule {
+    pub row: TcpRowOwnerPid,
+    pub create_timestamp: [u8; 8],
+    pub owning_module_info: [[u8; 8]; OWNING_MODULE_SIZE],
+}
+
+/// `MIB_UDPROW_OWNER_PID` (12 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct UdpRowOwnerPid {
+    pub row: UDPEntry,
+    pub owning_pid: u32,
+}
+
+/// `MIB_UDPROW_OWNER_MODULE` (160 bytes): the owner-PID row, padding to the 8-byte aligned
+/// creation time, the flags (`SpecificPortBind`), padding, and the module information.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct UdpRowOwnerModule {
+    pub row: UdpRowOwnerPid,
+    pub pad0: u32,
+    pub create_timestamp: [u8; 8],
+    pub flags: u32,
+    pub pad1: u32,
+    pub owning_module_info: [[u8; 8]; OWNING_MODULE_SIZE],
+}
+
 /// `UDPStats` (20 bytes, `MIB_UDPSTATS`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -234,6 +277,12 @@ const _: () = {
     assert!(size_of::<TCPConnTableEntry>() == 20);
     assert!(size_of::<UDPStats>() == 20);
     assert!(size_of::<UDPEntry>() == 8);
+    assert!(size_of::<TcpRowOwnerPid>() == 24);
+    assert!(size_of::<TcpRowOwnerModule>() == 160);
+    assert!(size_of::<UdpRowOwnerPid>() == 12);
+    assert!(size_of::<UdpRowOwnerModule>() == 160);
+    assert!(core::mem::offset_of!(UdpRowOwnerModule, create_timestamp) == 16);
+    assert!(core::mem::offset_of!(UdpRowOwnerModule, owning_module_info) == 32);
     assert!(size_of::<ICMPStats>() == 52);
     assert!(size_of::<ICMPSNMPInfo>() == 104);
 };

@@ -20,6 +20,7 @@ pub mod mdl;
 pub mod ndis;
 pub mod object;
 pub mod pool;
+pub mod process;
 #[cfg(kernel)]
 mod rt;
 pub mod security;

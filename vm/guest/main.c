@@ -151,6 +151,7 @@ typedef struct {
     char args[600];   /* key=value words for the child */
     char cmd[600];    /* exec: the command line */
     int is_exec;
+    long listen_port; /* exec: hold a TCP listener and a UDP socket on it while it runs */
     long timeout_s;
     char error[120];  /* a bad config line: reported as a failure */
 } entry_t;
@@ -241,6 +242,13 @@ static void parse_line(char *line, int lineno)
                 entry_error(e, "config: bad timeout", NULL);
             continue;
         }
+        if (e->is_exec && strncmp(tok, "listen=", 7) == 0) {
+            char *end;
+            e->listen_port = strtol(tok + 7, &end, 10);
+            if (end != p || e->listen_port < 1 || e->listen_port > 65535)
+                entry_error(e, "config: bad listen port", NULL);
+            continue;
+        }
         if (strncmp(tok, "name=", 5) == 0 || strncmp(tok, "label=", 6) == 0) {
             char *v = eq + 1;
             char t[48];
@@ -256,7 +264,7 @@ static void parse_line(char *line, int lineno)
                 continue;
         }
         if (e->is_exec) {
-            entry_error(e, "config: exec takes name=, timeout=, cmd= only, not", tok);
+            entry_error(e, "config: exec takes name=, timeout=, listen=, cmd= only, not", tok);
             continue;
         }
         append_arg(e, tok, len);
@@ -419,7 +427,36 @@ static DWORD WINAPI exec_reader(void *p)
     return 0;
 }
 
-static int run_exec(entry_t *e)
+/* Opens what `listen=PORT` asks an exec to see: a TCP listener and a UDP socket, both on
+ * 0.0.0.0:PORT, held by this process (the runner checks that netstat lists them with this
+ * process's id). Returns 0 on success. */
+static int hold_sockets(entry_t *e, SOCKET held[2])
+{
+    struct sockaddr_in a;
+    int i;
+    held[0] = held[1] = INVALID_SOCKET;
+    if (net_startup() != 0) {
+        emit("ERROR name=%s WSAStartup failed", e->name);
+        return -1;
+    }
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((u_short)e->listen_port);
+    held[0] = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+    held[1] = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
+    for (i = 0; i < 2; i++) {
+        if (held[i] == INVALID_SOCKET || bind(held[i], (struct sockaddr *)&a, sizeof a) != 0 ||
+            (i == 0 && listen(held[i], 1) != 0)) {
+            emit("ERROR name=%s cannot hold %s port %ld: %d", e->name, i == 0 ? "TCP" : "UDP",
+                 e->listen_port, WSAGetLastError());
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Runs the exec's command, relays its output, and prints its RESULT with `extra` keys. */
+static int run_command(entry_t *e, const char *extra, LONGLONG t0)
 {
     SECURITY_ATTRIBUTES sa = {sizeof sa, NULL, TRUE};
     STARTUPINFOA si;
@@ -427,7 +464,6 @@ static int run_exec(entry_t *e)
     HANDLE rd = NULL, wr = NULL, nul, th;
     reader_t r;
     char cmd[sizeof e->cmd];
-    LONGLONG t0 = now_ticks();
     DWORD w, code = 0;
 
     if (!CreatePipe(&rd, &wr, &sa, 0)) {
@@ -481,9 +517,34 @@ static int run_exec(entry_t *e)
         emit("RESULT name=%s status=timeout elapsed_ms=%lu", e->name, ms_since(t0));
         return 0;
     }
-    emit("RESULT name=%s status=%s elapsed_ms=%lu exit=%lu", e->name,
-         code == 0 ? "pass" : "fail", ms_since(t0), (unsigned long)code);
+    emit("RESULT name=%s status=%s elapsed_ms=%lu exit=%lu%s", e->name,
+         code == 0 ? "pass" : "fail", ms_since(t0), (unsigned long)code, extra);
     return code == 0;
+}
+
+static int run_exec(entry_t *e)
+{
+    SOCKET held[2] = {INVALID_SOCKET, INVALID_SOCKET};
+    char extra[64] = "";
+    int i, ok;
+    LONGLONG t0 = now_ticks();
+
+    if (e->listen_port != 0) {
+        if (hold_sockets(e, held) != 0) {
+            for (i = 0; i < 2; i++)
+                if (held[i] != INVALID_SOCKET)
+                    closesocket(held[i]);
+            emit("RESULT name=%s status=fail elapsed_ms=0", e->name);
+            return 0;
+        }
+        _snprintf(extra, sizeof extra - 1, " listen=%ld pid=%lu", e->listen_port,
+                  (unsigned long)GetCurrentProcessId());
+    }
+    ok = run_command(e, extra, t0);
+    for (i = 0; i < 2; i++)
+        if (held[i] != INVALID_SOCKET)
+            closesocket(held[i]);
+    return ok;
 }
 
 static int parent_main(const char *cfg_arg, int forever)

@@ -20,6 +20,7 @@ use crate::link::ethernet::EthernetDevice;
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
 use crate::nt::pool;
+use crate::nt::process::ProcessOwner;
 use crate::tdi::TransportAddress;
 use core::net::{Ipv4Addr, SocketAddrV4};
 use smoltcp::phy::ChecksumCapabilities;
@@ -39,6 +40,7 @@ impl Core {
         &mut self,
         address: TransportAddress,
         protocol: u8,
+        owner: ProcessOwner,
     ) -> Result<u32, NtStatus> {
         pool::try_reserve(&mut self.raw.files, 1)?;
         let endpoint = pool::try_box(Endpoint::new(protocol))?;
@@ -53,6 +55,7 @@ impl Core {
             raw: Some(endpoint),
             handlers: [(0, 0); EVENT_TYPES],
             serial,
+            owner,
         })?;
         self.raw.files.push(key);
         Ok(key.index)

@@ -208,7 +208,7 @@ impl Source for Core {
 
     /// DISPATCH_LEVEL, under the core lock.
     fn tcp_connections(&self, each: Each<'_, TcpRow>) -> Result<(), NtStatus> {
-        self.sockets.try_for_each(|socket| {
+        self.sockets.try_for_each(|socket, owner| {
             let state = socket.state();
             if state == State::Closed {
                 return Ok(());
@@ -230,6 +230,7 @@ impl Source for Core {
                 state: tcp_state(state),
                 local,
                 remote,
+                owner,
             })
         })
     }
@@ -239,6 +240,7 @@ impl Source for Core {
         self.each_open_address(|address, _| match address.protocol {
             Protocol::Udp => each(&UdpRow {
                 local: SocketAddrV4::new(address.ip(), address.port()),
+                owner: address.owner,
             }),
             Protocol::Tcp | Protocol::Raw(_) => Ok(()),
         })

@@ -11,6 +11,7 @@ use crate::core::udp::{HEADERS, MAX_PAYLOAD, wire};
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
 use crate::nt::pool;
+use crate::nt::process::ProcessOwner;
 use crate::tdi::TransportAddress;
 use core::net::{Ipv4Addr, SocketAddrV4};
 
@@ -21,6 +22,7 @@ impl Core {
         &mut self,
         address: TransportAddress,
         shared: bool,
+        owner: ProcessOwner,
     ) -> Result<u32, NtStatus> {
         let binding = self.udp.ports.bind(address.ip, address.port, shared)?;
         let largest = self.device.mtu().saturating_sub(HEADERS);
@@ -29,6 +31,7 @@ impl Core {
         let inserted = endpoint.and_then(|endpoint| {
             self.addresses.try_insert(Address {
                 serial,
+                owner,
                 protocol: Protocol::Udp,
                 binding,
                 refs: 1,

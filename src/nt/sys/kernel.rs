@@ -70,6 +70,13 @@ imports!("ntoskrnl.exe", "system" {
     ) -> NTSTATUS;
     pub fn KeBugCheckEx(code: u32, p1: usize, p2: usize, p3: usize, p4: usize) -> !;
     pub fn PsGetCurrentThread() -> *mut c_void;
+    pub fn PsGetCurrentProcessId() -> HANDLE;
+    pub fn ZwQuerySystemInformation(
+        class: u32,
+        information: *mut c_void,
+        length: u32,
+        return_length: *mut u32,
+    ) -> NTSTATUS;
     pub fn KeDelayExecutionThread(
         wait_mode: KPROCESSOR_MODE,
         alertable: BOOLEAN,

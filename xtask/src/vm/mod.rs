@@ -18,6 +18,7 @@ mod peers;
 mod qemu;
 mod report;
 mod symbols;
+mod tools;
 
 use crate::{Error, Result};
 use report::GuestReport;
@@ -250,7 +251,8 @@ fn boot_one(
     )?;
     // The ISO is a few hundred MB and rebuilt every time.
     let _ = fs::remove_file(&iso);
-    let report = GuestReport::parse(&boot.lines);
+    let mut report = GuestReport::parse(&boot.lines);
+    report.check_tools();
     let results = dir.join("results.tsv");
     fs::write(&results, report.results_file())
         .map_err(|e| Error(format!("cannot write {}: {e}", results.display())))?;

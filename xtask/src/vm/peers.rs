@@ -15,6 +15,28 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// The card's MAC address (QEMU's default, given explicitly so the checks can rely on it).
+pub const GUEST_MAC: &str = "52:54:00:12:34:56";
+/// The address QEMU's DHCP server leases to the guest (its first, on 10.0.2.0/24).
+pub const GUEST_IP: &str = "10.0.2.15";
+/// The network of QEMU's user-mode network and its mask.
+pub const NETWORK: (&str, &str) = ("10.0.2.0", "255.255.255.0");
+/// QEMU's own address on it: DHCP and TFTP server (and, without `restrict=on`, the router).
+pub const SERVER_IP: &str = "10.0.2.2";
+
+/// The MAC address QEMU's user network answers ARP with for one of its addresses: 52:55
+/// followed by the IPv4 address.
+pub fn slirp_mac(ip: &str) -> Option<String> {
+    let octets: Vec<u8> = ip
+        .split('.')
+        .map(|o| o.parse().ok())
+        .collect::<Option<_>>()?;
+    let [a, b, c, d] = octets.as_slice() else {
+        return None;
+    };
+    Some(format!("52-55-{a:02x}-{b:02x}-{c:02x}-{d:02x}"))
+}
+
 /// Where the guest's TCP echo peer is (on QEMU's user network, forwarded to `cat`).
 pub const TCP_PEER: &str = "10.0.2.100:7";
 /// The file QEMU's TFTP server offers the guest.

@@ -83,7 +83,10 @@ fn qemu_command(iso: &Path, netdev: &str) -> Command {
         .arg(iso)
         .args(["-boot", "d"])
         .args(["-netdev", netdev])
-        .args(["-device", "pcnet,netdev=net0"])
+        .args([
+            "-device",
+            &format!("pcnet,netdev=net0,mac={}", super::peers::GUEST_MAC),
+        ])
         .args(["-display", "none", "-monitor", "none", "-no-reboot"])
         .args([
             "-chardev",

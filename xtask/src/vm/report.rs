@@ -38,6 +38,8 @@ pub struct GuestReport {
     pub results: Vec<ScenarioResult>,
     /// The ERROR lines, as (scenario, text).
     pub errors: Vec<(String, String)>,
+    /// The OUT lines of `exec` entries, as (name, text).
+    pub outputs: Vec<(String, String)>,
     /// Whether the END line came.
     pub ended: bool,
 }
@@ -89,11 +91,37 @@ impl GuestReport {
                     let text: Vec<&str> = words.collect();
                     report.errors.push((name, text.join(" ")));
                 }
+                Some("OUT") => {
+                    let rest = &line[at + "TCPIPVM OUT ".len()..];
+                    if let Some((name, text)) = rest
+                        .strip_prefix("name=")
+                        .and_then(|rest| rest.split_once(" | "))
+                    {
+                        report.outputs.push((name.to_string(), text.to_string()));
+                    }
+                }
                 Some("END") => report.ended = true,
                 _ => {}
             }
         }
         report
+    }
+
+    /// Checks what the network tools printed (`tools::check`): a tool that exited 0 but told
+    /// something other than the truth of the network fails, with the reasons as ERROR lines.
+    pub fn check_tools(&mut self) {
+        let mut errors = Vec::new();
+        for result in &mut self.results {
+            if result.status != "pass" {
+                continue;
+            }
+            let problems = super::tools::check(&result.name, &self.outputs, &result.metrics);
+            if !problems.is_empty() {
+                result.status = "fail".into();
+                errors.extend(problems.into_iter().map(|p| (result.name.clone(), p)));
+            }
+        }
+        self.errors.extend(errors);
     }
 
     /// Why this boot's suite failed, or `None` when every announced scenario passed.
