@@ -31,7 +31,7 @@ use crate::tdi::{
     CreateRequest, Disconnect, QueryInformationEx, SetInformationEx, Timeout, TransportAddress,
     copy_out_with_probe,
 };
-use core::net::SocketAddrV4;
+use core::net::{Ipv4Addr, SocketAddrV4};
 use zerocopy::IntoBytes;
 
 /// What a file object of this driver is.
@@ -407,8 +407,28 @@ fn device_control(driver: &'static Tcpip, irp: Irp) -> Dispatched {
         IOCTL_DELETE_IP_ADDRESS => delete_ip_address(driver, irp),
         IOCTL_IP_INTERFACE_INFO => interface_info(driver, irp),
         IOCTL_ICMP_ECHO_REQUEST => echo_request(driver, irp),
+        IOCTL_QUERY_IP_HW_ADDRESS => query_hw_address(driver, irp),
         _ => irp.complete(NtStatus::INVALID_DEVICE_REQUEST, 0),
     }
+}
+
+/// `IOCTL_QUERY_IP_HW_ADDRESS` (METHOD_BUFFERED): iphlpapi's `SendARP`. Input: the target and
+/// source IPv4 addresses (`ULONG[2]`, network order; the source is not used, as on Windows);
+/// output: the target's MAC address. Less than 8 bytes of input, or no output buffer, is
+/// `STATUS_INVALID_BUFFER_SIZE`; the core answers the rest (`core::resolve`), waiting up to
+/// 1 s for an ARP answer. Cancellable. PASSIVE_LEVEL.
+fn query_hw_address(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
+    let ioctl = irp.stack().ioctl();
+    let (input_length, room) = (ioctl.input_length as usize, ioctl.output_length as usize);
+    let target = match irp.system_buffer(input_length) {
+        [a, b, c, d, _, _, _, _, ..] if room > 0 => Ipv4Addr::new(*a, *b, *c, *d),
+        _ => return irp.complete(NtStatus::INVALID_BUFFER_SIZE, 0),
+    };
+    driver.stack().submit(
+        Request::ResolveNeighbor { target, room },
+        irp,
+        Some(driver.cancel_routine()),
+    )
 }
 
 /// `IOCTL_ICMP_ECHO_REQUEST` (METHOD_BUFFERED): iphlpapi's `IcmpSendEcho`/`IcmpSendEcho2`

@@ -3,15 +3,15 @@
 //! data, the timeout, an unreachable destination, short and malformed buffers, cancellation,
 //! a close while the request waits, and 1 % pool failures. Verifier on, leak check at unload.
 
+mod ip_helper_support;
 mod tdi_support;
 
+use ip_helper_support::{Pending, start_buffered_ioctl};
 use std::net::Ipv4Addr;
 use tcpip::core::icmp::IcmpStats;
 use tcpip::core::icmp::reply::REPLY_LEN;
 use tcpip::host::stats;
-use tcpip::host::{
-    Event, EventType, FaultInjection, Handle, IoStatus, KernelHandle, StackLocation,
-};
+use tcpip::host::{FaultInjection, Handle, KernelHandle};
 use tcpip::nt::NtStatus;
 use tcpip::nt::types::*;
 use tdi_support::{Loaded, loaded};
@@ -197,67 +197,11 @@ fn short_and_malformed_buffers_get_clear_statuses() {
     t.unload();
 }
 
-/// An echo request sent without waiting: the IRP, its buffer and its event.
-struct Pending {
-    irp: *mut IRP,
-    returned: NtStatus,
-    event: Event,
-    iosb: Box<IO_STATUS_BLOCK>,
-    _buffer: Vec<u8>,
-}
-
-impl Pending {
-    fn wait(&self) -> IoStatus {
-        if self.returned == NtStatus::PENDING {
-            self.event.wait(None);
-        }
-        IoStatus {
-            // SAFETY: written by the completion before it signalled the event.
-            status: NtStatus(unsafe { self.iosb.Status.Status }),
-            information: self.iosb.Information,
-        }
-    }
-}
-
 /// Sends an echo request (METHOD_BUFFERED, one system buffer) without waiting.
 fn start_echo(kernel: &KernelHandle, handle: Handle, dst: Ipv4Addr, timeout_ms: u32) -> Pending {
     let room = 64;
-    let mut buffer = request(dst, 0, timeout_ms, b"wait", room);
-    let file = kernel.reference_file(handle).expect("file");
-    let mut location = StackLocation::new(IRP_MJ_DEVICE_CONTROL, 0, std::ptr::null_mut());
-    location.parameters = IoStackParameters {
-        DeviceIoControl: DeviceIoControlParameters::new(
-            IOCTL_ICMP_ECHO_REQUEST,
-            buffer.len() as u32,
-            room as u32,
-            std::ptr::null_mut(),
-        ),
-    };
-    let irp = kernel.allocate_file_irp(&file, location);
-    let event = Event::new(kernel, EventType::Notification, false);
-    let mut iosb = Box::new(IO_STATUS_BLOCK {
-        Status: IoStatusUnion { Status: 0 },
-        Information: 0,
-    });
-    let iosb_ptr: *mut IO_STATUS_BLOCK = &mut *iosb;
-    let system = buffer.as_mut_ptr();
-    // SAFETY: a fresh IRP owned here until it is sent; the buffer outlives it.
-    unsafe {
-        kernel.with_irp(irp, |i| {
-            i.AssociatedIrp.SystemBuffer = system.cast();
-            i.UserBuffer = system.cast();
-            i.UserEvent = event.as_ptr();
-            i.UserIosb = iosb_ptr;
-        })
-    };
-    let returned = kernel.call_driver(file.device(), irp);
-    Pending {
-        irp,
-        returned,
-        event,
-        iosb,
-        _buffer: buffer,
-    }
+    let buffer = request(dst, 0, timeout_ms, b"wait", room);
+    start_buffered_ioctl(kernel, handle, IOCTL_ICMP_ECHO_REQUEST, buffer, room)
 }
 
 #[test]
@@ -456,7 +400,7 @@ fn ttl_expired_in_transit_and_unreachable_from_a_router() {
         assert!(stack.indicate_receive(&link::icmp_error(router, ours, kind, code, &request)));
         let done = pending.wait();
         assert_eq!(done.status, NtStatus::SUCCESS);
-        let answer = reply(&pending._buffer);
+        let answer = reply(pending.buffer());
         assert_eq!(answer.Status, expected, "{kind:?}");
         assert_eq!(Ipv4Addr::from(answer.Address), router);
         assert_eq!(answer.Reserved, 1);

@@ -4,75 +4,19 @@
 //! corrupted datagram is dropped and counted, never delivered), and a datagram for another
 //! host on the link is not taken.
 
+mod ethernet_support;
 mod tdi_support;
 mod udp_support;
 
+use ethernet_support::*;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol,
     Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::ptr::NonNull;
-use std::sync::{Arc, Mutex};
-use tcpip::driver::Tcpip;
-use tcpip::link::ethernet::Adapter;
 use tcpip::nt::NtStatus;
-use tcpip::nt::entry;
-use tcpip::nt::types::IOCTL_SET_IP_ADDRESS;
-use tdi_support::{Loaded, loaded};
 use udp_support::*;
-
-const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const OURS: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 2);
-const PEER: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 1);
-
-/// An adapter that records what the driver transmits (copies made in the driver's DPC, which
-/// the pool tracker attributes to the driver: they must be gone before the unload's leak check).
-#[derive(Default)]
-struct Recorder {
-    sent: Mutex<Vec<Vec<u8>>>,
-}
-
-impl Adapter for Recorder {
-    fn mac(&self) -> [u8; 6] {
-        OUR_MAC
-    }
-
-    fn mtu(&self) -> usize {
-        1500
-    }
-
-    fn transmit(&self, frame: &[u8]) -> bool {
-        self.sent.lock().unwrap().push(frame.to_vec());
-        true
-    }
-}
-
-fn tcpip(t: &Loaded) -> &'static Tcpip {
-    let object = NonNull::new(t.driver().object()).expect("driver object");
-    entry::loaded_state::<Tcpip>(object).expect("loaded")
-}
-
-/// Loads the driver, gives interface 1 10.13.0.2/24 and binds a recorder under it.
-fn bound() -> (Loaded, Arc<Recorder>) {
-    let t = loaded();
-    let control = t.kernel.create_file("\\Device\\Tcp", None, 0).unwrap();
-    let input = [1u32.to_le_bytes(), OURS.octets(), [255, 255, 255, 0]].concat();
-    let mut output = [0u8; 12];
-    let (status, _) =
-        t.kernel
-            .device_io_control(control, IOCTL_SET_IP_ADDRESS, &input, &mut output);
-    assert_eq!(status, NtStatus::SUCCESS);
-    t.close(control);
-    let recorder = Arc::new(Recorder::default());
-    tcpip(&t)
-        .stack()
-        .attach_link(recorder.clone(), 64)
-        .expect("attach");
-    (t, recorder)
-}
 
 /// An Ethernet frame from the peer carrying a UDP datagram, with correct checksums.
 fn frame(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {

@@ -35,6 +35,7 @@ pub mod neighbors;
 pub mod ports;
 pub mod random;
 pub mod raw;
+pub mod resolve;
 pub mod retransmit;
 pub mod routes;
 pub mod segment;

@@ -17,6 +17,7 @@ use crate::core::info::Answer;
 use crate::core::ports::PortTable;
 use crate::core::random::Csprng;
 use crate::core::raw::{Raw, RawConfig, RawStats};
+use crate::core::resolve::Resolutions;
 use crate::core::routes::StaticRoutes;
 use crate::core::slab::{Key, Slab};
 use crate::core::sockets::{Owner, Route, SocketKey, Sockets};
@@ -160,6 +161,8 @@ pub struct Core {
     pub(super) udp: Udp,
     /// The ICMP layer.
     pub(super) icmp: Icmp,
+    /// The waiting `IOCTL_QUERY_IP_HW_ADDRESS` requests.
+    pub(super) resolutions: Resolutions,
     /// The raw IP layer.
     pub(super) raw: Raw,
     /// IPv4 reassembly, and the identification of the datagrams the host fragments.
@@ -199,6 +202,7 @@ impl Core {
             listeners: Vec::new(),
             udp: Udp::new(config.udp, random.next_u64()),
             icmp: Icmp::new(random.next_u64(), config.loopback_mtu.max(ETHERNET_MTU))?,
+            resolutions: Resolutions::default(),
             raw: Raw::new(config.raw, config.loopback_mtu.max(ETHERNET_MTU))?,
             fragments: Fragments::new(config.fragments, random.next_u64() as u16),
             ethernet: None,
@@ -345,6 +349,9 @@ impl Core {
                 c.done(irp, status, 0);
             }
             Request::EchoRequest(params) => self.echo_request(params, irp, c),
+            Request::ResolveNeighbor { target, room } => {
+                self.resolve_neighbor(target, room, irp, c)
+            }
         }
     }
 
@@ -428,6 +435,7 @@ impl Core {
                         .first()
                         .map(|&IpCidr::Ipv4(cidr)| cidr);
                     port.neighbors.observe(frame, ours, self.now);
+                    self.resolutions.observe(frame);
                 }
                 if !self.ingress_ethernet(&mut port.iface, device, &port.link, c) {
                     break;
@@ -438,6 +446,7 @@ impl Core {
         let udp_more = self.udp_egress(port.as_deref_mut(), device.as_mut(), c);
         self.large_egress(port.as_deref_mut(), device.as_mut());
         self.icmp_egress(port.as_deref_mut(), device.as_mut(), c);
+        self.resolve_egress(port.as_deref_mut(), device.as_mut(), c);
         self.raw_egress(port.as_deref_mut(), device.as_mut(), c);
         while let Some((socket, owner)) = self.sockets.next_event() {
             match owner {
@@ -552,6 +561,7 @@ impl Core {
         [
             self.udp_poll_at(),
             self.icmp.poll_at(),
+            self.resolutions.poll_at(),
             self.raw.poll_at(),
             self.fragments.poll_at(),
         ]
@@ -569,6 +579,9 @@ impl Core {
             return Some(irp);
         }
         if let Some(irp) = self.icmp.take(id) {
+            return Some(irp);
+        }
+        if let Some(irp) = self.resolutions.take(id) {
             return Some(irp);
         }
         if let Some(irp) = self.cancel_raw(id) {

@@ -120,6 +120,12 @@ pub enum Request {
     },
     /// IOCTL_ICMP_ECHO_REQUEST: send an echo request and wait for its reply.
     EchoRequest(EchoParams),
+    /// IOCTL_QUERY_IP_HW_ADDRESS: the MAC address of `target`, into an output buffer of
+    /// `room` bytes.
+    ResolveNeighbor {
+        target: Ipv4Addr,
+        room: usize,
+    },
 }
 
 /// A request with its IRP, waiting in the inbound queue.

@@ -5,7 +5,7 @@
 
 use crate::tdi_support::Loaded;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use tcpip::host::Handle;
+use tcpip::host::{Event, EventType, Handle, IoStatus, KernelHandle, StackLocation};
 use tcpip::info::wire::*;
 use tcpip::nt::NtStatus;
 use tcpip::nt::types::*;
@@ -158,4 +158,82 @@ pub fn ping(t: &Loaded, ip: Handle, to: Ipv4Addr, timeout_ms: u32) -> (NtStatus,
         .kernel
         .device_io_control(ip, IOCTL_ICMP_ECHO_REQUEST, &input, &mut out);
     (status, len, out)
+}
+
+/// A METHOD_BUFFERED request sent without waiting: the IRP, its system buffer and its event.
+pub struct Pending {
+    pub irp: *mut IRP,
+    pub returned: NtStatus,
+    event: Event,
+    iosb: Box<IO_STATUS_BLOCK>,
+    buffer: Vec<u8>,
+}
+
+impl Pending {
+    /// Waits for the completion; its status block.
+    pub fn wait(&self) -> IoStatus {
+        if self.returned == NtStatus::PENDING {
+            self.event.wait(None);
+        }
+        IoStatus {
+            // SAFETY: written by the completion before it signalled the event.
+            status: NtStatus(unsafe { self.iosb.Status.Status }),
+            information: self.iosb.Information,
+        }
+    }
+
+    /// The system buffer (the output, once completed).
+    pub fn buffer(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+/// Sends `code` (METHOD_BUFFERED: one system buffer of `max(input, room)` bytes) on `handle`
+/// without waiting for it, as an overlapped `DeviceIoControl` does.
+pub fn start_buffered_ioctl(
+    kernel: &KernelHandle,
+    handle: Handle,
+    code: u32,
+    mut buffer: Vec<u8>,
+    room: usize,
+) -> Pending {
+    let input_length = buffer.len();
+    if buffer.len() < room {
+        buffer.resize(room, 0);
+    }
+    let file = kernel.reference_file(handle).expect("file");
+    let mut location = StackLocation::new(IRP_MJ_DEVICE_CONTROL, 0, std::ptr::null_mut());
+    location.parameters = IoStackParameters {
+        DeviceIoControl: DeviceIoControlParameters::new(
+            code,
+            input_length as u32,
+            room as u32,
+            std::ptr::null_mut(),
+        ),
+    };
+    let irp = kernel.allocate_file_irp(&file, location);
+    let event = Event::new(kernel, EventType::Notification, false);
+    let mut iosb = Box::new(IO_STATUS_BLOCK {
+        Status: IoStatusUnion { Status: 0 },
+        Information: 0,
+    });
+    let iosb_ptr: *mut IO_STATUS_BLOCK = &mut *iosb;
+    let system = buffer.as_mut_ptr();
+    // SAFETY: a fresh IRP owned here until it is sent; the buffer outlives it.
+    unsafe {
+        kernel.with_irp(irp, |i| {
+            i.AssociatedIrp.SystemBuffer = system.cast();
+            i.UserBuffer = system.cast();
+            i.UserEvent = event.as_ptr();
+            i.UserIosb = iosb_ptr;
+        })
+    };
+    let returned = kernel.call_driver(file.device(), irp);
+    Pending {
+        irp,
+        returned,
+        event,
+        iosb,
+        buffer,
+    }
 }

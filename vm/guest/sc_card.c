@@ -8,7 +8,10 @@
  * the runner wrote.  The scenario gives the card its address (AddIPAddress,
  * as a static configuration would; one it has already from DHCP is fine),
  * echoes TCP messages and a bulk stream through the peer, then fetches the
- * file over UDP and checks every byte.
+ * file over UDP and checks every byte.  Before any traffic it asks the IP
+ * helper for MAC addresses (SendARP, IOCTL_QUERY_IP_HW_ADDRESS): its own, and
+ * that of QEMU's DNS address, which it has not talked to, so the answer has to
+ * come from an ARP exchange on the wire (QEMU answers with 52:55 and the IP).
  */
 #include "tcpipvm.h"
 #include <iphlpapi.h>
@@ -37,6 +40,45 @@ static DWORD card_index(DWORD def, const char **source)
     }
     free(table);
     return index;
+}
+
+/* SendARP for `target`: 0 and the MAC in mac[6], or the error. */
+static DWORD send_arp(IPAddr target, unsigned char mac[6])
+{
+    ULONG buffer[2] = {0, 0}, len = sizeof buffer;
+    DWORD r = SendARP(target, 0, buffer, &len);
+    if (r == NO_ERROR && len != 6)
+        return ERROR_INVALID_DATA;
+    memcpy(mac, buffer, 6);
+    return r;
+}
+
+/* The card's own MAC (from the interface table) and QEMU's at `qemu_ip`, by SendARP. */
+static void card_arp(DWORD index, const char *own_ip, const char *qemu_ip)
+{
+    MIB_IFROW row;
+    unsigned char mac[6], want[6] = {0x52, 0x55, 0, 0, 0, 0};
+    unsigned long qemu = inet_addr(qemu_ip);
+    LONGLONG t0 = now_ticks();
+    DWORD r;
+    memset(&row, 0, sizeof row);
+    row.dwIndex = index;
+    if (GetIfEntry(&row) != NO_ERROR || row.dwPhysAddrLen != 6) {
+        report_error("arp: no interface entry for %lu", (unsigned long)index);
+        return;
+    }
+    r = send_arp(inet_addr(own_ip), mac);
+    if (r != NO_ERROR || memcmp(mac, row.bPhysAddr, 6) != 0)
+        report_error("arp: SendARP(%s) gave %lu, not the card's own MAC", own_ip,
+                     (unsigned long)r);
+    memcpy(want + 2, &qemu, 4);
+    r = send_arp(qemu, mac);
+    res_add("arp_ms", ms_since(t0));
+    if (r != NO_ERROR)
+        report_error("arp: SendARP(%s) failed: %lu", qemu_ip, (unsigned long)r);
+    else if (memcmp(mac, want, 6) != 0)
+        report_error("arp: SendARP(%s) gave %02x-%02x-%02x-%02x-%02x-%02x", qemu_ip, mac[0],
+                     mac[1], mac[2], mac[3], mac[4], mac[5]);
 }
 
 /* Echo msgs messages of varying sizes, then a bulk stream, through the peer. */
@@ -191,6 +233,7 @@ int sc_card(void)
     DWORD def_if = (DWORD)arg_long("if", 1, 1, 1000000);
     int tcp_port = (int)arg_long("tcp_port", 7, 1, 65535);
     const char *tftp_server = arg_str("tftp", "10.0.2.2");
+    const char *arp_ip = arg_str("arp", "10.0.2.3");
     const char *tftp_file = arg_str("tftp_file", "card.bin");
     long tftp_size = arg_long("tftp_size", 128 * 512 + 100, 0, 1L << 30);
     int msgs = (int)arg_long("msgs", 50, 0, 100000);
@@ -211,6 +254,7 @@ int sc_card(void)
     /* 0, or an error when the card has its address already (from DHCP): the
        echoes below tell whether the card works either way. */
     res_add("add_ip", r);
+    card_arp(index, ip, arp_ip);
     memset(&peer, 0, sizeof peer);
     peer.sin_family = AF_INET;
     peer.sin_port = htons((u_short)tcp_port);
