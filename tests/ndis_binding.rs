@@ -7,6 +7,7 @@
 mod ndis_support;
 
 use ndis_support::*;
+use zerocopy::FromBytes;
 use tcpip::host::{FaultInjection, Indication, MiniportOptions};
 use tcpip::nt::NtStatus;
 use tcpip::nt::types::{
@@ -101,8 +102,13 @@ fn an_adapter_present_at_registration_is_bound_with_its_static_configuration() {
     let kernel = kernel();
     let wire = Wire::new(1);
     configure_static(&kernel, 1, DRIVER_IP);
+    // A 100 Mbit/s card (`OID_GEN_LINK_SPEED` counts 100 bit/s units).
+    let options = MiniportOptions {
+        link_speed: Some(1_000_000),
+        ..MiniportOptions::default()
+    };
     assert_eq!(
-        kernel.ndis_add_miniport(&adapter_name(1), wire.clone(), MiniportOptions::default()),
+        kernel.ndis_add_miniport(&adapter_name(1), wire.clone(), options),
         NtStatus::SUCCESS,
         "no protocol yet: nothing to bind"
     );
@@ -120,6 +126,13 @@ fn an_adapter_present_at_registration_is_bound_with_its_static_configuration() {
     let log = kernel.debug_output().join("\n");
     assert!(log.contains("bound \\Device\\{00000000-0000-0000-0000-000000000001}: MAC 02:54:43:50:00:01, MTU 1500, media connected"), "{log}");
     assert!(log.contains("static 10.0.0.2/24 via 10.0.0.1"), "{log}");
+    let (header, _) = tcpip::info::wire::IFEntry::read_from_prefix(&query_information(
+        &kernel,
+        tcpip::nt::types::IF_ENTITY,
+        1,
+    ))
+    .unwrap();
+    assert_eq!(header.if_speed, 100_000_000, "if_speed in bit/s");
     let report = driver.unload();
     assert!(report.is_clean(), "{report}");
     assert!(!kernel.ndis_is_bound(&adapter_name(1)), "unbound at unload");
@@ -310,6 +323,14 @@ fn with_dhcp_the_interface_is_up_without_an_address_until_one_is_set() {
         address_table(&kernel),
         [([127, 0, 0, 1], 0), ([0, 0, 0, 0], 1)]
     );
+    // This miniport does not answer OID_GEN_LINK_SPEED: the speed is unknown, 0.
+    let (header, _) = tcpip::info::wire::IFEntry::read_from_prefix(&query_information(
+        &kernel,
+        tcpip::nt::types::IF_ENTITY,
+        1,
+    ))
+    .unwrap();
+    assert_eq!(header.if_speed, 0);
     let control = kernel
         .create_file("\\Device\\Tcp", None, 0)
         .expect("control channel");

@@ -102,6 +102,11 @@ pub trait Adapter: Send + Sync {
     fn media_connected(&self) -> bool {
         true
     }
+
+    /// The link speed in bit/s (`if_speed`), or 0 if the adapter does not say. Any IRQL.
+    fn link_speed(&self) -> u32 {
+        0
+    }
 }
 
 /// The IPv4 packet an Ethernet frame carries, header included (with any padding after it:

@@ -35,7 +35,7 @@ use crate::nt::pool::try_vec;
 use crate::nt::thread::sleep_micros;
 use crate::nt::types::*;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Send slots per binding: frames in flight to the miniport at once.
 pub const SEND_SLOTS: usize = 64;
@@ -65,6 +65,8 @@ pub struct Binding {
     stack: &'static Stack,
     mac: AtomicU64,
     mtu: AtomicUsize,
+    /// The link speed in bit/s (0: the miniport did not say).
+    speed: AtomicU32,
     connected: AtomicBool,
     closing: AtomicBool,
     attached: AtomicBool,
@@ -93,6 +95,7 @@ impl Binding {
             stack,
             mac: AtomicU64::new(0),
             mtu: AtomicUsize::new(0),
+            speed: AtomicU32::new(0),
             connected: AtomicBool::new(true),
             closing: AtomicBool::new(false),
             attached: AtomicBool::new(false),
@@ -145,7 +148,8 @@ impl Binding {
         Ok(())
     }
 
-    /// Queries the MAC address, the MTU and the media state, and sets the packet filter.
+    /// Queries the MAC address, the MTU, the link speed and the media state, and sets the
+    /// packet filter.
     /// PASSIVE_LEVEL, on the open binding.
     fn configure(&self) -> Result<(), NdisStatus> {
         let (mac, written) = self.open.query(OID_802_3_CURRENT_ADDRESS, 6)?;
@@ -161,6 +165,12 @@ impl Binding {
             return Err(NtStatus(NDIS_STATUS_NOT_SUPPORTED));
         }
         self.mtu.store(mtu, Ordering::Release);
+        // Optional: in units of 100 bit/s; a miniport that does not answer has speed 0.
+        if let Ok((speed, 4)) = self.open.query(OID_GEN_LINK_SPEED, 4) {
+            let speed = u32::from_le_bytes([speed[0], speed[1], speed[2], speed[3]]);
+            self.speed
+                .store(speed.saturating_mul(100), Ordering::Release);
+        }
         // Optional: a miniport that does not answer is taken as connected.
         if let Ok((state, 4)) = self.open.query(OID_GEN_MEDIA_CONNECT_STATUS, 4) {
             let state = u32::from_le_bytes([state[0], state[1], state[2], state[3]]);
@@ -357,6 +367,11 @@ impl Adapter for Binding {
     /// The media state NDIS last reported. Any IRQL.
     fn media_connected(&self) -> bool {
         self.connected()
+    }
+
+    /// What `OID_GEN_LINK_SPEED` said at bind time, in bit/s. Any IRQL.
+    fn link_speed(&self) -> u32 {
+        self.speed.load(Ordering::Acquire)
     }
 
     /// Copies the frame into a send slot and sends it (see the module documentation).

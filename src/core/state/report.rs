@@ -134,7 +134,7 @@ impl Source for Core {
             kind: LinkKind::Ethernet,
             name,
             mtu: port.map_or(1500, |port| u32::try_from(port.mtu).unwrap_or(u32::MAX)),
-            speed: 0,
+            speed: port.map_or(0, |port| port.adapter.link_speed()),
             physical: if port.is_some() { &mac } else { &[] },
             admin_up: true,
             oper_up: port.is_some_and(|port| port.adapter.media_connected()),

@@ -37,6 +37,8 @@ pub struct MiniportOptions {
     pub pend_requests: bool,
     /// The media is disconnected from the start.
     pub disconnected: bool,
+    /// The answer to `OID_GEN_LINK_SPEED`, in units of 100 bit/s; `None`: not supported.
+    pub link_speed: Option<u32>,
 }
 
 /// The protocol's handlers, copied from its characteristics.

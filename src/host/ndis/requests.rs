@@ -117,6 +117,10 @@ impl NdisState {
             (NDIS_REQUEST_QUERY_INFORMATION, OID_GEN_MEDIA_CONNECT_STATUS) => {
                 Some(connected.to_le_bytes().to_vec())
             }
+            (NDIS_REQUEST_QUERY_INFORMATION, OID_GEN_LINK_SPEED) => miniport
+                .options
+                .link_speed
+                .map(|speed| speed.to_le_bytes().to_vec()),
             (NDIS_REQUEST_SET_INFORMATION, OID_GEN_CURRENT_PACKET_FILTER) => {
                 if data.InformationBufferLength < 4 || data.InformationBuffer.is_null() {
                     None
