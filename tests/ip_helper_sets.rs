@@ -116,13 +116,13 @@ fn routes_are_added_and_deleted_by_administrators_only() {
         set(&t, control, id, holey.as_bytes()),
         NtStatus::INVALID_PARAMETER
     );
-    // ARP entries cannot be set into smoltcp's cache, but only after the rights check.
+    // ARP entries need a network card under the interface, but only after the rights check.
     let arp = IPNetToMediaEntry {
         inme_index: 1,
         inme_physaddrlen: 6,
+        inme_physaddr: [2, 0, 0, 0, 0, 1, 0, 0],
         inme_addr: [10, 11, 12, 1],
         inme_type: 4,
-        ..IPNetToMediaEntry::default()
     };
     let arp_id = provider(AT_ENTITY, 1, 0x101);
     assert_eq!(
@@ -131,7 +131,7 @@ fn routes_are_added_and_deleted_by_administrators_only() {
     );
     assert_eq!(
         set(&t, control, arp_id, arp.as_bytes()),
-        NtStatus::NOT_SUPPORTED
+        NtStatus::DEVICE_DOES_NOT_EXIST
     );
     t.close(control);
     t.unload();

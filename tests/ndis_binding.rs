@@ -7,13 +7,13 @@
 mod ndis_support;
 
 use ndis_support::*;
-use zerocopy::FromBytes;
 use tcpip::host::{FaultInjection, Indication, MiniportOptions};
 use tcpip::nt::NtStatus;
 use tcpip::nt::types::{
     IOCTL_SET_IP_ADDRESS, NDIS_PACKET_TYPE_BROADCAST, NDIS_PACKET_TYPE_DIRECTED,
     NDIS_PACKET_TYPE_MULTICAST, NDIS_STATUS_MEDIA_CONNECT, NDIS_STATUS_MEDIA_DISCONNECT,
 };
+use zerocopy::FromBytes;
 
 /// Resolves the driver's MAC through ARP on adapter `n` (the peer's request must be answered).
 fn resolve(kernel: &tcpip::host::Kernel, n: u8, wire: &Wire, ip: std::net::Ipv4Addr) -> [u8; 6] {

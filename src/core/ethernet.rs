@@ -69,6 +69,8 @@ pub struct Port {
     pub adapter: Arc<dyn Adapter>,
     /// The transmit buffer, lent to each pass's device.
     pub tx: alloc::vec::Vec<u8>,
+    /// When the static ARP entries are next handed to smoltcp (`core::arp_entries`).
+    pub static_refresh_at: Option<Instant>,
 }
 
 impl Port {
@@ -93,6 +95,7 @@ impl Port {
             neighbors: Neighbors::default(),
             adapter: link.adapter.clone(),
             tx: device.into_transmit_buffer(),
+            static_refresh_at: None,
         };
         port.set_gateway(gateway);
         Ok(port)

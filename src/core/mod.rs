@@ -22,6 +22,7 @@
 //!   CSPRNG.
 
 pub mod address;
+pub mod arp_entries;
 pub mod connection;
 pub mod counters;
 pub mod demux;

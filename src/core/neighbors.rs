@@ -8,6 +8,10 @@
 //! entry for 60 s; an IPv4 packet from a known neighbour with the same MAC refreshes it; when
 //! full, the entry that expires first makes room. Capacity and lifetime are smoltcp's
 //! (`IFACE_NEIGHBOR_CACHE_COUNT` 8, `ENTRY_LIFETIME` 60 s). No allocation.
+//!
+//! Entries set by the IP helper (`SetIpNetEntry`, `arp -s`) are *static*: they do not expire,
+//! traffic does not change them, and a learned entry never replaces one
+//! ([`crate::core::arp_entries`] keeps smoltcp's own cache in step with them).
 #![forbid(unsafe_code)]
 
 use core::net::Ipv4Addr;
@@ -27,6 +31,8 @@ struct Neighbor {
     ip: Ipv4Addr,
     mac: [u8; 6],
     expires: Instant,
+    /// Set by the IP helper: never expires, never replaced by what the wire says.
+    is_static: bool,
 }
 
 /// The neighbours of one Ethernet interface.
@@ -73,7 +79,7 @@ impl Neighbors {
                 };
                 let (source, mac) = (ip.src_addr(), ethernet.src_addr().0);
                 let known = self.entries.iter_mut().flatten();
-                for entry in known.filter(|e| e.ip == source && e.mac == mac) {
+                for entry in known.filter(|e| e.ip == source && e.mac == mac && !e.is_static) {
                     entry.expires = now + LIFETIME;
                 }
             }
@@ -81,26 +87,76 @@ impl Neighbors {
         }
     }
 
-    /// Fills or refreshes the entry of `ip`; when full, replaces the one expiring first.
-    /// Any IRQL.
-    fn fill(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: Instant) {
-        let entry = Neighbor {
+    /// Fills or refreshes the learned entry of `ip`; when full, replaces the learned entry
+    /// expiring first. A static entry for `ip` stays as it is. Any IRQL.
+    pub fn fill(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: Instant) {
+        if self
+            .entries
+            .iter()
+            .flatten()
+            .any(|e| e.ip == ip && e.is_static)
+        {
+            return;
+        }
+        self.put(Neighbor {
             ip,
             mac,
             expires: now + LIFETIME,
-        };
+            is_static: false,
+        });
+    }
+
+    /// Sets a static entry for `ip` (replacing any entry of it, or the learned entry expiring
+    /// first). `false` if every slot already holds a static entry. Any IRQL.
+    pub fn set_static(&mut self, ip: Ipv4Addr, mac: [u8; 6]) -> bool {
+        self.put(Neighbor {
+            ip,
+            mac,
+            expires: Instant::from_micros(i64::MAX),
+            is_static: true,
+        })
+    }
+
+    /// Removes the entry of `ip`, static or learned; whether there was one. Any IRQL.
+    pub fn remove(&mut self, ip: Ipv4Addr) -> bool {
+        let slot = self
+            .entries
+            .iter_mut()
+            .find(|e| e.is_some_and(|e| e.ip == ip));
+        slot.and_then(Option::take).is_some()
+    }
+
+    /// The static entries, as (IP, MAC). Any IRQL.
+    pub fn statics(&self) -> impl Iterator<Item = (Ipv4Addr, [u8; 6])> + '_ {
+        self.entries
+            .iter()
+            .flatten()
+            .filter(|e| e.is_static)
+            .map(|e| (e.ip, e.mac))
+    }
+
+    /// Puts `entry` in the slot of its IP, a free one, or that of the learned entry expiring
+    /// first. `false` if none is left (every slot static). Any IRQL.
+    fn put(&mut self, entry: Neighbor) -> bool {
         let slots = &mut self.entries;
-        let same = slots.iter().position(|e| e.is_some_and(|e| e.ip == ip));
+        let same = slots
+            .iter()
+            .position(|e| e.is_some_and(|e| e.ip == entry.ip));
         let free = || slots.iter().position(Option::is_none);
         let index = same.or_else(free).or_else(|| {
-            let oldest = slots
+            let learned = slots
                 .iter()
                 .enumerate()
-                .min_by_key(|(_, e)| e.map(|e| e.expires));
+                .filter(|(_, e)| e.is_some_and(|e| !e.is_static));
+            let oldest = learned.min_by_key(|(_, e)| e.map(|e| e.expires));
             oldest.map(|(index, _)| index)
         });
-        if let Some(slot) = index.and_then(|index| self.entries.get_mut(index)) {
-            *slot = Some(entry);
+        match index.and_then(|index| self.entries.get_mut(index)) {
+            Some(slot) => {
+                *slot = Some(entry);
+                true
+            }
+            None => false,
         }
     }
 
@@ -112,11 +168,16 @@ impl Neighbors {
 
     /// The live entries, as (IP, MAC). Any IRQL.
     pub fn live(&self, now: Instant) -> impl Iterator<Item = (Ipv4Addr, [u8; 6])> + '_ {
+        self.rows(now).map(|(ip, mac, _)| (ip, mac))
+    }
+
+    /// The live entries, as (IP, MAC, static). Any IRQL.
+    pub fn rows(&self, now: Instant) -> impl Iterator<Item = (Ipv4Addr, [u8; 6], bool)> + '_ {
         self.entries
             .iter()
             .flatten()
-            .filter(move |entry| entry.expires > now)
-            .map(|entry| (entry.ip, entry.mac))
+            .filter(move |entry| entry.is_static || entry.expires > now)
+            .map(|entry| (entry.ip, entry.mac, entry.is_static))
     }
 }
 
@@ -238,6 +299,45 @@ mod tests {
             table.live(Instant::from_secs(10)).count(),
             CAPACITY,
             "garbage ignored"
+        );
+    }
+
+    #[test]
+    fn static_entries_outlive_traffic_and_time_and_crowd_out_learned_ones() {
+        let mut table = Neighbors::default();
+        let now = Instant::from_secs(100);
+        let peer = Ipv4Addr::new(10, 0, 0, 1);
+        assert!(table.set_static(peer, [2, 0, 0, 0, 0, 0x51]));
+        // The wire says otherwise: the static entry stays.
+        table.observe(&arp(ArpOperation::Reply, peer, 9, OURS), ours(), now);
+        let later = now + Duration::from_secs(3600);
+        assert_eq!(
+            table.rows(later).collect::<Vec<_>>(),
+            [(peer, [2, 0, 0, 0, 0, 0x51], true)]
+        );
+        // Static entries fill every slot; then nothing learned fits, and no more static one.
+        for i in 1..CAPACITY as u8 {
+            assert!(table.set_static(Ipv4Addr::new(10, 0, 0, 1 + i), [2, 0, 0, 0, 1, i]));
+        }
+        assert!(!table.set_static(Ipv4Addr::new(10, 0, 0, 99), [2; 6]));
+        table.observe(
+            &arp(ArpOperation::Reply, Ipv4Addr::new(10, 0, 0, 98), 8, OURS),
+            ours(),
+            now,
+        );
+        assert_eq!(table.lookup(Ipv4Addr::new(10, 0, 0, 98), now), None);
+        assert_eq!(table.statics().count(), CAPACITY);
+        // Removal frees the slot; removing an absent entry says so.
+        assert!(table.remove(peer));
+        assert!(!table.remove(peer));
+        table.observe(
+            &arp(ArpOperation::Reply, Ipv4Addr::new(10, 0, 0, 98), 8, OURS),
+            ours(),
+            now,
+        );
+        assert_eq!(
+            table.lookup(Ipv4Addr::new(10, 0, 0, 98), now),
+            Some([2, 0, 0, 0, 0, 8])
         );
     }
 }

@@ -221,7 +221,11 @@ impl Stack {
         let mut core = self.core.lock();
         let status = match setting {
             Setting::Route(change) => core.change_route(change),
-            Setting::Neighbor { .. } => NtStatus::NOT_SUPPORTED,
+            Setting::Neighbor {
+                interface,
+                ip,
+                change,
+            } => core.set_neighbor(interface, ip, change),
             Setting::Option {
                 transport,
                 instance,

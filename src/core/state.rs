@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 use crate::core::address::{Address, EVENT_TYPES, Listener, Protocol};
+use crate::core::arp_entries;
 use crate::core::connection::{CloseReason, Connection, Phase, Receive};
 use crate::core::counters::{Counters, LinkCounters, Meter, Metered};
 use crate::core::ethernet::{Link, Port};
@@ -419,6 +420,9 @@ impl Core {
             _ => None,
         };
         self.sockets.expire(now);
+        if let Some(port) = port.as_mut() {
+            arp_entries::refresh(port, now);
+        }
         self.icmp_expire(c);
         self.fragments.expire(now);
         for _ in 0..self.config.frame_budget {
@@ -562,6 +566,9 @@ impl Core {
             self.udp_poll_at(),
             self.icmp.poll_at(),
             self.resolutions.poll_at(),
+            self.ethernet
+                .as_ref()
+                .and_then(|port| port.static_refresh_at),
             self.raw.poll_at(),
             self.fragments.poll_at(),
         ]

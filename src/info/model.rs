@@ -70,6 +70,8 @@ pub struct NeighborRow {
     pub interface: u32,
     pub ip: Ipv4Addr,
     pub mac: [u8; 6],
+    /// Set through the IP helper (`arp -s`) rather than learned.
+    pub is_static: bool,
 }
 
 /// A TCP connection's state as `MIB_TCP_STATE` numbers it.

@@ -215,7 +215,7 @@ fn arp_table(source: &dyn Source, index: u32) -> Result<Vec<u8>, NtStatus> {
             inme_physaddrlen: 6,
             inme_physaddr: physaddr,
             inme_addr: row.ip.octets(),
-            inme_type: 3,
+            inme_type: if row.is_static { 4 } else { 3 },
         };
         append(&mut answer, entry.as_bytes())
     })?;

@@ -45,6 +45,22 @@ pub struct RouteChange {
     pub delete: bool,
 }
 
+/// What to do with an ARP entry (`inme_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NeighborChange {
+    /// 2 (invalid): delete it.
+    Delete,
+    /// 3: a learned entry, which expires.
+    Dynamic([u8; 6]),
+    /// 4: a static entry, which does not.
+    Static([u8; 6]),
+}
+
+/// `inme_type` 3: dynamic.
+const TYPE_DYNAMIC: u32 = 3;
+/// `inme_type` 4: static.
+const TYPE_STATIC: u32 = 4;
+
 /// A socket option for an address file's sockets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SocketOption {
@@ -64,7 +80,8 @@ pub enum Setting {
     /// An ARP entry for the AT entity's interface.
     Neighbor {
         interface: u32,
-        delete: bool,
+        ip: Ipv4Addr,
+        change: NeighborChange,
     },
     /// A socket option on the `transport` entity `instance`.
     Option {
@@ -121,9 +138,25 @@ pub fn decode(id: &TDIObjectID, buffer: &[u8]) -> Result<Setting, NtStatus> {
         (AT_ENTITY, INFO_TYPE_PROVIDER, 0x101) => {
             let (entry, _) = IPNetToMediaEntry::read_from_prefix(buffer)
                 .map_err(|_| NtStatus::INVALID_PARAMETER)?;
+            let ip = Ipv4Addr::from(entry.inme_addr);
+            if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
+            let mac = match (entry.inme_physaddrlen, entry.inme_physaddr) {
+                (6, [a, b, c, d, e, f, ..]) => [a, b, c, d, e, f],
+                _ => [0; 6],
+            };
+            let unicast = entry.inme_physaddrlen == 6 && mac[0] & 1 == 0 && mac != [0; 6];
+            let change = match entry.inme_type {
+                TYPE_INVALID => NeighborChange::Delete,
+                TYPE_DYNAMIC if unicast => NeighborChange::Dynamic(mac),
+                TYPE_STATIC if unicast => NeighborChange::Static(mac),
+                _ => return Err(NtStatus::INVALID_PARAMETER),
+            };
             Ok(Setting::Neighbor {
                 interface: instance,
-                delete: entry.inme_type == TYPE_INVALID,
+                ip,
+                change,
             })
         }
         // Any entity: wshtcpip sends it for an accepted socket with the entity of a context

@@ -66,10 +66,16 @@ pub fn query(t: &Loaded, control: Handle, id: TDIObjectID) -> Result<Vec<u8>, Nt
     query_with_context(t, control, id, [0; 16])
 }
 
+/// The rows of a table answer (read one by one: the answer need not be aligned for `T`).
 pub fn rows<T: FromBytes + zerocopy::Immutable + zerocopy::KnownLayout + Copy>(
     bytes: &[u8],
 ) -> Vec<T> {
-    <[T]>::ref_from_bytes(bytes).expect("whole rows").to_vec()
+    let size = size_of::<T>();
+    assert_eq!(bytes.len() % size, 0, "whole rows");
+    bytes
+        .chunks_exact(size)
+        .map(|row| T::read_from_bytes(row).expect("a row"))
+        .collect()
 }
 
 pub fn set(t: &Loaded, control: Handle, id: TDIObjectID, value: &[u8]) -> NtStatus {

@@ -196,11 +196,12 @@ impl Source for Core {
         let Some(port) = self.ethernet.as_ref() else {
             return Ok(());
         };
-        for (ip, mac) in port.neighbors.live(self.now) {
+        for (ip, mac, is_static) in port.neighbors.rows(self.now) {
             each(&NeighborRow {
                 interface: CONFIGURED_INTERFACE,
                 ip,
                 mac,
+                is_static,
             })?;
         }
         Ok(())

@@ -11,6 +11,9 @@
 
 use super::peers::{GUEST_IP, GUEST_MAC, NETWORK, SERVER_IP, TCP_PEER, slirp_mac};
 
+/// The entry the `arp_set` exec sets and deletes (`vm/suite.cfg`).
+const STATIC_ARP: (&str, &str) = ("10.0.2.50", "02-00-00-00-00-50");
+
 /// The problems of exec `name`'s output (empty if it told the truth, or if `name` is not a
 /// checked tool). `outputs` are every exec's (name, line); `metrics` the RESULT's keys.
 pub fn check(
@@ -120,6 +123,15 @@ pub fn check(
                 );
             }
         }
+        "arp_set" => {
+            // `arp -s` then `arp -a`: the entry is listed as static. (`arp -d` cannot be
+            // checked here: ReactOS 0.4.16's iphlpapi `DeleteIpNetEntry` is a stub that sends
+            // nothing; the driver's delete is tested in the host model.)
+            want(
+                has_row(&lines, &[STATIC_ARP.0, STATIC_ARP.1, "static"]),
+                format!("{} {} static after arp -s", STATIC_ARP.0, STATIC_ARP.1),
+            );
+        }
         "netstat_s" => {
             // ReactOS 0.4.16's iphlpapi answers GetTcpStatistics, GetUdpStatistics and
             // GetIcmpStatistics from stubs (zeros, whatever the driver counts); its IPv4
@@ -213,6 +225,16 @@ mod tests {
             check("netstat", &out("netstat", &no_dhcp), &metrics).len(),
             1
         );
+    }
+
+    #[test]
+    fn arp_set_must_list_the_static_entry() {
+        let listing = "Interface: 10.0.2.15 --- 0x1\n\
+            \x20 10.0.2.2              52-55-0a-00-02-02     dynamic\n\
+            \x20 10.0.2.50             02-00-00-00-00-50     static\n";
+        assert!(check("arp_set", &out("arp_set", listing), &[]).is_empty());
+        let dynamic = listing.replace("     static", "     dynamic");
+        assert_eq!(check("arp_set", &out("arp_set", &dynamic), &[]).len(), 1);
     }
 
     #[test]
