@@ -77,6 +77,9 @@ impl Dnsmasq {
     }
 }
 
+/// A reply's options, as (code, value), in order.
+type Options = Vec<(u8, Vec<u8>)>;
+
 /// A BOOTREQUEST from `mac` with transaction `xid`, broadcast flag set (the client has no
 /// address to receive a unicast reply on), and `options` after the message type.
 fn bootrequest(mac: [u8; 6], xid: u32, kind: u8, options: &[u8]) -> Vec<u8> {
@@ -95,7 +98,7 @@ fn bootrequest(mac: [u8; 6], xid: u32, kind: u8, options: &[u8]) -> Vec<u8> {
 }
 
 /// A BOOTREPLY's offered address and options, if it answers `xid` with message type `kind`.
-fn bootreply(message: &[u8], xid: u32, kind: u8) -> Option<(Ipv4Addr, Vec<(u8, Vec<u8>)>)> {
+fn bootreply(message: &[u8], xid: u32, kind: u8) -> Option<(Ipv4Addr, Options)> {
     if message.len() < 240 || message[0] != 2 || message[4..8] != xid.to_be_bytes() {
         return None;
     }
@@ -139,7 +142,7 @@ fn exchange(
     message: &[u8],
     xid: u32,
     kind: u8,
-) -> (Ipv4Addr, Vec<(u8, Vec<u8>)>) {
+) -> (Ipv4Addr, Options) {
     let server = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
     let mut buffer = [0u8; 1500];
     for _ in 0..5 {
