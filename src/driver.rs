@@ -65,6 +65,10 @@ impl Tcpip {
 
 impl Driver for Tcpip {
     const DEVICES: &'static [&'static str] = DEVICE_NAMES;
+    /// `\\.\Tcp` for user mode, as Windows' tcpip.sys makes it (`DD_TCP_SYMBOLIC_DEVICE_NAME`
+    /// of `tcpioctl.h`; programs and ReactOS's own API tests open the control channel so).
+    const SYMBOLIC_LINKS: &'static [(&'static str, &'static str)] =
+        &[("\\DosDevices\\Tcp", "\\Device\\Tcp")];
 
     fn init(devices: &[Device]) -> Result<Self, NtStatus> {
         let devices: [Device; DEVICE_NAMES.len()] = devices

@@ -173,3 +173,40 @@ fn bad_requests_get_clear_statuses() {
         }
     });
 }
+
+#[test]
+fn user_mode_opens_the_control_channel_as_dot_tcp_while_the_driver_is_loaded() {
+    let kernel = Kernel::new(Config::default());
+    assert_eq!(
+        kernel.create_file("\\??\\Tcp", None, 0).err(),
+        Some(NtStatus::OBJECT_NAME_NOT_FOUND),
+        "no link before the driver"
+    );
+    let driver = kernel.load_driver(driver_entry).expect("DriverEntry");
+    // `\\.\Tcp` in Win32 is `\??\Tcp` (`\DosDevices\Tcp`) in the object namespace.
+    let handle = kernel
+        .create_file("\\??\\Tcp", None, 0)
+        .expect("\\\\.\\Tcp opens the control channel");
+    let (status, needed) = kernel.device_io_control(
+        handle,
+        IOCTL_TCP_QUERY_INFORMATION_EX,
+        &entity_list_request(),
+        &mut [],
+    );
+    assert_eq!(
+        (status, needed),
+        (NtStatus::SUCCESS, 6 * size_of::<TDIEntityID>())
+    );
+    assert_eq!(kernel.close(handle), NtStatus::SUCCESS);
+    // Only `Tcp`, as on Windows.
+    for other in ["\\??\\Udp", "\\??\\Ip", "\\??\\RawIp"] {
+        assert!(kernel.create_file(other, None, 0).is_err(), "{other}");
+    }
+    let report = driver.unload();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(
+        kernel.create_file("\\DosDevices\\Tcp", None, 0).err(),
+        Some(NtStatus::OBJECT_NAME_NOT_FOUND),
+        "the link goes with the driver"
+    );
+}

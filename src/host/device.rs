@@ -275,10 +275,59 @@ pub(crate) fn file_closed(state: &mut ObjectState, device: usize) -> Option<Devi
 
 /// The device a path names and the rest of the path: the longest device name that is a
 /// prefix of `path` (case-insensitively) followed by nothing or a backslash.
+/// A link name as the model keys it: lower-cased, `\DosDevices\` spelt `\??\` (the same
+/// directory on NT). Any IRQL.
+pub(crate) fn link_key(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    match lower.strip_prefix("\\dosdevices\\") {
+        Some(rest) => format!("\\??\\{rest}"),
+        None => lower,
+    }
+}
+
+/// `IoCreateSymbolicLink`: `link` names `target`; `STATUS_OBJECT_NAME_COLLISION` if it exists.
+///
+/// # Safety
+/// Both are valid `UNICODE_STRING`s.
+pub(crate) unsafe fn create_link(
+    kernel: &KernelInner,
+    link: *const UNICODE_STRING,
+    target: *const UNICODE_STRING,
+) -> NtStatus {
+    // SAFETY: forwarded caller contract.
+    let (Some(link), Some(target)) = (unsafe { read_name(link) }, unsafe { read_name(target) })
+    else {
+        return NtStatus::INVALID_PARAMETER;
+    };
+    let mut state = kernel.objects.lock();
+    let key = link_key(&link);
+    if state.links.contains_key(&key) {
+        return STATUS_OBJECT_NAME_COLLISION;
+    }
+    state.links.insert(key, target);
+    NtStatus::SUCCESS
+}
+
+/// `IoDeleteSymbolicLink`: `STATUS_OBJECT_NAME_NOT_FOUND` if there is no such link.
+///
+/// # Safety
+/// `link` is a valid `UNICODE_STRING`.
+pub(crate) unsafe fn delete_link(kernel: &KernelInner, link: *const UNICODE_STRING) -> NtStatus {
+    // SAFETY: forwarded caller contract.
+    let Some(link) = (unsafe { read_name(link) }) else {
+        return NtStatus::INVALID_PARAMETER;
+    };
+    match kernel.objects.lock().links.remove(&link_key(&link)) {
+        Some(_) => NtStatus::SUCCESS,
+        None => NtStatus::OBJECT_NAME_NOT_FOUND,
+    }
+}
+
 pub(crate) fn lookup_path(
     kernel: &KernelInner,
     path: &str,
 ) -> Result<(*mut DEVICE_OBJECT, String), NtStatus> {
+    let path = &resolve_link(kernel, path);
     let lower = path.to_ascii_lowercase();
     let state = kernel.objects.lock();
     let (name, &device) = state
@@ -296,6 +345,21 @@ pub(crate) fn lookup_path(
         return Err(STATUS_NO_SUCH_DEVICE);
     }
     Ok((device, path[name.len()..].to_owned()))
+}
+
+/// `path` with a symbolic link at its start replaced by the name it stands for (one level, as
+/// `\\.\\Tcp` → `\??\Tcp` → `\Device\Tcp`). Any IRQL.
+fn resolve_link(kernel: &KernelInner, path: &str) -> String {
+    let key = link_key(path);
+    let state = kernel.objects.lock();
+    let found = state.links.iter().find(|(link, _)| {
+        key.starts_with(link.as_str())
+            && (key.len() == link.len() || key.as_bytes()[link.len()] == b'\\')
+    });
+    match found {
+        Some((link, target)) => format!("{target}{}", key.get(link.len()..).unwrap_or("")),
+        None => path.to_owned(),
+    }
 }
 
 /// The dispatch routine of every foreign driver: completes the IRP with `STATUS_SUCCESS`.

@@ -97,6 +97,9 @@ pub(crate) struct ObjectState {
     pub(crate) objects: HashMap<usize, ObjectRecord>,
     /// Device names, lower-cased, to device addresses.
     pub(crate) names: HashMap<String, usize>,
+    /// Symbolic links (`IoCreateSymbolicLink`), lower-cased with `\DosDevices` as `\??`, to
+    /// the names they stand for.
+    pub(crate) links: HashMap<String, String>,
 }
 
 impl ObjectState {

@@ -194,6 +194,29 @@ pub unsafe fn IoCreateDevice(
     status.raw()
 }
 
+/// `IoCreateSymbolicLink`. PASSIVE_LEVEL.
+///
+/// # Safety
+/// `link` and `target` are valid `UNICODE_STRING`s.
+pub unsafe fn IoCreateSymbolicLink(
+    link: *mut UNICODE_STRING,
+    target: *mut UNICODE_STRING,
+) -> NTSTATUS {
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    unsafe { device::create_link(&context::current(), link, target) }.raw()
+}
+
+/// `IoDeleteSymbolicLink`. PASSIVE_LEVEL.
+///
+/// # Safety
+/// `link` is a valid `UNICODE_STRING`.
+pub unsafe fn IoDeleteSymbolicLink(link: *mut UNICODE_STRING) -> NTSTATUS {
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    unsafe { device::delete_link(&context::current(), link) }.raw()
+}
+
 /// `IoDeleteDevice`.
 ///
 /// # Safety

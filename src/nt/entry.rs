@@ -19,6 +19,10 @@ pub trait Driver: Sync + Sized + 'static {
     /// to [`Driver::dispatch`].
     const DEVICES: &'static [&'static str];
 
+    /// Symbolic links made once the devices are up and removed at unload, as (link, device):
+    /// the names user mode opens, e.g. `\DosDevices\Tcp` for `\\.\Tcp`.
+    const SYMBOLIC_LINKS: &'static [(&'static str, &'static str)] = &[];
+
     /// Builds the driver state. PASSIVE_LEVEL. The devices exist but receive no requests yet.
     fn init(devices: &[Device]) -> Result<Self, NtStatus>;
 
@@ -105,7 +109,38 @@ fn start<D: Driver>(driver: &mut DRIVER_OBJECT) -> Result<(), NtStatus> {
         let raw = unsafe { &mut *device.as_ptr() };
         raw.Flags = (raw.Flags | DO_DIRECT_IO) & !DO_DEVICE_INITIALIZING;
     }
+    for (link, target) in D::SYMBOLIC_LINKS {
+        let status = with_unicode(link, |link| {
+            with_unicode(target, |target| {
+                // SAFETY: two valid names on our stack, copied by the object manager.
+                NtStatus(unsafe { sys::IoCreateSymbolicLink(link, target) })
+            })
+        });
+        // A missing convenience name does not stop the driver; it is said.
+        if !status.is_success() {
+            crate::log!(
+                crate::nt::log::Level::Error,
+                "symbolic link {link} -> {target}: {status}"
+            );
+        }
+    }
     Ok(())
+}
+
+/// Calls `f` with `name` (ASCII, at most 64 characters) as a `UNICODE_STRING` on the stack.
+/// PASSIVE_LEVEL.
+fn with_unicode<R>(name: &str, f: impl FnOnce(*mut UNICODE_STRING) -> R) -> R {
+    let mut wide = [0u16; 64];
+    let len = name.len().min(wide.len());
+    for (slot, byte) in wide.iter_mut().zip(name.bytes()) {
+        *slot = u16::from(byte);
+    }
+    let mut unicode = UNICODE_STRING {
+        Length: (len * 2) as u16,
+        MaximumLength: (len * 2) as u16,
+        Buffer: wide.as_mut_ptr(),
+    };
+    f(&mut unicode)
 }
 
 /// Builds the driver state in pool. Not inlined: the state is assembled on the stack before it
@@ -118,29 +153,22 @@ fn build<D: Driver>(devices: &[Device]) -> Result<&'static D, NtStatus> {
 }
 
 fn create_device(driver: &mut DRIVER_OBJECT, name: &str, index: usize) -> Result<Device, NtStatus> {
-    let mut wide = [0u16; 64];
-    let len = name.len().min(wide.len());
-    for (slot, byte) in wide.iter_mut().zip(name.bytes()) {
-        *slot = u16::from(byte);
-    }
-    let mut unicode = UNICODE_STRING {
-        Length: (len * 2) as u16,
-        MaximumLength: (len * 2) as u16,
-        Buffer: wide.as_mut_ptr(),
-    };
     let mut raw: *mut DEVICE_OBJECT = core::ptr::null_mut();
-    // SAFETY: valid driver object, name and out pointer; the name is copied by IoCreateDevice.
-    let status = unsafe {
-        sys::IoCreateDevice(
-            driver,
-            core::mem::size_of::<Extension>() as u32,
-            &mut unicode,
-            FILE_DEVICE_NETWORK,
-            0,
-            FALSE,
-            &mut raw,
-        )
-    };
+    let status = with_unicode(name, |unicode| {
+        // SAFETY: valid driver object, name and out pointer; the name is copied by
+        // IoCreateDevice.
+        unsafe {
+            sys::IoCreateDevice(
+                driver,
+                core::mem::size_of::<Extension>() as u32,
+                unicode,
+                FILE_DEVICE_NETWORK,
+                0,
+                FALSE,
+                &mut raw,
+            )
+        }
+    });
     NtStatus(status).ok()?;
     let device = Device::from_raw(NonNull::new(raw).ok_or(NtStatus::UNSUCCESSFUL)?);
     let slot = extension_ptr(device);
@@ -201,6 +229,11 @@ fn delete_devices(driver: &mut DRIVER_OBJECT) {
 unsafe extern "system" fn unload<D: Driver>(driver: *mut DRIVER_OBJECT) {
     // SAFETY: the I/O manager passes our driver object.
     let driver = unsafe { &mut *driver };
+    for (link, _) in D::SYMBOLIC_LINKS {
+        // SAFETY: a valid name on our stack. A link DriverEntry could not make is not there
+        // (STATUS_OBJECT_NAME_NOT_FOUND, nothing to do).
+        with_unicode(link, |link| unsafe { sys::IoDeleteSymbolicLink(link) });
+    }
     if let Some((state, _)) = state::<D>(driver.DeviceObject) {
         state.stop();
         // SAFETY: the state was leaked from a Box in `start`; `stop` has ended every activity

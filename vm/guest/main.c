@@ -49,7 +49,7 @@ static int sc_selftest_crash(void)
 static const scenario_t g_scenarios[] = {
     {"serial", sc_serial},     {"burst", sc_burst}, {"bulk", sc_bulk},
     {"pingpong", sc_pingpong}, {"many", sc_many},   {"edge", sc_edge},
-    {"nonblock", sc_nonblock}, {"udp", sc_udp},       {"card", sc_card},
+    {"nonblock", sc_nonblock}, {"udp", sc_udp}, {"names", sc_names},       {"card", sc_card},
     {"dhcp", sc_dhcp},
 };
 #define NSCENARIOS ((int)(sizeof g_scenarios / sizeof g_scenarios[0]))

@@ -122,6 +122,7 @@ int sc_pingpong(void);
 int sc_edge(void);
 int sc_nonblock(void);
 int sc_udp(void);
+int sc_names(void);
 int sc_card(void);
 int sc_dhcp(void);
 

@@ -50,6 +50,8 @@ imports!("ntoskrnl.exe", "system" {
         device: *mut *mut DEVICE_OBJECT,
     ) -> NTSTATUS;
     pub fn IoDeleteDevice(device: *mut DEVICE_OBJECT);
+    pub fn IoCreateSymbolicLink(link: *mut UNICODE_STRING, target: *mut UNICODE_STRING) -> NTSTATUS;
+    pub fn IoDeleteSymbolicLink(link: *mut UNICODE_STRING) -> NTSTATUS;
     pub fn IoAcquireCancelSpinLock(irql: *mut KIRQL);
     pub fn IoReleaseCancelSpinLock(irql: KIRQL);
     pub fn MmMapLockedPagesSpecifyCache(
