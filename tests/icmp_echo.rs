@@ -116,6 +116,50 @@ fn echo_to_loopback_returns_the_data() {
 }
 
 #[test]
+fn echo_past_the_loopback_mtu_leaves_and_returns_in_fragments() {
+    let t = loaded();
+    let ip = open_ip(&t);
+    // The loopback's MTU is 16 KiB: 40000 bytes of data go as three fragments each way.
+    let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    let room = REPLY_LEN + data.len();
+    let (status, information, output) = echo(&t.kernel, ip, Ipv4Addr::LOCALHOST, 2000, &data, room);
+    assert_eq!((status, information), (NtStatus::SUCCESS, room));
+    let answer = reply(&output);
+    assert_eq!(answer.Status, IP_SUCCESS);
+    assert_eq!(usize::from(answer.DataSize), data.len());
+    assert_eq!(&output[REPLY_LEN..], &data[..]);
+    let (fragments, held) = stats::fragment_stats(t.driver()).expect("loaded");
+    assert_eq!(
+        (fragments.fragmented, fragments.reassembled),
+        (2, 2),
+        "request and reply"
+    );
+    assert_eq!(held, 0);
+    let counters = icmp_stats(&t);
+    assert_eq!(
+        (
+            counters.echo_requests_out,
+            counters.echo_requests_in,
+            counters.echo_replies_in
+        ),
+        (1, 1, 1)
+    );
+    // More data than `IcmpSendEcho` takes (65,500 bytes): refused before anything is sent.
+    let data = vec![0u8; 65_508];
+    let (status, _, _) = echo(
+        &t.kernel,
+        ip,
+        Ipv4Addr::LOCALHOST,
+        500,
+        &data,
+        REPLY_LEN + 8,
+    );
+    assert_eq!(status, NtStatus::INVALID_PARAMETER);
+    t.close(ip);
+    t.unload();
+}
+
+#[test]
 fn echo_to_the_configured_address_is_answered_by_the_host() {
     let t = loaded();
     let ip = open_ip(&t);

@@ -82,6 +82,37 @@ fn ping_both_ways() {
 }
 
 #[test]
+fn pings_past_the_mtu_both_ways() {
+    let namespace = Namespace::new();
+    let setup = DriverOnTap::start(&namespace, None);
+    // Linux's 4000-byte request arrives in fragments; the driver's reply leaves in fragments,
+    // and Linux reassembles it.
+    let output = namespace
+        .ping_sized(namespace.driver_ip(), 3, 4000)
+        .join()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "ping -s 4000 failed: {text}");
+    assert!(
+        text.contains("3 received") && text.contains("4008 bytes from"),
+        "{text}"
+    );
+    // The driver's 6000-byte request leaves in fragments; Linux's reply is reassembled.
+    let data: Vec<u8> = (0..6000u32).map(|i| (i * 7) as u8).collect();
+    let (status, reply, bytes) = echo(&setup, namespace.linux_ip(), &data, 2000);
+    assert_eq!((status, reply.Status), (NtStatus::SUCCESS, IP_SUCCESS));
+    assert_eq!(usize::from(reply.DataSize), data.len());
+    assert_eq!(&bytes[REPLY_LEN..REPLY_LEN + data.len()], &data[..]);
+    let (counters, held) = fragment_stats(setup.driver()).unwrap();
+    assert!(
+        counters.fragmented >= 4 && counters.reassembled >= 4,
+        "{counters:?}"
+    );
+    assert_eq!(held, 0);
+    setup.finish();
+}
+
+#[test]
 fn eight_kib_datagrams_from_linux_are_reassembled() {
     let namespace = Namespace::new();
     let setup = DriverOnTap::start(&namespace, None);
@@ -122,8 +153,11 @@ fn eight_kib_datagrams_from_the_driver_are_fragmented() {
     let setup = DriverOnTap::start(&namespace, None);
     let linux = SocketAddrV4::new(namespace.linux_ip(), 7301);
     let sizes = [1473usize, 3000, 8000, 8192, 20_000, 65_507];
+    // The server says when it is bound: a datagram sent before that would be refused.
+    let (bound, ready) = std::sync::mpsc::channel();
     let server = namespace.spawn("linux-udp-echo-8k", move || {
         let socket = UdpSocket::bind(linux).expect("Linux echo socket");
+        bound.send(()).expect("the test waits");
         socket
             .set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
@@ -132,10 +166,13 @@ fn eight_kib_datagrams_from_the_driver_are_fragmented() {
             let (n, from) = socket
                 .recv_from(&mut buffer)
                 .expect("datagram from the driver");
+            // Echo once the driver's recvfrom() waits: ReactOS's AFD stops receiving for good
+            // when it has to store 8 KiB that nobody asked for yet (the AFD model does too).
+            std::thread::sleep(std::time::Duration::from_millis(300));
             socket.send_to(&buffer[..n], from).expect("echo");
         }
     });
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    ready.recv().expect("the Linux echo server is bound");
     let ws = setup.ws.clone();
     let client = ws.socket_datagram().unwrap();
     ws.set_receive_timeout(client, Some(std::time::Duration::from_secs(5)))
@@ -145,7 +182,11 @@ fn eight_kib_datagrams_from_the_driver_are_fragmented() {
         let sent: Vec<u8> = (0..size).map(|i| (i * 11 + size) as u8).collect();
         assert_eq!(ws.sendto(client, &sent, linux), Ok(size));
         // Past 8 KiB the echo exceeds AFD's receive window: what comes back is cut to it.
-        let (n, from) = ws.recvfrom(client, &mut buffer).expect("echo from Linux");
+        let (n, from) = ws.recvfrom(client, &mut buffer).unwrap_or_else(|e| {
+            let fragments = fragment_stats(setup.driver());
+            let udp = tcpip::host::stats::udp_stats(setup.driver());
+            panic!("echo of {size} bytes from Linux: {e:?}; {fragments:?} {udp:?}")
+        });
         assert_eq!(from, linux);
         let expected = size.min(n);
         assert_eq!(&buffer[..expected], &sent[..expected], "size {size}");

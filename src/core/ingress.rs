@@ -11,6 +11,7 @@
 use crate::core::counters::{self, LinkCounters, Meter, Metered};
 use crate::core::fragment;
 use crate::core::icmp;
+use crate::core::oversize::Carried;
 use crate::core::raw;
 use crate::core::segment::{self, TcpSegment};
 use crate::core::slab::Key;
@@ -21,6 +22,7 @@ use crate::link::ethernet::{self, EthernetDevice};
 use core::cell::Cell;
 use smoltcp::iface::Interface;
 use smoltcp::phy::Medium;
+use smoltcp::wire::Ipv4Packet;
 
 impl Core {
     /// Takes one frame from the loopback. Returns whether a frame was taken.
@@ -152,14 +154,31 @@ impl Core {
         true
     }
 
-    /// A reassembled datagram to the raw, ICMP and UDP layers (smoltcp cannot be handed a
-    /// packet that is no frame of a link: a reassembled TCP segment or echo request is
-    /// dropped, and a datagram for a closed UDP port gets no port unreachable).
+    /// A reassembled datagram to the raw, ICMP and UDP layers. An echo request for the host
+    /// is answered here (its reply, as large, leaves as fragments: `core::oversize`); smoltcp
+    /// cannot be handed a packet that is no frame of a link, so a reassembled TCP segment is
+    /// dropped and a datagram for a closed UDP port gets no port unreachable.
     /// DISPATCH_LEVEL, under the core lock.
     fn ingress_whole(&mut self, packet: &[u8], arrival: &udp::Arrival, c: &Completer<'_>) {
         if raw::ingress(&mut self.raw, &mut self.addresses, packet, arrival, c)
             || icmp::ingress(&mut self.icmp, packet, arrival, self.now, c)
         {
+            return;
+        }
+        if let Some(reply) = icmp::wire::echo_reply_to(packet)
+            && arrival.is_own(Ipv4Packet::new_unchecked(packet).dst_addr())
+        {
+            let sent = reply.is_ok_and(|reply| {
+                let to = Ipv4Packet::new_unchecked(&reply[..]).dst_addr();
+                if arrival.loopback {
+                    self.oversize_loopback(&reply)
+                } else {
+                    self.oversize_ethernet(reply, to, Carried::Icmp)
+                }
+            });
+            if !sent {
+                self.icmp.stats.errors_out += 1;
+            }
             return;
         }
         udp::ingress(&mut self.udp, &mut self.addresses, packet, arrival, c);

@@ -33,6 +33,7 @@ pub mod inbox;
 pub mod info;
 pub mod ingress;
 pub mod neighbors;
+pub mod oversize;
 pub mod ports;
 pub mod random;
 pub mod raw;

@@ -15,6 +15,7 @@ use crate::core::ethernet::{Link, Port};
 use crate::core::fragment::{FragmentConfig, FragmentStats, Fragments};
 use crate::core::icmp::{Icmp, IcmpStats};
 use crate::core::info::Answer;
+use crate::core::oversize::Oversize;
 use crate::core::ports::PortTable;
 use crate::core::random::Csprng;
 use crate::core::raw::{Raw, RawConfig, RawStats};
@@ -164,6 +165,8 @@ pub struct Core {
     pub(super) icmp: Icmp,
     /// The waiting `IOCTL_QUERY_IP_HW_ADDRESS` requests.
     pub(super) resolutions: Resolutions,
+    /// Packets past their link's MTU waiting to leave as fragments.
+    pub(super) oversize: Oversize,
     /// The raw IP layer.
     pub(super) raw: Raw,
     /// IPv4 reassembly, and the identification of the datagrams the host fragments.
@@ -204,6 +207,7 @@ impl Core {
             udp: Udp::new(config.udp, random.next_u64()),
             icmp: Icmp::new(random.next_u64(), config.loopback_mtu.max(ETHERNET_MTU))?,
             resolutions: Resolutions::default(),
+            oversize: Oversize::default(),
             raw: Raw::new(config.raw, config.loopback_mtu.max(ETHERNET_MTU))?,
             fragments: Fragments::new(config.fragments, random.next_u64() as u16),
             ethernet: None,
@@ -448,7 +452,7 @@ impl Core {
         }
         self.egress(port.as_deref_mut(), device.as_mut());
         let udp_more = self.udp_egress(port.as_deref_mut(), device.as_mut(), c);
-        self.large_egress(port.as_deref_mut(), device.as_mut());
+        self.oversize_egress(port.as_deref_mut(), device.as_mut());
         self.icmp_egress(port.as_deref_mut(), device.as_mut(), c);
         self.resolve_egress(port.as_deref_mut(), device.as_mut(), c);
         self.raw_egress(port.as_deref_mut(), device.as_mut(), c);

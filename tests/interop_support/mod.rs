@@ -163,10 +163,18 @@ impl Namespace {
     /// Starts `ping -c COUNT` from the Linux side to `target`, one echo every 0.2 s, waiting
     /// up to 2 s for each reply; the thread returns ping's output.
     pub fn ping(&self, target: Ipv4Addr, count: u32) -> JoinHandle<Output> {
-        let (count, target) = (count.to_string(), target.to_string());
+        self.ping_sized(target, count, 56)
+    }
+
+    /// Linux's `ping` with `size` bytes of data (past the MTU, the request leaves as
+    /// fragments, and so must the reply).
+    pub fn ping_sized(&self, target: Ipv4Addr, count: u32, size: usize) -> JoinHandle<Output> {
+        let (count, target, size) = (count.to_string(), target.to_string(), size.to_string());
         self.spawn("ping", move || {
             Command::new("ping")
-                .args(["-n", "-c", &count, "-i", "0.2", "-W", "2", &target])
+                .args([
+                    "-n", "-c", &count, "-i", "0.2", "-W", "2", "-s", &size, &target,
+                ])
                 .output()
                 .unwrap_or_else(|e| panic!("cannot run ping (iputils-ping): {e}"))
         })

@@ -7,6 +7,7 @@ use crate::core::ethernet::Port;
 use crate::core::icmp::reply::{self, Reply};
 use crate::core::icmp::wire::{self, Carrier, Message, Outgoing, Parsed, Quoted};
 use crate::core::icmp::{Echo, Icmp};
+use crate::core::oversize::Carried;
 use crate::core::sender::Flushed;
 use crate::core::sockets::Route;
 use crate::core::state::{Completer, Core};
@@ -35,10 +36,11 @@ pub struct EchoParams {
 }
 
 impl Core {
-    /// IOCTL_ICMP_ECHO_REQUEST: builds the echo request and queues it for the next egress,
-    /// or completes at once with `IP_DEST_HOST_UNREACHABLE` when no link leads to the
-    /// destination, `IP_PACKET_TOO_BIG` when the packet exceeds the link's MTU (no
-    /// fragmentation yet). DISPATCH_LEVEL, under the core lock.
+    /// IOCTL_ICMP_ECHO_REQUEST: builds the echo request and queues it for the next egress (one
+    /// past the link's MTU leaves as fragments, `core::oversize`), or completes at once with
+    /// `IP_DEST_HOST_UNREACHABLE` when no link leads to the destination, `IP_PACKET_TOO_BIG`
+    /// past the largest IPv4 packet, `IP_NO_RESOURCES` when the fragments find no room.
+    /// DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn echo_request(
         &mut self,
         params: EchoParams,
@@ -57,7 +59,7 @@ impl Core {
         let status = match source {
             _ if mtu == 0 => Err(IP_DEST_HOST_UNREACHABLE),
             Err(_) => Err(IP_DEST_NET_UNREACHABLE),
-            Ok(_) if size > mtu.min(self.icmp.sender.largest()) => Err(IP_PACKET_TOO_BIG),
+            Ok(_) if size > usize::from(u16::MAX) => Err(IP_PACKET_TOO_BIG),
             Ok(source) => Ok(source),
         };
         let src = match status {
@@ -83,12 +85,27 @@ impl Core {
             Ok(packet) => packet,
             Err(status) => return c.done(irp, status, 0),
         };
+        let packet = if size > mtu.min(self.icmp.sender.largest()) {
+            let sent = match leg {
+                Leg::Loopback => self.oversize_loopback(&packet),
+                Leg::Ethernet => self.oversize_ethernet(packet, params.dst, Carried::Icmp),
+            };
+            if !sent {
+                self.icmp.stats.errors_out += 1;
+                return answer(irp, params.dst, IP_NO_RESOURCES, 0, c);
+            }
+            self.icmp.stats.echo_requests_out += 1;
+            self.icmp.stats.messages_out += 1;
+            None
+        } else {
+            Some(packet)
+        };
         let timeout = Duration::from_millis(u64::from(params.timeout_ms));
         self.icmp.echoes.push(Echo {
             irp,
             dst: params.dst,
             seq,
-            packet: Some(packet),
+            packet,
             leg,
             sent: self.now,
             deadline: self.now + timeout,

@@ -226,6 +226,41 @@ pub fn echo_request(
     Ok(packet)
 }
 
+/// The echo reply to `packet` if it is a well-formed, whole ICMP echo request: addresses
+/// swapped, TTL 64, the identifier, sequence number and data echoed. `None` for anything else;
+/// `STATUS_INSUFFICIENT_RESOURCES` if the pool is exhausted. IRQL ≤ DISPATCH_LEVEL.
+pub fn echo_reply_to(packet: &[u8]) -> Option<Result<Vec<u8>, NtStatus>> {
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
+    if ip.more_frags() || ip.frag_offset() != 0 || ip.next_header() != IpProtocol::Icmp {
+        return None;
+    }
+    let request = Icmpv4Packet::new_checked(ip.payload()).ok()?;
+    if request.msg_type() != Icmpv4Message::EchoRequest || !request.verify_checksum() {
+        return None;
+    }
+    let icmp = Icmpv4Repr::EchoReply {
+        ident: request.echo_ident(),
+        seq_no: request.echo_seq_no(),
+        data: request.data(),
+    };
+    let reply = Ipv4Repr {
+        src_addr: ip.dst_addr(),
+        dst_addr: ip.src_addr(),
+        next_header: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut out = match pool::try_zeroed(reply.buffer_len() + reply.payload_len) {
+        Ok(out) => out,
+        Err(status) => return Some(Err(status)),
+    };
+    let caps = ChecksumCapabilities::default();
+    let mut view = Ipv4Packet::new_unchecked(&mut out[..]);
+    reply.emit(&mut view, &caps);
+    icmp.emit(&mut Icmpv4Packet::new_unchecked(view.payload_mut()), &caps);
+    Some(Ok(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

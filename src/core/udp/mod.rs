@@ -128,8 +128,6 @@ pub struct Udp {
     sending: Vec<Key>,
     /// When a datagram waiting for an Ethernet neighbour is tried again.
     retry_at: Option<Instant>,
-    /// Datagrams larger than the Ethernet MTU waiting for their next hop's address.
-    large: fragmented::Large,
 }
 
 impl Udp {
@@ -143,7 +141,6 @@ impl Udp {
             by_port: HashMap::with_hasher(FixedState::with_seed(seed.rotate_left(17))),
             sending: Vec::new(),
             retry_at: None,
-            large: fragmented::Large::default(),
         }
     }
 

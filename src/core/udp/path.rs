@@ -160,7 +160,7 @@ impl Core {
     /// When UDP next needs a pass: the retry of a datagram waiting for its neighbour.
     /// DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn udp_poll_at(&self) -> Option<Instant> {
-        match (self.udp.retry_at, self.udp.large.retry_at) {
+        match (self.udp.retry_at, self.oversize.retry_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }

@@ -40,20 +40,11 @@ pub fn check(
     };
     let peer_ip = TCP_PEER.split(':').next().unwrap_or(TCP_PEER);
     match name {
-        "ping" => {
-            let replies = lines
-                .iter()
-                .filter(|l| l.starts_with("Reply from 127.0.0.1:"))
-                .count();
-            want(
-                replies == 3,
-                format!("3 replies from 127.0.0.1 (it shows {replies})"),
-            );
-            want(
-                lines.iter().any(|l| l.contains("Received = 3")),
-                "3 received".into(),
-            );
-        }
+        "ping" => ping(&lines, "127.0.0.1", 32, 3, &mut want),
+        // Past the loopback's 16 KiB MTU: request and reply both go as fragments.
+        "ping_big" => ping(&lines, "127.0.0.1", 20000, 2, &mut want),
+        // Past the card's 1500-byte MTU, to QEMU (which answers pings to its own address).
+        "ping_card" => ping(&lines, SERVER_IP, 3000, 2, &mut want),
         "ipconfig" => {
             let dashed = GUEST_MAC.replace(':', "-").to_uppercase();
             for (field, value) in [
@@ -155,6 +146,29 @@ pub fn check(
         _ => {}
     }
     problems
+}
+
+/// Checks that ping printed `count` replies of `bytes` bytes from `from`, and that many
+/// received.
+fn ping(
+    lines: &[&str],
+    from: &str,
+    bytes: usize,
+    count: usize,
+    want: &mut impl FnMut(bool, String),
+) {
+    let prefix = format!("Reply from {from}: bytes={bytes} ");
+    let replies = lines.iter().filter(|l| l.starts_with(&prefix)).count();
+    want(
+        replies == count,
+        format!("{count} replies of {bytes} bytes from {from} (it shows {replies})"),
+    );
+    want(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("Received = {count},"))),
+        format!("{count} received"),
+    );
 }
 
 /// Whether a line reads `field . . . : value` (ipconfig's layout).
@@ -260,6 +274,16 @@ mod tests {
         let ping = "Reply from 127.0.0.1: bytes=32 time<1ms TTL=64\n".repeat(3)
             + "    Packets: Sent = 3, Received = 3, Lost 0 (0% loss),\n";
         assert!(check("ping", &out("ping", &ping), &[]).is_empty());
+        let big = ping
+            .replace("bytes=32", "bytes=20000")
+            .replace("Sent = 3, Received = 3", "Sent = 2, Received = 2");
+        assert_eq!(
+            check("ping_big", &out("ping_big", &big), &[]).len(),
+            1,
+            "3 replies, not 2"
+        );
+        let two: String = big.lines().skip(1).map(|l| format!("{l}\n")).collect();
+        assert!(check("ping_big", &out("ping_big", &two), &[]).is_empty());
         assert_eq!(
             check("ping", &out("ping", "Request timed out.\n"), &[]).len(),
             2
