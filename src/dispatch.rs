@@ -449,6 +449,8 @@ fn echo_request(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
         Ok(EchoParams {
             dst: request.dst,
             ttl: request.ttl,
+            tos: request.tos,
+            dont_fragment: request.dont_fragment,
             timeout_ms: request.timeout_ms,
             data,
         })

@@ -5,6 +5,7 @@
 
 mod ip_helper_support;
 mod tdi_support;
+mod udp_support;
 
 use ip_helper_support::{Pending, start_buffered_ioctl};
 use std::net::Ipv4Addr;
@@ -14,6 +15,7 @@ use tcpip::host::stats;
 use tcpip::host::{FaultInjection, Handle, KernelHandle};
 use tcpip::nt::NtStatus;
 use tcpip::nt::types::*;
+use tcpip::tdi::icmp::IP_FLAG_DF;
 use tdi_support::{Loaded, loaded};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -155,6 +157,76 @@ fn echo_past_the_loopback_mtu_leaves_and_returns_in_fragments() {
         REPLY_LEN + 8,
     );
     assert_eq!(status, NtStatus::INVALID_PARAMETER);
+    t.close(ip);
+    t.unload();
+}
+
+#[test]
+fn dont_fragment_and_type_of_service_are_honoured() {
+    use smoltcp::wire::Ipv4Packet;
+    let t = loaded();
+    let ip = open_ip(&t);
+    // `ping -f -v 0xb8`: the options as iphlpapi puts them in the request.
+    let options = |data: &[u8], room: usize| {
+        let mut input = request(Ipv4Addr::LOCALHOST, 0, 1000, data, room);
+        let header = ICMP_ECHO_REQUEST {
+            Address: Ipv4Addr::LOCALHOST.octets(),
+            Timeout: 1000,
+            DataOffset: 20,
+            DataSize: data.len() as u16,
+            HasOptions: 1,
+            Ttl: 32,
+            Tos: 0xb8,
+            Flags: IP_FLAG_DF,
+            OptionsOffset: 20,
+            ..ICMP_ECHO_REQUEST::default()
+        };
+        input[..size_of::<ICMP_ECHO_REQUEST>()].copy_from_slice(header.as_bytes());
+        input
+    };
+    // Past the loopback's 16 KiB MTU with don't-fragment: too big, nothing sent.
+    let data = vec![1u8; 20_000];
+    let input = options(&data, REPLY_LEN + data.len());
+    let mut output = vec![0u8; REPLY_LEN + data.len()];
+    let (status, _) = t
+        .kernel
+        .device_io_control(ip, IOCTL_ICMP_ECHO_REQUEST, &input, &mut output);
+    assert_eq!(
+        (status, reply(&output).Status),
+        (NtStatus::SUCCESS, IP_PACKET_TOO_BIG)
+    );
+    assert_eq!(icmp_stats(&t).echo_requests_out, 0);
+    // Within the MTU: the request carries DF, the TOS and the TTL (a raw ICMP file sees it).
+    let raw = t
+        .kernel
+        .create_file(
+            "\\Device\\RawIp\\1",
+            Some(&tcpip::host::afd::wire::address_file_ea(
+                std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+            )),
+            0,
+        )
+        .expect("raw ICMP");
+    let watching = udp_support::start_receive(&t.kernel, raw, 2048);
+    let input = options(b"flags", REPLY_LEN + 5);
+    let mut output = vec![0u8; REPLY_LEN + 5];
+    let (status, _) = t
+        .kernel
+        .device_io_control(ip, IOCTL_ICMP_ECHO_REQUEST, &input, &mut output);
+    assert_eq!(
+        (status, reply(&output).Status),
+        (NtStatus::SUCCESS, IP_SUCCESS)
+    );
+    let (seen, packet, _) = watching.wait();
+    assert_eq!(seen.status, NtStatus::SUCCESS);
+    let packet = Ipv4Packet::new_checked(&packet[..]).expect("IPv4");
+    assert!(packet.dont_frag());
+    assert_eq!(
+        ((packet.dscp() << 2) | packet.ecn(), packet.hop_limit()),
+        (0xb8, 32)
+    );
+    assert!(packet.verify_checksum());
+    t.close(raw);
     t.close(ip);
     t.unload();
 }

@@ -15,11 +15,18 @@ pub const DEFAULT_TTL: u8 = 128;
 /// The largest echo data an IPv4 packet carries (65,535 − 20 − 8).
 pub const MAX_DATA: usize = 65_507;
 
+/// `IP_FLAG_DF` of `IP_OPTION_INFORMATION::Flags`: don't fragment (`ping -f`).
+pub const IP_FLAG_DF: u8 = 0x2;
+
 /// A decoded echo request; `data` borrows the input buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EchoRequest<'a> {
     pub dst: Ipv4Addr,
     pub ttl: u8,
+    /// The type of service byte (`ping -v`).
+    pub tos: u8,
+    /// Don't fragment (`ping -f`): a request past the MTU is `IP_PACKET_TOO_BIG`.
+    pub dont_fragment: bool,
     /// Milliseconds to wait for the reply.
     pub timeout_ms: u32,
     pub data: &'a [u8],
@@ -54,6 +61,8 @@ impl<'a> EchoRequest<'a> {
         Ok(Self {
             dst,
             ttl,
+            tos: request.Tos,
+            dont_fragment: request.Flags & IP_FLAG_DF != 0,
             timeout_ms: request.Timeout,
             data,
         })

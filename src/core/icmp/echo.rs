@@ -31,6 +31,8 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(10);
 pub struct EchoParams {
     pub dst: Ipv4Addr,
     pub ttl: u8,
+    pub tos: u8,
+    pub dont_fragment: bool,
     pub timeout_ms: u32,
     pub data: Vec<u8>,
 }
@@ -39,7 +41,8 @@ impl Core {
     /// IOCTL_ICMP_ECHO_REQUEST: builds the echo request and queues it for the next egress (one
     /// past the link's MTU leaves as fragments, `core::oversize`), or completes at once with
     /// `IP_DEST_HOST_UNREACHABLE` when no link leads to the destination, `IP_PACKET_TOO_BIG`
-    /// past the largest IPv4 packet, `IP_NO_RESOURCES` when the fragments find no room.
+    /// past the largest IPv4 packet or past the MTU with don't-fragment set (`ping -f`),
+    /// `IP_NO_RESOURCES` when the fragments find no room.
     /// DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn echo_request(
         &mut self,
@@ -60,6 +63,7 @@ impl Core {
             _ if mtu == 0 => Err(IP_DEST_HOST_UNREACHABLE),
             Err(_) => Err(IP_DEST_NET_UNREACHABLE),
             Ok(_) if size > usize::from(u16::MAX) => Err(IP_PACKET_TOO_BIG),
+            Ok(_) if params.dont_fragment && size > mtu => Err(IP_PACKET_TOO_BIG),
             Ok(source) => Ok(source),
         };
         let src = match status {
@@ -75,6 +79,8 @@ impl Core {
             src,
             dst: params.dst,
             ttl: params.ttl,
+            tos: params.tos,
+            dont_fragment: params.dont_fragment,
         };
         let packet = wire::echo_request(header, self.icmp.ident, seq, &params.data);
         let queued = packet.and_then(|packet| {
@@ -85,7 +91,9 @@ impl Core {
             Ok(packet) => packet,
             Err(status) => return c.done(irp, status, 0),
         };
-        let packet = if size > mtu.min(self.icmp.sender.largest()) {
+        // smoltcp's raw socket re-emits the IPv4 header without the type of service: a request
+        // with one leaves through the core's own sender too (as one fragment if it fits).
+        let packet = if size > mtu.min(self.icmp.sender.largest()) || params.tos != 0 {
             let sent = match leg {
                 Leg::Loopback => self.oversize_loopback(&packet),
                 Leg::Ethernet => self.oversize_ethernet(packet, params.dst, Carried::Icmp),

@@ -196,6 +196,9 @@ pub struct Outgoing {
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
     pub ttl: u8,
+    /// The type of service byte (DSCP and ECN).
+    pub tos: u8,
+    pub dont_fragment: bool,
 }
 
 /// An IPv4 packet carrying an ICMP echo request with `data`, ready for the link.
@@ -222,6 +225,10 @@ pub fn echo_request(
     let caps = ChecksumCapabilities::default();
     let mut view = Ipv4Packet::new_unchecked(&mut packet[..]);
     ip.emit(&mut view, &caps);
+    view.set_dscp(header.tos >> 2);
+    view.set_ecn(header.tos & 0b11);
+    view.set_dont_frag(header.dont_fragment);
+    view.fill_checksum();
     icmp.emit(&mut Icmpv4Packet::new_unchecked(view.payload_mut()), &caps);
     Ok(packet)
 }
@@ -269,7 +276,13 @@ mod tests {
     const THEM: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 
     fn header(src: Ipv4Addr, dst: Ipv4Addr) -> Outgoing {
-        Outgoing { src, dst, ttl: 64 }
+        Outgoing {
+            src,
+            dst,
+            ttl: 64,
+            tos: 0,
+            dont_fragment: false,
+        }
     }
 
     /// An ICMP error of `kind`/`code` from THEM quoting `original`.
