@@ -219,3 +219,38 @@ fn names_sizes_cancel_and_close() {
     assert_eq!(pending.wait().0.status, NtStatus::CANCELLED);
     t.unload();
 }
+
+#[test]
+fn a_raw_datagram_past_the_mtu_leaves_in_fragments() {
+    let t = loaded();
+    let reader = open_raw(&t, "\\Device\\RawIp\\253").expect("raw 253");
+    let writer = open_raw(&t, "\\Device\\RawIp\\253").expect("raw 253");
+    // Past the loopback's 16 KiB MTU: fragments on the way out, one datagram on the way in.
+    let payload: Vec<u8> = (0..30_000u32).map(|i| (i % 253) as u8).collect();
+    let pending = start_receive(&t.kernel, reader, 65_536);
+    let sent = send_to(&t.kernel, writer, SocketAddrV4::new(LOCALHOST, 0), &payload);
+    assert_eq!(
+        (sent.status, sent.information),
+        (NtStatus::SUCCESS, payload.len())
+    );
+    let (status, data, _) = pending.wait();
+    assert_eq!(status.status, NtStatus::SUCCESS);
+    let ip = Ipv4Packet::new_checked(&data[..]).expect("IPv4 header");
+    assert_eq!(ip.payload(), &payload[..]);
+    let (fragments, held) = stats::fragment_stats(t.driver()).unwrap();
+    assert_eq!(
+        (fragments.fragmented, fragments.reassembled, held),
+        (1, 1, 0)
+    );
+    assert_eq!(stats::raw_stats(t.driver()).unwrap().datagrams_out, 1);
+    // The caller's own header asking not to fragment: refused, nothing sent.
+    assert_eq!(set_header_include(&t, writer, true), NtStatus::SUCCESS);
+    let mut own = packet(253, 64, &payload);
+    Ipv4Packet::new_unchecked(&mut own[..]).set_dont_frag(true);
+    let refused = send_to(&t.kernel, writer, SocketAddrV4::new(LOCALHOST, 0), &own);
+    assert_eq!(refused.status, NtStatus::INVALID_BUFFER_SIZE);
+    assert_eq!(stats::fragment_stats(t.driver()).unwrap().0.fragmented, 1);
+    t.close(writer);
+    t.close(reader);
+    t.unload();
+}

@@ -1,5 +1,5 @@
 //! IPv4 packets larger than their link's MTU, sent as fragments ([`crate::core::fragment::split`])
-//! that the core writes itself: UDP datagrams past the MTU, ICMP echo requests past it
+//! that the core writes itself: UDP and raw IP datagrams past the MTU, ICMP echo requests past it
 //! (`IcmpSendEcho` with more data than a frame holds), and the echo replies to reassembled echo
 //! requests. smoltcp is built without its own fragmentation (its fixed buffers would sit in every
 //! interface) and its raw socket cannot carry fragments.
@@ -46,6 +46,8 @@ pub enum Carried {
     Udp,
     /// An ICMP message (counted as sent when it was queued): `errors_out` if it cannot be.
     Icmp,
+    /// A raw IP datagram: `datagrams_out` once sent, `send_dropped` if it cannot be.
+    Raw,
 }
 
 /// The fates of the packets one pass settled, counted into their layers afterwards.
@@ -54,6 +56,8 @@ struct Fates {
     udp_sent: u64,
     udp_dropped: u64,
     icmp_dropped: u64,
+    raw_sent: u64,
+    raw_dropped: u64,
 }
 
 impl Fates {
@@ -64,6 +68,8 @@ impl Fates {
             (Carried::Udp, false) => self.udp_dropped += 1,
             (Carried::Icmp, true) => {}
             (Carried::Icmp, false) => self.icmp_dropped += 1,
+            (Carried::Raw, true) => self.raw_sent += 1,
+            (Carried::Raw, false) => self.raw_dropped += 1,
         }
     }
 
@@ -72,6 +78,8 @@ impl Fates {
         core.udp.stats.datagrams_out += self.udp_sent;
         core.udp.stats.send_dropped += self.udp_dropped;
         core.icmp.stats.errors_out += self.icmp_dropped;
+        core.raw.stats.datagrams_out += self.raw_sent;
+        core.raw.stats.send_dropped += self.raw_dropped;
     }
 }
 

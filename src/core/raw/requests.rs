@@ -7,6 +7,7 @@ use crate::core::address::{Address, EVENT_TYPES, Protocol};
 use crate::core::counters::metered_links;
 use crate::core::ethernet::Port;
 use crate::core::inbox::{Bounds, Delivered};
+use crate::core::oversize::Carried;
 use crate::core::ports::Binding;
 use crate::core::raw::Raw;
 use crate::core::raw::endpoint::{Endpoint, PendingSend};
@@ -142,10 +143,23 @@ impl Core {
     ) {
         let length = length as usize;
         let built = self.raw_packet(address, *remote.ip(), length, &irp);
-        let (key, packet, leg) = match built {
+        let (key, packet, leg, oversized) = match built {
             Ok(built) => built,
             Err(status) => return c.done(irp, status, 0),
         };
+        if oversized {
+            // Past the link's MTU: the core's fragmenting sender takes it, and the send
+            // completes at once, as UDP's do.
+            let dst = Ipv4Packet::new_unchecked(&packet[..]).dst_addr();
+            match leg {
+                Leg::Loopback if self.oversize_loopback(&packet) => {
+                    self.raw.stats.datagrams_out += 1;
+                }
+                Leg::Ethernet if self.oversize_ethernet(packet, dst, Carried::Raw) => {}
+                _ => self.raw.stats.send_dropped += 1,
+            }
+            return c.done(irp, NtStatus::SUCCESS, length);
+        }
         if let Err(status) = self.raw.mark_sending(key) {
             return c.done(irp, status, 0);
         }
@@ -165,14 +179,16 @@ impl Core {
     }
 
     /// The packet of a raw send of `length` bytes from `irp`'s buffer to `dst`, with the
-    /// address file's key and the link it leaves by. DISPATCH_LEVEL, under the core lock.
+    /// address file's key, the link it leaves by, and whether it is past that link's MTU
+    /// (`STATUS_INVALID_BUFFER_SIZE` past the largest IPv4 packet, or past the MTU with the
+    /// caller's own header asking not to fragment). DISPATCH_LEVEL, under the core lock.
     fn raw_packet(
         &self,
         address: u32,
         dst: Ipv4Addr,
         length: usize,
         irp: &PendingIrp,
-    ) -> Result<(Key, alloc::vec::Vec<u8>, Leg), NtStatus> {
+    ) -> Result<(Key, alloc::vec::Vec<u8>, Leg, bool), NtStatus> {
         let key = self
             .addresses
             .key_at(address)
@@ -213,10 +229,14 @@ impl Core {
         if mtu == 0 && !broadcast {
             return Err(NtStatus::HOST_UNREACHABLE);
         }
-        if packet.len() > mtu.min(self.raw.sender.largest()) {
+        let oversized = packet.len() > mtu.min(self.raw.sender.largest());
+        if packet.len() > usize::from(u16::MAX) {
             return Err(NtStatus::INVALID_BUFFER_SIZE);
         }
         let mut view = Ipv4Packet::new_unchecked(&mut packet[..]);
+        if oversized && endpoint.header_include && view.dont_frag() {
+            return Err(NtStatus::INVALID_BUFFER_SIZE);
+        }
         if endpoint.header_include {
             if view.src_addr().is_unspecified() {
                 view.set_src_addr(source);
@@ -231,7 +251,7 @@ impl Core {
             };
             ip.emit(&mut view, &ChecksumCapabilities::default());
         }
-        Ok((key, packet, leg))
+        Ok((key, packet, leg, oversized))
     }
 
     /// Unlinks the pending request `id` of a raw address file (for its cancel routine).
