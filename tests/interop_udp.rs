@@ -13,7 +13,7 @@ use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::Duration;
 use tcpip::host::afd::RequestKind;
-use tcpip::host::stats::udp_stats;
+use tcpip::host::stats::{icmp_stats, udp_stats};
 use tcpip::host::winsock::WsaError;
 
 /// The largest UDP payload a 1500-byte Ethernet MTU carries unfragmented.
@@ -185,6 +185,45 @@ fn a_datagram_to_a_closed_driver_port_is_refused() {
     // Linux reports the driver's ICMP port unreachable on the connected socket.
     assert_eq!(outcome, Err(ErrorKind::ConnectionRefused));
     assert_eq!(udp_stats(setup.driver()).unwrap().no_port, 1);
+    setup.finish();
+}
+
+#[test]
+fn a_datagram_to_a_closed_linux_port_comes_back_as_port_unreachable() {
+    // Linux answers with an ICMP port unreachable. The driver counts it and keeps receiving on
+    // the socket: completing the pending TDI_RECEIVE_DATAGRAM with an error would stop
+    // ReactOS's AFD from ever posting another (a connected UDP socket is AFD's own notion:
+    // the transport sees no connect), so Windows' WSAECONNRESET on the next recvfrom() is not
+    // reproduced; kernel TDI clients get ClientEventErrorEx instead.
+    let namespace = Namespace::new();
+    let setup = DriverOnTap::start(&namespace, None);
+    let ws = &setup.ws;
+    let socket = ws.socket_datagram().unwrap();
+    ws.bind(socket, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 7198))
+        .unwrap();
+    ws.set_receive_timeout(socket, Some(Duration::from_secs(5)))
+        .unwrap();
+    let before = icmp_stats(setup.driver()).unwrap().unreachables_in;
+    let closed = SocketAddrV4::new(namespace.linux_ip(), 7197);
+    assert_eq!(ws.sendto(socket, b"anyone?", closed), Ok(7));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while icmp_stats(setup.driver()).unwrap().unreachables_in == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no port unreachable came back"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The socket still hears from Linux.
+    let from = namespace.run(|| UdpSocket::bind((namespace.linux_ip(), 7196)).unwrap());
+    let to = SocketAddrV4::new(namespace.driver_ip(), 7198);
+    namespace.run(|| from.send_to(b"still here", to).unwrap());
+    let mut buffer = [0u8; 32];
+    let (n, _) = ws
+        .recvfrom(socket, &mut buffer)
+        .expect("the socket still receives");
+    assert_eq!(&buffer[..n], b"still here");
+    ws.closesocket(socket).unwrap();
     setup.finish();
 }
 
