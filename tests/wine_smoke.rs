@@ -6,7 +6,13 @@
 //!    copies `tcpip.sys` to `system32\drivers` and configures the kernel service `Tcpip`;
 //! 2. starts the service, which loads the driver and runs `DriverEntry`;
 //! 3. opens `\Device\Tcp` as a control channel, sends `IOCTL_TCP_QUERY_INFORMATION_EX` for the
-//!    entity list with a zero-length output buffer, and closes the handle;
+//!    entity list with a zero-length output buffer, then with bad pointers (0x1000, a freed
+//!    buffer, a read-only page: each must fail) and a good one after them, and closes the
+//!    handle. Wine's ntdll and wineserver copy METHOD_NEITHER buffers between the processes
+//!    themselves and reject these pointers before the driver sees them
+//!    (`STATUS_INVALID_USER_BUFFER`, `STATUS_ACCESS_DENIED`); the driver's own guarded copies
+//!    are exercised by the host model (`tests/ip_helper_user_buffers.rs`) and the ReactOS VM
+//!    (`vm/guest/sc_user_buffers.c`);
 //! 4. stops the service, which runs `DriverUnload`.
 //!
 //! Steps 2–4 are done by a user-mode probe (`tests/wine_smoke/probe.c`, compiled here with
@@ -279,6 +285,9 @@ fn x64_driver_loads_serves_a_control_channel_and_unloads_under_wine() {
     for expected in [
         r"probe: open \Device\Tcp control channel: status 0x00000000",
         "probe: ENTITY_LIST with a 0-byte output buffer: status 0x00000000",
+        "probe: ENTITY_LIST fetch: status 0x00000000",
+        "probe: ENTITY_LIST fetch again: status 0x00000000",
+        "probe: bad pointers OK",
         "probe: close: status 0x00000000",
         "probe: channel OK",
     ] {
