@@ -124,5 +124,6 @@ int sc_nonblock(void);
 int sc_udp(void);
 int sc_card(void);
 int sc_dhcp(void);
+int sc_userbuf(void);
 
 #endif
