@@ -17,9 +17,13 @@
 //!   `.pdata` and calls for a fault at any address inside the routine; the handler checks the
 //!   faulting `Rip` and resumes at the recovery label with `RAX` = the exception code.
 //!
-//! In both, the handler lives inside the routine's own body (after its `ret`), so every label
-//! is local to one function; it ignores unwinds (`ExceptionContinueSearch`) and any exception
-//! not raised by the copy instruction itself.
+//! In both, the handler lives inside the routine's own body (after its `ret`), so its labels
+//! are local to one function (on x64 the handler's label is named from the routine's own
+//! symbol: `.seh_handler` ignores numeric labels); it ignores unwinds
+//! (`ExceptionContinueSearch`) and any exception not raised by the copy instruction itself.
+//! The x86 routine runs on the real ReactOS kernel in the VM scenario `userbuf`; the x64 one
+//! under Wine's x64 exception dispatch in `tests/wine_smoke.rs` (which links this file into a
+//! user-mode probe).
 
 /// Copies `len` bytes from `src` to `dst`, catching any exception the copy raises. Returns 0,
 /// or the exception code (`STATUS_ACCESS_VIOLATION` for an unmapped or read-only page); bytes
@@ -35,8 +39,9 @@
 #[unsafe(naked)]
 pub unsafe extern "C" fn guarded_copy(dst: *mut u8, src: *const u8, len: usize) -> i32 {
     // SAFETY: the registration record lives on this routine's stack from the link to the
-    // unlink, and fs:[0] is restored on both paths; ESI/EDI/EBX/EBP are callee-saved and
-    // restored; the handler follows the cdecl `_except_handler` contract.
+    // unlink, and fs:[0] is restored on both paths; ESI/EDI (callee-saved) are restored, no
+    // other callee-saved register is touched; the handler follows the cdecl `_except_handler`
+    // contract.
     core::arch::naked_asm!(
         "pushl %esi",
         "pushl %edi",
@@ -98,40 +103,43 @@ pub unsafe extern "C" fn guarded_copy(dst: *mut u8, src: *const u8, len: usize) 
         // The handler is named from the routine's own (unique) symbol: `.seh_handler` ignores
         // numeric labels.
         ".seh_handler .L{name}_handler, @except",
-        "push rsi",
-        ".seh_pushreg rsi",
-        "push rdi",
-        ".seh_pushreg rdi",
+        "pushq %rsi",
+        ".seh_pushreg %rsi",
+        "pushq %rdi",
+        ".seh_pushreg %rdi",
         ".seh_endprologue",
-        "mov rdi, rcx",
-        "mov rsi, rdx",
-        "mov rcx, r8",
-        "xor eax, eax",
+        "movq %rcx, %rdi", // dst
+        "movq %rdx, %rsi", // src
+        "movq %r8, %rcx",  // len
+        "xorl %eax, %eax",
         "cld",
         "2:",
         "rep movsb",
         "3:", // recovery: EAX = 0 or the exception code
-        "pop rdi",
-        "pop rsi",
+        "popq %rdi",
+        "popq %rsi",
         "ret",
         // EXCEPTION_DISPOSITION handler(EXCEPTION_RECORD *, u64 EstablisherFrame,
         //                               CONTEXT *, DISPATCHER_CONTEXT *).
+        // The labels' addresses are absolute immediates (relocated), not RIP-relative
+        // operands: the image check takes those for data references.
         ".L{name}_handler:",
-        "test dword ptr [rcx + 4], 0x66", // EXCEPTION_UNWIND
+        "testl $0x66, 4(%rcx)", // ExceptionFlags & EXCEPTION_UNWIND
         "jnz 6f",
-        "lea rax, [rip + 2b]",
-        "cmp [r8 + 0xf8], rax", // Rip: the copy instruction
+        "movabsq $2b, %rax",
+        "cmpq %rax, 0xf8(%r8)", // Context.Rip: the copy instruction
         "jne 6f",
-        "mov eax, [rcx]",         // ExceptionCode
-        "mov [r8 + 0x78], rax",   // Context.Rax
-        "lea rax, [rip + 3b]",
-        "mov [r8 + 0xf8], rax",   // Context.Rip: the recovery label
-        "xor eax, eax",           // ExceptionContinueExecution
+        "movl (%rcx), %eax",    // ExceptionCode
+        "movq %rax, 0x78(%r8)", // Context.Rax
+        "movabsq $3b, %rax",
+        "movq %rax, 0xf8(%r8)", // Context.Rip: the recovery label
+        "xorl %eax, %eax",      // ExceptionContinueExecution
         "ret",
         "6:",
-        "mov eax, 1", // ExceptionContinueSearch
+        "movl $1, %eax", // ExceptionContinueSearch
         "ret",
         ".seh_endproc",
         name = sym guarded_copy,
+        options(att_syntax),
     )
 }
