@@ -93,7 +93,7 @@ fn read(path: &Path) -> pdb::Result<Symbols> {
     }
     // Naked functions (`__chkstk`, the guarded user copy) have no procedure record, only a
     // public symbol: they span up to the next function.
-    let mut publics = pdb.global_symbols()?;
+    let publics = pdb.global_symbols()?;
     let mut iter = publics.iter();
     let mut naked = Vec::new();
     while let Some(symbol) = iter.next()? {
