@@ -521,7 +521,10 @@ fn delete_ip_address(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
 
 /// `IOCTL_TCP_QUERY_INFORMATION_EX` (METHOD_NEITHER): answered here, in the requester's
 /// context, with ReactOS's probe semantics: a zero-length or too short output buffer succeeds
-/// with `Information` = the size needed and nothing copied.
+/// with `Information` = the size needed and nothing copied. The answer is built in pool and
+/// copied out once; a user-mode caller's buffers are only touched by fault-safe copies, so a
+/// bad pointer fails the request (`STATUS_INVALID_PARAMETER` outside user space, the fault's
+/// `STATUS_ACCESS_VIOLATION` for an unmapped or read-only page). PASSIVE_LEVEL.
 fn query_information_ex(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
     let mut input = [0u8; QueryInformationEx::LEN];
     let request = irp
@@ -536,11 +539,9 @@ fn query_information_ex(driver: &'static Tcpip, mut irp: Irp) -> Dispatched {
         Ok(answer) => answer,
         Err(status) => return irp.complete(status, 0),
     };
-    match irp.neither_output() {
-        Ok(out) => {
-            let information = copy_out_with_probe(&answer, out);
-            irp.complete(NtStatus::SUCCESS, information)
-        }
+    let room = irp.neither_output_length();
+    match copy_out_with_probe(&answer, room, |answer| irp.write_neither_output(answer)) {
+        Ok(information) => irp.complete(NtStatus::SUCCESS, information),
         Err(status) => irp.complete(status, 0),
     }
 }

@@ -6,8 +6,18 @@
 //!    copies `tcpip.sys` to `system32\drivers` and configures the kernel service `Tcpip`;
 //! 2. starts the service, which loads the driver and runs `DriverEntry`;
 //! 3. opens `\Device\Tcp` as a control channel, sends `IOCTL_TCP_QUERY_INFORMATION_EX` for the
-//!    entity list with a zero-length output buffer, and closes the handle;
-//! 4. stops the service, which runs `DriverUnload`.
+//!    entity list with a zero-length output buffer, then with bad pointers (0x1000, a freed
+//!    buffer, a read-only page: each must fail) and a good one after them, and closes the
+//!    handle. Wine's ntdll and wineserver copy METHOD_NEITHER buffers between the processes
+//!    themselves and reject these pointers before the driver sees them
+//!    (`STATUS_INVALID_USER_BUFFER`, `STATUS_ACCESS_DENIED`); the driver's own guarded copies
+//!    are exercised by the host model (`tests/ip_helper_user_buffers.rs`) and the ReactOS VM
+//!    (`vm/guest/sc_user_buffers.c`);
+//! 4. stops the service, which runs `DriverUnload`;
+//! 5. runs the driver's x64 guarded copy (`src/nt/sys/seh.rs`, compiled into
+//!    `tests/wine_smoke/seh.c`) on unmapped, freed, read-only and half-mapped memory: Wine's
+//!    x64 exception dispatch must find its `.pdata` handler, which resumes with the exception
+//!    code.
 //!
 //! Steps 2–4 are done by a user-mode probe (`tests/wine_smoke/probe.c`, compiled here with
 //! mingw-w64) through the service control manager and the native API. It switches the service
@@ -121,6 +131,87 @@ fn step<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
         .skip(1)
         .take_while(|line| !line.starts_with("===="))
         .collect()
+}
+
+/// The newest `lib<name>-*.rlib` in `deps`: what `-Zbuild-std` built for the x64 kernel.
+fn newest_rlib(deps: &Path, name: &str) -> Option<std::path::PathBuf> {
+    let prefix = format!("lib{name}-");
+    fs::read_dir(deps)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".rlib"))
+        })
+        .max_by_key(|path| fs::metadata(path).and_then(|m| m.modified()).ok())
+}
+
+/// Compiles the driver's x64 guarded copy (`src/nt/sys/seh.rs`, against the `core` the kernel
+/// build made) into an object, links it into `tests/wine_smoke/seh.c` with mingw-w64, and runs
+/// that in the prefix: Wine's ntdll dispatches the faults through the routine's `.pdata`
+/// handler, as the kernel does. Wine's ntoskrnl never hands the driver a bad user pointer (see
+/// step 3), so this is where the x64 SEH runs for real. Returns the problems found.
+fn guarded_copy_under_wine(root: &Path, work: &Path, prefix: &Path) -> Vec<String> {
+    let deps = root.join("target/kernel/x86_64-pc-windows-msvc/release/deps");
+    let (Some(core), Some(builtins)) = (
+        newest_rlib(&deps, "core"),
+        newest_rlib(&deps, "compiler_builtins"),
+    ) else {
+        return vec![format!("no x64 core rlib in {}", deps.display())];
+    };
+    let source = work.join("seh_probe.rs");
+    let seh = root.join("src/nt/sys/seh.rs");
+    fs::write(
+        &source,
+        format!(
+            "#![no_std]\n#[path = {seh:?}]\nmod seh;\n\
+             /// # Safety\n/// As `seh::guarded_copy`.\n\
+             #[unsafe(no_mangle)]\npub unsafe extern \"C\" fn tcpip_guarded_copy(\
+             dst: *mut u8, src: *const u8, len: usize) -> i32 {{\n\
+             unsafe {{ seh::guarded_copy(dst, src, len) }}\n}}\n"
+        ),
+    )
+    .expect("write seh_probe.rs");
+    let object = work.join("seh_probe.obj");
+    let compiled = Command::new("rustc")
+        .current_dir(root)
+        .args(["--edition", "2024", "--target", "x86_64-pc-windows-msvc"])
+        .args(["--crate-type", "lib", "--emit", "obj", "-C", "opt-level=2"])
+        .args(["-C", "panic=abort", "--extern"])
+        .arg(format!("core={}", core.display()))
+        .arg("--extern")
+        .arg(format!("compiler_builtins={}", builtins.display()))
+        .arg("-L")
+        .arg(format!("dependency={}", deps.display()))
+        .arg(&source)
+        .arg("-o")
+        .arg(&object)
+        .status();
+    if !compiled.is_ok_and(|s| s.success()) {
+        return vec!["compiling the guarded copy for x64 failed".into()];
+    }
+    let exe = prefix.join("drive_c").join("tcpip").join("seh.exe");
+    let linked = Command::new("x86_64-w64-mingw32-gcc")
+        .args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(root.join("tests/wine_smoke/seh.c"))
+        .arg(&object)
+        .status();
+    if !linked.is_ok_and(|s| s.success()) {
+        return vec!["linking tests/wine_smoke/seh.c failed".into()];
+    }
+    let mut run = wine("wine", prefix, "-all");
+    run.arg(r"C:\tcpip\seh.exe");
+    let (status, out, _) = match run_logged(run, prefix, &work.join("seh"), SESSION_TIMEOUT) {
+        Ok(result) => result,
+        Err(e) => return vec![format!("seh.exe: {e}")],
+    };
+    if status.success() && out.lines().any(|line| line == "seh: OK") {
+        Vec::new()
+    } else {
+        vec![format!("the guarded copy under Wine ({status}):\n{out}")]
+    }
 }
 
 #[test]
@@ -279,6 +370,9 @@ fn x64_driver_loads_serves_a_control_channel_and_unloads_under_wine() {
     for expected in [
         r"probe: open \Device\Tcp control channel: status 0x00000000",
         "probe: ENTITY_LIST with a 0-byte output buffer: status 0x00000000",
+        "probe: ENTITY_LIST fetch: status 0x00000000",
+        "probe: ENTITY_LIST fetch again: status 0x00000000",
+        "probe: bad pointers OK",
         "probe: close: status 0x00000000",
         "probe: channel OK",
     ] {
@@ -342,6 +436,10 @@ fn x64_driver_loads_serves_a_control_channel_and_unloads_under_wine() {
     }
 
     // Whatever is left of the session (a driver stuck in DriverUnload, say) ends here.
+    let _ = wine("wineserver", &prefix, "-all").arg("-k").status();
+
+    // 6. The guarded copy catches faults through Wine's x64 exception dispatch.
+    problems.extend(guarded_copy_under_wine(&root, &work, &prefix));
     let _ = wine("wineserver", &prefix, "-all").arg("-k").status();
     if problems.is_empty() {
         let _ = fs::remove_dir_all(&prefix);

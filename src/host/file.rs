@@ -11,6 +11,7 @@ use super::device;
 use super::io::{IoStatus, StackLocation};
 use super::kernel::{KernelHandle, KernelInner};
 use super::object::{Handle, ObjectKind, ObjectRecord};
+use super::user::{Access, Mapping, UserSpace};
 use crate::nt::NtStatus;
 use crate::nt::types::*;
 use std::ffi::c_void;
@@ -46,6 +47,10 @@ pub struct IoctlOptions {
     pub requestor_mode: KPROCESSOR_MODE,
     /// Send `IRP_MJ_INTERNAL_DEVICE_CONTROL` instead of `IRP_MJ_DEVICE_CONTROL`.
     pub internal: bool,
+    /// What a METHOD_NEITHER request's `Type3InputBuffer` is (ignored by other methods).
+    pub input: UserBuffer,
+    /// What a METHOD_NEITHER request's `Irp->UserBuffer` is (ignored by other methods).
+    pub output: UserBuffer,
 }
 
 impl Default for IoctlOptions {
@@ -53,8 +58,24 @@ impl Default for IoctlOptions {
         IoctlOptions {
             requestor_mode: USER_MODE,
             internal: false,
+            input: UserBuffer::Mapped,
+            output: UserBuffer::Mapped,
         }
     }
+}
+
+/// A METHOD_NEITHER buffer of a user-mode request, as the model maps it in the requester's
+/// address space (`host::user`) for the duration of the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserBuffer {
+    /// The caller's slice: input mapped readable, output readable and writable.
+    Mapped,
+    /// The caller's slice, mapped read-only: a write to it faults.
+    ReadOnly,
+    /// This address instead of the slice, mapped nowhere (0x1000, a freed buffer, an address
+    /// at or past `MmUserProbeAddress`, a kernel address): any access to it faults. Only for
+    /// user-mode requests (a kernel-mode requester's pointers are trusted).
+    Unmapped(usize),
 }
 
 /// A zeroed, 8-byte aligned buffer holding `bytes` and `len` bytes in all (as the pool copy the
@@ -229,6 +250,23 @@ impl KernelHandle {
         irp
     }
 
+    /// The address a request carries for a user buffer, and its mapping in the requester's
+    /// address space while the request runs (none for an unmapped address).
+    fn map_user(
+        &self,
+        buffer: UserBuffer,
+        slice: *mut u8,
+        len: usize,
+        access: Access,
+    ) -> (usize, Option<Mapping>) {
+        let mapping = |access| UserSpace::map(&self.0, slice as usize, len, access);
+        match buffer {
+            UserBuffer::Mapped => (slice as usize, Some(mapping(access))),
+            UserBuffer::ReadOnly => (slice as usize, Some(mapping(Access::ReadOnly))),
+            UserBuffer::Unmapped(address) => (address, None),
+        }
+    }
+
     /// `ZwDeviceIoControlFile` on a handle, from user mode: see
     /// [`KernelHandle::device_io_control_with`]. PASSIVE_LEVEL.
     pub fn device_io_control(
@@ -247,9 +285,14 @@ impl KernelHandle {
     ///   `IRP::UserBuffer` at `output`; on a non-error status, `Information` bytes are copied
     ///   back to `output`;
     /// - `METHOD_NEITHER`: `Parameters.DeviceIoControl.Type3InputBuffer` points at (a copy
-    ///   of) the input and `IRP::UserBuffer` at `output`;
+    ///   of) the input and `IRP::UserBuffer` at `output`, both mapped as user memory for the
+    ///   request, or at what `options.input`/`options.output` say ([`UserBuffer`]);
     /// - `METHOD_IN_DIRECT`/`METHOD_OUT_DIRECT`: the input in the system buffer and `output`
     ///   described by an unmapped MDL.
+    ///
+    /// For those methods the I/O manager touches the caller's buffers itself: a user-mode
+    /// request whose `options` name a buffer other than [`UserBuffer::Mapped`] fails with
+    /// `STATUS_ACCESS_VIOLATION` before any IRP is built, as NT's probe does.
     ///
     /// Returns the final status and `Information`. PASSIVE_LEVEL.
     pub fn device_io_control_with(
@@ -266,10 +309,28 @@ impl KernelHandle {
             Err(status) => return (status, 0),
         };
         let method = code & 3;
+        let mapped = options.input == UserBuffer::Mapped && options.output == UserBuffer::Mapped;
+        if method != METHOD_NEITHER && options.requestor_mode == USER_MODE && !mapped {
+            // The I/O manager probes and copies the buffers of the other methods itself, under
+            // SEH: the request fails before any IRP is built.
+            return (NtStatus::ACCESS_VIOLATION, 0);
+        }
         let mut input_copy = system_buffer(input, input.len());
         let mut buffer = system_buffer(input, output.len());
+        let (input_address, _input_mapping) = self.map_user(
+            options.input,
+            input_copy.as_mut_ptr().cast(),
+            input.len(),
+            Access::ReadOnly,
+        );
+        let (output_address, _output_mapping) = self.map_user(
+            options.output,
+            output.as_mut_ptr(),
+            output.len(),
+            Access::ReadWrite,
+        );
         let type3 = if method == METHOD_NEITHER {
-            input_copy.as_mut_ptr().cast::<c_void>()
+            input_address as *mut c_void
         } else {
             std::ptr::null_mut()
         };
@@ -310,7 +371,9 @@ impl KernelHandle {
                     // is copied back (drivers put caller-space pointers relative to it).
                     (*irp).UserBuffer = output.as_mut_ptr().cast();
                 }
-                METHOD_NEITHER => (*irp).UserBuffer = output.as_mut_ptr().cast(),
+                METHOD_NEITHER => {
+                    (*irp).UserBuffer = output_address as *mut c_void;
+                }
                 _ => {
                     (*irp).AssociatedIrp.SystemBuffer = input_copy.as_mut_ptr().cast();
                     (*irp).MdlAddress = output_mdl;

@@ -77,6 +77,8 @@ pub(crate) struct KernelInner {
     pub(crate) dispatcher: Dispatcher,
     pub(crate) debug: DebugLog,
     pub(crate) ndis: super::ndis::NdisState,
+    /// The user ranges mapped for requests (METHOD_NEITHER buffers).
+    pub(crate) user_space: super::user::UserSpace,
     /// The I/O manager's cancel spin lock.
     pub(crate) cancel_lock: AtomicUsize,
     /// Model threads still running.
@@ -171,6 +173,7 @@ impl Kernel {
             dispatcher: Dispatcher::default(),
             debug: DebugLog::new(config.debug_lines),
             ndis: super::ndis::NdisState::default(),
+            user_space: super::user::UserSpace::default(),
             cancel_lock: AtomicUsize::new(0),
             threads: Mutex::new(0),
             threads_exited: Condvar::new(),

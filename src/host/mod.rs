@@ -19,8 +19,8 @@
 //! What the model does not reproduce: paging (all memory is resident; IRQL rules about pageable
 //! code are not checked), APCs and thread alertability, real preemption (raising the IRQL does
 //! not stop other threads; DPCs of a processor do not preempt the threads that queued them),
-//! processor affinity of PASSIVE_LEVEL threads, thread-exit IRP cancellation, user-mode
-//! address validation (probing), security and access checks, and the I/O manager's fast I/O
+//! processor affinity of PASSIVE_LEVEL threads, thread-exit IRP cancellation, real user-mode
+//! address spaces (user buffers are ranges the model maps for a request, see `user`), security and access checks, and the I/O manager's fast I/O
 //! and device queues.
 
 pub mod afd;
@@ -52,7 +52,9 @@ pub mod sys;
 #[cfg(target_os = "linux")]
 pub mod tap;
 mod thread;
+pub use file::UserBuffer;
 pub use thread::{SYSTEM_PROCESS_ID, as_unprivileged_user, in_process};
+mod user;
 mod verifier;
 pub mod winsock;
 mod work;

@@ -283,6 +283,30 @@ pub unsafe fn MmMapLockedPagesSpecifyCache(
     unsafe { mdl::map(&context::current(), mdl, site) }
 }
 
+/// The guarded copy from user memory (`__try { RtlCopyMemory } __except`): copies what is
+/// mapped readable of `[src, src + len)` into `dst`; 0, or `STATUS_ACCESS_VIOLATION` where the
+/// range leaves the model's mapped user ranges (`host::user`).
+///
+/// # Safety
+/// `dst` is writable for `len` bytes; `src` is a user-mode address range.
+pub unsafe fn read_user(dst: *mut u8, src: usize, len: usize) -> i32 {
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    unsafe { super::user::read_user(&context::current(), dst, src, len) }
+}
+
+/// The guarded copy to user memory: copies `src` into what is mapped writable of
+/// `[dst, dst + len)`; 0, or `STATUS_ACCESS_VIOLATION` at the first unmapped or read-only byte.
+///
+/// # Safety
+/// `src` is readable for `len` bytes (or is `dst` itself, a write probe); `dst` is a user-mode
+/// address range.
+pub unsafe fn write_user(dst: usize, src: *const u8, len: usize) -> i32 {
+    let _model = ModelScope::enter();
+    // SAFETY: forwarded caller contract.
+    unsafe { super::user::write_user(&context::current(), dst, src, len) }
+}
+
 // ---- Object manager -------------------------------------------------------------------------
 
 /// `ObReferenceObjectByHandle`: `STATUS_INVALID_HANDLE`, `STATUS_OBJECT_TYPE_MISMATCH`, or

@@ -18,6 +18,7 @@ use crate::nt::mdl::MdlChain;
 use crate::nt::sys;
 use crate::nt::thread::ThreadId;
 use crate::nt::types::*;
+use crate::nt::user;
 use core::ffi::c_void;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
@@ -130,54 +131,73 @@ impl Irp {
     }
 
     /// Copies the METHOD_NEITHER input (`Type3InputBuffer`, `InputBufferLength` bytes) into
-    /// `into`; returns the input length, or `STATUS_INVALID_PARAMETER` if it does not fit or
-    /// a user-mode address range is invalid. PASSIVE_LEVEL, in the requester's context.
+    /// `into`; returns the input length. `STATUS_INVALID_PARAMETER` if it does not fit or a
+    /// user-mode range lies outside user space; a user-mode buffer that faults is its exception
+    /// code (`STATUS_ACCESS_VIOLATION`): user memory is only read by a guarded copy
+    /// ([`user::copy_from_user`]). PASSIVE_LEVEL, in the requester's context.
     pub fn neither_input(&self, into: &mut [u8]) -> Result<usize, NtStatus> {
         let ioctl = self.stack().ioctl();
         let len = ioctl.input_length as usize;
-        if len > into.len() || !self.address_range_ok(ioctl.type3_input as usize, len) {
-            return Err(NtStatus::INVALID_PARAMETER);
-        }
-        if len > 0 {
-            // SAFETY: a kernel-mode requester passes a valid buffer of `len` bytes; a
-            // user-mode range was checked to lie in user space above. `into` is our own buffer.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    ioctl.type3_input.cast::<u8>(),
-                    into.as_mut_ptr(),
-                    len,
-                )
-            };
+        let into = into.get_mut(..len).ok_or(NtStatus::INVALID_PARAMETER)?;
+        let address = ioctl.type3_input as usize;
+        match self.requestor_mode() {
+            RequestorMode::User => user::copy_from_user(address, into)?,
+            RequestorMode::Kernel if len == 0 => {}
+            RequestorMode::Kernel if address == 0 => return Err(NtStatus::INVALID_PARAMETER),
+            RequestorMode::Kernel => {
+                // SAFETY: a kernel-mode requester passes a valid buffer of `len` bytes (the
+                // I/O manager's contract for METHOD_NEITHER); `into` is our own buffer.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        ioctl.type3_input.cast::<u8>(),
+                        into.as_mut_ptr(),
+                        len,
+                    )
+                };
+            }
         }
         Ok(len)
     }
 
-    /// The METHOD_NEITHER output buffer (`Irp->UserBuffer`, `OutputBufferLength` bytes), or
-    /// `STATUS_INVALID_PARAMETER` for an invalid user-mode range. PASSIVE_LEVEL, in the
-    /// requester's context.
-    pub fn neither_output(&mut self) -> Result<&mut [u8], NtStatus> {
-        let len = self.stack().ioctl().output_length as usize;
-        let address = self.raw().UserBuffer;
-        if len == 0 || address.is_null() {
-            return Ok(&mut []);
+    /// The room of the METHOD_NEITHER output buffer (`OutputBufferLength`), or 0 if
+    /// `Irp->UserBuffer` is null. Any IRQL.
+    pub fn neither_output_length(&self) -> usize {
+        if self.raw().UserBuffer.is_null() {
+            0
+        } else {
+            self.stack().ioctl().output_length as usize
         }
-        if !self.address_range_ok(address as usize, len) {
-            return Err(NtStatus::INVALID_PARAMETER);
-        }
-        // SAFETY: as in `neither_input`; `&mut self` makes this the only view for the IRP.
-        Ok(unsafe { core::slice::from_raw_parts_mut(address.cast::<u8>(), len) })
     }
 
-    /// Whether `[start, start + len)` may be touched for this request: always for kernel-mode
-    /// requesters; for user mode, only below `MmUserProbeAddress`. Touching user memory
-    /// without SEH still faults on an unmapped page: an SEH-guarded copy is open work.
-    fn address_range_ok(&self, start: usize, len: usize) -> bool {
-        let Some(end) = start.checked_add(len) else {
-            return false;
-        };
+    /// Copies `answer`, built in a kernel buffer, to the start of the METHOD_NEITHER output
+    /// buffer (`Irp->UserBuffer`). `STATUS_BUFFER_TOO_SMALL` if it exceeds
+    /// [`Irp::neither_output_length`]; for a user-mode requester, `STATUS_INVALID_PARAMETER` if
+    /// the buffer lies outside user space and the exception code (`STATUS_ACCESS_VIOLATION`)
+    /// if a page of it is unmapped or read-only, found before anything is written
+    /// ([`user::copy_to_user`]). PASSIVE_LEVEL, in the requester's context.
+    pub fn write_neither_output(&mut self, answer: &[u8]) -> Result<(), NtStatus> {
+        if answer.len() > self.neither_output_length() {
+            return Err(NtStatus::BUFFER_TOO_SMALL);
+        }
+        if answer.is_empty() {
+            return Ok(());
+        }
+        let address = self.raw().UserBuffer;
         match self.requestor_mode() {
-            RequestorMode::Kernel => start != 0 || len == 0,
-            RequestorMode::User => start != 0 && end <= sys::user_probe_address(),
+            RequestorMode::User => user::copy_to_user(address as usize, answer),
+            RequestorMode::Kernel => {
+                // SAFETY: a kernel-mode requester's UserBuffer (non-null: the length above is
+                // not 0) holds `OutputBufferLength` writable bytes, at least `answer.len()`;
+                // `&mut self` makes this the only writer for the IRP.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        answer.as_ptr(),
+                        address.cast::<u8>(),
+                        answer.len(),
+                    )
+                };
+                Ok(())
+            }
         }
     }
 

@@ -31,6 +31,7 @@ pub mod thread;
 pub mod time;
 pub mod timer;
 pub mod types;
+pub mod user;
 pub mod work_item;
 
 pub use status::NtStatus;

@@ -128,22 +128,27 @@ impl<'a> SetInformationEx<'a> {
     }
 }
 
-/// Copies a `QUERY_INFORMATION_EX` answer to the caller's output buffer with ReactOS's
-/// length-probe semantics, and returns the `IoStatus.Information` to complete with. The status
-/// is `STATUS_SUCCESS` in every case:
-/// - `out` is empty (a probe): nothing is copied; Information = `answer.len()`, the size needed.
-/// - `out` is non-empty but shorter than the answer: nothing is copied; Information =
+/// Copies a `QUERY_INFORMATION_EX` answer to the caller's output buffer of `room` bytes with
+/// ReactOS's length-probe semantics, and returns the `IoStatus.Information` to complete with.
+/// `write` copies the whole answer to the start of the output buffer (a fault-safe copy for a
+/// user-mode buffer); its error is the request's. On success:
+/// - `room` is 0 (a probe): nothing is copied; Information = `answer.len()`, the size needed.
+/// - `room` is non-zero but shorter than the answer: nothing is copied; Information =
 ///   `answer.len()`. tdilib then retries with a buffer of that size.
-/// - `out` is large enough: the answer is copied to its start; Information = `answer.len()`,
-///   the bytes written.
+/// - `room` is large enough: the answer is written; Information = `answer.len()`, the bytes
+///   written.
 ///
 /// Information is therefore always `answer.len()`: tdilib repeats probe and fetch until the
 /// two agree, so an answer must not change size between them without reason.
-pub fn copy_out_with_probe(answer: &[u8], out: &mut [u8]) -> usize {
-    if let Some(dest) = out.get_mut(..answer.len()) {
-        dest.copy_from_slice(answer);
+pub fn copy_out_with_probe<E>(
+    answer: &[u8],
+    room: usize,
+    write: impl FnOnce(&[u8]) -> Result<(), E>,
+) -> Result<usize, E> {
+    if answer.len() <= room {
+        write(answer)?;
     }
-    answer.len()
+    Ok(answer.len())
 }
 
 #[cfg(test)]
@@ -155,6 +160,16 @@ mod tests {
         INFO_CLASS_PROTOCOL, INFO_TYPE_CONNECTION, INFO_TYPE_PROVIDER, TCP_SOCKET_NODELAY,
     };
     use proptest::prelude::*;
+
+    /// `copy_out_with_probe` into a slice.
+    fn copy_out(answer: &[u8], out: &mut [u8]) -> usize {
+        let room = out.len();
+        let written = copy_out_with_probe(answer, room, |answer| {
+            out[..answer.len()].copy_from_slice(answer);
+            Ok::<(), ()>(())
+        });
+        written.unwrap_or_default()
+    }
 
     const ENTITY_LIST: TDIObjectID = TDIObjectID {
         toi_entity: TDIEntityID {
@@ -290,14 +305,14 @@ mod tests {
     fn probe_with_empty_output_reports_required_size() {
         let answer = [7u8; 24];
         let mut out = [];
-        assert_eq!(copy_out_with_probe(&answer, &mut out), 24);
+        assert_eq!(copy_out(&answer, &mut out), 24);
     }
 
     #[test]
     fn short_output_copies_nothing_and_reports_required_size() {
         let answer = [7u8; 24];
         let mut out = [0u8; 23];
-        assert_eq!(copy_out_with_probe(&answer, &mut out), 24);
+        assert_eq!(copy_out(&answer, &mut out), 24);
         assert_eq!(out, [0; 23]);
     }
 
@@ -305,16 +320,16 @@ mod tests {
     fn large_output_gets_the_answer() {
         let answer = [7u8; 24];
         let mut out = [0u8; 30];
-        assert_eq!(copy_out_with_probe(&answer, &mut out), 24);
+        assert_eq!(copy_out(&answer, &mut out), 24);
         assert_eq!(out[..24], answer);
         assert_eq!(out[24..], [0; 6]);
     }
 
     #[test]
     fn empty_answer() {
-        assert_eq!(copy_out_with_probe(&[], &mut []), 0);
+        assert_eq!(copy_out(&[], &mut []), 0);
         let mut out = [9u8; 4];
-        assert_eq!(copy_out_with_probe(&[], &mut out), 0);
+        assert_eq!(copy_out(&[], &mut out), 0);
         assert_eq!(out, [9; 4]);
     }
 
@@ -330,10 +345,10 @@ mod tests {
                 tei_instance: 2,
             },
         ];
-        let needed = copy_out_with_probe(entities.as_bytes(), &mut []);
+        let needed = copy_out(entities.as_bytes(), &mut []);
         assert_eq!(needed, 16);
         let mut out = vec![0; needed];
-        assert_eq!(copy_out_with_probe(entities.as_bytes(), &mut out), needed);
+        assert_eq!(copy_out(entities.as_bytes(), &mut out), needed);
         assert_eq!(out, [0, 2, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 2, 0, 0, 0]);
     }
 
@@ -381,7 +396,7 @@ mod tests {
             out_len in 0usize..80,
         ) {
             let mut out = vec![0xCC; out_len];
-            prop_assert_eq!(copy_out_with_probe(&answer, &mut out), answer.len());
+            prop_assert_eq!(copy_out(&answer, &mut out), answer.len());
             if out_len >= answer.len() {
                 prop_assert_eq!(&out[..answer.len()], &answer[..]);
                 prop_assert!(out[answer.len()..].iter().all(|&b| b == 0xCC));

@@ -4,7 +4,9 @@
  *   probe start NAME   make service NAME demand-start, start it, wait until it runs
  *   probe channel      open \Device\Tcp as a TDI control channel (NtCreateFile without extended
  *                      attributes), query the entity list with IOCTL_TCP_QUERY_INFORMATION_EX and
- *                      a zero-length output buffer, close the handle
+ *                      a zero-length output buffer, then with bad user pointers (unmapped,
+ *                      freed, read-only: each must fail) and a good one after them, close the
+ *                      handle
  *   probe stop NAME    stop service NAME, wait until it has stopped
  *
  * The service steps retry while the service database is locked: Wine's services.exe holds the
@@ -112,6 +114,58 @@ static int stop_service(const char *name)
     return state != SERVICE_STOPPED;
 }
 
+/* One ENTITY_LIST query with the given buffers; prints and returns its status. */
+static NTSTATUS query_entities(HANDLE handle, const char *what, void *input, ULONG input_len,
+                               void *output, ULONG output_len, ULONG_PTR *information)
+{
+    IO_STATUS_BLOCK iosb;
+    NTSTATUS status;
+    memset(&iosb, 0, sizeof(iosb));
+    status = NtDeviceIoControlFile(handle, NULL, NULL, NULL, &iosb, IOCTL_TCP_QUERY_INFORMATION_EX,
+                                   input, input_len, output, output_len);
+    printf("probe: ENTITY_LIST %s: status 0x%08lx, information %lu\n", what,
+           (unsigned long)status, (unsigned long)iosb.Information);
+    if (information) *information = iosb.Information;
+    return status;
+}
+
+/* The METHOD_NEITHER query with bad user pointers: an unmapped page (0x1000), a freed buffer,
+ * a read-only page; each must fail, and a good query must still answer the same afterwards. */
+static int bad_pointers(HANDLE handle, QUERY_INFORMATION_EX *query, ULONG needed)
+{
+    ULONG_PTR information = 0, again = 0;
+    int failed = 0;
+    char *good = VirtualAlloc(NULL, 0x1000, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE);
+    char *freed = VirtualAlloc(NULL, 0x1000, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE);
+    char *readonly = VirtualAlloc(NULL, 0x1000, MEM_COMMIT | MEM_RESERVE, PAGE_READONLY);
+    DWORD old;
+    if (!good || !freed || !readonly || needed == 0 || needed > 0x1000) {
+        printf("probe: bad pointers: setup failed (needed %lu)\n", (unsigned long)needed);
+        return 1;
+    }
+    VirtualFree(freed, 0, MEM_RELEASE);
+    failed |= query_entities(handle, "fetch", query, sizeof(*query), good, needed, &information)
+              != 0;
+    failed |= information != needed;
+    failed |= query_entities(handle, "with output at 0x1000", query, sizeof(*query),
+                             (void *)0x1000, needed, NULL) == 0;
+    failed |= query_entities(handle, "with input at 0x1000", (void *)0x1000, sizeof(*query),
+                             good, needed, NULL) == 0;
+    failed |= query_entities(handle, "with a freed output", query, sizeof(*query), freed, needed,
+                             NULL) == 0;
+    failed |= query_entities(handle, "with a read-only output", query, sizeof(*query), readonly,
+                             needed, NULL) == 0;
+    failed |= readonly[0] != 0;
+    failed |= query_entities(handle, "fetch again", query, sizeof(*query), good, needed, &again)
+              != 0;
+    failed |= again != needed;
+    printf("probe: bad pointers %s\n", failed ? "FAILED" : "OK");
+    VirtualProtect(readonly, 0x1000, PAGE_READWRITE, &old);
+    VirtualFree(readonly, 0, MEM_RELEASE);
+    VirtualFree(good, 0, MEM_RELEASE);
+    return failed;
+}
+
 static int control_channel(void)
 {
     UNICODE_STRING name;
@@ -141,6 +195,7 @@ static int control_channel(void)
     printf("probe: ENTITY_LIST with a 0-byte output buffer: status 0x%08lx, information %lu\n",
            (unsigned long)status, (unsigned long)iosb.Information);
     failed |= status != 0;
+    failed |= bad_pointers(handle, &query, (ULONG)iosb.Information);
 
     status = NtClose(handle);
     printf("probe: close: status 0x%08lx\n", (unsigned long)status);

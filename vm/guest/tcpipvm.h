@@ -125,5 +125,6 @@ int sc_udp(void);
 int sc_names(void);
 int sc_card(void);
 int sc_dhcp(void);
+int sc_userbuf(void);
 
 #endif

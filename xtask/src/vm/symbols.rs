@@ -21,7 +21,8 @@ pub struct Symbols {
 }
 
 impl Symbols {
-    /// Reads the procedures (with their line records) of every module of `pdb_path`.
+    /// Reads the procedures (with their line records) of every module of `pdb_path`, and the
+    /// public functions that have none (naked functions).
     pub fn load(pdb_path: &Path) -> Result<Self> {
         read(pdb_path).map_err(|e| Error(format!("cannot read {}: {e}", pdb_path.display())))
     }
@@ -90,7 +91,35 @@ fn read(path: &Path) -> pdb::Result<Symbols> {
             });
         }
     }
+    // Naked functions (`__chkstk`, the guarded user copy) have no procedure record, only a
+    // public symbol: they span up to the next function.
+    let publics = pdb.global_symbols()?;
+    let mut iter = publics.iter();
+    let mut naked = Vec::new();
+    while let Some(symbol) = iter.next()? {
+        let Ok(pdb::SymbolData::Public(public)) = symbol.parse() else {
+            continue;
+        };
+        let Some(rva) = public.offset.to_rva(&address_map) else {
+            continue;
+        };
+        if public.function && !functions.iter().any(|f: &Function| f.rva == rva.0) {
+            naked.push(Function {
+                rva: rva.0,
+                len: 0,
+                name: public.name.to_string().into_owned(),
+                lines: Vec::new(),
+            });
+        }
+    }
+    functions.extend(naked);
     functions.sort_by_key(|f| f.rva);
+    for index in 0..functions.len() {
+        if functions[index].len == 0 {
+            let next = functions.get(index + 1).map_or(u32::MAX, |f| f.rva);
+            functions[index].len = next - functions[index].rva;
+        }
+    }
     Ok(Symbols { functions })
 }
 
