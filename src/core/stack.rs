@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 use crate::core::ethernet::Link;
+use crate::core::events::{self, EventHub};
 use crate::core::fragment::FragmentStats;
 use crate::core::icmp::IcmpStats;
 use crate::core::raw::RawStats;
@@ -47,6 +48,8 @@ pub struct Stack {
     core: SpinLock<Box<Core>>,
     inbound: SpinLock<Inbound>,
     outbound: SpinLock<Outbound>,
+    /// TDI client event handlers and the events due to them.
+    hub: EventHub,
     /// The bound Ethernet link, shared with the receive indication.
     link: SpinLock<Option<Arc<Link>>>,
     dpc: Dpc,
@@ -72,6 +75,7 @@ impl Stack {
             core: SpinLock::new(new_core(config)?),
             inbound: SpinLock::new(Inbound::default()),
             outbound: SpinLock::new(Outbound::default()),
+            hub: EventHub::new(),
             link: SpinLock::new(None),
             dpc: Dpc::new(),
             timer: Timer::new(),
@@ -117,14 +121,27 @@ impl Stack {
         dispatched
     }
 
+    /// TDI_SET_EVENT_HANDLER: registers or clears a client's handler at once (see
+    /// [`EventHub::set_handler`]). IRQL ≤ DISPATCH_LEVEL.
+    pub fn set_event_handler(
+        &self,
+        address: u32,
+        event: usize,
+        handler: usize,
+        context: usize,
+    ) -> Result<(), NtStatus> {
+        self.hub.set_handler(address, event, handler, context)
+    }
+
     /// The core DPC: applies queued requests and polls the protocol within a budget, re-arms
-    /// the timer at smoltcp's next deadline, and re-queues itself if work remains.
-    /// DISPATCH_LEVEL.
-    pub fn run_dpc(&'static self) -> Pass {
+    /// the timer at smoltcp's next deadline, delivers the TDI client events found due with no
+    /// lock held and applies their outcomes, and re-queues itself if work remains. `cancel` is
+    /// armed on receive IRPs that event handlers hand back. DISPATCH_LEVEL.
+    pub fn run_dpc(&'static self, cancel: CancelRoutine) -> Pass {
         let stopping = self.stopping.load(Ordering::Acquire);
         let link = self.link.lock().clone();
         let mut core = self.core.lock();
-        let completer = Completer::new(&self.outbound);
+        let completer = Completer::new(&self.outbound, &self.hub);
         let started = now();
         let mut more = true;
         for _ in 0..ROUND_BUDGET {
@@ -155,6 +172,15 @@ impl Stack {
             }
         }
         drop(core);
+        // The hand-off: events recorded under the core lock are delivered with no lock held
+        // (a handler may call back into the driver's dispatch routines), then their outcomes
+        // are applied under the core lock; what they changed goes out in the next run.
+        let mut due = self.hub.take();
+        if !due.is_empty() {
+            events::deliver(&self.hub, &self.outbound, &mut due);
+            self.core.lock().apply_events(due, cancel, &completer);
+            more = true;
+        }
         if more && !stopping {
             self.dpc.queue();
         }

@@ -93,12 +93,13 @@ pub enum Request {
         connection: u32,
         enabled: bool,
     },
-    /// TDI_SET_EVENT_HANDLER on an address file: store (or clear) one client event handler.
+    /// TDI_SET_EVENT_HANDLER on an address file: the dispatch routine registered (`set`) or
+    /// cleared the handler of `event` in the event hub; the core follows up (a connect
+    /// handler makes the address listen).
     SetEventHandler {
         address: u32,
         event: usize,
-        handler: usize,
-        context: usize,
+        set: bool,
     },
     /// IOCTL_SET_IP_ADDRESS: give interface `interface` an address and mask.
     SetIpAddress {

@@ -3,7 +3,7 @@
 //! Everything runs under the core lock at DISPATCH_LEVEL.
 #![forbid(unsafe_code)]
 
-use crate::core::address::{Address, EVENT_TYPES, Protocol};
+use crate::core::address::{Address, Protocol};
 use crate::core::counters::metered_links;
 use crate::core::ethernet::Port;
 use crate::core::inbox::{Bounds, Delivered};
@@ -51,7 +51,6 @@ impl Core {
             listener: None,
             datagram: None,
             raw: Some(endpoint),
-            handlers: [(0, 0); EVENT_TYPES],
             serial,
         })?;
         self.raw.files.push(key);
