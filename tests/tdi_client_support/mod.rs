@@ -169,8 +169,11 @@ impl Peer {
     ) -> Box<Peer> {
         let address = File::open(kernel, device, &wire::address_file_ea(local));
         let endpoints: Vec<File> = (0..endpoints)
-            .map(|_| {
-                let endpoint = File::open(kernel, device, &wire::connection_file_ea());
+            .map(|slot| {
+                // The CONNECTION_CONTEXT the transport passes to the handlers: slot + 1.
+                let mut ea = wire::connection_file_ea();
+                ea[26..26 + size_of::<usize>()].copy_from_slice(&(slot + 1).to_ne_bytes());
+                let endpoint = File::open(kernel, device, &ea);
                 let associate = wire::associate(address.handle.as_raw());
                 assert_eq!(
                     request(kernel, &endpoint, TDI_ASSOCIATE_ADDRESS, associate),
@@ -235,6 +238,12 @@ impl Peer {
             std::ptr::null_mut(),
         );
         request(&self.kernel, &self.endpoints[slot], TDI_CONNECT, parameters)
+    }
+
+    /// Releases connection `slot` (TDI_DISCONNECT_RELEASE) once its backlog is sent.
+    pub fn release(&self, slot: usize) {
+        self.conns.lock().unwrap()[slot].release = true;
+        self.pump(slot);
     }
 
     /// Queues `data` on connection `slot` and sends it (one TDI_SEND in flight). Any IRQL ≤
@@ -321,6 +330,50 @@ impl Peer {
             );
             conns = self.changed.wait_timeout(conns, deadline - now).unwrap().0;
         }
+    }
+
+    /// Posts one TDI_RECEIVE of up to `room` bytes on connection `slot` and waits for it
+    /// (PASSIVE_LEVEL).
+    pub fn receive_sync(&self, slot: usize, room: usize) -> (NtStatus, Vec<u8>) {
+        let mut buffer = vec![0u8; room];
+        let mut location = StackLocation::new(
+            IRP_MJ_INTERNAL_DEVICE_CONTROL,
+            TDI_RECEIVE,
+            std::ptr::null_mut(),
+        );
+        location.parameters = wire::receive(room as u32, TDI_RECEIVE_NORMAL);
+        let endpoint = &self.endpoints[slot];
+        let irp = self.kernel.allocate_file_irp(&endpoint.file, location);
+        let mdl = self
+            .kernel
+            .build_mdl(buffer.as_mut_ptr(), buffer.len(), MdlKind::Locked);
+        // SAFETY: a fresh IRP owned here until it is sent.
+        unsafe { self.kernel.with_irp(irp, |i| i.MdlAddress = mdl) };
+        let result = self.kernel.call_driver_sync(endpoint.file.device(), irp);
+        buffer.truncate(result.information);
+        (result.status, buffer)
+    }
+
+    /// Sends one datagram of `data` from this (datagram) address file to `remote` and waits
+    /// (PASSIVE_LEVEL).
+    pub fn send_datagram_sync(&self, remote: SocketAddrV4, data: &[u8]) -> NtStatus {
+        let mut buffer = data.to_vec();
+        let mut info = wire::ConnectionInfo::new(remote);
+        let mut location = StackLocation::new(
+            IRP_MJ_INTERNAL_DEVICE_CONTROL,
+            TDI_SEND_DATAGRAM,
+            std::ptr::null_mut(),
+        );
+        location.parameters = wire::send_datagram(buffer.len() as u32, info.as_ptr());
+        let irp = self.kernel.allocate_file_irp(&self.address.file, location);
+        let mdl = self
+            .kernel
+            .build_mdl(buffer.as_mut_ptr(), buffer.len(), MdlKind::Locked);
+        // SAFETY: a fresh IRP owned here until it is sent.
+        unsafe { self.kernel.with_irp(irp, |i| i.MdlAddress = mdl) };
+        self.kernel
+            .call_driver_sync(self.address.file.device(), irp)
+            .status
     }
 
     /// Received bytes of connection `slot`.
