@@ -186,6 +186,12 @@ pub struct EventHub {
     queue: SpinLock<Vec<Event>>,
 }
 
+impl Default for EventHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl EventHub {
     /// An empty hub. PASSIVE_LEVEL.
     pub fn new() -> Self {
