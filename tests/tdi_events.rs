@@ -11,8 +11,8 @@ use echo_support::{Env, clean_low_resource_error, loopback};
 use std::net::SocketAddrV4;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tcpip::host::FaultInjection;
 use tcpip::host::winsock::{Shutdown, WsaError};
+use tcpip::host::{FaultInjection, Rule};
 use tcpip::nt::NtStatus;
 use tcpip::nt::types::*;
 use tdi_client_support::{Peer, Take};
@@ -361,5 +361,26 @@ fn an_event_driven_echo_server_with_one_percent_allocation_failures() {
     std::thread::sleep(Duration::from_millis(200));
     env.kernel.set_fault_injection(FaultInjection::None);
     server.close();
+    env.finish();
+}
+
+#[test]
+fn the_verifier_rejects_handler_calls_below_dispatch_or_under_a_lock() {
+    // The rules the driver's deliveries are checked against, shown to fire.
+    let env = Env::start("events: verifier rules", 1, FaultInjection::None);
+    env.kernel.expect_violation(Rule::ClientEventIrql);
+    env.kernel.expect_violation(Rule::ClientEventLockHeld);
+    let kernel = env.kernel.handle();
+    let probe = env.kernel.spawn("probe", move || {
+        let _entered = kernel.enter();
+        // PASSIVE_LEVEL: a handler must be called at DISPATCH_LEVEL.
+        tcpip::nt::sys::call_client_handler(|| ());
+        // A spin lock held (at DISPATCH_LEVEL): the handler could call back and deadlock.
+        let lock = tcpip::nt::sync::SpinLock::new(0u32);
+        let guard = lock.lock();
+        tcpip::nt::sys::call_client_handler(|| ());
+        drop(guard);
+    });
+    probe.join().unwrap();
     env.finish();
 }
