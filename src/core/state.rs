@@ -126,8 +126,8 @@ pub struct Completer<'a> {
     retries: Cell<[Option<SocketKey>; RETRIES]>,
 }
 
-/// Sockets a pass remembers for a retry of their events; beyond that, their next socket event
-/// retries them.
+/// Sockets a pass remembers for a retry of their events (`state/events.rs`); beyond that,
+/// their next socket event retries them.
 const RETRIES: usize = 8;
 
 impl<'a> Completer<'a> {
@@ -137,20 +137,6 @@ impl<'a> Completer<'a> {
             hub,
             retries: Cell::new([None; RETRIES]),
         }
-    }
-
-    /// Remembers `socket` for another try at its events in the next pass. Any IRQL.
-    pub(super) fn retry(&self, socket: SocketKey) {
-        let mut retries = self.retries.get();
-        if let Some(slot) = retries.iter_mut().find(|slot| slot.is_none()) {
-            *slot = Some(socket);
-        }
-        self.retries.set(retries);
-    }
-
-    /// Takes the sockets remembered by [`Completer::retry`]. Any IRQL.
-    pub(super) fn take_retries(&self) -> [Option<SocketKey>; RETRIES] {
-        self.retries.replace([None; RETRIES])
     }
 
     /// Queues `irp` for completion with `status` and `information`, then `finish`.

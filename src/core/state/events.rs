@@ -6,7 +6,7 @@
 //! client.
 #![forbid(unsafe_code)]
 
-use super::{Completer, Core};
+use super::{Completer, Core, RETRIES};
 use crate::core::address::{Listener, Protocol};
 use crate::core::connection::{CloseReason, Connection, Phase, Receive};
 use crate::core::events::{Answer, Due, Event, LOOKAHEAD, Outcome};
@@ -117,6 +117,22 @@ pub(in crate::core) fn offer_datagram(
         broadcast,
     };
     Some(c.hub.raise(due).is_ok())
+}
+
+impl Completer<'_> {
+    /// Remembers `socket` for another try at its events in the next pass. Any IRQL.
+    pub(super) fn retry(&self, socket: SocketKey) {
+        let mut retries = self.retries.get();
+        if let Some(slot) = retries.iter_mut().find(|slot| slot.is_none()) {
+            *slot = Some(socket);
+        }
+        self.retries.set(retries);
+    }
+
+    /// Takes the sockets remembered by [`Completer::retry`]. Any IRQL.
+    pub(super) fn take_retries(&self) -> [Option<SocketKey>; RETRIES] {
+        self.retries.replace([None; RETRIES])
+    }
 }
 
 impl Core {

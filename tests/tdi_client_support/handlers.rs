@@ -1,0 +1,301 @@
+//! The client's handlers and completion routines: `extern "system"` functions with the
+//! `Peer` as their context, as a Windows kernel client writes them.
+
+use super::{Peer, Take};
+use std::ffi::c_void;
+use std::sync::atomic::Ordering;
+use tcpip::host::afd::wire;
+use tcpip::nt::NtStatus;
+use tcpip::nt::types::*;
+
+pub(super) struct SendContext {
+    pub(super) peer: usize,
+    pub(super) slot: usize,
+    pub(super) data: Vec<u8>,
+}
+
+struct ReceiveContext {
+    peer: usize,
+    slot: usize,
+    data: Vec<u8>,
+}
+
+/// The `Peer` behind a handler's context.
+///
+/// # Safety
+/// `context` is the address of a live `Peer` (the tests keep it boxed until it is closed).
+unsafe fn peer<'a>(context: *mut c_void) -> &'a Peer {
+    // SAFETY: caller contract.
+    unsafe { &*(context as *const Peer) }
+}
+
+/// The slot of a connection context (`slot + 1`).
+fn slot_of(connection_context: *mut c_void) -> usize {
+    (connection_context as usize).wrapping_sub(1)
+}
+
+pub(super) unsafe extern "system" fn send_done(
+    _device: *mut DEVICE_OBJECT,
+    irp: *mut IRP,
+    context: *mut c_void,
+) -> NTSTATUS {
+    // SAFETY: the context boxed by `pump`, completed once; the IRP is live in its completion.
+    let (context, status, sent) = unsafe {
+        (
+            Box::from_raw(context.cast::<SendContext>()),
+            NtStatus((*irp).IoStatus.Status.Status),
+            (*irp).IoStatus.Information,
+        )
+    };
+    // SAFETY: the peer outlives its IRPs.
+    let peer = unsafe { &*(context.peer as *const Peer) };
+    let retry = if status == NtStatus::SUCCESS {
+        context.data.get(sent..).unwrap_or_default()
+    } else if status == NtStatus::INSUFFICIENT_RESOURCES {
+        peer.stats.send_failures.fetch_add(1, Ordering::Relaxed);
+        &context.data[..]
+    } else {
+        peer.stats.send_failures.fetch_add(1, Ordering::Relaxed);
+        &[]
+    };
+    {
+        let mut conns = peer.conns.lock().unwrap();
+        let conn = &mut conns[context.slot];
+        conn.sending = false;
+        for (i, byte) in retry.iter().enumerate() {
+            conn.backlog.insert(i, *byte);
+        }
+    }
+    peer.pump(context.slot);
+    peer.notify();
+    NtStatus::SUCCESS.raw()
+}
+
+pub(super) unsafe extern "system" fn ignore_done(
+    _device: *mut DEVICE_OBJECT,
+    _irp: *mut IRP,
+    _context: *mut c_void,
+) -> NTSTATUS {
+    NtStatus::SUCCESS.raw()
+}
+
+unsafe extern "system" fn accept_done(
+    _device: *mut DEVICE_OBJECT,
+    irp: *mut IRP,
+    context: *mut c_void,
+) -> NTSTATUS {
+    // SAFETY: the context is the `Peer`'s address with the slot; the IRP is live.
+    let (peer, status) = unsafe {
+        let context = Box::from_raw(context.cast::<(usize, usize)>());
+        (
+            (&*(context.0 as *const Peer), context.1),
+            NtStatus((*irp).IoStatus.Status.Status),
+        )
+    };
+    let (peer, slot) = peer;
+    peer.conns.lock().unwrap()[slot].accepted = Some(status);
+    peer.notify();
+    NtStatus::SUCCESS.raw()
+}
+
+unsafe extern "system" fn receive_done(
+    _device: *mut DEVICE_OBJECT,
+    irp: *mut IRP,
+    context: *mut c_void,
+) -> NTSTATUS {
+    // SAFETY: the context boxed by `on_receive`, completed once; the IRP is live.
+    let (context, status, received) = unsafe {
+        (
+            Box::from_raw(context.cast::<ReceiveContext>()),
+            NtStatus((*irp).IoStatus.Status.Status),
+            (*irp).IoStatus.Information,
+        )
+    };
+    // SAFETY: the peer outlives its IRPs.
+    let peer = unsafe { &*(context.peer as *const Peer) };
+    if status == NtStatus::SUCCESS {
+        peer.deliver(
+            context.slot,
+            &context.data[..received.min(context.data.len())],
+        );
+    }
+    NtStatus::SUCCESS.raw()
+}
+
+/// `ClientEventConnect`: accepts onto a free endpoint with a TDI_ACCEPT IRP, or refuses.
+pub(super) unsafe extern "system" fn on_connect(
+    context: *mut c_void,
+    _remote_length: i32,
+    _remote: *mut c_void,
+    _user_data_length: i32,
+    _user_data: *mut c_void,
+    _options_length: i32,
+    _options: *mut c_void,
+    connection_context: *mut *mut c_void,
+    accept_irp: *mut *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: registered with a live `Peer` as its context.
+    let peer = unsafe { peer(context) };
+    let Some(slot) = peer.free.lock().unwrap().pop() else {
+        peer.stats.refused.fetch_add(1, Ordering::Relaxed);
+        return NtStatus::CONNECTION_REFUSED.raw();
+    };
+    peer.stats.connects.fetch_add(1, Ordering::Relaxed);
+    let done = Box::into_raw(Box::new((peer.context(), slot)));
+    let irp = peer.endpoints[slot].build(
+        &peer.kernel,
+        TDI_ACCEPT,
+        wire::kernel_request(
+            0,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        ),
+        None,
+        Some(accept_done),
+        done.cast(),
+    );
+    // SAFETY: out-parameters of the handler.
+    unsafe {
+        *connection_context = (slot + 1) as *mut c_void;
+        *accept_irp = irp;
+    }
+    NtStatus::MORE_PROCESSING_REQUIRED.raw()
+}
+
+/// `ClientEventReceive`: takes data as the peer's [`Take`] says.
+pub(super) unsafe extern "system" fn on_receive(
+    context: *mut c_void,
+    connection_context: *mut c_void,
+    flags: u32,
+    indicated: u32,
+    available: u32,
+    taken: *mut u32,
+    tsdu: *mut c_void,
+    irp: *mut *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: registered with a live `Peer` as its context.
+    let peer = unsafe { peer(context) };
+    let slot = slot_of(connection_context);
+    peer.stats.receives.fetch_add(1, Ordering::Relaxed);
+    if flags & TDI_RECEIVE_NORMAL == 0 || indicated > available || indicated == 0 {
+        peer.stats.bad_indications.fetch_add(1, Ordering::Relaxed);
+    }
+    // SAFETY: the transport's lookahead buffer of `indicated` bytes, valid for the call.
+    let data = unsafe { std::slice::from_raw_parts(tsdu.cast::<u8>(), indicated as usize) };
+    let take = *peer.take.lock().unwrap();
+    let count = match take {
+        Take::All => data.len(),
+        Take::Part(n) => n.min(data.len()),
+        Take::Irp | Take::None => 0,
+    };
+    peer.deliver(slot, &data[..count]);
+    // SAFETY: out-parameter.
+    unsafe { *taken = count as u32 };
+    match take {
+        Take::Irp => {
+            peer.stats.irps_returned.fetch_add(1, Ordering::Relaxed);
+            let mut context = Box::new(ReceiveContext {
+                peer: peer.context(),
+                slot,
+                data: vec![0; available as usize],
+            });
+            let buffer = (context.data.as_mut_ptr(), context.data.len());
+            let built = peer.endpoints[slot].build(
+                &peer.kernel,
+                TDI_RECEIVE,
+                wire::receive(available, TDI_RECEIVE_NORMAL),
+                Some(buffer),
+                Some(receive_done),
+                Box::into_raw(context).cast(),
+            );
+            // SAFETY: out-parameter.
+            unsafe { *irp = built };
+            NtStatus::MORE_PROCESSING_REQUIRED.raw()
+        }
+        Take::None => NtStatus::DATA_NOT_ACCEPTED.raw(),
+        Take::All | Take::Part(_) => NtStatus::SUCCESS.raw(),
+    }
+}
+
+/// `ClientEventDisconnect`: records the flags; a release is answered with a release once the
+/// echo backlog is sent.
+pub(super) unsafe extern "system" fn on_disconnect(
+    context: *mut c_void,
+    connection_context: *mut c_void,
+    _data_length: i32,
+    _data: *mut c_void,
+    _information_length: i32,
+    _information: *mut c_void,
+    flags: u32,
+) -> NTSTATUS {
+    // SAFETY: registered with a live `Peer` as its context.
+    let peer = unsafe { peer(context) };
+    let slot = slot_of(connection_context);
+    {
+        let mut conns = peer.conns.lock().unwrap();
+        let conn = &mut conns[slot];
+        conn.disconnects.push(flags);
+        conn.release = peer.echo && flags == TDI_DISCONNECT_RELEASE;
+    }
+    if peer.echo {
+        peer.pump(slot);
+    }
+    peer.notify();
+    NtStatus::SUCCESS.raw()
+}
+
+/// `ClientEventReceiveDatagram`: records the datagram (slot 0) and, as the peer's [`Take`]
+/// says, takes it or returns a TDI_RECEIVE_DATAGRAM IRP for it.
+pub(super) unsafe extern "system" fn on_datagram(
+    context: *mut c_void,
+    _source_length: i32,
+    _source: *mut c_void,
+    _options_length: i32,
+    _options: *mut c_void,
+    flags: u32,
+    indicated: u32,
+    available: u32,
+    taken: *mut u32,
+    tsdu: *mut c_void,
+    irp: *mut *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: registered with a live `Peer` as its context.
+    let peer = unsafe { peer(context) };
+    peer.stats.datagrams.fetch_add(1, Ordering::Relaxed);
+    if flags & TDI_RECEIVE_ENTIRE_MESSAGE == 0 || indicated != available {
+        peer.stats.bad_indications.fetch_add(1, Ordering::Relaxed);
+    }
+    // SAFETY: the transport's buffer of `indicated` bytes, valid for the call.
+    let data = unsafe { std::slice::from_raw_parts(tsdu.cast::<u8>(), indicated as usize) };
+    if *peer.take.lock().unwrap() == Take::Irp {
+        let mut context = Box::new(ReceiveContext {
+            peer: peer.context(),
+            slot: 0,
+            data: vec![0; available as usize],
+        });
+        let buffer = (context.data.as_mut_ptr(), context.data.len());
+        let mut info = wire::ConnectionInfo::null();
+        let info_ptr = info.as_ptr();
+        // The return information must outlive the IRP: leaked with it (a test helper).
+        std::mem::forget(info);
+        let built = peer.address.build(
+            &peer.kernel,
+            TDI_RECEIVE_DATAGRAM,
+            wire::receive_datagram(available, info_ptr, info_ptr, 0),
+            Some(buffer),
+            Some(receive_done),
+            Box::into_raw(context).cast(),
+        );
+        // SAFETY: out-parameters.
+        unsafe {
+            *taken = 0;
+            *irp = built;
+        }
+        return NtStatus::MORE_PROCESSING_REQUIRED.raw();
+    }
+    peer.deliver(0, data);
+    // SAFETY: out-parameter.
+    unsafe { *taken = indicated };
+    NtStatus::SUCCESS.raw()
+}
