@@ -271,6 +271,41 @@ fn datagrams_are_indicated_to_the_receive_datagram_handler() {
 }
 
 #[test]
+fn raw_ip_datagrams_are_indicated_with_their_header() {
+    let env = Env::start("events: raw IP", 2, FaultInjection::None);
+    let kernel = env.kernel.handle();
+    let any = SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0);
+    let receiver = Peer::open(&kernel, "\\Device\\RawIp\\253", any, 0, false);
+    let sender = Peer::open(&kernel, "\\Device\\RawIp\\254", any, 0, false);
+    receiver.conns.lock().unwrap().push(Default::default());
+    assert_eq!(
+        receiver.register(TDI_EVENT_RECEIVE_DATAGRAM, true),
+        NtStatus::SUCCESS
+    );
+    // Protocol 254's file sends; only a file of protocol 253 would see it: nothing here.
+    assert_eq!(
+        sender.send_datagram_sync(loopback(0), b"not for 253"),
+        NtStatus::SUCCESS
+    );
+    let writer = Peer::open(&kernel, "\\Device\\RawIp\\253", any, 0, false);
+    assert_eq!(
+        writer.send_datagram_sync(loopback(0), b"hello raw"),
+        NtStatus::SUCCESS
+    );
+    receiver.wait_until(5, |conns| conns[0].received.len() == 20 + 9);
+    assert_eq!(
+        &receiver.received(0)[20..],
+        b"hello raw",
+        "the IPv4 header, then the data"
+    );
+    assert_eq!(receiver.stats.datagrams.load(Ordering::Relaxed), 1);
+    receiver.close();
+    sender.close();
+    writer.close();
+    env.finish();
+}
+
+#[test]
 fn an_event_driven_client_talks_to_a_winsock_echo_server() {
     let env = Env::start("events: client", 2, FaultInjection::None);
     let ws = env.ws.clone();

@@ -13,6 +13,7 @@ use crate::core::raw::endpoint::{Endpoint, PendingSend};
 use crate::core::sender::Flushed;
 use crate::core::slab::{Key, Slab};
 use crate::core::sockets::Route;
+use crate::core::state::events::offer_datagram;
 use crate::core::state::{Completer, Core};
 use crate::core::udp::endpoint::Leg;
 use crate::core::udp::{Arrival, wire as udp_wire};
@@ -332,6 +333,16 @@ pub fn ingress(
             continue;
         }
         taken = true;
+        if !endpoint.inbox.has_receives()
+            && let Some(raised) = offer_datagram(c, key.index, from, whole, false)
+        {
+            if raised {
+                raw.stats.datagrams_in += 1;
+            } else {
+                raw.stats.queue_full += 1;
+            }
+            continue;
+        }
         match endpoint.inbox.deliver(from, whole, bounds, c) {
             Delivered::Received { truncated } => {
                 raw.stats.datagrams_in += 1;
