@@ -240,6 +240,23 @@ fn cleared_handlers_are_not_called_and_data_waits_for_receives() {
 }
 
 #[test]
+fn a_handler_cleared_from_inside_itself_is_not_called_again() {
+    let env = Env::start("events: clear in the handler", 2, FaultInjection::None);
+    let (server, s) = receiver(&env, 7410, Take::All);
+    server.clear_in_handler.store(true, Ordering::Relaxed);
+    env.ws.send_all(s, b"first").unwrap();
+    server.wait_until(5, |conns| conns[0].received == b"first");
+    env.ws.send_all(s, b"second").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(server.stats.receives.load(Ordering::Relaxed), 1);
+    let (status, data) = server.receive_sync(0, 100);
+    assert_eq!((status, &data[..]), (NtStatus::SUCCESS, &b"second"[..]));
+    env.ws.closesocket(s).unwrap();
+    server.close();
+    env.finish();
+}
+
+#[test]
 fn datagrams_are_indicated_to_the_receive_datagram_handler() {
     let env = Env::start("events: UDP", 2, FaultInjection::None);
     let kernel = env.kernel.handle();

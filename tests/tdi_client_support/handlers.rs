@@ -17,6 +17,7 @@ pub(super) struct SendContext {
 struct ReceiveContext {
     peer: usize,
     slot: usize,
+    ticket: u64,
     data: Vec<u8>,
 }
 
@@ -113,9 +114,15 @@ unsafe extern "system" fn receive_done(
     };
     // SAFETY: the peer outlives its IRPs.
     let peer = unsafe { &*(context.peer as *const Peer) };
-    if status == NtStatus::SUCCESS {
+    let received = if status == NtStatus::SUCCESS {
+        received
+    } else {
+        0
+    };
+    {
         peer.deliver(
             context.slot,
+            context.ticket,
             &context.data[..received.min(context.data.len())],
         );
     }
@@ -178,8 +185,24 @@ pub(super) unsafe extern "system" fn on_receive(
     let peer = unsafe { peer(context) };
     let slot = slot_of(connection_context);
     peer.stats.receives.fetch_add(1, Ordering::Relaxed);
-    if flags & TDI_RECEIVE_NORMAL == 0 || indicated > available || indicated == 0 {
+    if flags & TDI_RECEIVE_NORMAL == 0
+        || indicated > available
+        || indicated == 0
+        || tcpip::host::current_irql() != tcpip::host::DISPATCH_LEVEL
+    {
         peer.stats.bad_indications.fetch_add(1, Ordering::Relaxed);
+    }
+    if peer.clear_in_handler.load(Ordering::Relaxed) {
+        // Cleared from inside the handler, at DISPATCH_LEVEL: asynchronously, as a kernel
+        // client must (it cannot wait here).
+        peer.address.call(
+            &peer.kernel,
+            TDI_SET_EVENT_HANDLER,
+            super::set_event(TDI_EVENT_RECEIVE, 0, 0),
+            None,
+            Some(ignore_done),
+            std::ptr::null_mut(),
+        );
     }
     // SAFETY: the transport's lookahead buffer of `indicated` bytes, valid for the call.
     let data = unsafe { std::slice::from_raw_parts(tsdu.cast::<u8>(), indicated as usize) };
@@ -187,9 +210,12 @@ pub(super) unsafe extern "system" fn on_receive(
     let count = match take {
         Take::All => data.len(),
         Take::Part(n) => n.min(data.len()),
-        Take::Irp | Take::None => 0,
+        // Some bytes taken, and an IRP for the rest.
+        Take::Irp => 10.min(data.len()),
+        Take::None => 0,
     };
-    peer.deliver(slot, &data[..count]);
+    let ticket = peer.ticket(slot);
+    peer.deliver(slot, ticket, &data[..count]);
     // SAFETY: out-parameter.
     unsafe { *taken = count as u32 };
     match take {
@@ -198,13 +224,14 @@ pub(super) unsafe extern "system" fn on_receive(
             let mut context = Box::new(ReceiveContext {
                 peer: peer.context(),
                 slot,
-                data: vec![0; available as usize],
+                ticket: peer.ticket(slot),
+                data: vec![0; available as usize - count],
             });
             let buffer = (context.data.as_mut_ptr(), context.data.len());
             let built = peer.endpoints[slot].build(
                 &peer.kernel,
                 TDI_RECEIVE,
-                wire::receive(available, TDI_RECEIVE_NORMAL),
+                wire::receive(available - count as u32, TDI_RECEIVE_NORMAL),
                 Some(buffer),
                 Some(receive_done),
                 Box::into_raw(context).cast(),
@@ -272,6 +299,7 @@ pub(super) unsafe extern "system" fn on_datagram(
         let mut context = Box::new(ReceiveContext {
             peer: peer.context(),
             slot: 0,
+            ticket: peer.ticket(0),
             data: vec![0; available as usize],
         });
         let buffer = (context.data.as_mut_ptr(), context.data.len());
@@ -294,7 +322,8 @@ pub(super) unsafe extern "system" fn on_datagram(
         }
         return NtStatus::MORE_PROCESSING_REQUIRED.raw();
     }
-    peer.deliver(0, data);
+    let ticket = peer.ticket(0);
+    peer.deliver(0, ticket, data);
     // SAFETY: out-parameter.
     unsafe { *taken = indicated };
     NtStatus::SUCCESS.raw()

@@ -8,10 +8,10 @@
 //! I/O manager frees the IRPs and their MDLs.
 #![allow(dead_code, reason = "each suite uses a different subset")]
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::c_void;
 use std::net::SocketAddrV4;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Condvar, Mutex};
 use tcpip::host::afd::wire;
 use tcpip::host::{CompletionFlags, Handle, KernelHandle, MdlKind, ObjectRef, StackLocation};
@@ -111,6 +111,12 @@ pub fn request(
 pub struct Conn {
     /// Bytes received, through events and returned IRPs, in order.
     pub received: Vec<u8>,
+    /// Tickets handed out in handler order (each indication's bytes, each returned IRP), the
+    /// next one to append, and data that came ahead of its turn (IRPs may complete out of
+    /// order on the I/O manager's threads; a real client sequences them the same way).
+    issued: u64,
+    next: u64,
+    parked: BTreeMap<u64, Vec<u8>>,
     /// Bytes waiting to be sent (one TDI_SEND in flight at a time).
     backlog: VecDeque<u8>,
     sending: bool,
@@ -147,6 +153,8 @@ pub struct Peer {
     pub take: Mutex<Take>,
     /// Echo what is received.
     pub echo: bool,
+    /// The receive handler clears itself (TDI_SET_EVENT_HANDLER from inside the handler).
+    pub clear_in_handler: AtomicBool,
     pub stats: Stats,
 }
 
@@ -158,7 +166,8 @@ pub struct Stats {
     pub irps_returned: AtomicUsize,
     pub datagrams: AtomicUsize,
     pub send_failures: AtomicUsize,
-    /// Receive indications whose flags lacked TDI_RECEIVE_NORMAL or showed more than available.
+    /// Receive indications whose flags lacked TDI_RECEIVE_NORMAL, showed more than available,
+    /// or came at another IRQL than DISPATCH_LEVEL.
     pub bad_indications: AtomicUsize,
 }
 
@@ -197,6 +206,7 @@ impl Peer {
             changed: Condvar::new(),
             take: Mutex::new(Take::All),
             echo,
+            clear_in_handler: AtomicBool::new(false),
             stats: Stats::default(),
         })
     }
@@ -400,13 +410,31 @@ impl Peer {
         }
     }
 
-    /// Records `data` received on `slot` and echoes it if this is an echo server.
-    fn deliver(&self, slot: usize, data: &[u8]) {
-        self.conns.lock().unwrap()[slot]
-            .received
-            .extend_from_slice(data);
+    /// A ticket for data of `slot` that arrives now or later (through an IRP).
+    fn ticket(&self, slot: usize) -> u64 {
+        let mut conns = self.conns.lock().unwrap();
+        let conn = &mut conns[slot];
+        conn.issued += 1;
+        conn.issued - 1
+    }
+
+    /// Records `data` of `ticket` received on `slot`, in ticket order, and echoes it if this
+    /// is an echo server.
+    fn deliver(&self, slot: usize, ticket: u64, data: &[u8]) {
+        {
+            let mut conns = self.conns.lock().unwrap();
+            let conn = &mut conns[slot];
+            conn.parked.insert(ticket, data.to_vec());
+            while let Some(data) = conn.parked.remove(&conn.next) {
+                conn.received.extend_from_slice(&data);
+                if self.echo {
+                    conn.backlog.extend(&data);
+                }
+                conn.next += 1;
+            }
+        }
         if self.echo {
-            self.send(slot, data);
+            self.pump(slot);
         }
         self.notify();
     }
