@@ -288,6 +288,30 @@ fn datagrams_are_indicated_to_the_receive_datagram_handler() {
 }
 
 #[test]
+fn a_port_unreachable_is_indicated_to_the_error_ex_handler() {
+    let env = Env::start("events: ErrorEx", 2, FaultInjection::None);
+    let kernel = env.kernel.handle();
+    let sender = Peer::open(&kernel, "\\Device\\Udp", loopback(7411), 0, false);
+    assert_eq!(sender.register(TDI_EVENT_ERROR_EX, true), NtStatus::SUCCESS);
+    // Nobody is bound to 7412: smoltcp answers with an ICMP port unreachable.
+    assert_eq!(
+        sender.send_datagram_sync(loopback(7412), b"anyone?"),
+        NtStatus::SUCCESS
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while sender.errors.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no ErrorEx event");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        sender.errors.lock().unwrap()[..],
+        [(NtStatus::PORT_UNREACHABLE, loopback(7412))]
+    );
+    sender.close();
+    env.finish();
+}
+
+#[test]
 fn raw_ip_datagrams_are_indicated_with_their_header() {
     let env = Env::start("events: raw IP", 2, FaultInjection::None);
     let kernel = env.kernel.handle();

@@ -127,6 +127,12 @@ pub enum Due {
         peer: SocketAddrV4,
         port: u16,
     },
+    /// `ClientEventErrorEx`: an ICMP error about a datagram sent to `remote`.
+    Error {
+        address: u32,
+        status: NtStatus,
+        remote: SocketAddrV4,
+    },
     /// `ClientEventReceiveDatagram`: one whole datagram.
     Datagram {
         address: u32,
@@ -313,6 +319,16 @@ pub fn deliver(hub: &EventHub, outbound: &SpinLock<Outbound>, events: &mut [Even
                     port,
                     answer,
                 })
+            }
+            Due::Error {
+                address,
+                status,
+                remote,
+            } => {
+                if let Some(handler) = hub.handler(address, TDI_EVENT_ERROR_EX) {
+                    handler.error_ex(status, &ta_ip_address(remote));
+                }
+                Event::Done
             }
             Due::Datagram {
                 address,

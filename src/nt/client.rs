@@ -68,6 +68,9 @@ type ConnectFn = unsafe extern "system" fn(
     *mut *mut IRP,
 ) -> NTSTATUS;
 
+/// `PTDI_IND_ERROR_EX`.
+type ErrorExFn = unsafe extern "system" fn(*mut c_void, NTSTATUS, *mut c_void) -> NTSTATUS;
+
 /// A registered event handler and its context, as the integers TDI_SET_EVENT_HANDLER carried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientHandler {
@@ -176,6 +179,22 @@ impl ClientHandler {
                 0,
                 ptr::null_mut(),
                 flags,
+            )
+        });
+    }
+
+    /// `ClientEventErrorEx` with `status` and `buffer` (the `TA_IP_ADDRESS` of the destination
+    /// an ICMP error was about). DISPATCH_LEVEL, no lock of the driver held.
+    #[track_caller]
+    pub fn error_ex(&self, status: NtStatus, buffer: &[u8]) {
+        // SAFETY: the client's TDI_EVENT_ERROR_EX handler (`PTDI_IND_ERROR_EX`); the buffer is
+        // a driver buffer valid for the call.
+        let _status = sys::call_client_handler(|| unsafe {
+            let handler = core::mem::transmute::<usize, ErrorExFn>(self.handler);
+            handler(
+                self.context as *mut c_void,
+                status.raw(),
+                buffer.as_ptr() as *mut c_void,
             )
         });
     }

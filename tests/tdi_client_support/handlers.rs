@@ -328,3 +328,23 @@ pub(super) unsafe extern "system" fn on_datagram(
     unsafe { *taken = indicated };
     NtStatus::SUCCESS.raw()
 }
+
+/// `ClientEventErrorEx`: records the status and the destination (`TA_IP_ADDRESS`).
+pub(super) unsafe extern "system" fn on_error_ex(
+    context: *mut c_void,
+    status: NTSTATUS,
+    buffer: *mut c_void,
+) -> NTSTATUS {
+    // SAFETY: registered with a live `Peer` as its context.
+    let peer = unsafe { peer(context) };
+    // SAFETY: the transport passes a TA_IP_ADDRESS (22 bytes) valid for the call.
+    let ta = unsafe { std::slice::from_raw_parts(buffer.cast::<u8>(), 22) };
+    let port = u16::from_be_bytes([ta[8], ta[9]]);
+    let ip = std::net::Ipv4Addr::new(ta[10], ta[11], ta[12], ta[13]);
+    peer.errors
+        .lock()
+        .unwrap()
+        .push((NtStatus(status), std::net::SocketAddrV4::new(ip, port)));
+    peer.notify();
+    NtStatus::SUCCESS.raw()
+}

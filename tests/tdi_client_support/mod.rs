@@ -20,7 +20,8 @@ use tcpip::nt::types::*;
 
 mod handlers;
 use handlers::{
-    SendContext, ignore_done, on_connect, on_datagram, on_disconnect, on_receive, send_done,
+    SendContext, ignore_done, on_connect, on_datagram, on_disconnect, on_error_ex, on_receive,
+    send_done,
 };
 
 /// The arguments of TDI_SET_EVENT_HANDLER (`TdiBuildSetEventHandler`).
@@ -153,6 +154,8 @@ pub struct Peer {
     pub take: Mutex<Take>,
     /// Echo what is received.
     pub echo: bool,
+    /// `ClientEventErrorEx` calls: the status and the destination of the datagram.
+    pub errors: Mutex<Vec<(NtStatus, SocketAddrV4)>>,
     /// The receive handler clears itself (TDI_SET_EVENT_HANDLER from inside the handler).
     pub clear_in_handler: AtomicBool,
     pub stats: Stats,
@@ -207,6 +210,7 @@ impl Peer {
             take: Mutex::new(Take::All),
             echo,
             clear_in_handler: AtomicBool::new(false),
+            errors: Mutex::new(Vec::new()),
             stats: Stats::default(),
         })
     }
@@ -222,6 +226,7 @@ impl Peer {
             TDI_EVENT_RECEIVE => on_receive as *const () as usize,
             TDI_EVENT_DISCONNECT => on_disconnect as *const () as usize,
             TDI_EVENT_RECEIVE_DATAGRAM => on_datagram as *const () as usize,
+            TDI_EVENT_ERROR_EX => on_error_ex as *const () as usize,
             _ => 0,
         };
         let (handler, context) = if on {

@@ -10,6 +10,7 @@ use super::{Completer, Core, RETRIES};
 use crate::core::address::{Listener, Protocol};
 use crate::core::connection::{CloseReason, Connection, Phase, Receive};
 use crate::core::events::{Answer, Due, Event, LOOKAHEAD, Outcome};
+use crate::core::icmp::UdpError;
 use crate::core::slab::Key;
 use crate::core::sockets::SocketKey;
 use crate::nt::NtStatus;
@@ -136,6 +137,44 @@ impl Completer<'_> {
 }
 
 impl Core {
+    /// An ICMP error about a UDP datagram the host sent: `ClientEventErrorEx` on the address
+    /// file it left from (the exact binding, else the wildcard one), with the `TDI_DEST_*`
+    /// status the error means and the datagram's destination, as Windows raises it.
+    /// DISPATCH_LEVEL, under the core lock.
+    pub(in crate::core) fn udp_error_event(&self, error: UdpError, c: &Completer<'_>) {
+        let bound = |exact: bool| {
+            self.addresses.iter().find_map(|(key, address)| {
+                let matches = address.protocol == Protocol::Udp
+                    && address.file_open
+                    && address.port() == error.local.port()
+                    && if exact {
+                        address.ip() == *error.local.ip()
+                    } else {
+                        address.ip().is_unspecified()
+                    };
+                matches.then_some(key.index)
+            })
+        };
+        let Some(address) = bound(true).or_else(|| bound(false)) else {
+            return;
+        };
+        if !c.hub.has_handler(address, TDI_EVENT_ERROR_EX) {
+            return;
+        }
+        let status = match error.status {
+            IP_DEST_NET_UNREACHABLE => NtStatus::NETWORK_UNREACHABLE,
+            IP_DEST_PROT_UNREACHABLE => NtStatus::PROTOCOL_UNREACHABLE,
+            IP_DEST_PORT_UNREACHABLE => NtStatus::PORT_UNREACHABLE,
+            _ => NtStatus::HOST_UNREACHABLE,
+        };
+        // Without memory the error goes unreported, as an ICMP message may be lost.
+        let _ = c.hub.raise(Due::Error {
+            address,
+            status,
+            remote: error.remote,
+        });
+    }
+
     /// Follows up TDI_SET_EVENT_HANDLER (already registered in the hub by the dispatch
     /// routine): a connect handler on a TCP address makes it listen, so that connections are
     /// offered to the handler without any TDI_LISTEN. DISPATCH_LEVEL, under the core lock.
