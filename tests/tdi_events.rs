@@ -257,6 +257,28 @@ fn a_handler_cleared_from_inside_itself_is_not_called_again() {
 }
 
 #[test]
+fn closing_the_address_file_waits_for_a_handler_being_called() {
+    // A kernel client frees its handlers' context once its address file is closed: the close
+    // must not complete while a handler of the file still runs (on another processor here).
+    let env = Env::start("events: close during a handler", 4, FaultInjection::None);
+    let (server, s) = receiver(&env, 7413, Take::All);
+    server.handler_delay_ms.store(300, Ordering::Relaxed);
+    env.ws.send_all(s, b"slow").unwrap();
+    while server.stats.entered.load(Ordering::SeqCst) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let stats = server.stats.clone();
+    server.close();
+    assert_eq!(
+        stats.left.load(Ordering::SeqCst),
+        stats.entered.load(Ordering::SeqCst),
+        "the address file's close completed while its receive handler was running"
+    );
+    env.ws.closesocket(s).unwrap();
+    env.finish();
+}
+
+#[test]
 fn datagrams_are_indicated_to_the_receive_datagram_handler() {
     let env = Env::start("events: UDP", 2, FaultInjection::None);
     let kernel = env.kernel.handle();

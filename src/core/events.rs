@@ -18,7 +18,7 @@ use crate::core::slab::Key;
 use crate::core::sockets::SocketKey;
 use crate::core::work::{Completion, Finish, Outbound};
 use crate::nt::NtStatus;
-use crate::nt::client::ClientHandler;
+use crate::nt::client::{ClientHandler, ConnectReply, ReceiveReply};
 use crate::nt::irp::{Irp, PendingIrp};
 use crate::nt::pool;
 use crate::nt::sync::SpinLock;
@@ -42,6 +42,8 @@ pub const LOOKAHEAD: usize = 8 * 1024;
 #[derive(Default)]
 pub struct Handlers {
     slots: Vec<[(usize, usize); EVENT_TYPES]>,
+    /// Handler calls in progress, by address index (kept beside `slots`).
+    calls: Vec<u32>,
 }
 
 impl Handlers {
@@ -64,7 +66,9 @@ impl Handlers {
             }
             let additional = index + 1 - self.slots.len();
             pool::try_reserve(&mut self.slots, additional)?;
+            pool::try_reserve(&mut self.calls, additional)?;
             self.slots.resize(index + 1, [(0, 0); EVENT_TYPES]);
+            self.calls.resize(index + 1, 0);
         }
         if let Some(slot) = self.slots.get_mut(index).and_then(|s| s.get_mut(event)) {
             *slot = (handler, context);
@@ -77,6 +81,22 @@ impl Handlers {
         let event = usize::try_from(event).ok()?;
         let &(handler, context) = self.slots.get(address as usize)?.get(event)?;
         ClientHandler::new(handler, context)
+    }
+
+    /// The handler of `event` on `address`, counted as a call in progress until
+    /// [`Handlers::end_call`]. IRQL ≤ DISPATCH_LEVEL.
+    fn begin_call(&mut self, address: u32, event: i32) -> Option<ClientHandler> {
+        let handler = self.get(address, event)?;
+        let calls = self.calls.get_mut(address as usize)?;
+        *calls += 1;
+        Some(handler)
+    }
+
+    /// A call of a handler of `address` returned. IRQL ≤ DISPATCH_LEVEL.
+    fn end_call(&mut self, address: u32) {
+        if let Some(calls) = self.calls.get_mut(address as usize) {
+            *calls = calls.saturating_sub(1);
+        }
     }
 
     /// Forgets every handler of `address` (its file closed). IRQL ≤ DISPATCH_LEVEL.
@@ -225,9 +245,27 @@ impl EventHub {
         self.handlers.lock().get(address, event).is_some()
     }
 
-    /// The handler of `event` on `address`, read under the table's lock. IRQL ≤ DISPATCH_LEVEL.
-    fn handler(&self, address: u32, event: i32) -> Option<ClientHandler> {
-        self.handlers.lock().get(address, event)
+    /// Calls `call` with the handler of `event` on `address`, if one is registered: read
+    /// under the table's lock, called after it is released, and counted as in progress
+    /// meanwhile (see [`EventHub::calls`]). DISPATCH_LEVEL, no lock held.
+    fn with_handler<R>(
+        &self,
+        address: u32,
+        event: i32,
+        call: impl FnOnce(ClientHandler) -> R,
+    ) -> Option<R> {
+        let handler = self.handlers.lock().begin_call(address, event)?;
+        let result = call(handler);
+        self.handlers.lock().end_call(address);
+        Some(result)
+    }
+
+    /// Handler calls of `address` in progress. A closed address file's handlers are cleared
+    /// first, so once this is 0 none of them runs again: the file's close completes only
+    /// then, as on Windows (the client may free the handlers' context). IRQL ≤ DISPATCH_LEVEL.
+    pub fn calls(&self, address: u32) -> u32 {
+        let handlers = self.handlers.lock();
+        handlers.calls.get(address as usize).copied().unwrap_or(0)
     }
 
     /// Forgets the handlers of a closed address file. IRQL ≤ DISPATCH_LEVEL.
@@ -267,20 +305,19 @@ pub fn deliver(hub: &EventHub, outbound: &SpinLock<Outbound>, events: &mut [Even
                 data,
                 available,
             } => {
-                let (taken, irp) = match hub.handler(address, TDI_EVENT_RECEIVE) {
-                    Some(handler) => {
-                        let mut flags = TDI_RECEIVE_NORMAL
-                            | TDI_RECEIVE_COPY_LOOKAHEAD
-                            | TDI_RECEIVE_AT_DISPATCH_LEVEL;
-                        if data.len() == available {
-                            flags |= TDI_RECEIVE_ENTIRE_MESSAGE;
-                        }
-                        let reply = handler.receive(context, flags, &data, available);
-                        (
-                            reply.taken,
-                            reply.irp.and_then(|irp| adopt_receive(irp, outbound)),
-                        )
-                    }
+                let mut flags =
+                    TDI_RECEIVE_NORMAL | TDI_RECEIVE_COPY_LOOKAHEAD | TDI_RECEIVE_AT_DISPATCH_LEVEL;
+                if data.len() == available {
+                    flags |= TDI_RECEIVE_ENTIRE_MESSAGE;
+                }
+                let reply = hub.with_handler(address, TDI_EVENT_RECEIVE, |handler| {
+                    handler.receive(context, flags, &data, available)
+                });
+                let (taken, irp) = match reply {
+                    Some(reply) => (
+                        reply.taken,
+                        reply.irp.and_then(|irp| adopt_receive(irp, outbound)),
+                    ),
                     None => (0, None),
                 };
                 Event::Outcome(Outcome::Received {
@@ -297,9 +334,9 @@ pub fn deliver(hub: &EventHub, outbound: &SpinLock<Outbound>, events: &mut [Even
                 address,
                 flags,
             } => {
-                if let Some(handler) = hub.handler(address, TDI_EVENT_DISCONNECT) {
-                    handler.disconnect(context, flags);
-                }
+                hub.with_handler(address, TDI_EVENT_DISCONNECT, |handler| {
+                    handler.disconnect(context, flags)
+                });
                 Event::Outcome(Outcome::Disconnected { connection })
             }
             Due::Connect {
@@ -308,8 +345,11 @@ pub fn deliver(hub: &EventHub, outbound: &SpinLock<Outbound>, events: &mut [Even
                 peer,
                 port,
             } => {
-                let answer = match hub.handler(listener.index, TDI_EVENT_CONNECT) {
-                    Some(handler) => connect(handler, peer, outbound),
+                let reply = hub.with_handler(listener.index, TDI_EVENT_CONNECT, |handler| {
+                    handler.connect(&ta_ip_address(peer))
+                });
+                let answer = match reply {
+                    Some(reply) => accept(reply, outbound),
                     None => Answer::Unhandled,
                 };
                 Event::Outcome(Outcome::Connect {
@@ -325,9 +365,9 @@ pub fn deliver(hub: &EventHub, outbound: &SpinLock<Outbound>, events: &mut [Even
                 status,
                 remote,
             } => {
-                if let Some(handler) = hub.handler(address, TDI_EVENT_ERROR_EX) {
-                    handler.error_ex(status, &ta_ip_address(remote));
-                }
+                hub.with_handler(address, TDI_EVENT_ERROR_EX, |handler| {
+                    handler.error_ex(status, &ta_ip_address(remote))
+                });
                 Event::Done
             }
             Due::Datagram {
@@ -336,8 +376,15 @@ pub fn deliver(hub: &EventHub, outbound: &SpinLock<Outbound>, events: &mut [Even
                 data,
                 broadcast,
             } => {
-                if let Some(handler) = hub.handler(address, TDI_EVENT_RECEIVE_DATAGRAM) {
-                    datagram(handler, from, &data, broadcast, outbound);
+                let mut flags = TDI_RECEIVE_ENTIRE_MESSAGE | TDI_RECEIVE_COPY_LOOKAHEAD;
+                if broadcast {
+                    flags |= TDI_RECEIVE_BROADCAST;
+                }
+                let reply = hub.with_handler(address, TDI_EVENT_RECEIVE_DATAGRAM, |handler| {
+                    handler.receive_datagram(&ta_ip_address(from), flags, &data)
+                });
+                if let Some(reply) = reply {
+                    datagram(reply, from, &data, outbound);
                 }
                 Event::Done
             }
@@ -383,9 +430,8 @@ fn adopt_receive(irp: Irp, outbound: &SpinLock<Outbound>) -> Option<Receive> {
     })
 }
 
-/// Calls a connect handler and takes its accept IRP. DISPATCH_LEVEL, no lock held.
-fn connect(handler: ClientHandler, peer: SocketAddrV4, outbound: &SpinLock<Outbound>) -> Answer {
-    let reply = handler.connect(&ta_ip_address(peer));
+/// A connect handler's answer, with its accept IRP taken over. DISPATCH_LEVEL, no lock held.
+fn accept(reply: ConnectReply, outbound: &SpinLock<Outbound>) -> Answer {
     let Some(irp) = reply.irp else {
         return Answer::Refused;
     };
@@ -406,21 +452,10 @@ fn connect(handler: ClientHandler, peer: SocketAddrV4, outbound: &SpinLock<Outbo
     }
 }
 
-/// Indicates a datagram; a receive IRP the handler returns gets the rest of it (from
-/// `BytesTaken` on) and completes with the sender. What is not taken is dropped, as on
-/// Windows. DISPATCH_LEVEL, no lock held.
-fn datagram(
-    handler: ClientHandler,
-    from: SocketAddrV4,
-    data: &[u8],
-    broadcast: bool,
-    outbound: &SpinLock<Outbound>,
-) {
-    let mut flags = TDI_RECEIVE_ENTIRE_MESSAGE | TDI_RECEIVE_COPY_LOOKAHEAD;
-    if broadcast {
-        flags |= TDI_RECEIVE_BROADCAST;
-    }
-    let reply = handler.receive_datagram(&ta_ip_address(from), flags, data);
+/// A receive-datagram handler's answer: a receive IRP it returned gets the rest of the
+/// datagram (from `BytesTaken` on) and completes with the sender. What is not taken is
+/// dropped, as on Windows. DISPATCH_LEVEL, no lock held.
+fn datagram(reply: ReceiveReply, from: SocketAddrV4, data: &[u8], outbound: &SpinLock<Outbound>) {
     let Some(irp) = reply.irp else {
         return;
     };

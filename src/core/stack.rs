@@ -23,7 +23,7 @@ use crate::nt::dpc::{self, Dpc, DpcHandler};
 use crate::nt::irp::{CancelRoutine, Dispatched, Irp, IrpId};
 use crate::nt::pool;
 use crate::nt::sync::SpinLock;
-use crate::nt::thread::ThreadId;
+use crate::nt::thread::{self, ThreadId};
 use crate::nt::time;
 use crate::nt::timer::Timer;
 use crate::nt::types::{TDI_PROVIDER_STATISTICS, TDIObjectID};
@@ -319,7 +319,7 @@ impl Stack {
             let Some((completion, ticket)) = taken else {
                 break;
             };
-            finish(completion);
+            finish(&self.hub, completion);
             finished = Some(ticket);
         }
     }
@@ -349,7 +349,7 @@ impl Stack {
             self.dpc.queue();
         } else if let Some(mut completion) = finished {
             completion.irp.claimed_by_cancel();
-            finish(completion);
+            finish(&self.hub, completion);
         }
     }
 
@@ -366,9 +366,16 @@ impl Stack {
     }
 }
 
-/// Completes a finished request, writing a listen's peer or a datagram's sender first. PASSIVE_LEVEL (or the cancel
-/// routine's IRQL), no lock held.
-fn finish(mut completion: Completion) {
+/// Completes a finished request, writing a listen's peer or a datagram's sender first; the
+/// close of an address file waits until no handler of the file is being called (a handler runs
+/// in a DPC, which is never held up by this wait at PASSIVE_LEVEL). PASSIVE_LEVEL (or the
+/// cancel routine's IRQL, for cancellable requests, which are never closes), no lock held.
+fn finish(hub: &EventHub, mut completion: Completion) {
+    if let Finish::AfterHandlers(address) = completion.finish {
+        while hub.calls(address) != 0 {
+            thread::sleep_micros(100);
+        }
+    }
     if let Finish::ReturnPeer(peer) = completion.finish {
         let address = TransportAddress {
             ip: *peer.ip(),

@@ -267,7 +267,11 @@ impl Core {
             Request::OpenConnection { context } => self.open_connection(context, irp, c),
             Request::Close(object) => {
                 self.close(object, c);
-                c.done(irp, NtStatus::SUCCESS, 0);
+                let finish = match object {
+                    Object::Address(index) => Finish::AfterHandlers(index),
+                    Object::Connection(_) => Finish::Plain,
+                };
+                c.finish(irp, NtStatus::SUCCESS, 0, finish);
             }
             Request::Associate {
                 connection,

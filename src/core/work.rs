@@ -169,6 +169,9 @@ pub enum Finish {
     /// `ReturnConnectionInformation` / `ReturnDatagramInformation` (argument 2 of both
     /// overlays) and clear its data and option lengths.
     ReturnPeer(SocketAddrV4),
+    /// The CLOSE of address file `address`: completed once no handler of the file is being
+    /// called (its handlers were cleared when the close was applied).
+    AfterHandlers(u32),
 }
 
 /// A finished request waiting for the completion worker.

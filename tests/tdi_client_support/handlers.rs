@@ -21,6 +21,15 @@ struct ReceiveContext {
     data: Vec<u8>,
 }
 
+/// Counts a handler's return, whichever way it returns.
+struct Left<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Left<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// The `Peer` behind a handler's context.
 ///
 /// # Safety
@@ -184,6 +193,12 @@ pub(super) unsafe extern "system" fn on_receive(
     // SAFETY: registered with a live `Peer` as its context.
     let peer = unsafe { peer(context) };
     let slot = slot_of(connection_context);
+    peer.stats.entered.fetch_add(1, Ordering::SeqCst);
+    let delay = peer.handler_delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(delay as u64));
+    }
+    let _left = Left(&peer.stats.left);
     peer.stats.receives.fetch_add(1, Ordering::Relaxed);
     if flags & TDI_RECEIVE_NORMAL == 0
         || indicated > available

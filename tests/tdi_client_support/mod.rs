@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ffi::c_void;
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use tcpip::host::afd::wire;
 use tcpip::host::{CompletionFlags, Handle, KernelHandle, MdlKind, ObjectRef, StackLocation};
 use tcpip::nt::NtStatus;
@@ -158,7 +158,9 @@ pub struct Peer {
     pub errors: Mutex<Vec<(NtStatus, SocketAddrV4)>>,
     /// The receive handler clears itself (TDI_SET_EVENT_HANDLER from inside the handler).
     pub clear_in_handler: AtomicBool,
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
+    /// How long the receive handler takes (to catch a close that does not wait for it).
+    pub handler_delay_ms: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -169,6 +171,9 @@ pub struct Stats {
     pub irps_returned: AtomicUsize,
     pub datagrams: AtomicUsize,
     pub send_failures: AtomicUsize,
+    /// Receive handler calls entered and returned.
+    pub entered: AtomicUsize,
+    pub left: AtomicUsize,
     /// Receive indications whose flags lacked TDI_RECEIVE_NORMAL, showed more than available,
     /// or came at another IRQL than DISPATCH_LEVEL.
     pub bad_indications: AtomicUsize,
@@ -211,7 +216,8 @@ impl Peer {
             echo,
             clear_in_handler: AtomicBool::new(false),
             errors: Mutex::new(Vec::new()),
-            stats: Stats::default(),
+            stats: Arc::new(Stats::default()),
+            handler_delay_ms: AtomicUsize::new(0),
         })
     }
 
