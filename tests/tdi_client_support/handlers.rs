@@ -19,6 +19,8 @@ struct ReceiveContext {
     slot: usize,
     ticket: u64,
     data: Vec<u8>,
+    /// `ReturnDatagramInformation` of a TDI_RECEIVE_DATAGRAM.
+    info: Option<Box<wire::ConnectionInfo>>,
 }
 
 /// Counts a handler's return, whichever way it returns.
@@ -210,14 +212,16 @@ pub(super) unsafe extern "system" fn on_receive(
     if peer.clear_in_handler.load(Ordering::Relaxed) {
         // Cleared from inside the handler, at DISPATCH_LEVEL: asynchronously, as a kernel
         // client must (it cannot wait here).
-        peer.address.call(
-            &peer.kernel,
-            TDI_SET_EVENT_HANDLER,
-            super::set_event(TDI_EVENT_RECEIVE, 0, 0),
-            None,
-            Some(ignore_done),
-            std::ptr::null_mut(),
-        );
+        peer.with_address(|address| {
+            address.call(
+                &peer.kernel,
+                TDI_SET_EVENT_HANDLER,
+                super::set_event(TDI_EVENT_RECEIVE, 0, 0),
+                None,
+                Some(ignore_done),
+                std::ptr::null_mut(),
+            )
+        });
     }
     // SAFETY: the transport's lookahead buffer of `indicated` bytes, valid for the call.
     let data = unsafe { std::slice::from_raw_parts(tsdu.cast::<u8>(), indicated as usize) };
@@ -241,6 +245,7 @@ pub(super) unsafe extern "system" fn on_receive(
                 slot,
                 ticket: peer.ticket(slot),
                 data: vec![0; available as usize - count],
+                info: None,
             });
             let buffer = (context.data.as_mut_ptr(), context.data.len());
             let built = peer.endpoints[slot].build(
@@ -316,20 +321,21 @@ pub(super) unsafe extern "system" fn on_datagram(
             slot: 0,
             ticket: peer.ticket(0),
             data: vec![0; available as usize],
+            info: None,
         });
         let buffer = (context.data.as_mut_ptr(), context.data.len());
-        let mut info = wire::ConnectionInfo::null();
-        let info_ptr = info.as_ptr();
-        // The return information must outlive the IRP: leaked with it (a test helper).
-        std::mem::forget(info);
-        let built = peer.address.build(
-            &peer.kernel,
-            TDI_RECEIVE_DATAGRAM,
-            wire::receive_datagram(available, info_ptr, info_ptr, 0),
-            Some(buffer),
-            Some(receive_done),
-            Box::into_raw(context).cast(),
-        );
+        // The return information lives with the IRP's context until its completion.
+        let info_ptr = context.info.insert(wire::ConnectionInfo::null()).as_ptr();
+        let built = peer.with_address(|address| {
+            address.build(
+                &peer.kernel,
+                TDI_RECEIVE_DATAGRAM,
+                wire::receive_datagram(available, info_ptr, info_ptr, 0),
+                Some(buffer),
+                Some(receive_done),
+                Box::into_raw(context).cast(),
+            )
+        });
         // SAFETY: out-parameters.
         unsafe {
             *taken = 0;

@@ -146,7 +146,8 @@ pub enum Take {
 /// echo server (`echo`) or a plain receiver.
 pub struct Peer {
     pub kernel: KernelHandle,
-    pub address: File,
+    /// The address file; taken out at close, while the `Peer` (the handlers' context) lives.
+    address: Mutex<Option<File>>,
     pub endpoints: Vec<File>,
     free: Mutex<Vec<usize>>,
     pub conns: Mutex<Vec<Conn>>,
@@ -207,7 +208,7 @@ impl Peer {
         let n = endpoints.len();
         Box::new(Peer {
             kernel: kernel.clone(),
-            address,
+            address: Mutex::new(Some(address)),
             endpoints,
             free: Mutex::new((0..n).rev().collect()),
             conns: Mutex::new((0..n).map(|_| Conn::default()).collect()),
@@ -240,12 +241,14 @@ impl Peer {
         } else {
             (0, 0)
         };
-        request(
-            &self.kernel,
-            &self.address,
-            TDI_SET_EVENT_HANDLER,
-            set_event(event, handler, context),
-        )
+        self.with_address(|address| {
+            request(
+                &self.kernel,
+                address,
+                TDI_SET_EVENT_HANDLER,
+                set_event(event, handler, context),
+            )
+        })
     }
 
     /// Takes an endpoint for an outgoing connection (`TDI_CONNECT` by the caller).
@@ -391,15 +394,18 @@ impl Peer {
             std::ptr::null_mut(),
         );
         location.parameters = wire::send_datagram(buffer.len() as u32, info.as_ptr());
-        let irp = self.kernel.allocate_file_irp(&self.address.file, location);
+        let (irp, device) = self.with_address(|address| {
+            (
+                self.kernel.allocate_file_irp(&address.file, location),
+                address.file.device(),
+            )
+        });
         let mdl = self
             .kernel
             .build_mdl(buffer.as_mut_ptr(), buffer.len(), MdlKind::Locked);
         // SAFETY: a fresh IRP owned here until it is sent.
         unsafe { self.kernel.with_irp(irp, |i| i.MdlAddress = mdl) };
-        self.kernel
-            .call_driver_sync(self.address.file.device(), irp)
-            .status
+        self.kernel.call_driver_sync(device, irp).status
     }
 
     /// Received bytes of connection `slot`.
@@ -407,16 +413,26 @@ impl Peer {
         self.conns.lock().unwrap()[slot].received.clone()
     }
 
-    /// Closes every endpoint, then the address file (PASSIVE_LEVEL).
+    /// Runs `f` on the address file (open until [`Peer::close`]).
+    pub fn with_address<R>(&self, f: impl FnOnce(&File) -> R) -> R {
+        f(self
+            .address
+            .lock()
+            .unwrap()
+            .as_ref()
+            .expect("address file open"))
+    }
+
+    /// Closes the address file, then the endpoints (PASSIVE_LEVEL). The `Peer`, which is the
+    /// handlers' context, is freed only after the address file's close has completed: the
+    /// transport completes it once no handler call is in progress.
     pub fn close(self: Box<Peer>) {
-        let Peer {
-            kernel,
-            address,
-            endpoints,
-            ..
-        } = *self;
-        address.close(&kernel);
-        for endpoint in endpoints {
+        let address = self.address.lock().unwrap().take();
+        if let Some(address) = address {
+            address.close(&self.kernel);
+        }
+        let kernel = self.kernel.clone();
+        for endpoint in self.endpoints {
             endpoint.close(&kernel);
         }
     }
