@@ -74,8 +74,8 @@ pub(super) unsafe extern "system" fn send_done(
         let mut conns = peer.conns.lock().unwrap();
         let conn = &mut conns[context.slot];
         conn.sending = false;
-        for (i, byte) in retry.iter().enumerate() {
-            conn.backlog.insert(i, *byte);
+        if !retry.is_empty() {
+            conn.backlog.push_front(retry.to_vec());
         }
     }
     peer.pump(context.slot);

@@ -107,6 +107,9 @@ pub fn request(
     kernel.call_driver_sync(file.file.device(), irp).status
 }
 
+/// The most one TDI_SEND of a [`Peer`] carries.
+const SEND_WINDOW: usize = 64 * 1024;
+
 /// What one connection of a [`Peer`] saw and has to send.
 #[derive(Default)]
 pub struct Conn {
@@ -119,7 +122,7 @@ pub struct Conn {
     next: u64,
     parked: BTreeMap<u64, Vec<u8>>,
     /// Bytes waiting to be sent (one TDI_SEND in flight at a time).
-    backlog: VecDeque<u8>,
+    backlog: VecDeque<Vec<u8>>,
     sending: bool,
     /// `TDI_DISCONNECT_*` flags indicated, in order.
     pub disconnects: Vec<u32>,
@@ -278,7 +281,9 @@ impl Peer {
     /// Queues `data` on connection `slot` and sends it (one TDI_SEND in flight). Any IRQL ≤
     /// DISPATCH_LEVEL: handlers call it.
     pub fn send(&self, slot: usize, data: &[u8]) {
-        self.conns.lock().unwrap()[slot].backlog.extend(data);
+        self.conns.lock().unwrap()[slot]
+            .backlog
+            .push_back(data.to_vec());
         self.pump(slot);
     }
 
@@ -298,7 +303,16 @@ impl Peer {
             }
             if !conn.backlog.is_empty() {
                 conn.sending = true;
-                Next::Send(conn.backlog.drain(..).collect())
+                // Up to 64 KiB per TDI_SEND, as a client with a send window does.
+                let mut data = Vec::new();
+                while let Some(chunk) = conn.backlog.pop_front() {
+                    if !data.is_empty() && data.len() + chunk.len() > SEND_WINDOW {
+                        conn.backlog.push_front(chunk);
+                        break;
+                    }
+                    data.extend_from_slice(&chunk);
+                }
+                Next::Send(data)
             } else if conn.release && !conn.released {
                 conn.released = true;
                 Next::Release
@@ -454,8 +468,8 @@ impl Peer {
             conn.parked.insert(ticket, data.to_vec());
             while let Some(data) = conn.parked.remove(&conn.next) {
                 conn.received.extend_from_slice(&data);
-                if self.echo {
-                    conn.backlog.extend(&data);
+                if self.echo && !data.is_empty() {
+                    conn.backlog.push_back(data);
                 }
                 conn.next += 1;
             }
