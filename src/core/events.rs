@@ -64,7 +64,7 @@ impl Handlers {
             if handler == 0 {
                 return Ok(());
             }
-            let additional = index + 1 - self.slots.len();
+            let additional = (index + 1).saturating_sub(self.slots.len());
             pool::try_reserve(&mut self.slots, additional)?;
             pool::try_reserve(&mut self.calls, additional)?;
             self.slots.resize(index + 1, [(0, 0); EVENT_TYPES]);

@@ -327,7 +327,7 @@ impl Core {
             }
         }
         entry.events.declined = if irp.is_none() && taken < indicated {
-            available - taken
+            available.saturating_sub(taken)
         } else {
             0
         };
