@@ -482,3 +482,58 @@ fn datagram(reply: ReceiveReply, from: SocketAddrV4, data: &[u8], outbound: &Spi
         finish: Finish::ReturnPeer(from),
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handlers_are_set_cleared_and_forgotten_per_address() {
+        let mut handlers = Handlers::default();
+        assert_eq!(handlers.get(3, TDI_EVENT_RECEIVE), None);
+        assert_eq!(handlers.set(3, 3, 0x1000, 0x2000), Ok(()));
+        assert_eq!(
+            handlers.get(3, TDI_EVENT_RECEIVE),
+            ClientHandler::new(0x1000, 0x2000)
+        );
+        assert_eq!(handlers.get(3, TDI_EVENT_CONNECT), None);
+        assert_eq!(handlers.get(2, TDI_EVENT_RECEIVE), None);
+        // A null handler clears; an unknown event type is rejected.
+        assert_eq!(handlers.set(3, 3, 0, 0), Ok(()));
+        assert_eq!(handlers.get(3, TDI_EVENT_RECEIVE), None);
+        assert_eq!(
+            handlers.set(3, EVENT_TYPES, 0x1000, 0),
+            Err(NtStatus::INVALID_PARAMETER)
+        );
+        assert_eq!(handlers.get(3, -1), None);
+        // Clearing an address that never registered anything costs nothing.
+        assert_eq!(handlers.set(100, 1, 0, 0), Ok(()));
+        assert!(handlers.slots.len() < 100);
+        // The file's close forgets everything.
+        assert_eq!(handlers.set(3, 1, 0x3000, 7), Ok(()));
+        handlers.clear(3);
+        assert_eq!(handlers.get(3, TDI_EVENT_DISCONNECT), None);
+    }
+
+    #[test]
+    fn calls_in_progress_are_counted_per_address() {
+        let mut handlers = Handlers::default();
+        assert_eq!(handlers.set(1, 3, 0x1000, 0), Ok(()));
+        assert!(handlers.begin_call(1, TDI_EVENT_RECEIVE).is_some());
+        assert!(handlers.begin_call(1, TDI_EVENT_RECEIVE).is_some());
+        assert!(
+            handlers.begin_call(1, TDI_EVENT_CONNECT).is_none(),
+            "no handler: no call"
+        );
+        assert_eq!(handlers.calls.get(1), Some(&2));
+        handlers.clear(1);
+        assert!(
+            handlers.begin_call(1, TDI_EVENT_RECEIVE).is_none(),
+            "cleared: no new call"
+        );
+        handlers.end_call(1);
+        handlers.end_call(1);
+        handlers.end_call(1);
+        assert_eq!(handlers.calls.get(1), Some(&0));
+    }
+}
