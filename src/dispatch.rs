@@ -264,11 +264,18 @@ fn internal_device_control(driver: &'static Tcpip, device: usize, mut irp: Irp) 
             else {
                 return irp.complete(NtStatus::INVALID_PARAMETER, 0);
             };
+            if let Err(status) = driver.stack().set_event_handler(
+                address,
+                event_type,
+                event.event_handler,
+                event.event_context,
+            ) {
+                return irp.complete(status, 0);
+            }
             Request::SetEventHandler {
                 address,
                 event: event_type,
-                handler: event.event_handler,
-                context: event.event_context,
+                set: event.event_handler != 0,
             }
         }
         (TDI_SEND_DATAGRAM, _) => match address {

@@ -112,7 +112,7 @@ impl Driver for Tcpip {
 
 impl DpcHandler for Tcpip {
     fn run_dpc(&'static self) {
-        if self.stack.run_dpc().completions {
+        if self.stack.run_dpc(self.cancel).completions {
             self.completions.queue(self);
         }
     }

@@ -44,13 +44,7 @@ pub struct Address {
     pub datagram: Option<Box<Endpoint>>,
     /// Raw IP: the raw endpoint (always present on a raw address file).
     pub raw: Option<Box<raw::Endpoint>>,
-    /// TDI event handlers registered with TDI_SET_EVENT_HANDLER, as (handler, context) by
-    /// `TDI_EVENT_*` type. AFD registers none; they are kept for clients that do.
-    pub handlers: [(usize, usize); EVENT_TYPES],
 }
-
-/// The number of `TDI_EVENT_*` types (0 to `TDI_EVENT_CHAINED_RECEIVE_EXPEDITED`, 13).
-pub const EVENT_TYPES: usize = 14;
 
 impl Address {
     /// The local IP (0.0.0.0 for a wildcard address file).

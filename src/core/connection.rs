@@ -1,6 +1,7 @@
 //! TCP_CONTEXT: one connection endpoint and the requests waiting on it.
 #![forbid(unsafe_code)]
 
+use crate::core::events::ConnectionEvents;
 use crate::core::sockets::SocketKey;
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
@@ -77,6 +78,8 @@ pub struct Connection {
     /// TDI_DISCONNECT RELEASE was requested: no more sends, FIN after the queued ones.
     pub send_shutdown: bool,
     pub no_delay: bool,
+    /// TDI client events of this connection.
+    pub events: ConnectionEvents,
 }
 
 impl Connection {
@@ -95,6 +98,7 @@ impl Connection {
             closed: None,
             send_shutdown: false,
             no_delay: false,
+            events: ConnectionEvents::default(),
         }
     }
 

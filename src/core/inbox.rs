@@ -104,6 +104,11 @@ impl Inbox {
         false
     }
 
+    /// Whether a receive waits. IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn has_receives(&self) -> bool {
+        !self.receives.is_empty()
+    }
+
     /// Unlinks the pending receive `id` (for its cancel routine).
     /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn take_irp(&mut self, id: IrpId) -> Option<PendingIrp> {

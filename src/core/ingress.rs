@@ -49,9 +49,20 @@ impl Core {
             }
             return true;
         }
-        if raw::ingress(&mut self.raw, &mut self.addresses, frame, &arrival, c)
-            || icmp::ingress(&mut self.icmp, frame, &arrival, self.now, c)
-        {
+        let mut udp_error = None;
+        let taken = raw::ingress(&mut self.raw, &mut self.addresses, frame, &arrival, c)
+            || icmp::ingress_reporting(
+                &mut self.icmp,
+                frame,
+                &arrival,
+                self.now,
+                c,
+                &mut udp_error,
+            );
+        if let Some(error) = udp_error {
+            self.udp_error_event(error, c);
+        }
+        if taken {
             self.device.drop_front();
             return true;
         }
@@ -119,12 +130,26 @@ impl Core {
             }
             return true;
         }
+        let mut udp_error = None;
         if let Some(packet) = packet
             && (raw::ingress(&mut self.raw, &mut self.addresses, packet, &arrival, c)
-                || icmp::ingress(&mut self.icmp, packet, &arrival, self.now, c))
+                || icmp::ingress_reporting(
+                    &mut self.icmp,
+                    packet,
+                    &arrival,
+                    self.now,
+                    c,
+                    &mut udp_error,
+                ))
         {
             device.drop_front();
+            if let Some(error) = udp_error {
+                self.udp_error_event(error, c);
+            }
             return true;
+        }
+        if let Some(error) = udp_error {
+            self.udp_error_event(error, c);
         }
         if let Some(packet) = packet {
             match udp::ingress(&mut self.udp, &mut self.addresses, packet, &arrival, c) {

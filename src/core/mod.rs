@@ -27,6 +27,7 @@ pub mod connection;
 pub mod counters;
 pub mod demux;
 pub mod ethernet;
+pub mod events;
 pub mod fragment;
 pub mod icmp;
 pub mod inbox;

@@ -362,6 +362,14 @@ impl Sockets {
         self.draining = draining;
     }
 
+    /// Raises an event for `key` (a retry of what its follow-up could not do). Any IRQL, under
+    /// the core lock.
+    pub fn raise(&mut self, key: SocketKey) {
+        if self.entries.get(key).is_some() {
+            self.mark(key.index, EVENT);
+        }
+    }
+
     /// Takes the next socket with an event, with its owner.
     pub fn next_event(&mut self) -> Option<(SocketKey, Owner)> {
         while let Some(index) = self.events.pop() {

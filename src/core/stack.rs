@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 use crate::core::ethernet::Link;
+use crate::core::events::{self, EventHub};
 use crate::core::fragment::FragmentStats;
 use crate::core::icmp::IcmpStats;
 use crate::core::raw::RawStats;
@@ -22,7 +23,7 @@ use crate::nt::dpc::{self, Dpc, DpcHandler};
 use crate::nt::irp::{CancelRoutine, Dispatched, Irp, IrpId};
 use crate::nt::pool;
 use crate::nt::sync::SpinLock;
-use crate::nt::thread::ThreadId;
+use crate::nt::thread::{self, ThreadId};
 use crate::nt::time;
 use crate::nt::timer::Timer;
 use crate::nt::types::{TDI_PROVIDER_STATISTICS, TDIObjectID};
@@ -47,6 +48,8 @@ pub struct Stack {
     core: SpinLock<Box<Core>>,
     inbound: SpinLock<Inbound>,
     outbound: SpinLock<Outbound>,
+    /// TDI client event handlers and the events due to them.
+    hub: EventHub,
     /// The bound Ethernet link, shared with the receive indication.
     link: SpinLock<Option<Arc<Link>>>,
     dpc: Dpc,
@@ -72,6 +75,7 @@ impl Stack {
             core: SpinLock::new(new_core(config)?),
             inbound: SpinLock::new(Inbound::default()),
             outbound: SpinLock::new(Outbound::default()),
+            hub: EventHub::new(),
             link: SpinLock::new(None),
             dpc: Dpc::new(),
             timer: Timer::new(),
@@ -117,14 +121,27 @@ impl Stack {
         dispatched
     }
 
+    /// TDI_SET_EVENT_HANDLER: registers or clears a client's handler at once (see
+    /// [`EventHub::set_handler`]). IRQL ≤ DISPATCH_LEVEL.
+    pub fn set_event_handler(
+        &self,
+        address: u32,
+        event: usize,
+        handler: usize,
+        context: usize,
+    ) -> Result<(), NtStatus> {
+        self.hub.set_handler(address, event, handler, context)
+    }
+
     /// The core DPC: applies queued requests and polls the protocol within a budget, re-arms
-    /// the timer at smoltcp's next deadline, and re-queues itself if work remains.
-    /// DISPATCH_LEVEL.
-    pub fn run_dpc(&'static self) -> Pass {
+    /// the timer at smoltcp's next deadline, delivers the TDI client events found due with no
+    /// lock held and applies their outcomes, and re-queues itself if work remains. `cancel` is
+    /// armed on receive IRPs that event handlers hand back. DISPATCH_LEVEL.
+    pub fn run_dpc(&'static self, cancel: CancelRoutine) -> Pass {
         let stopping = self.stopping.load(Ordering::Acquire);
         let link = self.link.lock().clone();
         let mut core = self.core.lock();
-        let completer = Completer::new(&self.outbound);
+        let completer = Completer::new(&self.outbound, &self.hub);
         let started = now();
         let mut more = true;
         for _ in 0..ROUND_BUDGET {
@@ -155,6 +172,15 @@ impl Stack {
             }
         }
         drop(core);
+        // The hand-off: events recorded under the core lock are delivered with no lock held
+        // (a handler may call back into the driver's dispatch routines), then their outcomes
+        // are applied under the core lock; what they changed goes out in the next run.
+        let mut due = self.hub.take();
+        if !due.is_empty() {
+            events::deliver(&self.hub, &self.outbound, &mut due);
+            self.core.lock().apply_events(due, cancel, &completer);
+            more = true;
+        }
         if more && !stopping {
             self.dpc.queue();
         }
@@ -297,7 +323,7 @@ impl Stack {
             let Some((completion, ticket)) = taken else {
                 break;
             };
-            finish(completion);
+            finish(&self.hub, completion);
             finished = Some(ticket);
         }
     }
@@ -327,7 +353,7 @@ impl Stack {
             self.dpc.queue();
         } else if let Some(mut completion) = finished {
             completion.irp.claimed_by_cancel();
-            finish(completion);
+            finish(&self.hub, completion);
         }
     }
 
@@ -344,9 +370,16 @@ impl Stack {
     }
 }
 
-/// Completes a finished request, writing a listen's peer or a datagram's sender first. PASSIVE_LEVEL (or the cancel
-/// routine's IRQL), no lock held.
-fn finish(mut completion: Completion) {
+/// Completes a finished request, writing a listen's peer or a datagram's sender first; the
+/// close of an address file waits until no handler of the file is being called (a handler runs
+/// in a DPC, which is never held up by this wait at PASSIVE_LEVEL). PASSIVE_LEVEL (or the
+/// cancel routine's IRQL, for cancellable requests, which are never closes), no lock held.
+fn finish(hub: &EventHub, mut completion: Completion) {
+    if let Finish::AfterHandlers(address) = completion.finish {
+        while hub.calls(address) != 0 {
+            thread::sleep_micros(100);
+        }
+    }
     if let Finish::ReturnPeer(peer) = completion.finish {
         let address = TransportAddress {
             ip: *peer.ip(),

@@ -7,11 +7,12 @@
 //! outbound queue through a [`Completer`].
 #![forbid(unsafe_code)]
 
-use crate::core::address::{Address, EVENT_TYPES, Listener, Protocol};
+use crate::core::address::{Address, Listener, Protocol};
 use crate::core::arp_entries;
 use crate::core::connection::{CloseReason, Connection, Phase, Receive};
 use crate::core::counters::{Counters, LinkCounters, Meter, Metered};
 use crate::core::ethernet::{Link, Port};
+use crate::core::events::EventHub;
 use crate::core::fragment::{FragmentConfig, FragmentStats, Fragments};
 use crate::core::icmp::{Icmp, IcmpStats};
 use crate::core::info::Answer;
@@ -45,6 +46,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 
 mod configure;
+pub(in crate::core) mod events;
 mod report;
 
 /// The interface index of the configured address (loopback is 0).
@@ -119,15 +121,26 @@ impl Default for CoreConfig {
     }
 }
 
-/// Hands finished requests to the outbound queue. Every IRP in the core reserved its slot when
-/// it was submitted, so this never fails.
+/// Hands finished requests to the outbound queue (every IRP in the core reserved its slot when
+/// it was submitted, so this never fails) and due events to the [`EventHub`], and remembers
+/// the sockets whose event could not be raised for lack of memory, to retry them.
 pub struct Completer<'a> {
     outbound: &'a SpinLock<Outbound>,
+    pub(super) hub: &'a EventHub,
+    retries: Cell<[Option<SocketKey>; RETRIES]>,
 }
 
+/// Sockets a pass remembers for a retry of their events (`state/events.rs`); beyond that,
+/// their next socket event retries them.
+const RETRIES: usize = 8;
+
 impl<'a> Completer<'a> {
-    pub fn new(outbound: &'a SpinLock<Outbound>) -> Self {
-        Self { outbound }
+    pub fn new(outbound: &'a SpinLock<Outbound>, hub: &'a EventHub) -> Self {
+        Self {
+            outbound,
+            hub,
+            retries: Cell::new([None; RETRIES]),
+        }
     }
 
     /// Queues `irp` for completion with `status` and `information`, then `finish`.
@@ -265,7 +278,11 @@ impl Core {
             Request::OpenConnection { context } => self.open_connection(context, irp, c),
             Request::Close(object) => {
                 self.close(object, c);
-                c.done(irp, NtStatus::SUCCESS, 0);
+                let finish = match object {
+                    Object::Address(index) => Finish::AfterHandlers(index),
+                    Object::Connection(_) => Finish::Plain,
+                };
+                c.finish(irp, NtStatus::SUCCESS, 0, finish);
             }
             Request::Associate {
                 connection,
@@ -325,20 +342,9 @@ impl Core {
             Request::SetEventHandler {
                 address,
                 event,
-                handler,
-                context,
+                set,
             } => {
-                let slot = self
-                    .address_key(address)
-                    .and_then(|key| self.addresses.get_mut(key))
-                    .and_then(|entry| entry.handlers.get_mut(event));
-                let status = match slot {
-                    Some(slot) => {
-                        *slot = (handler, context);
-                        NtStatus::SUCCESS
-                    }
-                    None => NtStatus::INVALID_PARAMETER,
-                };
+                let status = self.handler_set(address, event, set, c);
                 c.done(irp, status, 0);
             }
             Request::SetIpAddress {
@@ -463,6 +469,7 @@ impl Core {
                 Owner::Orphan { port } => self.reap(socket, port),
             }
         }
+        self.raise_retries(c);
         self.egress(port.as_deref_mut(), device.as_mut());
         let waiting = device.as_ref().map_or(0, EthernetDevice::pending);
         if let (Some(port), Some(device)) = (port.as_mut(), device) {
@@ -701,7 +708,6 @@ impl Core {
             listener: None,
             datagram: None,
             raw: None,
-            handlers: [(0, 0); EVENT_TYPES],
         };
         match self.addresses.try_insert(entry) {
             Ok(key) => Ok(key.index),
@@ -734,6 +740,7 @@ impl Core {
                 if let Some(address) = self.addresses.get_mut(key) {
                     address.file_open = false;
                 }
+                c.hub.clear_handlers(index);
                 self.destroy_listener(key, c);
                 self.close_datagram(key, c);
                 self.close_raw(key, c);
@@ -1002,17 +1009,8 @@ impl Core {
         let Some(address_key) = self.address_key(address) else {
             return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
         };
-        let backlog = self.config.backlog;
-        match self.addresses.get_mut(address_key) {
-            Some(entry) if entry.file_open => {
-                if entry.listener.is_none() {
-                    if let Err(status) = pool::try_push(&mut self.listeners, address_key) {
-                        return c.done(irp, status, 0);
-                    }
-                    entry.listener = Some(Listener::new(backlog));
-                }
-            }
-            _ => return c.done(irp, NtStatus::INVALID_CONNECTION, 0),
+        if let Err(status) = self.ensure_listener(address_key) {
+            return c.done(irp, status, 0);
         }
         let queued = self.with_listener(address, |listener| {
             pool::try_reserve_deque(&mut listener.waiting, 1)
@@ -1058,6 +1056,7 @@ impl Core {
             };
             self.accept_onto(waiting, socket, peer, port, c);
         }
+        self.offer_connections(&mut listener, address_key, port, c);
         if let Some(address) = self.addresses.get_mut(address_key) {
             address.listener = Some(listener);
         }
@@ -1469,10 +1468,16 @@ impl Core {
             }
         }
         // Once `closed` is set, these complete whatever still waits with its final status.
-        transfer::receive(entry, socket, c);
+        // While an event of the connection is delivered, its receives wait for the outcome.
+        if !entry.events.in_flight {
+            transfer::receive(entry, socket, c);
+        }
         transfer::send(entry, socket, c);
         if entry.send_shutdown && entry.sends.is_empty() {
             socket.close();
+        }
+        if events::raise(key, entry, socket, c).is_err() {
+            c.retry(socket_key);
         }
     }
 }

@@ -96,12 +96,13 @@ pub enum Request {
         connection: u32,
         enabled: bool,
     },
-    /// TDI_SET_EVENT_HANDLER on an address file: store (or clear) one client event handler.
+    /// TDI_SET_EVENT_HANDLER on an address file: the dispatch routine registered (`set`) or
+    /// cleared the handler of `event` in the event hub; the core follows up (a connect
+    /// handler makes the address listen).
     SetEventHandler {
         address: u32,
         event: usize,
-        handler: usize,
-        context: usize,
+        set: bool,
     },
     /// IOCTL_SET_IP_ADDRESS: give interface `interface` an address and mask.
     SetIpAddress {
@@ -177,6 +178,9 @@ pub enum Finish {
     /// `ReturnConnectionInformation` / `ReturnDatagramInformation` (argument 2 of both
     /// overlays) and clear its data and option lengths.
     ReturnPeer(SocketAddrV4),
+    /// The CLOSE of address file `address`: completed once no handler of the file is being
+    /// called (its handlers were cleared when the close was applied).
+    AfterHandlers(u32),
 }
 
 /// A finished request waiting for the completion worker.

@@ -610,3 +610,39 @@ pub unsafe fn IofCompleteRequest(irp: *mut IRP, priority_boost: i8) {
     // SAFETY: forwarded caller contract (a stale pointer is reported, not dereferenced).
     unsafe { io::complete(&context::current(), irp, site) };
 }
+
+// ---- TDI clients ----------------------------------------------------------------------------
+
+/// Calls a TDI client's event handler (`f`, which calls the registered function) as code of
+/// the client: the verifier checks the transport's calling rules first — DISPATCH_LEVEL
+/// ([`Rule::ClientEventIrql`]) and no spin lock of the driver held
+/// ([`Rule::ClientEventLockHeld`]) — and the client's allocations are not the driver's. The
+/// kernel build calls `f` directly.
+///
+/// [`Rule::ClientEventIrql`]: super::verifier::Rule::ClientEventIrql
+/// [`Rule::ClientEventLockHeld`]: super::verifier::Rule::ClientEventLockHeld
+#[track_caller]
+pub fn call_client_handler<R>(f: impl FnOnce() -> R) -> R {
+    let site = Site::caller();
+    {
+        let _model = ModelScope::enter();
+        let irql = super::irql::current_irql();
+        if irql != super::irql::DISPATCH_LEVEL {
+            super::verifier::report(
+                super::verifier::Rule::ClientEventIrql,
+                site,
+                format!("TDI client event handler called at IRQL {irql}, not DISPATCH_LEVEL"),
+            );
+        }
+        let held = spinlock::held_count();
+        if held != 0 {
+            super::verifier::report(
+                super::verifier::Rule::ClientEventLockHeld,
+                site,
+                format!("TDI client event handler called with {held} spin lock(s) held"),
+            );
+        }
+    }
+    let _scope = context::EntryScope::enter(std::ptr::null(), super::verifier::Entry::Client);
+    f()
+}

@@ -100,6 +100,11 @@ pub enum Rule {
     NdisLeak,
     /// An NDIS function called at an IRQL it does not allow.
     NdisIrql,
+    /// A TDI client's event handler called at another IRQL than DISPATCH_LEVEL.
+    ClientEventIrql,
+    /// A TDI client's event handler called while the driver holds a spin lock (the handler
+    /// may call back into the driver, which would take the lock again).
+    ClientEventLockHeld,
 }
 
 /// The driver entry point the current thread is executing, as far as the model knows.

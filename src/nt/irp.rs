@@ -74,6 +74,32 @@ impl Irp {
         NonNull::new(raw).map(|raw| Irp { raw })
     }
 
+    /// Takes ownership of an IRP a TDI client handed back from an event handler (a receive IRP
+    /// or an accept IRP with `STATUS_MORE_PROCESSING_REQUIRED`). The client filled its next
+    /// stack location (`TdiBuildReceive`, `TdiBuildAccept`) without `IoCallDriver`, so the
+    /// transport makes that location current, as `IoSetNextIrpStackLocation` does. `None` for a
+    /// null IRP or one without a next location (a client bug: the IRP stays its owner's).
+    ///
+    /// # Safety
+    /// `raw` is null or a live IRP that its owner hands over to this driver until completion.
+    pub(crate) unsafe fn from_client(raw: *mut IRP) -> Option<Irp> {
+        let raw = NonNull::new(raw)?;
+        // SAFETY: live and handed over (caller contract); nobody else touches it now.
+        let irp = unsafe { &mut *raw.as_ptr() };
+        if irp.CurrentLocation <= 1 || irp.CurrentLocation > irp.StackCount.saturating_add(1) {
+            return None;
+        }
+        irp.CurrentLocation -= 1;
+        // SAFETY: `Tail.Overlay` is the view the I/O manager uses for a live IRP; CurrentLocation
+        // was above 1, so the location below the current one is within the IRP's stack array
+        // (IoSetNextIrpStackLocation).
+        unsafe {
+            let overlay = &mut irp.Tail.Overlay;
+            overlay.CurrentStackLocation = overlay.CurrentStackLocation.sub(1);
+        }
+        Some(Irp { raw })
+    }
+
     fn raw(&self) -> &IRP {
         // SAFETY: owned and live until completion (type invariant).
         unsafe { self.raw.as_ref() }

@@ -10,6 +10,7 @@
 //!
 //! `unsafe` code lives here (and in the host model); the layers above use only safe APIs.
 
+pub mod client;
 pub mod device;
 pub mod dpc;
 pub mod entry;

@@ -19,7 +19,7 @@ use crate::nt::irp::PendingIrp;
 use crate::nt::pool;
 use crate::nt::types::*;
 use alloc::vec::Vec;
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, SocketAddrV4};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::Icmpv4Message;
 
@@ -216,6 +216,31 @@ pub fn ingress(
     now: Instant,
     c: &Completer<'_>,
 ) -> bool {
+    ingress_reporting(icmp, packet, arrival, now, c, &mut None)
+}
+
+/// An ICMP error about a UDP datagram the host sent: for the address file's
+/// `ClientEventErrorEx`.
+#[derive(Clone, Copy, Debug)]
+pub struct UdpError {
+    /// The `IP_*` status the error means.
+    pub status: u32,
+    /// The local address and port the datagram left from.
+    pub local: SocketAddrV4,
+    /// Its destination.
+    pub remote: SocketAddrV4,
+}
+
+/// As [`ingress`], and reports an error quoting a UDP datagram in `udp_error`.
+/// DISPATCH_LEVEL, under the core lock.
+pub fn ingress_reporting(
+    icmp: &mut Icmp,
+    packet: &[u8],
+    arrival: &Arrival,
+    now: Instant,
+    c: &Completer<'_>,
+    udp_error: &mut Option<UdpError>,
+) -> bool {
     let (carrier, message) = match wire::parse(packet, arrival.checksums) {
         Parsed::NotIcmp => return false,
         Parsed::Malformed => {
@@ -254,6 +279,18 @@ pub fn ingress(
             }
             match quoted {
                 Quoted::Echo { ident, seq, .. } if ident == icmp.ident => (seq, status, &[][..]),
+                Quoted::Udp {
+                    src_port,
+                    dst,
+                    dst_port,
+                } => {
+                    *udp_error = Some(UdpError {
+                        status,
+                        local: SocketAddrV4::new(carrier.dst, src_port),
+                        remote: SocketAddrV4::new(dst, dst_port),
+                    });
+                    return false;
+                }
                 _ => return false,
             }
         }

@@ -26,7 +26,7 @@ mod echo;
 pub mod reply;
 pub mod wire;
 
-pub use echo::{EchoParams, ingress};
+pub use echo::{EchoParams, UdpError, ingress, ingress_reporting};
 
 use crate::core::sender::Sender;
 use crate::core::udp::endpoint::Leg;

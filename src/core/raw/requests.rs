@@ -3,7 +3,7 @@
 //! Everything runs under the core lock at DISPATCH_LEVEL.
 #![forbid(unsafe_code)]
 
-use crate::core::address::{Address, EVENT_TYPES, Protocol};
+use crate::core::address::{Address, Protocol};
 use crate::core::counters::metered_links;
 use crate::core::ethernet::Port;
 use crate::core::inbox::{Bounds, Delivered};
@@ -14,6 +14,7 @@ use crate::core::raw::endpoint::{Endpoint, PendingSend};
 use crate::core::sender::Flushed;
 use crate::core::slab::{Key, Slab};
 use crate::core::sockets::Route;
+use crate::core::state::events::offer_datagram;
 use crate::core::state::{Completer, Core};
 use crate::core::udp::endpoint::Leg;
 use crate::core::udp::{Arrival, wire as udp_wire};
@@ -54,7 +55,6 @@ impl Core {
             listener: None,
             datagram: None,
             raw: Some(endpoint),
-            handlers: [(0, 0); EVENT_TYPES],
             serial,
             owner,
         })?;
@@ -356,6 +356,16 @@ pub fn ingress(
             continue;
         }
         taken = true;
+        if !endpoint.inbox.has_receives()
+            && let Some(raised) = offer_datagram(c, key.index, from, whole, false)
+        {
+            if raised {
+                raw.stats.datagrams_in += 1;
+            } else {
+                raw.stats.queue_full += 1;
+            }
+            continue;
+        }
         match endpoint.inbox.deliver(from, whole, bounds, c) {
             Delivered::Received { truncated } => {
                 raw.stats.datagrams_in += 1;

@@ -175,6 +175,12 @@ impl Endpoint {
         }
     }
 
+    /// Whether a TDI_RECEIVE_DATAGRAM waits for a datagram. IRQL ≤ DISPATCH_LEVEL, under the
+    /// core lock.
+    pub fn has_receives(&self) -> bool {
+        self.inbox.has_receives()
+    }
+
     /// TDI_RECEIVE_DATAGRAM: takes the oldest queued datagram, or waits for one.
     /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn receive(

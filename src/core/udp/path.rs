@@ -6,6 +6,7 @@ use crate::core::address::Address;
 use crate::core::counters::metered_links;
 use crate::core::ethernet::Port;
 use crate::core::slab::{Key, Slab};
+use crate::core::state::events::offer_datagram;
 use crate::core::state::{Completer, Core};
 use crate::core::udp::endpoint::Pumped;
 use crate::core::udp::wire::{self, Parsed};
@@ -97,6 +98,17 @@ pub fn ingress(
             .get_mut(*key)
             .and_then(|address| address.datagram.as_deref_mut())
         {
+            if !endpoint.has_receives()
+                && let Some(raised) =
+                    offer_datagram(c, key.index, datagram.src, datagram.payload, broadcast)
+            {
+                if raised {
+                    udp.stats.datagrams_in += 1;
+                } else {
+                    udp.stats.queue_full += 1;
+                }
+                continue;
+            }
             endpoint.deliver(
                 datagram.src,
                 datagram.payload,

@@ -2,7 +2,7 @@
 //! and cancellation. Everything runs under the core lock at DISPATCH_LEVEL.
 #![forbid(unsafe_code)]
 
-use crate::core::address::{Address, EVENT_TYPES, Protocol};
+use crate::core::address::{Address, Protocol};
 use crate::core::slab::{Key, Slab};
 use crate::core::sockets::Route;
 use crate::core::state::{Completer, Core};
@@ -39,7 +39,6 @@ impl Core {
                 listener: None,
                 datagram: Some(endpoint),
                 raw: None,
-                handlers: [(0, 0); EVENT_TYPES],
             })
         });
         let key = match inserted {

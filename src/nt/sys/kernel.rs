@@ -255,3 +255,10 @@ mod arch {
 
 #[cfg(target_arch = "x86_64")]
 pub use arch::*;
+
+/// Calls a TDI client's event handler: on the kernel, simply `f` (the host model checks the
+/// calling rules here). DISPATCH_LEVEL, no lock of the driver held.
+#[inline(always)]
+pub fn call_client_handler<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}

@@ -29,7 +29,11 @@ pub const TDI_TRANSPORT_ADDRESS_FILE: u32 = 1;
 pub const TDI_CONNECTION_FILE: u32 = 2;
 pub const TDI_CONTROL_CHANNEL_FILE: u32 = 3;
 
+pub const TDI_RECEIVE_BROADCAST: u32 = 0x4;
 pub const TDI_RECEIVE_NORMAL: u32 = 0x20;
+pub const TDI_RECEIVE_COPY_LOOKAHEAD: u32 = 0x200;
+pub const TDI_RECEIVE_ENTIRE_MESSAGE: u32 = 0x400;
+pub const TDI_RECEIVE_AT_DISPATCH_LEVEL: u32 = 0x800;
 pub const TDI_RECEIVE_PEEK: u32 = 0x80;
 pub const TDI_QUERY_ACCEPT: u32 = 0x1;
 pub const TDI_DISCONNECT_WAIT: u32 = 0x1;
@@ -38,6 +42,17 @@ pub const TDI_DISCONNECT_RELEASE: u32 = 0x4;
 pub const TDI_SEND_EXPEDITED: u32 = 0x20;
 pub const TDI_SEND_PARTIAL: u32 = 0x40;
 pub const TDI_SEND_NON_BLOCKING: u32 = 0x100;
+
+// Event types of TDI_SET_EVENT_HANDLER (`tdi.h`).
+pub const TDI_EVENT_CONNECT: i32 = 0;
+pub const TDI_EVENT_DISCONNECT: i32 = 1;
+pub const TDI_EVENT_ERROR: i32 = 2;
+pub const TDI_EVENT_RECEIVE: i32 = 3;
+pub const TDI_EVENT_RECEIVE_DATAGRAM: i32 = 4;
+pub const TDI_EVENT_RECEIVE_EXPEDITED: i32 = 5;
+pub const TDI_EVENT_SEND_POSSIBLE: i32 = 6;
+pub const TDI_EVENT_CHAINED_RECEIVE: i32 = 7;
+pub const TDI_EVENT_ERROR_EX: i32 = 10;
 
 pub const TDI_QUERY_PROVIDER_INFO: i32 = 2;
 pub const TDI_QUERY_ADDRESS_INFO: i32 = 3;
