@@ -1,0 +1,223 @@
+//! Address and connection files: open, associate, close; the ports they hold and the sockets
+//! they leave behind. Run under the core lock at DISPATCH_LEVEL.
+#![forbid(unsafe_code)]
+
+use super::*;
+
+impl Core {
+    pub(super) fn is_local(&self, ip: Ipv4Addr) -> bool {
+        self.iface.has_ip_addr(IpAddress::Ipv4(ip))
+    }
+
+    pub(super) fn open_address(
+        &mut self,
+        address: TransportAddress,
+        shared: bool,
+        protocol: Protocol,
+        owner: ProcessOwner,
+        mut irp: PendingIrp,
+        c: &Completer<'_>,
+    ) {
+        let result = if address.ip.is_unspecified() || self.is_local(address.ip) {
+            match protocol {
+                Protocol::Tcp => self.bind_address(address, shared, owner),
+                Protocol::Udp => self.bind_udp_address(address, shared, owner),
+                Protocol::Raw(number) => self.bind_raw_address(address, number, owner),
+            }
+        } else {
+            Err(NtStatus::INVALID_ADDRESS)
+        };
+        match result {
+            Ok(index) => {
+                if let Some(file) = irp.irp_mut().stack().file_object() {
+                    file.set_context(index as usize + 1, TDI_TRANSPORT_ADDRESS_FILE as usize);
+                }
+                c.done(irp, NtStatus::SUCCESS, 0);
+            }
+            Err(status) => c.done(irp, status, 0),
+        }
+    }
+
+    /// The serial number of the next address file, TCP or UDP. DISPATCH_LEVEL.
+    pub(in crate::core) fn take_serial(&mut self) -> u64 {
+        self.next_serial = self.next_serial.wrapping_add(1);
+        self.next_serial
+    }
+
+    pub(super) fn bind_address(
+        &mut self,
+        address: TransportAddress,
+        shared: bool,
+        owner: ProcessOwner,
+    ) -> Result<u32, NtStatus> {
+        let binding = self.ports.bind(address.ip, address.port, shared)?;
+        let entry = Address {
+            serial: self.take_serial(),
+            owner,
+            protocol: Protocol::Tcp,
+            binding,
+            refs: 1,
+            file_open: true,
+            listener: None,
+            datagram: None,
+            raw: None,
+        };
+        match self.addresses.try_insert(entry) {
+            Ok(key) => Ok(key.index),
+            Err(status) => {
+                self.ports.unbind(binding);
+                Err(status)
+            }
+        }
+    }
+
+    pub(super) fn open_connection(
+        &mut self,
+        context: usize,
+        mut irp: PendingIrp,
+        c: &Completer<'_>,
+    ) {
+        match self.connections.try_insert(Connection::new(context)) {
+            Ok(key) => {
+                if let Some(file) = irp.irp_mut().stack().file_object() {
+                    file.set_context(key.index as usize + 1, TDI_CONNECTION_FILE as usize);
+                }
+                c.done(irp, NtStatus::SUCCESS, 0);
+            }
+            Err(status) => c.done(irp, status, 0),
+        }
+    }
+
+    /// IRP_MJ_CLOSE of an address or connection file.
+    pub(super) fn close(&mut self, object: Object, c: &Completer<'_>) {
+        match object {
+            Object::Address(index) => {
+                let Some(key) = self.address_key(index) else {
+                    return;
+                };
+                if let Some(address) = self.addresses.get_mut(key) {
+                    address.file_open = false;
+                }
+                c.hub.clear_handlers(index);
+                self.destroy_listener(key, c);
+                self.close_datagram(key, c);
+                self.close_raw(key, c);
+                self.release_address(index);
+            }
+            Object::Connection(index) => {
+                let Some(key) = self.connection_key(index) else {
+                    return;
+                };
+                let port = self.connection_port(key);
+                let Some(mut connection) = self.connections.remove(key) else {
+                    return;
+                };
+                for irp in connection.drain_irps() {
+                    c.done(irp, NtStatus::CANCELLED, 0);
+                }
+                if let Some(address) = connection.address {
+                    self.with_listener(address, |listener| {
+                        listener.waiting.retain(|waiting| *waiting != index)
+                    });
+                }
+                if let Some(socket) = connection.socket.take() {
+                    // Closing with unread data resets the connection, as Windows does.
+                    let unread = self
+                        .sockets
+                        .get(socket)
+                        .is_some_and(|socket| socket.recv_queue() > 0);
+                    self.abandon(socket, port, unread);
+                }
+                if let Some(address) = connection.address {
+                    self.release_address(address);
+                }
+            }
+        }
+    }
+
+    /// The port a connection's socket holds: its address file's.
+    pub(super) fn connection_port(&self, key: Key) -> u16 {
+        self.connections
+            .get(key)
+            .and_then(|connection| connection.address)
+            .and_then(|address| self.address_key(address))
+            .and_then(|key| self.addresses.get(key))
+            .map_or(0, Address::port)
+    }
+
+    /// Drops one reference to an address; the last one frees it and its port.
+    pub(super) fn release_address(&mut self, index: u32) {
+        let Some(key) = self.address_key(index) else {
+            return;
+        };
+        let Some(address) = self.addresses.get_mut(key) else {
+            return;
+        };
+        address.refs = address.refs.saturating_sub(1);
+        if address.refs == 0 {
+            self.destroy_listener_sockets(key);
+            let Some(address) = self.addresses.remove(key) else {
+                return;
+            };
+            match address.protocol {
+                Protocol::Tcp => {
+                    self.ports.unbind(address.binding);
+                }
+                Protocol::Udp => self.unbind_udp_address(key, &address),
+                Protocol::Raw(_) => self.unbind_raw_address(key),
+            }
+        }
+    }
+
+    /// Gives a socket up: close it gracefully (FIN) or abort it (RST), and keep it as an orphan
+    /// until smoltcp is done with it. The socket holds a reference on `port` until then.
+    pub(super) fn abandon(&mut self, socket: SocketKey, port: u16, abort: bool) {
+        if let Some(tcp) = self.sockets.get(socket) {
+            if abort {
+                tcp.abort();
+            } else {
+                tcp.close();
+            }
+        }
+        self.sockets.set_owner(socket, Owner::Orphan { port });
+        self.reap(socket, port);
+    }
+
+    /// Removes an orphan once smoltcp has finished with it: closed, with its tuple forgotten
+    /// (after TIME-WAIT, or once the RST of an abort has gone out), and releases its port.
+    pub(super) fn reap(&mut self, socket: SocketKey, port: u16) {
+        let done = self
+            .sockets
+            .peek(socket)
+            .is_some_and(|tcp| tcp.state() == State::Closed && tcp.local_endpoint().is_none());
+        if done {
+            self.sockets.remove(socket);
+            self.ports.release(port);
+        }
+    }
+
+    pub(super) fn associate(&mut self, connection: u32, address: u32) -> NtStatus {
+        let Some(address_key) = self.address_key(address) else {
+            return NtStatus::INVALID_ADDRESS;
+        };
+        let Some((_, entry)) = self.connection_mut(connection) else {
+            return NtStatus::INVALID_CONNECTION;
+        };
+        if entry.address.is_some() {
+            return NtStatus::INVALID_PARAMETER;
+        }
+        entry.address = Some(address);
+        match self.addresses.get_mut(address_key) {
+            Some(target) if target.file_open && target.protocol == Protocol::Tcp => {
+                target.refs += 1;
+                NtStatus::SUCCESS
+            }
+            _ => {
+                if let Some((_, entry)) = self.connection_mut(connection) {
+                    entry.address = None;
+                }
+                NtStatus::INVALID_ADDRESS
+            }
+        }
+    }
+}
