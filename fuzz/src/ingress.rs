@@ -17,7 +17,17 @@
 //!         7 time                   ms:u16le
 //!         8 corrupt                at:u16le value:u8 (the next frame built; no-op if none)
 //!         9 truncate               len:u16le (the next frame built)
+//!        10 TDI_SEND               conn:u8 len:u16le
+//!        11 TDI_DISCONNECT         conn:u8 flags:u8 timeout:u8
+//!        12 TDI_RECEIVE            conn:u8 room:u16le
+//!        13 close a file           file:u8
+//!        14 TDI_SEND_DATAGRAM      to:u8 len:u16le
 //! ```
+//!
+//! The requests (10 to 14) are the driver's side of the conversation: data in flight to be
+//! acknowledged or retransmitted, the closing states (FIN-WAIT, CLOSE-WAIT, LAST-ACK,
+//! TIME-WAIT), aborts, connections orphaned by a close, datagrams to resolve and to fragment.
+//! `conn % 2`: 0 the accepted connection, 1 the connecting one.
 //!
 //! TCP targets (`target % 4`): 0 the accepted connection (sequence and acknowledgment
 //! numbers relative to what the harness follows), 1 the connection in SYN-SENT, 2 the
@@ -25,7 +35,7 @@
 //! the SYN-ACK the listener sent that port), 3 a closed port of ours.
 
 use crate::frames::{self, OURS, PEER, PEER_MAC};
-use crate::world::{LISTEN_PORT, UDP_PORT, World};
+use crate::world::{LISTEN_PORT, UDP_PORT, World, file};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
@@ -76,6 +86,38 @@ pub enum Step {
         value: u8,
     },
     Truncate(u16),
+    Send {
+        conn: u8,
+        len: u16,
+    },
+    Disconnect {
+        conn: u8,
+        flags: u8,
+        timeout: u8,
+    },
+    Receive {
+        conn: u8,
+        room: u16,
+    },
+    Close(u8),
+    SendDatagram {
+        to: u8,
+        len: u16,
+    },
+}
+
+/// The connection endpoint `conn` names.
+fn endpoint(conn: u8) -> usize {
+    if conn % 2 == 0 {
+        file::ACCEPTED
+    } else {
+        file::CLIENT
+    }
+}
+
+/// The `TDI_DISCONNECT` flags a byte picks (none, wait, abort, release, both, unknown).
+fn disconnect_flags(flags: u8) -> u32 {
+    [0, 1, 2, 4, 6, 8][usize::from(flags % 6)]
 }
 
 /// Reads the input; missing bytes are 0.
@@ -113,7 +155,7 @@ pub fn decode(data: &[u8]) -> Vec<Step> {
     let mut reader = Reader(data);
     let mut steps = Vec::new();
     while !reader.0.is_empty() && steps.len() < MAX_STEPS {
-        let step = match reader.u8() % 10 {
+        let step = match reader.u8() % 15 {
             0 => Step::Raw(reader.sized()),
             1 => Step::Ip(reader.sized()),
             2 => Step::Tcp {
@@ -154,7 +196,25 @@ pub fn decode(data: &[u8]) -> Vec<Step> {
                 at: reader.u16(),
                 value: reader.u8(),
             },
-            _ => Step::Truncate(reader.u16()),
+            9 => Step::Truncate(reader.u16()),
+            10 => Step::Send {
+                conn: reader.u8(),
+                len: reader.u16(),
+            },
+            11 => Step::Disconnect {
+                conn: reader.u8(),
+                flags: reader.u8(),
+                timeout: reader.u8(),
+            },
+            12 => Step::Receive {
+                conn: reader.u8(),
+                room: reader.u16(),
+            },
+            13 => Step::Close(reader.u8()),
+            _ => Step::SendDatagram {
+                to: reader.u8(),
+                len: reader.u16(),
+            },
         };
         steps.push(step);
     }
@@ -234,6 +294,24 @@ pub fn encode(steps: &[Step]) -> Vec<u8> {
             }
             Step::Truncate(len) => {
                 out.push(9);
+                out.extend_from_slice(&len.to_le_bytes());
+            }
+            Step::Send { conn, len } => {
+                out.extend_from_slice(&[10, *conn]);
+                out.extend_from_slice(&len.to_le_bytes());
+            }
+            Step::Disconnect {
+                conn,
+                flags,
+                timeout,
+            } => out.extend_from_slice(&[11, *conn, *flags, *timeout]),
+            Step::Receive { conn, room } => {
+                out.extend_from_slice(&[12, *conn]);
+                out.extend_from_slice(&room.to_le_bytes());
+            }
+            Step::Close(which) => out.extend_from_slice(&[13, *which]),
+            Step::SendDatagram { to, len } => {
+                out.extend_from_slice(&[14, *to]);
                 out.extend_from_slice(&len.to_le_bytes());
             }
         }
@@ -351,7 +429,7 @@ fn build(step: &Step, world: &World) -> Option<Vec<u8>> {
             };
             frames::ipv4(PEER, OURS, 17, &body, (u16::from(*ident), offset, *more))
         }
-        Step::Time(_) | Step::Corrupt { .. } | Step::Truncate(_) => return None,
+        _ => return None,
     };
     Some(frames::ethernet_ipv4(&packet))
 }
@@ -365,6 +443,29 @@ pub fn run(data: &[u8]) {
         match step {
             Step::Time(ms) => world.advance(Duration::from_millis(u64::from(*ms) * 10)),
             Step::Corrupt { .. } | Step::Truncate(_) => edits.push(step),
+            Step::Send { conn, len } => world.send(endpoint(*conn), usize::from(*len) % 4096),
+            Step::Disconnect {
+                conn,
+                flags,
+                timeout,
+            } => {
+                // 255: no timeout; else a relative one of `timeout` × 10 ms (0: at once).
+                let timeout = (*timeout != 255).then(|| -i64::from(*timeout) * 100_000);
+                world.disconnect(endpoint(*conn), disconnect_flags(*flags), timeout);
+            }
+            Step::Receive { conn, room } => {
+                world.receive(endpoint(*conn), usize::from(*room) % 8192)
+            }
+            Step::Close(which) => world.close(usize::from(*which) % file::COUNT),
+            Step::SendDatagram { to, len } => {
+                let to = match to % 4 {
+                    0 => SocketAddrV4::new(PEER, 5353),
+                    1 => SocketAddrV4::new(Ipv4Addr::BROADCAST, UDP_PORT),
+                    2 => SocketAddrV4::new(Ipv4Addr::new(10, 13, 0, 77), 9),
+                    _ => SocketAddrV4::new(OURS, UDP_PORT),
+                };
+                world.send_datagram(to, usize::from(*len) % 9000);
+            }
             _ => {
                 let Some(mut frame) = build(step, &world) else {
                     continue;

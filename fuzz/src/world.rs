@@ -33,6 +33,21 @@ use tcpip::nt::NtStatus;
 use tcpip::nt::entry::{self, driver_entry};
 use tcpip::nt::types::*;
 
+/// The files the world opens, as indices of its handles (in closing order).
+pub mod file {
+    pub const UDP: usize = 0;
+    pub const RAW: usize = 1;
+    pub const LISTENER: usize = 2;
+    pub const CLIENT_ADDRESS: usize = 3;
+    /// The connection endpoint of the accepted connection.
+    pub const ACCEPTED: usize = 4;
+    /// The endpoint with a TDI_LISTEN pending.
+    pub const WAITING: usize = 5;
+    /// The connection endpoint of the connection in SYN-SENT.
+    pub const CLIENT: usize = 6;
+    pub const COUNT: usize = 7;
+}
+
 pub const LISTEN_PORT: u16 = 80;
 pub const ACCEPTED_PEER_PORT: u16 = 40_000;
 pub const CONNECT_PORT: u16 = 7;
@@ -68,6 +83,7 @@ struct Pending {
     #[allow(clippy::vec_box)]
     _infos: Vec<Box<wire::ConnectionInfo>>,
     _buffer: Option<Box<[u8]>>,
+    _timeout: Option<Box<i64>>,
 }
 
 impl Pending {
@@ -75,6 +91,17 @@ impl Pending {
         // SAFETY: plain integers, written by the completion before it signalled the event.
         NtStatus(unsafe { self.iosb.Status.Status })
     }
+}
+
+/// What a request points to (the MDL's buffer, connection information blocks, a timeout),
+/// kept alive until it completes.
+#[derive(Default)]
+struct Keep {
+    buffer: Option<Box<[u8]>>,
+    /// Boxed: the IRP points into them, and the vector may move.
+    #[allow(clippy::vec_box)]
+    infos: Vec<Box<wire::ConnectionInfo>>,
+    timeout: Option<Box<i64>>,
 }
 
 /// A TCP connection with the peer, as the harness follows it.
@@ -95,8 +122,9 @@ pub struct World {
     recorder: Arc<Recorder>,
     /// TCP segments the driver sent, kept for the setup (at most 64).
     sent: Vec<Sent>,
-    /// Handles in the order they are closed (address files before their connections).
-    handles: Vec<Handle>,
+    /// The files, indexed by [`File`], in the order they are closed (address files before
+    /// their connections); `None` once closed.
+    handles: Vec<Option<Handle>>,
     pending: Vec<Pending>,
     pub accepted: Connection,
     pub connecting: Connection,
@@ -173,7 +201,7 @@ impl World {
         ] {
             self.associate(connection, address);
         }
-        self.handles = vec![
+        self.handles = [
             udp,
             raw,
             listener,
@@ -181,7 +209,9 @@ impl World {
             accepting,
             waiting,
             client,
-        ];
+        ]
+        .map(Some)
+        .to_vec();
 
         let room = 4096;
         self.start_datagram_receive(udp, room);
@@ -270,12 +300,12 @@ impl World {
 
     fn associate(&mut self, connection: Handle, address: Handle) {
         let parameters = wire::associate(address.as_raw());
+        let keep = Keep::default();
         self.start(
             connection,
             TDI_ASSOCIATE_ADDRESS,
             parameters,
-            None,
-            Vec::new(),
+            keep,
             "associate",
         );
         self.quiesce();
@@ -300,22 +330,23 @@ impl World {
         let request = infos[0].as_ptr();
         let ret = infos[1].as_ptr();
         let parameters = wire::kernel_request(0, request, ret, std::ptr::null_mut());
-        self.start(connection, minor, parameters, None, infos, what);
+        let keep = Keep {
+            infos,
+            ..Keep::default()
+        };
+        self.start(connection, minor, parameters, keep, what);
         self.settle();
     }
 
     fn start_receive(&mut self, connection: Handle, room: usize) {
         let parameters = wire::receive(room as u32, TDI_RECEIVE_NORMAL);
         let buffer = vec![0u8; room].into_boxed_slice();
-        self.start(
-            connection,
-            TDI_RECEIVE,
-            parameters,
-            Some(buffer),
-            Vec::new(),
-            "receive",
-        );
-        self.quiesce();
+        let keep = Keep {
+            buffer: Some(buffer),
+            ..Keep::default()
+        };
+        self.start(connection, TDI_RECEIVE, parameters, keep, "receive");
+        self.settle();
     }
 
     fn start_datagram_receive(&mut self, address: Handle, room: usize) {
@@ -323,29 +354,30 @@ impl World {
         let info = infos[0].as_ptr();
         let parameters = wire::receive_datagram(room as u32, info, info, 0);
         let buffer = vec![0u8; room].into_boxed_slice();
-        self.start(
-            address,
-            TDI_RECEIVE_DATAGRAM,
-            parameters,
-            Some(buffer),
+        let keep = Keep {
+            buffer: Some(buffer),
             infos,
-            "datagram",
-        );
-        self.quiesce();
+            ..Keep::default()
+        };
+        self.start(address, TDI_RECEIVE_DATAGRAM, parameters, keep, "datagram");
+        self.settle();
     }
 
     /// Sends a TDI request without waiting for it (TdiBuildInternalDeviceControlIrp with an
-    /// event and a status block). `infos` are boxed: the IRP points into them.
-    #[allow(clippy::vec_box)]
+    /// event and a status block).
     fn start(
         &mut self,
         handle: Handle,
         minor: u8,
         parameters: IoStackParameters,
-        mut buffer: Option<Box<[u8]>>,
-        infos: Vec<Box<wire::ConnectionInfo>>,
+        keep: Keep,
         what: &'static str,
     ) {
+        let Keep {
+            mut buffer,
+            infos,
+            timeout,
+        } = keep;
         let kernel = &self.kernel;
         let file = kernel.reference_file(handle).expect("file handle");
         let mut location =
@@ -378,7 +410,78 @@ impl World {
             iosb,
             _infos: infos,
             _buffer: buffer,
+            _timeout: timeout,
         });
+    }
+
+    /// The handle of `file`, unless it was closed.
+    fn handle(&self, file: usize) -> Option<Handle> {
+        self.handles.get(file).copied().flatten()
+    }
+
+    /// A TDI_SEND of `len` bytes on connection endpoint `file`.
+    pub fn send(&mut self, file: usize, len: usize) {
+        let Some(handle) = self.handle(file) else {
+            return;
+        };
+        let buffer: Box<[u8]> = (0..len).map(|i| i as u8).collect();
+        let parameters = wire::send(len as u32, 0);
+        let keep = Keep {
+            buffer: (len > 0).then_some(buffer),
+            ..Keep::default()
+        };
+        self.start(handle, TDI_SEND, parameters, keep, "send");
+        self.settle();
+    }
+
+    /// A TDI_RECEIVE of up to `room` bytes on connection endpoint `file`.
+    pub fn receive(&mut self, file: usize, room: usize) {
+        if let Some(handle) = self.handle(file) {
+            self.start_receive(handle, room.max(1));
+        }
+    }
+
+    /// A TDI_DISCONNECT with `flags` and an optional timeout on connection endpoint `file`.
+    pub fn disconnect(&mut self, file: usize, flags: u32, timeout: Option<i64>) {
+        let Some(handle) = self.handle(file) else {
+            return;
+        };
+        let mut timeout = timeout.map(Box::new);
+        let pointer = timeout
+            .as_mut()
+            .map_or(std::ptr::null_mut(), |t| &mut **t as *mut i64);
+        let null = std::ptr::null_mut();
+        let parameters = wire::kernel_request(flags, null, null, pointer);
+        let keep = Keep {
+            timeout,
+            ..Keep::default()
+        };
+        self.start(handle, TDI_DISCONNECT, parameters, keep, "disconnect");
+        self.settle();
+    }
+
+    /// A TDI_SEND_DATAGRAM of `len` bytes from the UDP address file to `to`.
+    pub fn send_datagram(&mut self, to: SocketAddrV4, len: usize) {
+        let Some(handle) = self.handle(file::UDP) else {
+            return;
+        };
+        let mut infos = vec![wire::ConnectionInfo::new(to)];
+        let parameters = wire::send_datagram(len as u32, infos[0].as_ptr());
+        let keep = Keep {
+            buffer: (len > 0).then(|| vec![0x5a; len].into_boxed_slice()),
+            infos,
+            ..Keep::default()
+        };
+        self.start(handle, TDI_SEND_DATAGRAM, parameters, keep, "send datagram");
+        self.settle();
+    }
+
+    /// Closes `file` (its pending requests complete as cancelled).
+    pub fn close(&mut self, file: usize) {
+        if let Some(handle) = self.handles.get_mut(file).and_then(Option::take) {
+            assert_eq!(self.kernel.close(handle), NtStatus::SUCCESS);
+            self.settle();
+        }
     }
 
     /// Waits until the driver has done all it can with what it was given.
@@ -467,7 +570,7 @@ impl World {
                 );
             }
         }
-        for handle in std::mem::take(&mut self.handles) {
+        for handle in std::mem::take(&mut self.handles).into_iter().flatten() {
             assert_eq!(self.kernel.close(handle), NtStatus::SUCCESS);
         }
         self.quiesce();

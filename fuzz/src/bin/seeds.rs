@@ -254,6 +254,25 @@ fn main() {
                 tcp(0, ACK, b"corrupted"),
                 Step::Time(1000),
             ]),
+            encode(&[
+                Step::Send { conn: 0, len: 3000 },
+                tcp(0, ACK, b""),
+                Step::Disconnect {
+                    conn: 0,
+                    flags: 3,
+                    timeout: 255,
+                },
+                tcp(0, FIN | ACK, b""),
+                Step::Time(3000),
+            ]),
+            encode(&[
+                Step::Send { conn: 0, len: 100 },
+                Step::Time(500),
+                Step::Close(4),
+                Step::SendDatagram { to: 0, len: 4000 },
+                Step::SendDatagram { to: 2, len: 10 },
+                Step::Time(400),
+            ]),
         ],
     );
     eprintln!("seeds written");
