@@ -149,7 +149,9 @@ fuzz_target!(|steps: Vec<Step>| {
         }
         assert!(
             fragments.held_bytes() <= config.bytes,
-            "reassembly stays within its bound"
+            "reassembly stays within its bound: {} > {}",
+            fragments.held_bytes(),
+            config.bytes
         );
     }
 });
