@@ -22,6 +22,7 @@
 //!        12 TDI_RECEIVE            conn:u8 room:u16le
 //!        13 close a file           file:u8
 //!        14 TDI_SEND_DATAGRAM      to:u8 len:u16le
+//!        15 device I/O control     (the `control` target's request: `crate::control`)
 //! ```
 //!
 //! The requests (10 to 14) are the driver's side of the conversation: data in flight to be
@@ -34,6 +35,7 @@
 //! listener from one of 64 peer ports (`seq` gives the port; the acknowledgment is relative to
 //! the SYN-ACK the listener sent that port), 3 a closed port of ours.
 
+use crate::control::Ioctl;
 use crate::frames::{self, OURS, PEER, PEER_MAC};
 use crate::world::{LISTEN_PORT, UDP_PORT, World, file};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -104,11 +106,12 @@ pub enum Step {
         to: u8,
         len: u16,
     },
+    Ioctl(Ioctl),
 }
 
 /// The connection endpoint `conn` names.
 fn endpoint(conn: u8) -> usize {
-    if conn % 2 == 0 {
+    if conn.is_multiple_of(2) {
         file::ACCEPTED
     } else {
         file::CLIENT
@@ -155,7 +158,7 @@ pub fn decode(data: &[u8]) -> Vec<Step> {
     let mut reader = Reader(data);
     let mut steps = Vec::new();
     while !reader.0.is_empty() && steps.len() < MAX_STEPS {
-        let step = match reader.u8() % 15 {
+        let step = match reader.u8() % 16 {
             0 => Step::Raw(reader.sized()),
             1 => Step::Ip(reader.sized()),
             2 => Step::Tcp {
@@ -211,10 +214,11 @@ pub fn decode(data: &[u8]) -> Vec<Step> {
                 room: reader.u16(),
             },
             13 => Step::Close(reader.u8()),
-            _ => Step::SendDatagram {
+            14 => Step::SendDatagram {
                 to: reader.u8(),
                 len: reader.u16(),
             },
+            _ => Step::Ioctl(Ioctl::decode(&mut reader.0)),
         };
         steps.push(step);
     }
@@ -313,6 +317,10 @@ pub fn encode(steps: &[Step]) -> Vec<u8> {
             Step::SendDatagram { to, len } => {
                 out.extend_from_slice(&[14, *to]);
                 out.extend_from_slice(&len.to_le_bytes());
+            }
+            Step::Ioctl(ioctl) => {
+                out.push(15);
+                ioctl.encode(&mut out);
             }
         }
     }
@@ -466,6 +474,7 @@ pub fn run(data: &[u8]) {
                 };
                 world.send_datagram(to, usize::from(*len) % 9000);
             }
+            Step::Ioctl(ioctl) => ioctl.apply(&mut world),
             _ => {
                 let Some(mut frame) = build(step, &world) else {
                     continue;

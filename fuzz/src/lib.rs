@@ -2,6 +2,7 @@
 //! driver loaded in the host model with connections in several states ([`world`]), and the
 //! input format of the `ingress` target ([`ingress`]).
 
+pub mod control;
 pub mod frames;
 pub mod ingress;
 pub mod world;

@@ -21,7 +21,7 @@ use crate::frames::{self, ACK, OUR_MAC, OURS, PEER, PEER_MAC, SYN, Sent};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tcpip::core::stack::Stack;
 use tcpip::driver::Tcpip;
 use tcpip::host::afd::wire;
@@ -126,6 +126,8 @@ pub struct World {
     /// their connections); `None` once closed.
     handles: Vec<Option<Handle>>,
     pending: Vec<Pending>,
+    /// A control channel on `\Device\Ip`, once an IOCTL needed one.
+    control: Option<Handle>,
     pub accepted: Connection,
     pub connecting: Connection,
     /// (peer port, the driver's next sequence number) of the SYN-ACKs the listener sent.
@@ -169,6 +171,7 @@ impl World {
             sent: Vec::new(),
             handles: Vec::new(),
             pending: Vec::new(),
+            control: None,
             accepted: unset,
             connecting: unset,
             half_open: Vec::new(),
@@ -476,6 +479,58 @@ impl World {
         self.settle();
     }
 
+    /// A device I/O control request with `code` and `input` and an output buffer of
+    /// `output_len` bytes, from user mode, on a control channel (`file` `None`) or on `file`.
+    pub fn ioctl(&mut self, file: Option<usize>, code: u32, input: &[u8], output_len: usize) {
+        let handle = match file {
+            Some(file) => match self.handle(file) {
+                Some(handle) => handle,
+                None => return,
+            },
+            None => match self.control {
+                Some(handle) => handle,
+                None => {
+                    let control = self.kernel.create_file("\\Device\\Ip", None, 0);
+                    let control = control.expect("control channel");
+                    self.control = Some(control);
+                    control
+                }
+            },
+        };
+        if !matches!(code, IOCTL_ICMP_ECHO_REQUEST | IOCTL_QUERY_IP_HW_ADDRESS) {
+            let mut output = vec![0u8; output_len];
+            self.kernel
+                .device_io_control(handle, code, input, &mut output);
+            self.settle();
+            return;
+        }
+        // These wait for an answer from the network or their timeout: the call runs on a
+        // thread of its own while the virtual clock moves on, 100 ms each time the thread has
+        // had 2 ms (real time) to get there, for 3 s at most; then it must be done within
+        // 10 s of real time.
+        let kernel = self.kernel.handle();
+        let input = input.to_vec();
+        let call = self.kernel.spawn("ioctl", move || {
+            let mut output = vec![0u8; output_len];
+            kernel
+                .device_io_control(handle, code, &input, &mut output)
+                .0
+        });
+        let (mut steps, mut last) = (0, Instant::now());
+        while !call.is_finished() {
+            if steps < 30 && last.elapsed() >= Duration::from_millis(2) {
+                self.advance(Duration::from_millis(100));
+                (steps, last) = (steps + 1, Instant::now());
+            } else if steps >= 30 && last.elapsed() > Duration::from_secs(10) {
+                panic!("IOCTL {code:#x} still pending after its timeout");
+            } else {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        call.join().expect("the IOCTL's thread");
+        self.settle();
+    }
+
     /// Closes `file` (its pending requests complete as cancelled).
     pub fn close(&mut self, file: usize) {
         if let Some(handle) = self.handles.get_mut(file).and_then(Option::take) {
@@ -570,7 +625,12 @@ impl World {
                 );
             }
         }
-        for handle in std::mem::take(&mut self.handles).into_iter().flatten() {
+        let control = self.control.take();
+        for handle in std::mem::take(&mut self.handles)
+            .into_iter()
+            .flatten()
+            .chain(control)
+        {
             assert_eq!(self.kernel.close(handle), NtStatus::SUCCESS);
         }
         self.quiesce();

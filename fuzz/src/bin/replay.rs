@@ -1,4 +1,4 @@
-//! Runs `ingress` inputs without libFuzzer, with timings, to debug the harness itself:
+//! Runs `ingress` (or, for paths naming `control`, `control`) inputs without libFuzzer, with timings, to debug the harness itself:
 //! `cargo run --manifest-path fuzz/Cargo.toml --bin replay -- FILE...`.
 
 use std::time::Instant;
@@ -7,7 +7,11 @@ fn main() {
     for path in std::env::args().skip(1) {
         let data = std::fs::read(&path).expect("input");
         let started = Instant::now();
-        tcpip_fuzz::ingress::run(&data);
+        if path.contains("control") {
+            tcpip_fuzz::control::run(&data);
+        } else {
+            tcpip_fuzz::ingress::run(&data);
+        }
         println!(
             "{path}: ok in {:.1} ms",
             started.elapsed().as_secs_f64() * 1000.0

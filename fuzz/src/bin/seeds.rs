@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use tcpip::host::afd::wire;
 use tcpip::nt::types::*;
+use tcpip_fuzz::control::Ioctl;
 use tcpip_fuzz::frames::{self, ACK, FIN, OURS, PEER, PEER_MAC, PSH, SYN};
 use tcpip_fuzz::ingress::{Step, encode};
 
@@ -113,6 +114,22 @@ fn main() {
     arp[8..14].copy_from_slice(&PEER_MAC);
     arp[16..20].copy_from_slice(&PEER.octets());
     arp[20..24].copy_from_slice(&4u32.to_le_bytes());
+    let route_set = wire::set_information_ex(
+        CL_NL_ENTITY,
+        1,
+        INFO_CLASS_PROTOCOL,
+        INFO_TYPE_PROVIDER,
+        0x101,
+        &route,
+    );
+    let arp_set = wire::set_information_ex(
+        AT_ENTITY,
+        1,
+        INFO_CLASS_PROTOCOL,
+        INFO_TYPE_PROVIDER,
+        0x101,
+        &arp,
+    );
     write(
         "info_set",
         &[
@@ -273,6 +290,106 @@ fn main() {
                 Step::SendDatagram { to: 2, len: 10 },
                 Step::Time(400),
             ]),
+        ],
+    );
+    let ioctl = |code: u8, file: u8, output: u16, input: Vec<u8>| {
+        let mut out = Vec::new();
+        Ioctl {
+            code,
+            file,
+            output,
+            input,
+        }
+        .encode(&mut out);
+        out
+    };
+    let query = |entity, instance, class, kind, id| {
+        ioctl(
+            0,
+            0,
+            4096,
+            wire::query_information_ex(entity, instance, class, kind, id),
+        )
+    };
+    let echo = {
+        let mut echo = vec![0u8; 20];
+        echo[..4].copy_from_slice(&PEER.octets());
+        echo[4..8].copy_from_slice(&500u32.to_le_bytes());
+        echo[8..10].copy_from_slice(&20u16.to_le_bytes());
+        echo[10..12].copy_from_slice(&4u16.to_le_bytes());
+        echo.extend_from_slice(b"ping");
+        echo
+    };
+    write(
+        "control",
+        &[
+            [
+                query(
+                    GENERIC_ENTITY,
+                    0,
+                    INFO_CLASS_GENERIC,
+                    INFO_TYPE_PROVIDER,
+                    ENTITY_LIST_ID,
+                ),
+                query(
+                    CO_TL_ENTITY,
+                    0,
+                    INFO_CLASS_PROTOCOL,
+                    INFO_TYPE_PROVIDER,
+                    0x101,
+                ),
+                query(
+                    CL_TL_ENTITY,
+                    0,
+                    INFO_CLASS_PROTOCOL,
+                    INFO_TYPE_PROVIDER,
+                    0x101,
+                ),
+                query(
+                    CL_NL_ENTITY,
+                    0,
+                    INFO_CLASS_PROTOCOL,
+                    INFO_TYPE_PROVIDER,
+                    0x102,
+                ),
+                query(AT_ENTITY, 0, INFO_CLASS_PROTOCOL, INFO_TYPE_PROVIDER, 0x101),
+            ]
+            .concat(),
+            [
+                ioctl(1, 0, 0, [&route_set[..]].concat()),
+                ioctl(1, 0, 0, [&arp_set[..]].concat()),
+                query(
+                    CL_NL_ENTITY,
+                    0,
+                    INFO_CLASS_PROTOCOL,
+                    INFO_TYPE_PROVIDER,
+                    0x101,
+                ),
+            ]
+            .concat(),
+            [
+                ioctl(4, 0, 1024, Vec::new()),
+                ioctl(2, 0, 12, vec![1, 0, 0, 0, 10, 13, 0, 9, 255, 255, 0, 0]),
+                ioctl(3, 0, 0, vec![1, 0]),
+            ]
+            .concat(),
+            [
+                ioctl(5, 0, 256, echo),
+                ioctl(6, 0, 8, PEER.octets().to_vec()),
+            ]
+            .concat(),
+            ioctl(
+                0,
+                3,
+                4096,
+                wire::query_information_ex(
+                    CO_TL_ENTITY,
+                    0,
+                    INFO_CLASS_PROTOCOL,
+                    INFO_TYPE_CONNECTION,
+                    1,
+                ),
+            ),
         ],
     );
     eprintln!("seeds written");
