@@ -7,6 +7,7 @@
 //! `CARGO_TARGET_DIR=target/kernel`, so they never wait for the host build's lock nor
 //! invalidate its artifacts.
 
+pub mod fuzz;
 pub mod vm;
 
 use std::fmt;

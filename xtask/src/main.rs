@@ -5,8 +5,11 @@
 //! - `clippy`: clippy with `-D warnings` for the host (all targets) and both kernel targets.
 //! - `test`: everything CI checks: `cargo fmt --check`, `clippy`, `package`, then
 //!   `cargo test --workspace` (unit and host tests with the echo suites at reduced sizes, the
-//!   image checks, the Wine smoke load, the TAP interop tests), then the quick mode of the
+//!   image checks, the Wine smoke load, the TAP interop tests), then the short fuzz pass
+//!   (`fuzz`, 10 s per target), then the quick mode of the
 //!   `driver_vs_linux` benchmark, then the VM suite (`vm --compare`).
+//! - `fuzz`: the fuzz targets of `fuzz/`, a few seconds each from the committed corpus
+//!   (`xtask::fuzz`); `test` runs it after `cargo test --workspace`.
 //! - `vm`: the x86 image in the ReactOS livecd under QEMU, with the guest suite (`xtask::vm`).
 
 use std::path::Path;
@@ -20,9 +23,8 @@ tasks:
   package  build tcpip.sys for x86 and x64 (release) into target/package/<arch>/
            with tcpip.pdb and tcpip.inf
   clippy   clippy -D warnings for the host (all targets) and both kernel targets
-  test     fmt --check, clippy, package, cargo test --workspace, quick bench, and the VM
-           suite against the stock driver (what CI runs)
-  ";
+  test     fmt --check, clippy, package, cargo test --workspace, the short fuzz pass,
+           quick bench, and the VM suite against the stock driver (what CI runs)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,15 +38,18 @@ fn main() -> ExitCode {
         ["package"] => package(&root),
         ["clippy"] => clippy(&root),
         ["test"] => test(&root),
+        ["fuzz", rest @ ..] => {
+            xtask::fuzz::Options::parse(rest).and_then(|o| xtask::fuzz::run(&root, &o))
+        }
         ["vm", rest @ ..] => {
             xtask::vm::Options::parse(rest).and_then(|o| xtask::vm::run(&root, &o))
         }
         ["help"] | ["--help"] | ["-h"] => {
-            println!("{USAGE}{}", xtask::vm::USAGE);
+            println!("{USAGE}{}{}", xtask::fuzz::USAGE, xtask::vm::USAGE);
             return ExitCode::SUCCESS;
         }
         _ => {
-            eprintln!("{USAGE}{}", xtask::vm::USAGE);
+            eprintln!("{USAGE}{}{}", xtask::fuzz::USAGE, xtask::vm::USAGE);
             return ExitCode::from(2);
         }
     };
@@ -115,6 +120,11 @@ fn test(root: &Path) -> Result<()> {
         let mut command = xtask::cargo(root);
         command.args(["test", "--workspace", "--no-fail-fast"]);
         xtask::run(command, Output::Inherit)
+    })?;
+    // Every fuzz target for a few seconds from its committed corpus (seeds and crash
+    // regressions replayed first).
+    step("fuzz (10 s per target)", || {
+        xtask::fuzz::run(root, &xtask::fuzz::Options::parse(&[])?)
     })?;
     // Proves the benchmark still runs (a few seconds; it reports, it asserts no timing).
     step("bench driver_vs_linux --quick", || {

@@ -1,0 +1,650 @@
+//! The driver loaded in the host model with a recording adapter bound under it and
+//! connections in several states, for the `ingress` target: frames are indicated as the
+//! adapter's receive indications, time moves on the model's virtual clock, and teardown closes
+//! everything, unloads the driver and checks the model's verdict.
+//!
+//! What is open when the fuzz frames arrive (the driver at [`OURS`], the peer at [`PEER`]):
+//! - a listener on 0.0.0.0:[`LISTEN_PORT`] with one `TDI_LISTEN` pending;
+//! - a connection the listener accepted from [`PEER`]:[`ACCEPTED_PEER_PORT`], ESTABLISHED,
+//!   with a `TDI_RECEIVE` pending (its sequence numbers are followed, so that segments built
+//!   for it land in the window);
+//! - a connection the driver opened to [`PEER`]:[`CONNECT_PORT`], in SYN-SENT (its initial
+//!   sequence number is known, so that a SYN-ACK built for it is accepted);
+//! - a UDP address file on [`OURS`]:[`UDP_PORT`] with a `TDI_RECEIVE_DATAGRAM` pending;
+//! - a raw IP address file for ICMP (`\Device\RawIp\1`).
+//!
+//! The verdict after teardown: the driver's unload leaves nothing behind (pool, IRPs, objects:
+//! the model's leak report), the verifier recorded no violation (IRQL, locks, IRPs completed
+//! twice or never...), and every request the harness sent has completed.
+
+use crate::frames::{self, ACK, OUR_MAC, OURS, PEER, PEER_MAC, SYN, Sent};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tcpip::core::stack::Stack;
+use tcpip::driver::Tcpip;
+use tcpip::host::afd::wire;
+use tcpip::host::{
+    Clock, Config, Driver, Event, EventType, Handle, Kernel, MdlKind, StackLocation,
+};
+use tcpip::link::ethernet::Adapter;
+use tcpip::nt::NtStatus;
+use tcpip::nt::entry::{self, driver_entry};
+use tcpip::nt::types::*;
+
+/// The files the world opens, as indices of its handles (in closing order).
+pub mod file {
+    pub const UDP: usize = 0;
+    pub const RAW: usize = 1;
+    pub const LISTENER: usize = 2;
+    pub const CLIENT_ADDRESS: usize = 3;
+    /// The connection endpoint of the accepted connection.
+    pub const ACCEPTED: usize = 4;
+    /// The endpoint with a TDI_LISTEN pending.
+    pub const WAITING: usize = 5;
+    /// The connection endpoint of the connection in SYN-SENT.
+    pub const CLIENT: usize = 6;
+    pub const COUNT: usize = 7;
+}
+
+pub const LISTEN_PORT: u16 = 80;
+pub const ACCEPTED_PEER_PORT: u16 = 40_000;
+pub const CONNECT_PORT: u16 = 7;
+pub const UDP_PORT: u16 = 53;
+
+/// An adapter that keeps what the driver transmits.
+#[derive(Default)]
+pub struct Recorder {
+    sent: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Adapter for Recorder {
+    fn mac(&self) -> [u8; 6] {
+        OUR_MAC
+    }
+
+    fn mtu(&self) -> usize {
+        1500
+    }
+
+    fn transmit(&self, frame: &[u8]) -> bool {
+        self.sent.lock().unwrap().push(frame.to_vec());
+        true
+    }
+}
+
+/// A request in flight and everything it points to, kept alive until it completes.
+struct Pending {
+    what: &'static str,
+    event: Event,
+    iosb: Box<IO_STATUS_BLOCK>,
+    /// Boxed: the IRP points into them, and the vector may move.
+    #[allow(clippy::vec_box)]
+    _infos: Vec<Box<wire::ConnectionInfo>>,
+    _buffer: Option<Box<[u8]>>,
+    _timeout: Option<Box<i64>>,
+}
+
+impl Pending {
+    fn status(&self) -> NtStatus {
+        // SAFETY: plain integers, written by the completion before it signalled the event.
+        NtStatus(unsafe { self.iosb.Status.Status })
+    }
+}
+
+/// What a request points to (the MDL's buffer, connection information blocks, a timeout),
+/// kept alive until it completes.
+#[derive(Default)]
+struct Keep {
+    buffer: Option<Box<[u8]>>,
+    /// Boxed: the IRP points into them, and the vector may move.
+    #[allow(clippy::vec_box)]
+    infos: Vec<Box<wire::ConnectionInfo>>,
+    timeout: Option<Box<i64>>,
+}
+
+/// A TCP connection with the peer, as the harness follows it.
+#[derive(Clone, Copy, Debug)]
+pub struct Connection {
+    pub local: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    /// The next sequence number the peer sends.
+    pub peer_next: u32,
+    /// The next sequence number the driver sends (what the peer acknowledges).
+    pub our_next: u32,
+}
+
+pub struct World {
+    kernel: Kernel,
+    driver: Option<Driver>,
+    stack: &'static Stack,
+    recorder: Arc<Recorder>,
+    /// TCP segments the driver sent, kept for the setup (at most 64).
+    sent: Vec<Sent>,
+    /// The files, indexed by [`File`], in the order they are closed (address files before
+    /// their connections); `None` once closed.
+    handles: Vec<Option<Handle>>,
+    pending: Vec<Pending>,
+    /// A control channel on `\Device\Ip`, once an IOCTL needed one.
+    control: Option<Handle>,
+    pub accepted: Connection,
+    pub connecting: Connection,
+    /// (peer port, the driver's next sequence number) of the SYN-ACKs the listener sent.
+    pub half_open: Vec<(u16, u32)>,
+}
+
+impl World {
+    /// Loads the driver and opens everything listed in the module's documentation.
+    pub fn load() -> World {
+        let kernel = Kernel::new(Config {
+            processors: 1,
+            workers: 1,
+            clock: Clock::Virtual,
+            debug_lines: 16,
+            ..Config::default()
+        });
+        let driver = kernel.load_driver(driver_entry).expect("DriverEntry");
+        let object = NonNull::new(driver.object()).expect("driver object");
+        let stack = entry::loaded_state::<Tcpip>(object)
+            .expect("loaded")
+            .stack();
+        let control = kernel.create_file("\\Device\\Tcp", None, 0).unwrap();
+        let input = [1u32.to_le_bytes(), OURS.octets(), [255, 255, 255, 0]].concat();
+        let (status, _) =
+            kernel.device_io_control(control, IOCTL_SET_IP_ADDRESS, &input, &mut [0u8; 12]);
+        assert_eq!(status, NtStatus::SUCCESS);
+        assert_eq!(kernel.close(control), NtStatus::SUCCESS);
+        let recorder = Arc::new(Recorder::default());
+        stack.attach_link(recorder.clone(), 64).expect("attach");
+        let unset = Connection {
+            local: SocketAddrV4::new(OURS, 0),
+            remote: SocketAddrV4::new(PEER, 0),
+            peer_next: 0,
+            our_next: 0,
+        };
+        let mut world = World {
+            kernel,
+            driver: Some(driver),
+            stack,
+            recorder,
+            sent: Vec::new(),
+            handles: Vec::new(),
+            pending: Vec::new(),
+            control: None,
+            accepted: unset,
+            connecting: unset,
+            half_open: Vec::new(),
+        };
+        world.open();
+        world
+    }
+
+    fn open(&mut self) {
+        // The peer makes itself known (smoltcp learns its MAC address from the request).
+        self.indicate(&frames::arp(false, PEER_MAC, PEER, OURS));
+
+        let udp = self.create("\\Device\\Udp", Some(SocketAddrV4::new(OURS, UDP_PORT)));
+        let raw = self.create("\\Device\\RawIp\\1", Some(SocketAddrV4::new(OURS, 0)));
+        let listener = self.create(
+            "\\Device\\Tcp",
+            Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, LISTEN_PORT)),
+        );
+        let accepting = self.create("\\Device\\Tcp", None);
+        let waiting = self.create("\\Device\\Tcp", None);
+        let client_address = self.create(
+            "\\Device\\Tcp",
+            Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+        );
+        let client = self.create("\\Device\\Tcp", None);
+        for (connection, address) in [
+            (accepting, listener),
+            (waiting, listener),
+            (client, client_address),
+        ] {
+            self.associate(connection, address);
+        }
+        self.handles = [
+            udp,
+            raw,
+            listener,
+            client_address,
+            accepting,
+            waiting,
+            client,
+        ]
+        .map(Some)
+        .to_vec();
+
+        let room = 4096;
+        self.start_datagram_receive(udp, room);
+        self.start_datagram_receive(raw, room);
+
+        // The accepted connection: a handshake from the peer, answered by the harness.
+        self.start_kernel_request(accepting, TDI_LISTEN, "listen (accepted)", None);
+        let remote = SocketAddrV4::new(PEER, ACCEPTED_PEER_PORT);
+        let local = SocketAddrV4::new(OURS, LISTEN_PORT);
+        let isn = 0x1000_0000;
+        self.indicate_packet(
+            &frames::Segment {
+                src: remote,
+                dst: local,
+                seq: isn,
+                ack: 0,
+                flags: SYN,
+                window: 8192,
+                options: &[2, 4, 0x05, 0xb4],
+                payload: &[],
+            }
+            .packet(),
+        );
+        let syn_ack = self
+            .sent_segments()
+            .into_iter()
+            .find(|s| s.src == local && s.dst == remote && s.flags & (SYN | ACK) == SYN | ACK)
+            .expect("SYN-ACK to the peer's SYN");
+        self.accepted = Connection {
+            local,
+            remote,
+            peer_next: isn.wrapping_add(1),
+            our_next: syn_ack.seq.wrapping_add(1),
+        };
+        self.indicate_packet(
+            &frames::Segment {
+                src: remote,
+                dst: local,
+                seq: self.accepted.peer_next,
+                ack: self.accepted.our_next,
+                flags: ACK,
+                window: 8192,
+                options: &[],
+                payload: &[],
+            }
+            .packet(),
+        );
+        let listen = self.pending.last().expect("the listen");
+        assert!(
+            listen.event.is_signaled(),
+            "the peer's connection was accepted"
+        );
+        assert_eq!(listen.status(), NtStatus::SUCCESS);
+        self.start_receive(accepting, room);
+        self.start_kernel_request(waiting, TDI_LISTEN, "listen (waiting)", None);
+
+        // The connection the driver opens: its SYN is all that happens.
+        self.start_kernel_request(
+            client,
+            TDI_CONNECT,
+            "connect",
+            Some(SocketAddrV4::new(PEER, CONNECT_PORT)),
+        );
+        self.settle();
+        let syn = self
+            .sent_segments()
+            .into_iter()
+            .find(|s| s.dst == SocketAddrV4::new(PEER, CONNECT_PORT) && s.flags & SYN != 0)
+            .expect("the SYN of the connect");
+        self.connecting = Connection {
+            local: syn.src,
+            remote: syn.dst,
+            peer_next: 0x2000_0000,
+            our_next: syn.seq.wrapping_add(1),
+        };
+    }
+
+    /// Creates a file on `device`: an address file for `address`, else a connection endpoint.
+    fn create(&self, device: &str, address: Option<SocketAddrV4>) -> Handle {
+        let ea = match address {
+            Some(address) => wire::address_file_ea(address),
+            None => wire::connection_file_ea(),
+        };
+        self.kernel.create_file(device, Some(&ea), 0).expect(device)
+    }
+
+    fn associate(&mut self, connection: Handle, address: Handle) {
+        let parameters = wire::associate(address.as_raw());
+        let keep = Keep::default();
+        self.start(
+            connection,
+            TDI_ASSOCIATE_ADDRESS,
+            parameters,
+            keep,
+            "associate",
+        );
+        self.quiesce();
+        let done = self.pending.pop().expect("associate");
+        assert_eq!(done.status(), NtStatus::SUCCESS);
+    }
+
+    fn start_kernel_request(
+        &mut self,
+        connection: Handle,
+        minor: u8,
+        what: &'static str,
+        remote: Option<SocketAddrV4>,
+    ) {
+        let mut infos = match remote {
+            Some(remote) => vec![
+                wire::ConnectionInfo::new(remote),
+                wire::ConnectionInfo::new(remote),
+            ],
+            None => vec![wire::ConnectionInfo::null(), wire::ConnectionInfo::null()],
+        };
+        let request = infos[0].as_ptr();
+        let ret = infos[1].as_ptr();
+        let parameters = wire::kernel_request(0, request, ret, std::ptr::null_mut());
+        let keep = Keep {
+            infos,
+            ..Keep::default()
+        };
+        self.start(connection, minor, parameters, keep, what);
+        self.settle();
+    }
+
+    fn start_receive(&mut self, connection: Handle, room: usize) {
+        let parameters = wire::receive(room as u32, TDI_RECEIVE_NORMAL);
+        let buffer = vec![0u8; room].into_boxed_slice();
+        let keep = Keep {
+            buffer: Some(buffer),
+            ..Keep::default()
+        };
+        self.start(connection, TDI_RECEIVE, parameters, keep, "receive");
+        self.settle();
+    }
+
+    fn start_datagram_receive(&mut self, address: Handle, room: usize) {
+        let mut infos = vec![wire::ConnectionInfo::null()];
+        let info = infos[0].as_ptr();
+        let parameters = wire::receive_datagram(room as u32, info, info, 0);
+        let buffer = vec![0u8; room].into_boxed_slice();
+        let keep = Keep {
+            buffer: Some(buffer),
+            infos,
+            ..Keep::default()
+        };
+        self.start(address, TDI_RECEIVE_DATAGRAM, parameters, keep, "datagram");
+        self.settle();
+    }
+
+    /// Sends a TDI request without waiting for it (TdiBuildInternalDeviceControlIrp with an
+    /// event and a status block).
+    fn start(
+        &mut self,
+        handle: Handle,
+        minor: u8,
+        parameters: IoStackParameters,
+        keep: Keep,
+        what: &'static str,
+    ) {
+        let Keep {
+            mut buffer,
+            infos,
+            timeout,
+        } = keep;
+        let kernel = &self.kernel;
+        let file = kernel.reference_file(handle).expect("file handle");
+        let mut location =
+            StackLocation::new(IRP_MJ_INTERNAL_DEVICE_CONTROL, minor, std::ptr::null_mut());
+        location.parameters = parameters;
+        let irp = kernel.allocate_file_irp(&file, location);
+        let event = Event::new(kernel, EventType::Notification, false);
+        let mut iosb = Box::new(IO_STATUS_BLOCK {
+            Status: IoStatusUnion { Status: 0 },
+            Information: 0,
+        });
+        let iosb_ptr: *mut IO_STATUS_BLOCK = &mut *iosb;
+        let mdl = buffer
+            .as_mut()
+            .map(|b| kernel.build_mdl(b.as_mut_ptr(), b.len(), MdlKind::Locked));
+        // SAFETY: a fresh IRP, owned by the harness until it is sent.
+        unsafe {
+            kernel.with_irp(irp, |i| {
+                i.UserEvent = event.as_ptr();
+                i.UserIosb = iosb_ptr;
+                if let Some(mdl) = mdl {
+                    i.MdlAddress = mdl;
+                }
+            })
+        };
+        kernel.call_driver(file.device(), irp);
+        self.pending.push(Pending {
+            what,
+            event,
+            iosb,
+            _infos: infos,
+            _buffer: buffer,
+            _timeout: timeout,
+        });
+    }
+
+    /// The handle of `file`, unless it was closed.
+    fn handle(&self, file: usize) -> Option<Handle> {
+        self.handles.get(file).copied().flatten()
+    }
+
+    /// A TDI_SEND of `len` bytes on connection endpoint `file`.
+    pub fn send(&mut self, file: usize, len: usize) {
+        let Some(handle) = self.handle(file) else {
+            return;
+        };
+        let buffer: Box<[u8]> = (0..len).map(|i| i as u8).collect();
+        let parameters = wire::send(len as u32, 0);
+        let keep = Keep {
+            buffer: (len > 0).then_some(buffer),
+            ..Keep::default()
+        };
+        self.start(handle, TDI_SEND, parameters, keep, "send");
+        self.settle();
+    }
+
+    /// A TDI_RECEIVE of up to `room` bytes on connection endpoint `file`.
+    pub fn receive(&mut self, file: usize, room: usize) {
+        if let Some(handle) = self.handle(file) {
+            self.start_receive(handle, room.max(1));
+        }
+    }
+
+    /// A TDI_DISCONNECT with `flags` and an optional timeout on connection endpoint `file`.
+    pub fn disconnect(&mut self, file: usize, flags: u32, timeout: Option<i64>) {
+        let Some(handle) = self.handle(file) else {
+            return;
+        };
+        let mut timeout = timeout.map(Box::new);
+        let pointer = timeout
+            .as_mut()
+            .map_or(std::ptr::null_mut(), |t| &mut **t as *mut i64);
+        let null = std::ptr::null_mut();
+        let parameters = wire::kernel_request(flags, null, null, pointer);
+        let keep = Keep {
+            timeout,
+            ..Keep::default()
+        };
+        self.start(handle, TDI_DISCONNECT, parameters, keep, "disconnect");
+        self.settle();
+    }
+
+    /// A TDI_SEND_DATAGRAM of `len` bytes from the UDP address file to `to`.
+    pub fn send_datagram(&mut self, to: SocketAddrV4, len: usize) {
+        let Some(handle) = self.handle(file::UDP) else {
+            return;
+        };
+        let mut infos = vec![wire::ConnectionInfo::new(to)];
+        let parameters = wire::send_datagram(len as u32, infos[0].as_ptr());
+        let keep = Keep {
+            buffer: (len > 0).then(|| vec![0x5a; len].into_boxed_slice()),
+            infos,
+            ..Keep::default()
+        };
+        self.start(handle, TDI_SEND_DATAGRAM, parameters, keep, "send datagram");
+        self.settle();
+    }
+
+    /// A device I/O control request with `code` and `input` and an output buffer of
+    /// `output_len` bytes, from user mode, on a control channel (`file` `None`) or on `file`.
+    pub fn ioctl(&mut self, file: Option<usize>, code: u32, input: &[u8], output_len: usize) {
+        let handle = match file {
+            Some(file) => match self.handle(file) {
+                Some(handle) => handle,
+                None => return,
+            },
+            None => match self.control {
+                Some(handle) => handle,
+                None => {
+                    let control = self.kernel.create_file("\\Device\\Ip", None, 0);
+                    let control = control.expect("control channel");
+                    self.control = Some(control);
+                    control
+                }
+            },
+        };
+        if !matches!(code, IOCTL_ICMP_ECHO_REQUEST | IOCTL_QUERY_IP_HW_ADDRESS) {
+            let mut output = vec![0u8; output_len];
+            self.kernel
+                .device_io_control(handle, code, input, &mut output);
+            self.settle();
+            return;
+        }
+        // These wait for an answer from the network or their timeout (at most 2 s here, ARP
+        // resolution 1 s): the call runs on a thread of its own while the virtual clock moves
+        // on, 100 ms each time the thread has had 2 ms of real time; not done after 60 s of
+        // virtual time (however late the thread started), the request is stuck in the driver.
+        let kernel = self.kernel.handle();
+        let input = input.to_vec();
+        let call = self.kernel.spawn("ioctl", move || {
+            let mut output = vec![0u8; output_len];
+            kernel
+                .device_io_control(handle, code, &input, &mut output)
+                .0
+        });
+        let (mut steps, mut last) = (0, Instant::now());
+        while !call.is_finished() {
+            if last.elapsed() < Duration::from_millis(2) {
+                std::thread::sleep(Duration::from_micros(200));
+                continue;
+            }
+            assert!(steps < 600, "IOCTL {code:#x} still pending after 60 s");
+            self.advance(Duration::from_millis(100));
+            (steps, last) = (steps + 1, Instant::now());
+        }
+        call.join().expect("the IOCTL's thread");
+        self.settle();
+    }
+
+    /// Closes `file` (its pending requests complete as cancelled).
+    pub fn close(&mut self, file: usize) {
+        if let Some(handle) = self.handles.get_mut(file).and_then(Option::take) {
+            assert_eq!(self.kernel.close(handle), NtStatus::SUCCESS);
+            self.settle();
+        }
+    }
+
+    /// Waits until the driver has done all it can with what it was given.
+    pub fn quiesce(&self) {
+        self.kernel.wait_quiescent();
+    }
+
+    /// Waits as [`quiesce`](Self::quiesce) does, then looks at what the driver sent.
+    fn settle(&mut self) {
+        self.quiesce();
+        self.follow();
+    }
+
+    /// Indicates one frame as the adapter's receive indication and lets the driver take it.
+    /// A frame the receive queue refuses (empty, or past the link's frame size) is dropped.
+    pub fn indicate(&mut self, frame: &[u8]) {
+        self.stack.indicate_receive(frame);
+        self.settle();
+    }
+
+    /// [`indicate`](Self::indicate) for an IPv4 packet from the peer.
+    pub fn indicate_packet(&mut self, packet: &[u8]) {
+        self.indicate(&frames::ethernet_ipv4(packet));
+    }
+
+    /// Moves the virtual clock (timers fire: retransmissions, timeouts, expiry).
+    pub fn advance(&mut self, by: Duration) {
+        self.kernel.advance(by);
+        self.follow();
+    }
+
+    /// Takes the TCP segments sent since the last look (what [`follow`](Self::follow)
+    /// collected).
+    fn sent_segments(&mut self) -> Vec<Sent> {
+        std::mem::take(&mut self.sent)
+    }
+
+    /// Takes the frames the driver sent (allocated by its DPC, they count against the driver
+    /// until freed), keeps their TCP segments for the setup, and follows the sequence numbers
+    /// of the two connections.
+    fn follow(&mut self) {
+        let frames = std::mem::take(&mut *self.recorder.sent.lock().unwrap());
+        if std::env::var_os("FUZZ_DEBUG").is_some() {
+            for f in &frames {
+                eprintln!("sent {:02x?}", &f[..f.len().min(60)]);
+            }
+        }
+        for sent in frames.iter().filter_map(|f| frames::sent_segment(f)) {
+            for connection in [&mut self.accepted, &mut self.connecting] {
+                if sent.src == connection.local && sent.dst == connection.remote {
+                    let syn_fin = usize::from(sent.flags & (SYN | frames::FIN) != 0);
+                    let end = sent.seq.wrapping_add((sent.len + syn_fin) as u32);
+                    if end.wrapping_sub(connection.our_next) as i32 > 0 {
+                        connection.our_next = end;
+                    }
+                }
+            }
+            let to_peer = sent.dst.ip() == &PEER && sent.src.port() == LISTEN_PORT;
+            if to_peer && sent.flags & (SYN | ACK) == SYN | ACK {
+                let port = sent.dst.port();
+                self.half_open.retain(|&(p, _)| p != port);
+                if self.half_open.len() < 64 {
+                    self.half_open.push((port, sent.seq.wrapping_add(1)));
+                }
+            }
+            if self.sent.len() < 64 {
+                self.sent.push(sent);
+            }
+        }
+    }
+
+    /// Closes everything, unloads the driver and checks the model's verdict; panics (a crash
+    /// for the fuzzer) on any leak, violation or request never completed.
+    pub fn finish(mut self) {
+        if std::env::var_os("FUZZ_DEBUG").is_some() {
+            for p in &self.pending {
+                let done = p.event.is_signaled();
+                eprintln!(
+                    "{}: {}",
+                    p.what,
+                    if done {
+                        format!("{:?}", p.status())
+                    } else {
+                        "pending".into()
+                    }
+                );
+            }
+        }
+        let control = self.control.take();
+        for handle in std::mem::take(&mut self.handles)
+            .into_iter()
+            .flatten()
+            .chain(control)
+        {
+            assert_eq!(self.kernel.close(handle), NtStatus::SUCCESS);
+        }
+        self.quiesce();
+        for pending in &self.pending {
+            assert!(
+                pending.event.is_signaled(),
+                "{} never completed",
+                pending.what
+            );
+        }
+        drop(std::mem::take(&mut *self.recorder.sent.lock().unwrap()));
+        let driver = self.driver.take().expect("loaded");
+        let report = driver.unload();
+        assert!(report.is_clean(), "{report}");
+        let violations = self.kernel.take_violations();
+        assert!(violations.is_empty(), "verifier: {violations:?}");
+    }
+}
