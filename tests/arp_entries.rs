@@ -10,10 +10,7 @@ mod udp_support;
 
 use ethernet_support::*;
 use ip_helper_support::{control, provider, query, rows, set};
-use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr,
-};
+use smoltcp::wire::{EthernetFrame, EthernetProtocol};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use tcpip::host::{Handle, as_unprivileged_user};
 use tcpip::info::wire::IPNetToMediaEntry;
@@ -61,27 +58,6 @@ fn sent(recorder: &Recorder) -> Vec<([u8; 6], bool)> {
         .collect()
 }
 
-/// An ARP reply from `ip` at `mac`, to us.
-fn arp_reply(ip: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Reply,
-        source_hardware_addr: EthernetAddress(mac),
-        source_protocol_addr: ip,
-        target_hardware_addr: EthernetAddress(OUR_MAC),
-        target_protocol_addr: OURS,
-    };
-    let ethernet = EthernetRepr {
-        src_addr: EthernetAddress(mac),
-        dst_addr: EthernetAddress(OUR_MAC),
-        ethertype: EthernetProtocol::Arp,
-    };
-    let mut frame = vec![0; ethernet.buffer_len() + arp.buffer_len()];
-    let mut view = EthernetFrame::new_unchecked(&mut frame[..]);
-    ethernet.emit(&mut view);
-    arp.emit(&mut ArpPacket::new_unchecked(view.payload_mut()));
-    frame
-}
-
 #[test]
 fn a_static_entry_is_listed_used_kept_and_deleted() {
     let (t, recorder) = bound();
@@ -110,7 +86,7 @@ fn a_static_entry_is_listed_used_kept_and_deleted() {
     assert!(
         tcpip(&t)
             .stack()
-            .indicate_receive(&arp_reply(PEER, PEER_MAC))
+            .indicate_receive(&arp_reply(PEER, PEER_MAC, OURS))
     );
     assert_eq!(arp_table(&t, control), [(PEER, STATIC_MAC, 4)]);
     // Deleted: gone from the table; a second delete finds nothing.

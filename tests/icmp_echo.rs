@@ -3,6 +3,7 @@
 //! data, the timeout, an unreachable destination, short and malformed buffers, cancellation,
 //! a close while the request waits, and 1 % pool failures. Verifier on, leak check at unload.
 
+mod ethernet_support;
 mod ip_helper_support;
 mod tdi_support;
 mod udp_support;
@@ -380,32 +381,8 @@ mod link {
     //! The frame-level pieces of the Ethernet tests: a recording adapter and frame builders.
     use smoltcp::phy::ChecksumCapabilities;
     use smoltcp::wire::*;
-    use std::sync::Mutex;
-    use tcpip::link::ethernet::Adapter;
 
-    pub const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-    pub const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-
-    /// Records what the driver transmits.
-    #[derive(Default)]
-    pub struct Recorder {
-        pub sent: Mutex<Vec<Vec<u8>>>,
-    }
-
-    impl Adapter for Recorder {
-        fn mac(&self) -> [u8; 6] {
-            OUR_MAC
-        }
-
-        fn mtu(&self) -> usize {
-            1500
-        }
-
-        fn transmit(&self, frame: &[u8]) -> bool {
-            self.sent.lock().unwrap().push(frame.to_vec());
-            true
-        }
-    }
+    pub use crate::ethernet_support::{OUR_MAC, PEER_MAC as ROUTER_MAC, Recorder};
 
     /// An Ethernet frame from the router carrying `ip`.
     pub fn frame(ethertype: EthernetProtocol, payload: &[u8]) -> Vec<u8> {
@@ -423,16 +400,7 @@ mod link {
 
     /// The router's ARP reply to our request for `router`.
     pub fn arp_reply(router: std::net::Ipv4Addr, ours: std::net::Ipv4Addr) -> Vec<u8> {
-        let arp = ArpRepr::EthernetIpv4 {
-            operation: ArpOperation::Reply,
-            source_hardware_addr: EthernetAddress(ROUTER_MAC),
-            source_protocol_addr: router,
-            target_hardware_addr: EthernetAddress(OUR_MAC),
-            target_protocol_addr: ours,
-        };
-        let mut payload = vec![0u8; arp.buffer_len()];
-        arp.emit(&mut ArpPacket::new_unchecked(&mut payload[..]));
-        frame(EthernetProtocol::Arp, &payload)
+        crate::ethernet_support::arp_reply(router, ROUTER_MAC, ours)
     }
 
     /// An ICMP error of `kind`/`code` from `router` to `ours`, quoting the start of `original`.

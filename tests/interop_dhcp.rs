@@ -20,7 +20,6 @@ use tcpip::host::winsock::{Socket, Winsock};
 use tcpip::info::wire::{IPAddrEntry, IPRouteEntry};
 use tcpip::nt::NtStatus;
 use tcpip::nt::types::*;
-use tcpip::tdi::SetInformationEx;
 use zerocopy::{FromBytes, IntoBytes};
 
 /// DHCP message types (option 53).
@@ -157,38 +156,6 @@ fn exchange(
     panic!("no DHCP reply of type {kind}");
 }
 
-/// `IOCTL_TCP_SET_INFORMATION_EX` of `value` for `entity`/`instance`/`id` on a control channel.
-fn set_information(
-    setup: &DriverOnTap,
-    entity: u32,
-    instance: u32,
-    id: u32,
-    value: &[u8],
-) -> NtStatus {
-    let control = setup.kernel.create_file("\\Device\\Tcp", None, 0).unwrap();
-    let object = TDIObjectID {
-        toi_entity: TDIEntityID {
-            tei_entity: entity,
-            tei_instance: instance,
-        },
-        toi_class: INFO_CLASS_PROTOCOL,
-        toi_type: INFO_TYPE_PROVIDER,
-        toi_id: id,
-    };
-    let request = SetInformationEx {
-        id: object,
-        buffer: value,
-    };
-    let mut input = vec![0; request.buffer_len()];
-    request.emit(&mut input).unwrap();
-    let (status, _) =
-        setup
-            .kernel
-            .device_io_control(control, IOCTL_TCP_SET_INFORMATION_EX, &input, &mut []);
-    assert_eq!(setup.kernel.close(control), NtStatus::SUCCESS);
-    status
-}
-
 #[test]
 fn the_driver_leases_its_address_from_dnsmasq_and_uses_it() {
     let namespace = Namespace::new();
@@ -252,7 +219,7 @@ fn the_driver_leases_its_address_from_dnsmasq_and_uses_it() {
         ..IPRouteEntry::default()
     };
     assert_eq!(
-        set_information(&setup, CL_NL_ENTITY, 1, 0x101, default_route.as_bytes()),
+        setup.set_information(CL_NL_ENTITY, 1, 0x101, default_route.as_bytes()),
         NtStatus::SUCCESS
     );
 

@@ -11,10 +11,7 @@ mod tdi_support;
 
 use ethernet_support::*;
 use ip_helper_support::start_buffered_ioctl;
-use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr,
-};
+use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 use tcpip::host::Handle;
@@ -66,27 +63,6 @@ fn arp_requests(recorder: &Recorder) -> Vec<(Ipv4Addr, Ipv4Addr)> {
             }
         })
         .collect()
-}
-
-/// An ARP reply from `ip`/`mac` to `to` at our MAC address.
-fn arp_reply(ip: Ipv4Addr, mac: [u8; 6], to: Ipv4Addr) -> Vec<u8> {
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Reply,
-        source_hardware_addr: EthernetAddress(mac),
-        source_protocol_addr: ip,
-        target_hardware_addr: EthernetAddress(OUR_MAC),
-        target_protocol_addr: to,
-    };
-    let ethernet = EthernetRepr {
-        src_addr: EthernetAddress(mac),
-        dst_addr: EthernetAddress(OUR_MAC),
-        ethertype: EthernetProtocol::Arp,
-    };
-    let mut frame = vec![0; ethernet.buffer_len() + arp.buffer_len()];
-    let mut view = EthernetFrame::new_unchecked(&mut frame[..]);
-    ethernet.emit(&mut view);
-    arp.emit(&mut ArpPacket::new_unchecked(view.payload_mut()));
-    frame
 }
 
 /// Waits (a few seconds at most) until the driver has sent `n` ARP requests.

@@ -47,6 +47,31 @@ impl Adapter for Recorder {
     }
 }
 
+/// An ARP reply from `ip` at `mac`, to `to` at [`OUR_MAC`].
+pub fn arp_reply(ip: Ipv4Addr, mac: [u8; 6], to: Ipv4Addr) -> Vec<u8> {
+    use smoltcp::wire::{
+        ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+        EthernetRepr,
+    };
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Reply,
+        source_hardware_addr: EthernetAddress(mac),
+        source_protocol_addr: ip,
+        target_hardware_addr: EthernetAddress(OUR_MAC),
+        target_protocol_addr: to,
+    };
+    let ethernet = EthernetRepr {
+        src_addr: EthernetAddress(mac),
+        dst_addr: EthernetAddress(OUR_MAC),
+        ethertype: EthernetProtocol::Arp,
+    };
+    let mut frame = vec![0; ethernet.buffer_len() + arp.buffer_len()];
+    let mut view = EthernetFrame::new_unchecked(&mut frame[..]);
+    ethernet.emit(&mut view);
+    arp.emit(&mut ArpPacket::new_unchecked(view.payload_mut()));
+    frame
+}
+
 /// The driver's state.
 pub fn tcpip(t: &Loaded) -> &'static Tcpip {
     let object = NonNull::new(t.driver().object()).expect("driver object");

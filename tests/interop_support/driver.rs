@@ -14,7 +14,7 @@ use tcpip::host::{Clock, Config, Driver, Kernel, MiniportOptions};
 use tcpip::nt::NtStatus;
 use tcpip::nt::entry::driver_entry;
 use tcpip::nt::types::*;
-use tcpip::tdi::QueryInformationEx;
+use tcpip::tdi::{QueryInformationEx, SetInformationEx};
 
 /// The driver bound to a namespace's TAP.
 pub struct DriverOnTap {
@@ -98,18 +98,9 @@ impl DriverOnTap {
             .kernel
             .create_file("\\Device\\Tcp", None, 0)
             .expect("control channel");
-        let object = TDIObjectID {
-            toi_entity: TDIEntityID {
-                tei_entity: entity,
-                tei_instance: instance,
-            },
-            toi_class: INFO_CLASS_PROTOCOL,
-            toi_type: INFO_TYPE_PROVIDER,
-            toi_id: id,
-        };
         let mut input = vec![0; QueryInformationEx::LEN];
         QueryInformationEx {
-            id: object,
+            id: provider(entity, instance, id),
             context: [0; 16],
         }
         .emit(&mut input)
@@ -129,6 +120,26 @@ impl DriverOnTap {
         assert_eq!(self.kernel.close(control), NtStatus::SUCCESS);
         out.truncate(len);
         out
+    }
+
+    /// One `IOCTL_TCP_SET_INFORMATION_EX` of `value` for `entity` `instance` `id` (provider
+    /// type, protocol class) on a control channel, as iphlpapi sends it; its status.
+    pub fn set_information(&self, entity: u32, instance: u32, id: u32, value: &[u8]) -> NtStatus {
+        let control = self
+            .kernel
+            .create_file("\\Device\\Tcp", None, 0)
+            .expect("control channel");
+        let request = SetInformationEx {
+            id: provider(entity, instance, id),
+            buffer: value,
+        };
+        let mut input = vec![0; request.buffer_len()];
+        request.emit(&mut input).expect("request");
+        let (status, _) =
+            self.kernel
+                .device_io_control(control, IOCTL_TCP_SET_INFORMATION_EX, &input, &mut []);
+        assert_eq!(self.kernel.close(control), NtStatus::SUCCESS);
+        status
     }
 
     /// The loaded driver.
@@ -166,6 +177,19 @@ impl DriverOnTap {
 
 /// Gives interface 1 the namespace's driver address (/24) with `IOCTL_SET_IP_ADDRESS`, as
 /// dhcpcsvc does.
+/// The object `entity` `instance` `id` of the provider type in the protocol class.
+fn provider(entity: u32, instance: u32, id: u32) -> TDIObjectID {
+    TDIObjectID {
+        toi_entity: TDIEntityID {
+            tei_entity: entity,
+            tei_instance: instance,
+        },
+        toi_class: INFO_CLASS_PROTOCOL,
+        toi_type: INFO_TYPE_PROVIDER,
+        toi_id: id,
+    }
+}
+
 fn configure(kernel: &Kernel, namespace: &Namespace) {
     let control = kernel
         .create_file("\\Device\\Tcp", None, 0)
