@@ -142,17 +142,13 @@ impl Core {
             return NtStatus::INVALID_PARAMETER;
         }
         let now = self.now;
-        let subnet = self.configured_v4();
+        let own = self.configured_v4().is_some_and(|(own, _)| own == ip);
+        let off_subnet = self.on_configured_subnet(ip) == Some(false);
         let Some(port) = self.ethernet.as_mut() else {
             return NtStatus::DEVICE_DOES_NOT_EXIST;
         };
-        if let Some((own, prefix)) = subnet {
-            let mask = u32::MAX
-                .checked_shl(32u32.saturating_sub(u32::from(prefix)))
-                .unwrap_or(0);
-            if u32::from(own) & mask != u32::from(ip) & mask || own == ip {
-                return NtStatus::INVALID_PARAMETER;
-            }
+        if own || off_subnet {
+            return NtStatus::INVALID_PARAMETER;
         }
         match change {
             NeighborChange::Delete => {

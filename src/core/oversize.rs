@@ -171,12 +171,7 @@ impl Core {
     /// The on-link address a packet to `dst` goes to: `dst` itself on the configured subnet or
     /// as a broadcast, else the default gateway. DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn next_hop(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-        let (own, prefix) = self.configured_v4()?;
-        let mask = u32::MAX
-            .checked_shl(32u32.saturating_sub(u32::from(prefix)))
-            .unwrap_or(0);
-        let on_link = u32::from(dst) & mask == u32::from(own) & mask;
-        if on_link || dst.is_broadcast() {
+        if self.on_configured_subnet(dst)? || dst.is_broadcast() {
             Some(dst)
         } else {
             self.gateway

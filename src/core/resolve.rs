@@ -153,16 +153,11 @@ impl Core {
             HardwareAddress::Ethernet(mac) => mac.0,
             _ => return c.done(irp, NtStatus::NETWORK_UNREACHABLE, 0),
         };
-        if let Some((own, prefix)) = self.configured_v4() {
-            if own == target {
-                return answer(irp, room, own_mac, c);
-            }
-            let mask = u32::MAX
-                .checked_shl(32u32.saturating_sub(u32::from(prefix)))
-                .unwrap_or(0);
-            if u32::from(own) & mask != u32::from(target) & mask {
-                return c.done(irp, NtStatus::NETWORK_UNREACHABLE, 0);
-            }
+        if self.configured_v4().is_some_and(|(own, _)| own == target) {
+            return answer(irp, room, own_mac, c);
+        }
+        if self.on_configured_subnet(target) == Some(false) {
+            return c.done(irp, NtStatus::NETWORK_UNREACHABLE, 0);
         }
         if let Some(mac) = port.neighbors.lookup(target, self.now) {
             return answer(irp, room, mac, c);

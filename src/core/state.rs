@@ -420,6 +420,13 @@ impl Core {
     }
 
     /// Interface 1's address and prefix, if configured. Any IRQL ≤ DISPATCH_LEVEL.
+    /// Whether `ip` is on the configured address's subnet; `None` while interface 1 has no
+    /// address. DISPATCH_LEVEL, under the core lock.
+    pub(in crate::core) fn on_configured_subnet(&self, ip: Ipv4Addr) -> Option<bool> {
+        self.configured()
+            .map(|IpCidr::Ipv4(cidr)| cidr.contains_addr(&ip))
+    }
+
     pub(super) fn configured_v4(&self) -> Option<(Ipv4Addr, u8)> {
         self.configured()
             .map(|IpCidr::Ipv4(cidr)| (cidr.address(), cidr.prefix_len()))
