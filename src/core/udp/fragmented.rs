@@ -17,49 +17,28 @@ use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpR
 const TTL: u8 = 64;
 
 impl Core {
-    /// Sends `length` bytes of `irp`'s buffer from `local` (the address file's port, source
-    /// `source`) to `remote` on the loopback as fragments, and completes the send with its
-    /// length. A loopback without room for every fragment drops the datagram (counted in
-    /// `UdpStats::send_dropped`; the send still completes, as UDP's sends do).
+    /// Sends `length` bytes of `irp`'s buffer from `from` (the source address and the address
+    /// file's port) to `remote` as fragments: written into the loopback device at once
+    /// (`loopback`), or queued for the Ethernet link, both through the core's fragmenting
+    /// sender (`core::oversize`). The send completes with its length at once, as UDP's sends
+    /// do; a datagram that cannot leave is counted in `UdpStats::send_dropped`.
     /// DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn send_fragmented(
         &mut self,
-        local: u16,
-        source: Ipv4Addr,
+        from: SocketAddrV4,
         remote: SocketAddrV4,
         length: usize,
+        loopback: bool,
         irp: PendingIrp,
         c: &Completer<'_>,
     ) {
-        let packet = match build(local, source, remote, length, &irp) {
+        let packet = match build(from.port(), *from.ip(), remote, length, &irp) {
             Ok(packet) => packet,
             Err(status) => return c.done(irp, status, 0),
         };
-        if self.oversize_loopback(&packet) {
+        if loopback && self.oversize_loopback(&packet) {
             self.udp.stats.datagrams_out += 1;
-        } else {
-            self.udp.stats.send_dropped += 1;
-        }
-        c.done(irp, NtStatus::SUCCESS, length);
-    }
-
-    /// Queues a UDP datagram larger than the Ethernet MTU for the core's fragmenting sender
-    /// (`core::oversize`), and completes the send with its length. DISPATCH_LEVEL, under the
-    /// core lock.
-    pub(in crate::core) fn send_large_ethernet(
-        &mut self,
-        local: u16,
-        source: Ipv4Addr,
-        remote: SocketAddrV4,
-        length: usize,
-        irp: PendingIrp,
-        c: &Completer<'_>,
-    ) {
-        let packet = match build(local, source, remote, length, &irp) {
-            Ok(packet) => packet,
-            Err(status) => return c.done(irp, status, 0),
-        };
-        if !self.oversize_ethernet(packet, *remote.ip(), Carried::Udp) {
+        } else if loopback || !self.oversize_ethernet(packet, *remote.ip(), Carried::Udp) {
             self.udp.stats.send_dropped += 1;
         }
         c.done(irp, NtStatus::SUCCESS, length);

@@ -130,11 +130,10 @@ impl Core {
             });
         let (key, route, source) = match planned {
             Ok(Ok(planned)) => planned,
-            Ok(Err((SendRoute::Loopback, port, source))) => {
-                return self.send_fragmented(port, source, remote, length, irp, c);
-            }
-            Ok(Err((_, port, source))) => {
-                return self.send_large_ethernet(port, source, remote, length, irp, c);
+            Ok(Err((route, port, source))) => {
+                let loopback = route == SendRoute::Loopback;
+                let from = SocketAddrV4::new(source, port);
+                return self.send_fragmented(from, remote, length, loopback, irp, c);
             }
             Err(status) => return c.done(irp, status, 0),
         };
