@@ -24,27 +24,12 @@ fn pattern(seed: usize, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// An event-driven echo server on `port` with `endpoints` endpoints for accepted connections.
-fn echo_server(env: &Env, port: u16, endpoints: usize) -> Box<Peer> {
-    let server = Peer::open(
-        &env.kernel.handle(),
-        "\\Device\\Tcp",
-        loopback(port),
-        endpoints,
-        true,
-    );
-    for event in [TDI_EVENT_CONNECT, TDI_EVENT_RECEIVE, TDI_EVENT_DISCONNECT] {
-        assert_eq!(server.register(event, true), NtStatus::SUCCESS);
-    }
-    server
-}
-
 #[test]
 fn an_event_driven_echo_server_serves_winsock_clients() {
     let env = Env::start("events: echo server", 2, FaultInjection::None);
     let (threads, per_thread) = (4, 6);
     let total = threads * per_thread;
-    let server = echo_server(&env, 7401, total);
+    let server = Peer::echo_server(&env.kernel.handle(), 7401, total);
     let clients: Vec<_> = (0..threads)
         .map(|t| {
             let ws = env.ws.clone();
@@ -139,7 +124,7 @@ fn a_handler_that_takes_part_leaves_the_rest_for_a_receive_until_more_arrives() 
 #[test]
 fn a_handler_that_returns_an_irp_gets_the_data_in_order() {
     let env = Env::start("events: returned IRP", 2, FaultInjection::None);
-    let server = echo_server(&env, 7403, 1);
+    let server = Peer::echo_server(&env.kernel.handle(), 7403, 1);
     *server.take.lock().unwrap() = Take::Irp;
     let s = env.ws.socket().unwrap();
     env.ws.connect(s, loopback(7403)).expect("connect");
@@ -418,7 +403,7 @@ fn an_event_driven_echo_server_with_one_percent_allocation_failures() {
         FaultInjection::None,
     );
     let total = 40;
-    let server = echo_server(&env, 7409, total);
+    let server = Peer::echo_server(&env.kernel.handle(), 7409, total);
     // Failures start once the server is set up: the test is about the event paths.
     env.kernel.set_fault_injection(FaultInjection::Random {
         seed: 0x1801,

@@ -7,29 +7,13 @@
 mod echo_support;
 mod tdi_client_support;
 
-use echo_support::{Env, Fnv, Rng, loopback, message, size};
+use echo_support::{Env, Rng, loopback, message, size, stream_and_check};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use tcpip::host::FaultInjection;
 use tcpip::host::winsock::Shutdown;
-use tcpip::nt::NtStatus;
 use tcpip::nt::types::*;
 use tdi_client_support::Peer;
-
-/// An event-driven echo server on `port` with `endpoints` endpoints for accepted connections.
-fn echo_server(env: &Env, port: u16, endpoints: usize) -> Box<Peer> {
-    let server = Peer::open(
-        &env.kernel.handle(),
-        "\\Device\\Tcp",
-        loopback(port),
-        endpoints,
-        true,
-    );
-    for event in [TDI_EVENT_CONNECT, TDI_EVENT_RECEIVE, TDI_EVENT_DISCONNECT] {
-        assert_eq!(server.register(event, true), NtStatus::SUCCESS);
-    }
-    server
-}
 
 /// Waits until every connection the server accepted was released by its client and answered,
 /// checks the server saw nothing odd, and closes it.
@@ -49,7 +33,7 @@ fn finish_server(server: Box<Peer>, connections: usize) {
 /// Suite 1's shape: `threads` clients making `per_thread` connections one after the other,
 /// each one message echoed, then the client's release and the server's.
 fn serial(env: &Env, port: u16, threads: usize, per_thread: usize) {
-    let server = echo_server(env, port, threads * per_thread);
+    let server = Peer::echo_server(&env.kernel.handle(), port, threads * per_thread);
     let clients: Vec<_> = (0..threads)
         .map(|t| {
             let ws = env.ws.clone();
@@ -80,41 +64,11 @@ fn serial(env: &Env, port: u16, threads: usize, per_thread: usize) {
 /// Suite 3's shape: one connection, `total` bytes in random-sized sends while a reader
 /// checks the echo as it comes (full duplex).
 fn bulk(env: &Env, port: u16, total: usize, seed: u64) {
-    let server = echo_server(env, port, 1);
+    let server = Peer::echo_server(&env.kernel.handle(), port, 1);
     let ws = &env.ws;
     let client = ws.socket().unwrap();
     ws.connect(client, loopback(port)).expect("connect");
-    let reader = {
-        let ws = ws.clone();
-        env.kernel.spawn("bulk-reader", move || {
-            let mut hash = Fnv::default();
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut got = 0;
-            while got < total {
-                let n = ws.recv(client, &mut buf).expect("bulk recv");
-                assert!(n > 0, "echo ended early at {got} of {total}");
-                hash.update(&buf[..n]);
-                got += n;
-            }
-            hash.value()
-        })
-    };
-    let mut rng = Rng::new(seed);
-    let mut sent_hash = Fnv::default();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut sent = 0;
-    while sent < total {
-        let len = (1 + rng.below(64 * 1024) as usize).min(total - sent);
-        rng.fill(&mut chunk[..len]);
-        sent_hash.update(&chunk[..len]);
-        ws.send_all(client, &chunk[..len]).expect("bulk send");
-        sent += len;
-    }
-    assert_eq!(
-        reader.join().expect("reader"),
-        sent_hash.value(),
-        "the echo hashes like what was sent"
-    );
+    stream_and_check(env, client, total, seed);
     ws.shutdown(client, Shutdown::Send).expect("shutdown");
     let mut rest = [0u8; 1];
     assert_eq!(ws.recv(client, &mut rest).expect("FIN"), 0);
@@ -125,7 +79,7 @@ fn bulk(env: &Env, port: u16, total: usize, seed: u64) {
 /// Suite 4's shape: `n` concurrent connections, each echoing `size` bytes in 4 KiB pieces,
 /// each read back before the next.
 fn many(env: &Env, port: u16, n: usize, size: usize) {
-    let server = echo_server(env, port, n);
+    let server = Peer::echo_server(&env.kernel.handle(), port, n);
     let barrier = Arc::new(Barrier::new(n));
     let clients: Vec<_> = (0..n)
         .map(|t| {

@@ -259,6 +259,16 @@ pub fn bulk(env: &Env, port: u16, total: usize, seed: u64) {
     };
     let client = ws.socket().unwrap();
     ws.connect(client, loopback(port)).expect("connect");
+    stream_and_check(env, client, total, seed);
+    ws.closesocket(client).expect("close");
+    server.join().expect("server");
+    ws.closesocket(listener).unwrap();
+}
+
+/// Streams `total` bytes in random 1–64 KiB sends on the connected `client` while a second
+/// thread reads the echo (full duplex), and checks both directions by hash.
+pub fn stream_and_check(env: &Env, client: Socket, total: usize, seed: u64) {
+    let ws = &env.ws;
     let reader = {
         let ws = ws.clone();
         env.kernel.spawn("bulk-reader", move || {
@@ -291,9 +301,6 @@ pub fn bulk(env: &Env, port: u16, total: usize, seed: u64) {
         sent_hash.value(),
         "the echo hashes like what was sent"
     );
-    ws.closesocket(client).expect("close");
-    server.join().expect("server");
-    ws.closesocket(listener).unwrap();
 }
 
 /// Suite 4: `n` concurrent connections, each echoing `size` bytes (sent in 4 KiB pieces, each

@@ -229,6 +229,17 @@ impl Peer {
         self as *const Peer as usize
     }
 
+    /// An event-driven echo server on 127.0.0.1:`port` with `endpoints` endpoints for
+    /// accepted connections: connect, receive and disconnect handlers registered.
+    pub fn echo_server(kernel: &KernelHandle, port: u16, endpoints: usize) -> Box<Peer> {
+        let local = SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port);
+        let server = Peer::open(kernel, "\\Device\\Tcp", local, endpoints, true);
+        for event in [TDI_EVENT_CONNECT, TDI_EVENT_RECEIVE, TDI_EVENT_DISCONNECT] {
+            assert_eq!(server.register(event, true), NtStatus::SUCCESS);
+        }
+        server
+    }
+
     /// Registers (or with `false`, clears) a handler of this client on its address file.
     pub fn register(&self, event: i32, on: bool) -> NtStatus {
         let handler: usize = match event {
