@@ -266,7 +266,12 @@ impl Core {
             count += 1;
         }
         let seed = self.random.next_u64();
-        self.iface = new_interface(&mut self.device, seed, self.now, &addresses[..count]);
+        self.iface = new_interface(
+            &mut self.device,
+            seed,
+            self.now,
+            addresses.get(..count).unwrap_or(&[]),
+        );
     }
 
     /// Applies one request from the inbound queue.
