@@ -10,6 +10,7 @@ use crate::nt::dpc::DpcHandler;
 use crate::nt::entry::{self, Driver};
 use crate::nt::irp::{CancelRoutine, Dispatched, Irp, IrpId};
 use crate::nt::log::Level;
+use crate::nt::system;
 use crate::nt::work_item::{WorkHandler, WorkItem};
 
 /// The device names, in the order ReactOS's tcpip.sys creates them. Every request is accepted
@@ -76,7 +77,7 @@ impl Driver for Tcpip {
             .map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)?;
         Ok(Tcpip {
             completions: WorkItem::allocate(&devices[0])?,
-            stack: Stack::new(CoreConfig::default())?,
+            stack: Stack::new(CoreConfig::for_machine(system::physical_memory()))?,
             ndis: NdisProtocol::new()?,
             devices,
             cancel: entry::cancel_routine::<Tcpip>(),
