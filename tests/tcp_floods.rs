@@ -11,11 +11,7 @@ mod tdi_support;
 
 use ethernet_support::*;
 use ip_helper_support::{entities, provider, query, rows};
-use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol,
-    Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
-};
+use smoltcp::wire::TcpControl;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 use tcpip::core::state::CoreConfig;
@@ -31,93 +27,6 @@ const SERVER_PORT: u16 = 80;
 
 fn server() -> SocketAddrV4 {
     SocketAddrV4::new(OURS, SERVER_PORT)
-}
-
-/// A TCP segment from `src` to `dst` in an Ethernet frame from [`PEER_MAC`], checksums set.
-fn segment(
-    src: SocketAddrV4,
-    dst: SocketAddrV4,
-    control: TcpControl,
-    seq: u32,
-    ack: Option<u32>,
-    payload: &[u8],
-) -> Vec<u8> {
-    let tcp = TcpRepr {
-        src_port: src.port(),
-        dst_port: dst.port(),
-        control,
-        seq_number: TcpSeqNumber(seq as i32),
-        ack_number: ack.map(|ack| TcpSeqNumber(ack as i32)),
-        window_len: 65535,
-        window_scale: None,
-        max_seg_size: (control == TcpControl::Syn).then_some(1460),
-        sack_permitted: false,
-        sack_ranges: [None; 3],
-        timestamp: None,
-        payload,
-    };
-    let ip = Ipv4Repr {
-        src_addr: *src.ip(),
-        dst_addr: *dst.ip(),
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let ethernet = EthernetRepr {
-        src_addr: EthernetAddress(PEER_MAC),
-        dst_addr: EthernetAddress(OUR_MAC),
-        ethertype: EthernetProtocol::Ipv4,
-    };
-    let checksums = ChecksumCapabilities::default();
-    let mut frame = vec![0; ethernet.buffer_len() + ip.buffer_len() + tcp.buffer_len()];
-    let mut view = EthernetFrame::new_unchecked(&mut frame[..]);
-    ethernet.emit(&mut view);
-    let mut packet = Ipv4Packet::new_unchecked(view.payload_mut());
-    ip.emit(&mut packet, &checksums);
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(packet.payload_mut()),
-        &IpAddress::Ipv4(*src.ip()),
-        &IpAddress::Ipv4(*dst.ip()),
-        &checksums,
-    );
-    frame
-}
-
-/// Hands `frame` to the driver as the adapter's receive indication, waiting while its queue is
-/// full.
-fn indicate(t: &Loaded, frame: &[u8]) {
-    while !tcpip(t).stack().indicate_receive(frame) {
-        std::thread::yield_now();
-    }
-}
-
-/// A segment the driver sent to `to`: (flags SYN, ACK, RST; its sequence number).
-fn sent_to(recorder: &Recorder, to: SocketAddrV4) -> Vec<(bool, bool, bool, u32)> {
-    let sent = recorder.sent.lock().unwrap();
-    sent.iter()
-        .filter_map(|frame| {
-            let ethernet = EthernetFrame::new_checked(&frame[..]).ok()?;
-            let ip = Ipv4Packet::new_checked(ethernet.payload()).ok()?;
-            let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
-            (ip.dst_addr() == *to.ip() && tcp.dst_port() == to.port())
-                .then(|| (tcp.syn(), tcp.ack(), tcp.rst(), tcp.seq_number().0 as u32))
-        })
-        .collect()
-}
-
-/// Waits up to 10 s for the driver's SYN-ACK to `client` and returns its sequence number.
-fn syn_ack(recorder: &Recorder, client: SocketAddrV4) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = sent_to(recorder, client)
-            .into_iter()
-            .find(|&(syn, ack, rst, _)| syn && ack && !rst);
-        if let Some((_, _, _, seq)) = found {
-            return seq;
-        }
-        assert!(Instant::now() < deadline, "no SYN-ACK to {client}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// `count` SYNs from spoofed on-link addresses (none of them [`PEER`]), numbered from `first`.

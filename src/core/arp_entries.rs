@@ -108,6 +108,20 @@ fn teach(port: &mut Port, ip: Ipv4Addr, mac: [u8; 6], now: Instant) {
         .poll_ingress_single(now, &mut device, &mut no_sockets);
 }
 
+/// Hands every live entry of the core's ARP table to `port`'s (new) interface.
+/// DISPATCH_LEVEL, under the core lock.
+pub fn reteach(port: &mut Port, now: Instant) {
+    let mut live = [(Ipv4Addr::UNSPECIFIED, [0u8; 6]); crate::core::neighbors::CAPACITY];
+    let mut count = 0;
+    for (slot, entry) in live.iter_mut().zip(port.neighbors.live(now)) {
+        *slot = entry;
+        count += 1;
+    }
+    for &(ip, mac) in live.iter().take(count) {
+        teach(port, ip, mac, now);
+    }
+}
+
 /// Hands every static entry of `port` to smoltcp again when [`REFRESH`] has passed.
 /// DISPATCH_LEVEL, under the core lock.
 pub fn refresh(port: &mut Port, now: Instant) {

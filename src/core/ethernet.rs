@@ -9,11 +9,12 @@
 //! answers ARP and ICMP echo for the configured address), the transmit buffer the DPC lends to
 //! each pass's [`EthernetDevice`], and the default gateway.
 //!
-//! ISNs of connections accepted on this link come from the PCG32 of its interface, seeded once
-//! from the driver's CSPRNG when the link is bound: rebuilding this interface per connection,
-//! as the core does for the loopback one, would forget the ARP cache.
+//! ISNs of connections accepted on this link are RFC 6528's: the interface is rebuilt with a
+//! seed made for the connection's ISN before its SYN is handed to the LISTEN socket
+//! ([`Port::reseed`], `core::isn`), and its ARP cache handed over from the core's copy.
 #![forbid(unsafe_code)]
 
+use crate::core::arp_entries;
 use crate::core::counters::LinkCounters;
 use crate::core::neighbors::Neighbors;
 use crate::link::ethernet::{Adapter, EthernetDevice, ReceiveQueue};
@@ -99,6 +100,27 @@ impl Port {
         };
         port.set_gateway(gateway);
         Ok(port)
+    }
+
+    /// Builds the interface afresh from `seed`, so that the next ISN it draws is the one the
+    /// seed was made for (`core::isn`): smoltcp has no other way to set it. The addresses,
+    /// the routes and the ARP cache carry over (the cache from the core's copy of it, each
+    /// entry handed to smoltcp again, so its 60 s start over). DISPATCH_LEVEL, under the core
+    /// lock.
+    pub fn reseed(&mut self, device: &mut EthernetDevice<'_>, seed: u64, now: Instant) {
+        let mut config = Config::new(self.iface.hardware_addr());
+        config.random_seed = seed;
+        let mut fresh = Interface::new(config, device, now);
+        set_addresses(&mut fresh, self.iface.ip_addrs());
+        let mut routes = None;
+        self.iface
+            .routes_mut()
+            .update(|table| routes = Some(table.clone()));
+        if let Some(routes) = routes {
+            fresh.routes_mut().update(|table| *table = routes);
+        }
+        self.iface = fresh;
+        arp_entries::reteach(self, now);
     }
 
     /// Replaces the interface's addresses (at most the configured one).

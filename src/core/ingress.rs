@@ -8,7 +8,8 @@
 //! unreachable). Runs under the core lock at DISPATCH_LEVEL.
 #![forbid(unsafe_code)]
 
-use crate::core::counters::{self, LinkCounters, Meter, Metered};
+use crate::core::counters::{self, Meter, Metered};
+use crate::core::ethernet::Port;
 use crate::core::fragment;
 use crate::core::icmp;
 use crate::core::oversize::Carried;
@@ -19,8 +20,6 @@ use crate::core::sockets::SocketKey;
 use crate::core::state::{Completer, Core};
 use crate::core::udp;
 use crate::link::ethernet::{self, EthernetDevice};
-use core::cell::Cell;
-use smoltcp::iface::Interface;
 use smoltcp::phy::Medium;
 use smoltcp::wire::Ipv4Packet;
 
@@ -74,11 +73,16 @@ impl Core {
             udp::Ingress::NoPort => self.icmp.count_port_unreachable(),
             udp::Ingress::NotUdp => {}
         }
-        match self.demux(segment::classify(frame)) {
+        let segment = segment::classify(frame);
+        match self.demux(segment) {
             Demux::Drop => {
                 self.device.drop_front();
             }
             Demux::Deliver { target, listener } => {
+                if let (Some(_), Some(segment)) = (listener, segment) {
+                    // The LISTEN socket draws this connection's ISN from the interface.
+                    self.reseed(segment.dst, segment.src);
+                }
                 let meter = Meter {
                     layers: &self.counters,
                     link: &self.loopback_link,
@@ -99,9 +103,8 @@ impl Core {
     /// frame was taken. DISPATCH_LEVEL, under the core lock.
     pub(super) fn ingress_ethernet(
         &mut self,
-        iface: &mut Interface,
+        port: &mut Port,
         device: &mut EthernetDevice<'_>,
-        link: &Cell<LinkCounters>,
         c: &Completer<'_>,
     ) -> bool {
         let arrival = udp::Arrival {
@@ -114,7 +117,7 @@ impl Core {
         };
         let meter = Meter {
             layers: &self.counters,
-            link,
+            link: &port.link,
         };
         counters::received(meter, Medium::Ethernet, frame);
         let packet = ethernet::ipv4_packet(frame);
@@ -167,12 +170,18 @@ impl Core {
                 device.drop_front();
             }
             Demux::Deliver { target, listener } => {
+                if let (Some(_), Some(segment)) = (listener, segment) {
+                    // The LISTEN socket draws this connection's ISN from the interface.
+                    let seed = self.seed_for(segment.dst, segment.src);
+                    port.reseed(device, seed, self.now);
+                }
                 let meter = Meter {
                     layers: &self.counters,
-                    link,
+                    link: &port.link,
                 };
                 let mut device = Metered { device, meter };
-                self.sockets.ingress(target, iface, &mut device, self.now);
+                self.sockets
+                    .ingress(target, &mut port.iface, &mut device, self.now);
                 self.after_ingress(listener, c);
             }
         }
@@ -240,13 +249,10 @@ impl Core {
         };
         match listener {
             None => Demux::Drop,
-            Some((key, socket)) => {
-                self.reseed();
-                Demux::Deliver {
-                    target: Some(socket),
-                    listener: Some(key),
-                }
-            }
+            Some((key, socket)) => Demux::Deliver {
+                target: Some(socket),
+                listener: Some(key),
+            },
         }
     }
 

@@ -33,6 +33,7 @@ pub mod icmp;
 pub mod inbox;
 pub mod info;
 pub mod ingress;
+pub mod isn;
 pub mod neighbors;
 pub mod oversize;
 pub mod ports;

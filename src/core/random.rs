@@ -4,26 +4,8 @@
 //! It is seeded once, at core creation, from [`crate::nt::time::entropy`] (timer and counter
 //! bits mixed with SplitMix64), and supplies:
 //! - the ephemeral port allocator's starting point (`core::ports::PortTable::new`);
-//! - smoltcp's `iface::Config::random_seed`, which is where TCP initial sequence numbers come
-//!   from.
-//!
-//! # ISNs: what smoltcp allows
-//!
-//! RFC 6528 asks for ISN = M + F(local IP, local port, remote IP, remote port, secret): a clock
-//! plus a keyed hash of the 4-tuple, so that seeing the ISNs of one's own connections reveals
-//! nothing about other connections' sequence numbers. smoltcp 0.14 does not do this and has no
-//! hook for it: every ISN (`tcp::Socket::random_seq_no`, for `connect` and for a SYN taken in
-//! LISTEN) is the next 32-bit output of one per-`Interface` generator, `smoltcp::rand::Rand`, an
-//! sPCG32 (a 64-bit linear congruential state, multiplier `0xbb2efcec3c39611d`, increment
-//! `0x7590ef39`, output a 32-bit window selected by the top three state bits), whose only input
-//! is the 64-bit `Config::random_seed` given to `Interface::new`. (With this crate's feature
-//! set the ISN is the generator's only consumer: the IPv4 fragment ident and the DNS/DHCP users
-//! are compiled out.) Seeding it from this CSPRNG makes the *first* ISN unpredictable and the
-//! sequence independent across boots and interfaces. It does not make ISNs independent of each
-//! other: the generator is not cryptographic, so a peer that observes a few ISNs of its own
-//! connections can recover the state and predict the ISNs of later connections to anyone. The
-//! only remedies are a patched smoltcp (an ISN hook) or re-creating the `Interface` (and so the
-//! generator) with a fresh seed from time to time; neither is done here.
+//! - the key of the ISNs' keyed function and the `Interface` seeds that make smoltcp draw them
+//!   (`core::isn`: RFC 6528 ISNs, although smoltcp has no hook for them).
 //!
 //! The strength of the whole stream is bounded by the entropy of the seed: `entropy()` gathers
 //! what the kernel offers without a crypto provider (performance counter, interrupt time, TSC).

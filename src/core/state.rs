@@ -16,6 +16,7 @@ use crate::core::events::EventHub;
 use crate::core::fragment::{FragmentConfig, FragmentStats, Fragments};
 use crate::core::icmp::{Icmp, IcmpStats};
 use crate::core::info::Answer;
+use crate::core::isn::{self, IsnKey};
 use crate::core::oversize::Oversize;
 use crate::core::ports::PortTable;
 use crate::core::random::Csprng;
@@ -228,8 +229,10 @@ pub struct Core {
     pub(super) gateway: Option<Ipv4Addr>,
     config: CoreConfig,
     pub(super) now: Instant,
-    /// The driver's CSPRNG: ISN seeds and the ephemeral port start.
+    /// The driver's CSPRNG: the ISN key, interface seeds and the ephemeral port start.
     random: Csprng,
+    /// The secret of the ISNs' keyed function.
+    isn_key: IsnKey,
     /// IP, TCP and ICMP counters (see [`counters`]).
     pub(super) counters: Cell<Counters>,
     /// The loopback link's counters.
@@ -261,6 +264,7 @@ impl Core {
             oversize: Oversize::default(),
             raw: Raw::new(config.raw, config.loopback_mtu.max(ETHERNET_MTU))?,
             fragments: Fragments::new(config.fragments, random.next_u64() as u16),
+            isn_key: IsnKey::new(&mut random),
             ethernet: None,
             gateway: None,
             config,
@@ -286,20 +290,25 @@ impl Core {
         self.counters.set(counters);
     }
 
-    /// Gives the next initial sequence number a fresh CSPRNG seed. smoltcp draws ISNs from a
-    /// PCG32 seeded once per `Interface` (`Config::random_seed`), whose outputs reveal its state;
-    /// rebuilding the interface (it holds no connection state: addresses, the IP identification
-    /// counter, no neighbors on this medium) before each active open and each accepted SYN makes
-    /// every ISN come from a fresh ChaCha20 output, unpredictable to an observer of earlier
-    /// connections. RFC 6528's per-4-tuple monotonic offset would need a change in smoltcp.
-    pub(super) fn reseed(&mut self) {
+    /// The interface seed that makes the next ISN the RFC 6528 one of `local` → `remote` now
+    /// (see [`crate::core::isn`]). DISPATCH_LEVEL, under the core lock.
+    pub(super) fn seed_for(&mut self, local: SocketAddrV4, remote: SocketAddrV4) -> u64 {
+        let isn = self.isn_key.isn(local, remote, self.now);
+        isn::seed_for(isn, self.random.next_u64())
+    }
+
+    /// Rebuilds the loopback interface so that its next ISN is `local` → `remote`'s (it holds
+    /// no connection state: its addresses, and the IP identification counter, which restarts
+    /// at a random value). Done before each active open and each SYN a listener takes.
+    /// DISPATCH_LEVEL, under the core lock.
+    pub(super) fn reseed(&mut self, local: SocketAddrV4, remote: SocketAddrV4) {
         let mut addresses = [IpCidr::new(IpAddress::v4(0, 0, 0, 0), 0); MAX_ADDRESSES];
         let mut count = 0;
         for (slot, cidr) in addresses.iter_mut().zip(self.iface.ip_addrs()) {
             *slot = *cidr;
             count += 1;
         }
-        let seed = self.random.next_u64();
+        let seed = self.seed_for(local, remote);
         self.iface = new_interface(
             &mut self.device,
             seed,

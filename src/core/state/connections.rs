@@ -86,7 +86,7 @@ impl Core {
         };
         let mut socket = self.new_socket(no_delay)?;
         socket.set_timeout(Some(wait));
-        self.reseed();
+        self.reseed(local, remote);
         socket
             .connect(
                 self.iface.context(),

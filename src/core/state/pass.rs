@@ -42,7 +42,7 @@ impl Core {
                     port.neighbors.observe(frame, ours, self.now);
                     self.resolutions.observe(frame);
                 }
-                if !self.ingress_ethernet(&mut port.iface, device, &port.link, c) {
+                if !self.ingress_ethernet(port, device, c) {
                     break;
                 }
             }
