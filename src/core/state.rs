@@ -11,6 +11,7 @@ use crate::core::address::{Address, Listener, Protocol};
 use crate::core::arp_entries;
 use crate::core::connection::{CloseReason, Connection, Phase, Receive};
 use crate::core::counters::{Counters, LinkCounters, Meter, Metered};
+use crate::core::endpoint::{self, Verb};
 use crate::core::ethernet::{Link, Port};
 use crate::core::events::EventHub;
 use crate::core::fragment::{FragmentConfig, FragmentStats, Fragments};
@@ -296,10 +297,7 @@ impl Core {
                 c.done(irp, status, 0);
             }
             Request::Disassociate { connection } => {
-                let status = match self.connection_key(connection) {
-                    Some(_) => NtStatus::SUCCESS,
-                    None => NtStatus::INVALID_CONNECTION,
-                };
+                let status = self.disassociate(connection, c);
                 c.done(irp, status, 0);
             }
             Request::Connect {
@@ -522,6 +520,19 @@ impl Core {
     fn connection_mut(&mut self, index: u32) -> Option<(Key, &mut Connection)> {
         let key = self.connection_key(index)?;
         self.connections.get_mut(key).map(|entry| (key, entry))
+    }
+
+    /// The endpoint `connection`, if `verb` is to be served in its state
+    /// ([`endpoint::rule`]); otherwise the status to complete the request with at once (an
+    /// unknown endpoint: `STATUS_INVALID_CONNECTION`). DISPATCH_LEVEL, core lock held.
+    fn admit(&mut self, connection: u32, verb: Verb) -> Result<(Key, &mut Connection), NtStatus> {
+        let (key, entry) = self
+            .connection_mut(connection)
+            .ok_or(NtStatus::INVALID_CONNECTION)?;
+        match endpoint::rule(entry.state(), verb) {
+            endpoint::Rule::Serve => Ok((key, entry)),
+            endpoint::Rule::Answer(status) => Err(status),
+        }
     }
 
     /// The local address a connection to `remote` leaves from: the address file's own, or for

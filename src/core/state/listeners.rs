@@ -7,10 +7,11 @@ use super::*;
 
 impl Core {
     pub(super) fn listen(&mut self, connection: u32, irp: PendingIrp, c: &Completer<'_>) {
-        let Some((key, entry)) = self.connection_mut(connection) else {
-            return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
+        let (key, entry) = match self.admit(connection, Verb::Listen) {
+            Ok(admitted) => admitted,
+            Err(status) => return c.done(irp, status, 0),
         };
-        let (Some(address), Phase::Idle, None) = (entry.address, entry.phase, entry.socket) else {
+        let Some(address) = entry.address else {
             return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
         };
         let Some(address_key) = self.address_key(address) else {
