@@ -449,3 +449,51 @@ fn disassociate_gives_a_connection_up_gracefully() {
     close_pair(&t, pair);
     t.unload();
 }
+
+#[test]
+fn a_cancelled_listen_or_connect_leaves_the_endpoint_idle_and_usable() {
+    let t = loaded();
+    let server_address = t.open_address(local(PORT), 0).expect("server address");
+    let server = t.open_connection().expect("server");
+    assert_eq!(t.associate(server, server_address), NtStatus::SUCCESS);
+    let listening = start_listen(&t, server);
+    let probe = t.open_connection().expect("probe");
+    assert_eq!(outcome(&t, &listening, probe), Pends);
+    assert!(t.kernel.cancel_irp(listening.irp));
+    assert_eq!(listening.wait().status, NtStatus::CANCELLED);
+
+    let client_address = t.open_address(any(0), 0).expect("client address");
+    let client = t.open_connection().expect("client");
+    assert_eq!(t.associate(client, client_address), NtStatus::SUCCESS);
+    let nowhere = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 80);
+    let connecting = start_connect(&t, client, nowhere);
+    assert_eq!(outcome(&t, &connecting, probe), Pends);
+    assert!(t.kernel.cancel_irp(connecting.irp));
+    assert_eq!(connecting.wait().status, NtStatus::CANCELLED);
+
+    // Both are idle again: a new listen and a new connect meet.
+    let listening = start_listen(&t, server);
+    assert_eq!(
+        start_connect(&t, client, local(PORT)).wait().status,
+        NtStatus::SUCCESS
+    );
+    assert_eq!(listening.wait().status, NtStatus::SUCCESS);
+
+    // A cancelled receive leaves the connection as it was.
+    let mut room = vec![0u8; 16];
+    let receiving = t.start(
+        server,
+        TDI_RECEIVE,
+        wire::receive(16, TDI_RECEIVE_NORMAL),
+        Some(&mut room),
+    );
+    assert_eq!(outcome(&t, &receiving, probe), Pends);
+    assert!(t.kernel.cancel_irp(receiving.irp));
+    assert_eq!(receiving.wait().status, NtStatus::CANCELLED);
+    assert_eq!(send(&t, client, b"after").status, NtStatus::SUCCESS);
+    assert_eq!(receive(&t, server, 16).1, b"after");
+    for handle in [server_address, server, client_address, client, probe] {
+        t.close(handle);
+    }
+    t.unload();
+}
