@@ -489,6 +489,9 @@ fn main() {
         processors: 2,
         workers: 2,
         clock: Clock::Real,
+        // The socket memory limit is a sixteenth of this: room for the 10,000 connections
+        // (20,000 sockets) of the full run's scaling test.
+        physical_memory: 16 << 30,
         ..Config::default()
     });
     let driver_image = kernel.load_driver(driver_entry).expect("DriverEntry");

@@ -10,6 +10,7 @@ use crate::nt::dpc::DpcHandler;
 use crate::nt::entry::{self, Driver};
 use crate::nt::irp::{CancelRoutine, Dispatched, Irp, IrpId};
 use crate::nt::log::Level;
+use crate::nt::system;
 use crate::nt::work_item::{WorkHandler, WorkItem};
 
 /// The device names, in the order ReactOS's tcpip.sys creates them. Every request is accepted
@@ -74,9 +75,17 @@ impl Driver for Tcpip {
         let devices: [Device; DEVICE_NAMES.len()] = devices
             .try_into()
             .map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)?;
+        let physical_memory = system::physical_memory();
+        let config = CoreConfig::for_machine(physical_memory);
+        crate::log!(
+            Level::Notice,
+            "physical memory {} MiB, socket memory limit {} MiB",
+            physical_memory.unwrap_or(0) >> 20,
+            config.socket_memory_limit >> 20
+        );
         Ok(Tcpip {
             completions: WorkItem::allocate(&devices[0])?,
-            stack: Stack::new(CoreConfig::default())?,
+            stack: Stack::new(config)?,
             ndis: NdisProtocol::new()?,
             devices,
             cancel: entry::cancel_routine::<Tcpip>(),

@@ -17,9 +17,12 @@
 //! - `host` (host builds only): the NT kernel model that runs all of the above on Linux and
 //!   checks it like Driver Verifier, plus the AFD model and a Winsock-style API.
 #![cfg_attr(kernel, no_std)]
-// A panic in the kernel is a bugcheck: the code built into the driver never calls the panicking
-// shorthands (`cargo xtask clippy` runs the kernel targets with warnings denied). Indexing and
-// arithmetic are reviewed by hand for now (issue #16).
+// A panic in the kernel is a bugcheck. The code built into the driver never calls the panicking
+// shorthands, never indexes or slices with `[]` (`get`, `first_chunk`, `split_first_chunk` and
+// iterators instead; a fixed-size array indexed by a constant is checked at compile time), and
+// `cargo xtask clippy` runs the kernel targets with these lints as errors. Arithmetic cannot
+// panic in the kernel images (release builds, no overflow checks: it wraps); division is by
+// constants or by values checked non-zero, reviewed by hand (ARCHITECTURE.md, "Panics").
 #![cfg_attr(
     kernel,
     warn(
@@ -28,7 +31,9 @@
         clippy::panic,
         clippy::unreachable,
         clippy::todo,
-        clippy::unimplemented
+        clippy::unimplemented,
+        clippy::indexing_slicing,
+        clippy::string_slice
     )
 )]
 #![feature(allocator_api)]

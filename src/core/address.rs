@@ -65,7 +65,7 @@ impl Address {
 pub struct Listener {
     /// The socket currently in LISTEN (none if one could not be allocated yet).
     pub socket: Option<SocketKey>,
-    /// Sockets in SYN-RECEIVED.
+    /// Sockets in SYN-RECEIVED, oldest first.
     pub half_open: Vec<SocketKey>,
     /// Established connections not yet handed to a TDI_LISTEN, with their peers.
     pub ready: VecDeque<(SocketKey, SocketAddrV4)>,
@@ -73,22 +73,26 @@ pub struct Listener {
     pub waiting: VecDeque<u32>,
     /// Half-open plus ready connections allowed before new SYNs are dropped.
     pub backlog: usize,
+    /// Half-open connections held at once; a SYN beyond it takes the place of the oldest.
+    pub half_open_limit: usize,
 }
 
 impl Listener {
-    /// An empty listener with the given backlog.
-    pub fn new(backlog: usize) -> Self {
+    /// An empty listener with the given backlog and half-open limit.
+    pub fn new(backlog: usize, half_open_limit: usize) -> Self {
         Self {
             socket: None,
             half_open: Vec::new(),
             ready: VecDeque::new(),
             waiting: VecDeque::new(),
             backlog,
+            half_open_limit,
         }
     }
 
     /// Whether another SYN may be accepted.
     pub fn has_room(&self) -> bool {
-        self.half_open.len() + self.ready.len() < self.backlog
+        self.half_open.len() < self.half_open_limit
+            && self.half_open.len() + self.ready.len() < self.backlog
     }
 }

@@ -22,13 +22,15 @@ impl Answer {
             bytes: [0; 64],
             len,
         };
-        answer.bytes[..len].copy_from_slice(&bytes[..len]);
+        for (slot, byte) in answer.bytes.iter_mut().zip(bytes) {
+            *slot = *byte;
+        }
         answer
     }
 
     /// The bytes to copy to the caller's buffer.
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
+        self.bytes.get(..self.len).unwrap_or(&[])
     }
 
     /// TDI_QUERY_ADDRESS_INFO: a `TDI_ADDRESS_INFO` (26 bytes) with the local address.

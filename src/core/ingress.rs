@@ -210,8 +210,9 @@ impl Core {
     }
 
     /// Picks the one socket a received segment is for: the socket filed for its 4-tuple, or
-    /// for a connection request the listener's LISTEN socket (whose backlog must have room: a
-    /// SYN past it is dropped, and the client's retransmission retries), or no socket
+    /// for a connection request the listener's LISTEN socket (whose backlog must have room,
+    /// made by dropping its oldest half-open connection if half-open ones fill it: a SYN that
+    /// still finds no room is dropped, and the client's retransmission retries), or no socket
     /// (smoltcp answers with a RST). A retransmitted SYN for a connection that exists is
     /// dropped: that socket retransmits its own SYN-ACK. DISPATCH_LEVEL, under the core lock.
     fn demux(&mut self, segment: Option<TcpSegment>) -> Demux {
@@ -232,16 +233,20 @@ impl Core {
         if target.is_some() {
             return Demux::Drop;
         }
-        match self.listener_for(segment.dst) {
-            Some((_, None)) => Demux::Drop,
-            Some((key, Some(socket))) => {
+        let listener = match self.listener_for(segment.dst) {
+            Some((key, None)) => self.make_room(key).map(|socket| (key, socket)),
+            Some((key, Some(socket))) => Some((key, socket)),
+            None => return nobody,
+        };
+        match listener {
+            None => Demux::Drop,
+            Some((key, socket)) => {
                 self.reseed();
                 Demux::Deliver {
                     target: Some(socket),
                     listener: Some(key),
                 }
             }
-            None => nobody,
         }
     }
 

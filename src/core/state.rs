@@ -75,6 +75,12 @@ pub struct CoreConfig {
     /// acknowledges at once (no delayed ACK), since its window is about one loopback segment
     /// and a delayed ACK would stall it for a tick per segment (`smoltcp-notes` §4.5).
     pub small_buffer: usize,
+    /// Socket buffer bytes (all TCP sockets together) the core holds at most: a socket that
+    /// would take more is refused with `STATUS_INSUFFICIENT_RESOURCES` (a connect fails with
+    /// WSAENOBUFS; a listener drops the SYN, which the client retries). With
+    /// `buffer_pressure` this bounds what connections, idle or not, can take of the
+    /// non-paged pool: a machine's worth of them cannot starve the rest of the kernel.
+    pub socket_memory_limit: usize,
     /// The most TCP sockets at once (listening, half-open, connected, closing). A limit, not a
     /// reservation: each socket's memory (mostly `rx_buffer + tx_buffer`) is taken from the
     /// pool when it is created.
@@ -86,6 +92,13 @@ pub struct CoreConfig {
     /// rather than left to the clients' SYN retries. Each held connection owns its socket
     /// buffers (`rx_buffer + tx_buffer`), which bounds the memory a burst can take.
     pub backlog: usize,
+    /// Half-open (SYN-RECEIVED) connections a listener holds at once. A connection request
+    /// that finds the listener full takes the place of its oldest half-open connection, which
+    /// is dropped without a word (no RST: under a SYN flood its peer is likely spoofed). So a
+    /// flood of spoofed SYNs holds at most this many sockets per listener, and a real client
+    /// still gets in if it completes its handshake before this many later SYNs arrive (a
+    /// quarter of a second at 1,000 SYNs per second).
+    pub half_open_limit: usize,
     /// How long a TDI_CONNECT without its own timeout tries.
     pub connect_timeout: Duration,
     /// How long a half-open (SYN-RECEIVED) connection waits for the final ACK.
@@ -105,6 +118,25 @@ pub struct CoreConfig {
     pub fragments: FragmentConfig,
 }
 
+impl CoreConfig {
+    /// The defaults, with [`socket_memory_limit`](Self::socket_memory_limit) a sixteenth of
+    /// the machine's `physical_memory` (64 MiB on a 1 GiB machine, whose non-paged pool is
+    /// about 160 MiB), at least 16 MiB; the default's 64 MiB when the size is unknown.
+    /// Any IRQL.
+    pub fn for_machine(physical_memory: Option<u64>) -> Self {
+        let default = Self::default();
+        let socket_memory_limit = physical_memory.map_or(default.socket_memory_limit, |bytes| {
+            usize::try_from(bytes / 16)
+                .unwrap_or(usize::MAX)
+                .max(16 * 1024 * 1024)
+        });
+        Self {
+            socket_memory_limit,
+            ..default
+        }
+    }
+}
+
 impl Default for CoreConfig {
     fn default() -> Self {
         Self {
@@ -112,8 +144,10 @@ impl Default for CoreConfig {
             tx_buffer: 64 * 1024,
             buffer_pressure: 16 * 1024 * 1024,
             small_buffer: 8 * 1024,
+            socket_memory_limit: 64 * 1024 * 1024,
             max_sockets: 64 * 1024,
             backlog: 1024,
+            half_open_limit: 256,
             connect_timeout: Duration::from_secs(21),
             syn_received_timeout: Duration::from_secs(75),
             loopback_mtu: 16 * 1024,
@@ -267,7 +301,12 @@ impl Core {
             count += 1;
         }
         let seed = self.random.next_u64();
-        self.iface = new_interface(&mut self.device, seed, self.now, &addresses[..count]);
+        self.iface = new_interface(
+            &mut self.device,
+            seed,
+            self.now,
+            addresses.get(..count).unwrap_or(&[]),
+        );
     }
 
     /// Applies one request from the inbound queue.

@@ -57,7 +57,9 @@ fn copy_to_receive(
     while copied < room && socket.can_recv() {
         let step = socket.recv(|ring| {
             let take = ring.len().min(room - copied);
-            let written = mdl.write_at(copied, &ring[..take]).unwrap_or(0);
+            let written = ring
+                .get(..take)
+                .map_or(0, |bytes| mdl.write_at(copied, bytes).unwrap_or(0));
             (written, written)
         });
         match step {
@@ -95,7 +97,9 @@ pub fn send(entry: &mut Connection, socket: &mut tcp::Socket<'static>, c: &Compl
         while copied < total && socket.can_send() {
             let step = socket.send(|ring| {
                 let take = ring.len().min(total - copied);
-                let read = mdl.read(copied, &mut ring[..take]).unwrap_or(0);
+                let read = ring
+                    .get_mut(..take)
+                    .map_or(0, |bytes| mdl.read(copied, bytes).unwrap_or(0));
                 (read, read)
             });
             match step {

@@ -42,10 +42,15 @@ pub struct Config {
     /// bytes above it fails, as it does on a real machine (a ReactOS livecd with 1 GiB has
     /// about 160 MiB, [`NONPAGED_POOL_1GIB`]). `None`: no limit.
     pub nonpaged_pool_limit: Option<usize>,
+    /// The machine's physical memory, as `ZwQuerySystemInformation(SystemBasicInformation)`
+    /// reports it (the driver sizes its socket memory from it). A multiple of 4 KiB pages.
+    pub physical_memory: u64,
 }
 
 /// About the non-paged pool of a ReactOS machine with 1 GiB of memory.
 pub const NONPAGED_POOL_1GIB: usize = 160 * 1024 * 1024;
+/// The physical memory of the model's default machine: the livecd's VM.
+pub const PHYSICAL_MEMORY_1GIB: u64 = 1 << 30;
 
 impl Default for Config {
     fn default() -> Config {
@@ -56,6 +61,7 @@ impl Default for Config {
             fault: FaultInjection::None,
             debug_lines: 1024,
             nonpaged_pool_limit: None,
+            physical_memory: PHYSICAL_MEMORY_1GIB,
         }
     }
 }

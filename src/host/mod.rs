@@ -67,7 +67,9 @@ pub use driver::{Driver, DriverInitialize, Leak, UnloadReport};
 pub use file::IoctlOptions;
 pub use io::{CompletionFlags, IoStatus, StackLocation};
 pub use irql::{APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL, current_irql, lower_irql, raise_irql};
-pub use kernel::{Config, EnteredKernel, Kernel, KernelHandle, NONPAGED_POOL_1GIB};
+pub use kernel::{
+    Config, EnteredKernel, Kernel, KernelHandle, NONPAGED_POOL_1GIB, PHYSICAL_MEMORY_1GIB,
+};
 pub use mdl::MdlKind;
 pub use ndis::{Indication, MiniportOptions, RegValue};
 pub use object::{Handle, ObjectRef};

@@ -431,8 +431,11 @@ pub unsafe fn PsGetCurrentProcessId() -> HANDLE {
     thread::process_id() as HANDLE
 }
 
-/// `ZwQuerySystemInformation`: only `SystemTimeOfDayInformation` (3), whose `CurrentTime` is
-/// the model's system time; any other class is `STATUS_INVALID_INFO_CLASS`. PASSIVE_LEVEL.
+/// `ZwQuerySystemInformation`: `SystemBasicInformation` (0: page size and physical pages from
+/// [`Config::physical_memory`](super::Config::physical_memory); the buffer must be exactly
+/// `SYSTEM_BASIC_INFORMATION`'s 64 bytes, as the kernel wants) and `SystemTimeOfDayInformation`
+/// (3: `CurrentTime` is the model's system time); any other class is
+/// `STATUS_INVALID_INFO_CLASS`. PASSIVE_LEVEL.
 ///
 /// # Safety
 /// `information` points to `length` writable bytes; `return_length` is null or writable.
@@ -442,24 +445,39 @@ pub unsafe fn ZwQuerySystemInformation(
     length: u32,
     return_length: *mut u32,
 ) -> NTSTATUS {
+    const BASIC: u32 = 0;
+    const BASIC_SIZE: usize = 64;
     const TIME_OF_DAY: u32 = 3;
-    const TIME_OF_DAY_SIZE: u32 = 48;
+    const TIME_OF_DAY_SIZE: usize = 48;
+    const PAGE: u64 = 4096;
     let _model = ModelScope::enter();
-    if class != TIME_OF_DAY {
-        return NtStatus::INVALID_INFO_CLASS.raw();
-    }
-    if length < TIME_OF_DAY_SIZE {
-        return NtStatus::INFO_LENGTH_MISMATCH.raw();
-    }
-    let now = super::clock::BOOT_SYSTEM_TIME + context::current().clock.now();
-    let mut answer = [0u8; TIME_OF_DAY_SIZE as usize];
-    answer[..8].copy_from_slice(&super::clock::BOOT_SYSTEM_TIME.to_le_bytes());
-    answer[8..16].copy_from_slice(&now.to_le_bytes());
-    // SAFETY: forwarded caller contract.
+    let kernel = context::current();
+    let mut answer = [0u8; 64];
+    let size = match class {
+        BASIC if length as usize == BASIC_SIZE => {
+            let pages = u32::try_from(kernel.config.physical_memory / PAGE).unwrap_or(u32::MAX);
+            answer[4..8].copy_from_slice(&156_250u32.to_le_bytes());
+            answer[8..12].copy_from_slice(&(PAGE as u32).to_le_bytes());
+            answer[12..16].copy_from_slice(&pages.to_le_bytes());
+            answer[20..24].copy_from_slice(&pages.saturating_sub(1).to_le_bytes());
+            answer[24..28].copy_from_slice(&65_536u32.to_le_bytes());
+            answer[56] = kernel.config.processors.min(64) as u8;
+            BASIC_SIZE
+        }
+        TIME_OF_DAY if length as usize >= TIME_OF_DAY_SIZE => {
+            let now = super::clock::BOOT_SYSTEM_TIME + kernel.clock.now();
+            answer[..8].copy_from_slice(&super::clock::BOOT_SYSTEM_TIME.to_le_bytes());
+            answer[8..16].copy_from_slice(&now.to_le_bytes());
+            TIME_OF_DAY_SIZE
+        }
+        BASIC | TIME_OF_DAY => return NtStatus::INFO_LENGTH_MISMATCH.raw(),
+        _ => return NtStatus::INVALID_INFO_CLASS.raw(),
+    };
+    // SAFETY: forwarded caller contract; `size` ≤ `length`.
     unsafe {
-        std::ptr::copy_nonoverlapping(answer.as_ptr(), information.cast(), answer.len());
+        std::ptr::copy_nonoverlapping(answer.as_ptr(), information.cast(), size);
         if !return_length.is_null() {
-            return_length.write(TIME_OF_DAY_SIZE);
+            return_length.write(size as u32);
         }
     }
     NtStatus::SUCCESS.raw()

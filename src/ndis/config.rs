@@ -120,8 +120,8 @@ fn first_address(key: &Key, name: &str, buffer: &mut [u32; VALUE_BUFFER / 4]) ->
 pub fn parse_first(data: &[u8]) -> Option<Ipv4Addr> {
     let mut text = [0u8; 16];
     let mut len = 0;
-    for pair in data.chunks_exact(2) {
-        let unit = u16::from_le_bytes([pair[0], pair[1]]);
+    for &pair in data.as_chunks::<2>().0 {
+        let unit = u16::from_le_bytes(pair);
         if unit == 0 {
             break;
         }

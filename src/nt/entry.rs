@@ -102,7 +102,10 @@ fn start<D: Driver>(driver: &mut DRIVER_OBJECT) -> Result<(), NtStatus> {
         IRP_MJ_DEVICE_CONTROL,
         IRP_MJ_INTERNAL_DEVICE_CONTROL,
     ] {
-        driver.MajorFunction[usize::from(major)] = Some(dispatch::<D>);
+        // The majors are constants below IRP_MJ_MAXIMUM_FUNCTION, the table's last index.
+        if let Some(slot) = driver.MajorFunction.get_mut(usize::from(major)) {
+            *slot = Some(dispatch::<D>);
+        }
     }
     for device in &devices {
         // SAFETY: our device, not yet visible to requests while DO_DEVICE_INITIALIZING is set.

@@ -73,8 +73,14 @@ impl Message {
 
     /// The text written so far followed by its NUL.
     pub fn as_c_bytes(&mut self) -> &[u8] {
-        self.bytes[self.len] = 0;
-        &self.bytes[..=self.len]
+        // Text never reaches the last byte, so the whole buffer is a C string as it stands.
+        match self.bytes.get_mut(self.len) {
+            Some(nul) => {
+                *nul = 0;
+                self.bytes.get(..=self.len).unwrap_or(&self.bytes)
+            }
+            None => &self.bytes,
+        }
     }
 }
 
@@ -86,10 +92,14 @@ impl Default for Message {
 
 impl Write for Message {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let room = MAX_MESSAGE - 1 - self.len;
-        let take = s.len().min(room);
-        self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
-        self.len += take;
+        // The last byte stays 0: the terminator `as_c_bytes` may fall back on.
+        if let Some(room) = self.bytes.get_mut(self.len..MAX_MESSAGE - 1) {
+            let take = room.len().min(s.len());
+            for (slot, byte) in room.iter_mut().zip(s.as_bytes()) {
+                *slot = *byte;
+            }
+            self.len += take;
+        }
         Ok(())
     }
 }

@@ -112,10 +112,14 @@ impl MdlChain<'_> {
         let mut done = 0;
         self.for_each_segment(|offset, segment| {
             if offset + segment.len() > skip {
-                let start = skip.saturating_sub(offset);
-                let take = (segment.len() - start).min(len - done);
-                f(&mut segment[start..start + take], done);
-                done += take;
+                let room = len.saturating_sub(done);
+                if let Some(part) = segment.get_mut(skip.saturating_sub(offset)..) {
+                    let take = part.len().min(room);
+                    if let Some(part) = part.get_mut(..take) {
+                        f(part, done);
+                        done += take;
+                    }
+                }
             }
             done < len
         })?;
@@ -125,7 +129,10 @@ impl MdlChain<'_> {
     /// Copies from the chain, starting `skip` bytes in, into `out`. Returns the bytes copied.
     pub fn read(&self, skip: usize, out: &mut [u8]) -> Result<usize, NtStatus> {
         self.for_range(skip, out.len(), |part, done| {
-            out[done..done + part.len()].copy_from_slice(part)
+            // `for_range` hands out at most `out.len()` bytes in all, in order.
+            if let Some(slot) = out.get_mut(done..done + part.len()) {
+                slot.copy_from_slice(part);
+            }
         })
     }
 
@@ -138,7 +145,10 @@ impl MdlChain<'_> {
     /// Copies `data` into the chain starting `skip` bytes in. Returns the bytes copied.
     pub fn write_at(&self, skip: usize, data: &[u8]) -> Result<usize, NtStatus> {
         self.for_range(skip, data.len(), |part, done| {
-            part.copy_from_slice(&data[done..done + part.len()])
+            // `for_range` asks for at most `data.len()` bytes in all, in order.
+            if let Some(bytes) = data.get(done..done + part.len()) {
+                part.copy_from_slice(bytes);
+            }
         })
     }
 }

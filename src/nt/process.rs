@@ -3,10 +3,7 @@
 //! report them.
 
 use crate::nt::sys;
-use core::ffi::c_void;
-
-/// `SystemTimeOfDayInformation`: `SYSTEM_TIMEOFDAY_INFORMATION` (48 bytes; `CurrentTime` at 8).
-const SYSTEM_TIME_OF_DAY_INFORMATION: u32 = 3;
+use crate::nt::system::system_time;
 
 /// The process that opened an address file, and when.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,21 +25,4 @@ impl ProcessOwner {
             created: system_time().unwrap_or(0),
         }
     }
-}
-
-/// The current system time (`ZwQuerySystemInformation(SystemTimeOfDayInformation)`: exported
-/// on both architectures, where `KeQuerySystemTime` is not on x64). PASSIVE_LEVEL.
-fn system_time() -> Option<u64> {
-    let mut information = [0u64; 6];
-    let mut written = 0u32;
-    // SAFETY: `information` is 48 writable bytes, `written` a writable ULONG; PASSIVE_LEVEL.
-    let status = unsafe {
-        sys::ZwQuerySystemInformation(
-            SYSTEM_TIME_OF_DAY_INFORMATION,
-            information.as_mut_ptr().cast::<c_void>(),
-            48,
-            &mut written,
-        )
-    };
-    (status >= 0).then_some(information[1])
 }

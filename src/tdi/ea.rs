@@ -87,7 +87,7 @@ impl<'a> EaEntries<'a> {
     /// Decodes the entry at the start of `self.rest` and advances past it.
     fn next_entry(&mut self) -> Result<EaEntry<'a>, NtStatus> {
         let rest = self.rest;
-        let header = rest.get(..NAME).ok_or(NtStatus::INVALID_PARAMETER)?;
+        let header: &[u8; NAME] = rest.first_chunk().ok_or(NtStatus::INVALID_PARAMETER)?;
         let next = u32::from_le_bytes([
             header[NEXT_ENTRY_OFFSET],
             header[NEXT_ENTRY_OFFSET + 1],
@@ -222,16 +222,18 @@ impl CreateRequest {
         let out = out.get_mut(..len).ok_or(NtStatus::BUFFER_TOO_SMALL)?;
         if let Some((name, value)) = self.name_and_value() {
             let value = value.as_bytes();
-            let (header, body) = out.split_at_mut(NAME);
-            header.fill(0);
+            let (header, body) = out
+                .split_first_chunk_mut::<NAME>()
+                .ok_or(NtStatus::BUFFER_TOO_SMALL)?;
+            *header = [0; NAME];
             header[NAME_LENGTH] = name.len() as u8;
-            header[VALUE_LENGTH..VALUE_LENGTH + 2]
-                .copy_from_slice(&(value.len() as u16).to_le_bytes());
-            let (name_out, rest) = body.split_at_mut(name.len());
-            name_out.copy_from_slice(name);
-            let (nul, value_out) = rest.split_at_mut(1);
-            nul[0] = 0;
-            value_out.copy_from_slice(value);
+            let [low, high] = (value.len() as u16).to_le_bytes();
+            header[VALUE_LENGTH] = low;
+            header[VALUE_LENGTH + 1] = high;
+            // `out` is `buffer_len()` long: the name, its NUL and the value fill `body` exactly.
+            for (slot, byte) in body.iter_mut().zip(name.iter().chain(&[0]).chain(value)) {
+                *slot = *byte;
+            }
         }
         Ok(len)
     }

@@ -71,7 +71,10 @@ impl QueryInformationEx {
         let out = out.get_mut(..Self::LEN).ok_or(NtStatus::BUFFER_TOO_SMALL)?;
         out.fill(0);
         let (head, context) = out.split_at_mut(Self::CONTEXT_OFFSET);
-        head[..size_of::<TDIObjectID>()].copy_from_slice(self.id.as_bytes());
+        let id = self.id.as_bytes();
+        head.get_mut(..id.len())
+            .ok_or(NtStatus::BUFFER_TOO_SMALL)?
+            .copy_from_slice(id);
         context.copy_from_slice(&self.context);
         Ok(Self::LEN)
     }

@@ -18,10 +18,15 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn new(clock: Clock) -> Loaded {
-        let kernel = Kernel::new(Config {
+        Loaded::with_config(Config {
             clock,
             ..Config::default()
-        });
+        })
+    }
+
+    /// The driver loaded in a kernel made with `config`.
+    pub fn with_config(config: Config) -> Loaded {
+        let kernel = Kernel::new(config);
         let driver = kernel.load_driver(driver_entry).expect("DriverEntry");
         Loaded {
             kernel,

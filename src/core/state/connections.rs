@@ -6,7 +6,8 @@ use super::*;
 
 impl Core {
     /// A new TCP socket: full-sized buffers, or small ones once the sockets together hold
-    /// [`CoreConfig::buffer_pressure`] bytes. DISPATCH_LEVEL, core lock held.
+    /// [`CoreConfig::buffer_pressure`] bytes; `STATUS_INSUFFICIENT_RESOURCES` past
+    /// [`CoreConfig::socket_memory_limit`]. DISPATCH_LEVEL, core lock held.
     pub(super) fn new_socket(&self, no_delay: bool) -> Result<tcp::Socket<'static>, NtStatus> {
         let full = self.config.rx_buffer + self.config.tx_buffer;
         let pressed =
@@ -16,6 +17,13 @@ impl Core {
         } else {
             (self.config.rx_buffer, self.config.tx_buffer)
         };
+        let held = self
+            .sockets
+            .buffer_bytes()
+            .saturating_add(rx_size + tx_size);
+        if held > self.config.socket_memory_limit {
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
         let rx = pool::try_zeroed(rx_size)?;
         let tx = pool::try_zeroed(tx_size)?;
         let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));

@@ -204,12 +204,12 @@ impl Core {
     /// Gives an open address file its listener (the transport's own accept queue) if it has
     /// none yet. DISPATCH_LEVEL, under the core lock.
     pub(super) fn ensure_listener(&mut self, address_key: Key) -> Result<(), NtStatus> {
-        let backlog = self.config.backlog;
+        let (backlog, half_open_limit) = (self.config.backlog, self.config.half_open_limit);
         match self.addresses.get_mut(address_key) {
             Some(entry) if entry.file_open => {
                 if entry.listener.is_none() {
                     pool::try_push(&mut self.listeners, address_key)?;
-                    entry.listener = Some(Listener::new(backlog));
+                    entry.listener = Some(Listener::new(backlog, half_open_limit));
                 }
                 Ok(())
             }

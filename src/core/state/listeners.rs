@@ -123,34 +123,74 @@ impl Core {
         }
     }
 
-    /// Moves established half-open connections to the accept queue and drops dead ones.
+    /// Moves established half-open connections to the accept queue and drops dead ones,
+    /// keeping the rest in their order (oldest first, for [`Core::make_room`]).
     pub(super) fn promote_half_open(&mut self, listener: &mut Listener, port: u16) {
-        let mut index = 0;
-        while let Some(&key) = listener.half_open.get(index) {
+        let mut kept = 0;
+        let mut stalled = false;
+        for index in 0..listener.half_open.len() {
+            let Some(&key) = listener.half_open.get(index) else {
+                break;
+            };
             let (state, remote) = match self.sockets.peek(key) {
                 Some(socket) => (socket.state(), socket.remote_endpoint()),
                 None => (State::Closed, None),
             };
-            match (state, remote) {
-                (State::SynReceived, _) => index += 1,
+            let keep = match (state, remote) {
+                _ if stalled => true,
+                (State::SynReceived, _) => true,
                 (State::Closed, _) | (_, None) => {
                     self.count(|c| c.tcp.attempt_fails = c.tcp.attempt_fails.wrapping_add(1));
-                    listener.half_open.swap_remove(index);
                     self.sockets.remove(key);
                     self.ports.release(port);
+                    false
                 }
                 (_, Some(remote)) => {
                     if pool::try_reserve_deque(&mut listener.ready, 1).is_err() {
-                        break;
+                        // No memory for the queue: try again at the next pass.
+                        stalled = true;
+                        true
+                    } else {
+                        if let Some(socket) = self.sockets.get(key) {
+                            socket.set_timeout(None);
+                        }
+                        listener.ready.push_back((key, endpoint_v4(remote)));
+                        false
                     }
-                    listener.half_open.swap_remove(index);
-                    if let Some(socket) = self.sockets.get(key) {
-                        socket.set_timeout(None);
-                    }
-                    listener.ready.push_back((key, endpoint_v4(remote)));
                 }
+            };
+            if keep {
+                listener.half_open.swap(kept, index);
+                kept += 1;
             }
         }
+        listener.half_open.truncate(kept);
+    }
+
+    /// A connection request found `address_key`'s listener without room, or without a LISTEN
+    /// socket. If half-open connections fill it, the oldest gives its place up: its socket is
+    /// dropped silently (its SYN-ACK likely went to a spoofed address; if not, its peer's ACK
+    /// now meets a RST). A LISTEN socket that could not be allocated earlier is tried again.
+    /// Returns the LISTEN socket when the request may be delivered now.
+    /// DISPATCH_LEVEL, under the core lock.
+    pub(in crate::core) fn make_room(&mut self, address_key: Key) -> Option<SocketKey> {
+        let address = self.addresses.get_mut(address_key)?;
+        let (ip, port) = (address.ip(), address.port());
+        let mut listener = address.listener.take()?;
+        if !listener.has_room() && !listener.half_open.is_empty() {
+            let oldest = listener.half_open.remove(0);
+            self.sockets.remove(oldest);
+            self.ports.release(port);
+            self.count(|c| c.tcp.attempt_fails = c.tcp.attempt_fails.wrapping_add(1));
+        }
+        if listener.socket.is_none() && listener.has_room() {
+            listener.socket = self.new_listen_socket(address_key, ip, port).ok();
+        }
+        let socket = listener.socket.filter(|_| listener.has_room());
+        if let Some(address) = self.addresses.get_mut(address_key) {
+            address.listener = Some(listener);
+        }
+        socket
     }
 
     /// Binds an accepted socket to the connection whose TDI_LISTEN waited for it and completes
