@@ -21,7 +21,12 @@ enum State {
     Connecting,
     Connected,
     Disconnecting,
+    /// Over by a local abort.
     Disconnected,
+    /// Connected, the peer's FIN received (CLOSE-WAIT): still sends.
+    PeerClosed,
+    /// Over by the peer's reset.
+    PeerReset,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,12 +81,14 @@ fn expected(state: State, verb: Verb) -> Outcome {
         // Nobody listens on the port the test connects to.
         (Verb::Connect, Idle) => Completes(NtStatus::REMOTE_NOT_LISTENING),
         (Verb::Listen | Verb::Connect, _) => INVALID_CONNECTION,
-        (Verb::Send, Connected) => OK,
-        (Verb::Send, Disconnected) => Completes(NtStatus::FILE_CLOSED),
+        (Verb::Send, Connected | PeerClosed) => OK,
+        (Verb::Send, Disconnected | PeerReset) => Completes(NtStatus::FILE_CLOSED),
         (Verb::Send, _) => INVALID_CONNECTION,
         // No data comes: the receive waits, or returns the end of an aborted connection.
         (Verb::Receive, Connected | Disconnecting) => Pends,
-        (Verb::Receive, Disconnected) => Completes(NtStatus::FILE_CLOSED),
+        (Verb::Receive, Disconnected | PeerReset) => Completes(NtStatus::FILE_CLOSED),
+        // The end of the data: success with 0 bytes.
+        (Verb::Receive, PeerClosed) => OK,
         (Verb::Receive, _) => INVALID_CONNECTION,
         (Verb::Release | Verb::Abort | Verb::Wait, Unassociated) => INVALID_CONNECTION,
         (Verb::Release | Verb::Abort | Verb::Wait, _) => OK,
@@ -172,6 +179,33 @@ fn enter(t: &Loaded, state: State) -> Setup {
                 ),
                 _ => {}
             }
+            Setup {
+                endpoint: pair.client,
+                others: vec![pair.client_address, pair.server_address, pair.server],
+                pending: None,
+            }
+        }
+        State::PeerClosed => {
+            let pair = connected_pair(t, local(PORT));
+            assert_eq!(
+                disconnect(t, pair.client, TDI_DISCONNECT_RELEASE).status,
+                NtStatus::SUCCESS
+            );
+            let (end, data) = receive(t, pair.server, 16);
+            assert_eq!((end.status, data.len()), (NtStatus::SUCCESS, 0), "FIN");
+            Setup {
+                endpoint: pair.server,
+                others: vec![pair.client_address, pair.client, pair.server_address],
+                pending: None,
+            }
+        }
+        State::PeerReset => {
+            let pair = connected_pair(t, local(PORT));
+            assert_eq!(
+                disconnect(t, pair.server, TDI_DISCONNECT_ABORT).status,
+                NtStatus::SUCCESS
+            );
+            assert_eq!(receive(t, pair.client, 16).0.status, NtStatus::FILE_CLOSED);
             Setup {
                 endpoint: pair.client,
                 others: vec![pair.client_address, pair.server_address, pair.server],
@@ -346,6 +380,16 @@ fn disconnecting() {
 #[test]
 fn disconnected() {
     row(State::Disconnected);
+}
+
+#[test]
+fn peer_closed() {
+    row(State::PeerClosed);
+}
+
+#[test]
+fn peer_reset() {
+    row(State::PeerReset);
 }
 
 fn disassociate(t: &Loaded, endpoint: Handle) -> NtStatus {
