@@ -534,11 +534,8 @@ impl Core {
                 }
                 Phase::Listening if connection.listen.is_none() => {
                     connection.phase = Phase::Idle;
-                    let index = key.index;
                     if let Some(address) = connection.address {
-                        self.with_listener(address, |listener| {
-                            listener.waiting.retain(|waiting| *waiting != index)
-                        });
+                        self.stop_waiting(address, key.index);
                     }
                 }
                 _ => {}

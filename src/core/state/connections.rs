@@ -173,10 +173,7 @@ impl Core {
                     c.done(listen, NtStatus::CANCELLED, 0);
                 }
                 if let Some(address) = entry.address {
-                    let index = key.index;
-                    self.with_listener(address, |listener| {
-                        listener.waiting.retain(|waiting| *waiting != index)
-                    });
+                    self.stop_waiting(address, key.index);
                 }
             }
             (Phase::Connecting { .. }, _) => {

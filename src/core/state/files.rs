@@ -159,10 +159,7 @@ impl Core {
         };
         entry.events.in_flight = in_flight;
         if let Some(address) = address {
-            let index = key.index;
-            self.with_listener(address, |listener| {
-                listener.waiting.retain(|waiting| *waiting != index)
-            });
+            self.stop_waiting(address, key.index);
         }
         if let Some(socket) = socket {
             let unread = self

@@ -37,6 +37,14 @@ impl Core {
         }
     }
 
+    /// Takes endpoint `connection` off the TDI_LISTENs waiting on address `address`'s
+    /// listener. DISPATCH_LEVEL, core lock held.
+    pub(super) fn stop_waiting(&mut self, address: u32, connection: u32) {
+        self.with_listener(address, |listener| {
+            listener.waiting.retain(|waiting| *waiting != connection)
+        });
+    }
+
     pub(super) fn with_listener<R>(
         &mut self,
         address: u32,
