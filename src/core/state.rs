@@ -558,19 +558,6 @@ impl Core {
         self.connections.get_mut(key).map(|entry| (key, entry))
     }
 
-    /// The endpoint `connection`, if `verb` is to be served in its state
-    /// ([`endpoint::rule`]); otherwise the status to complete the request with at once (an
-    /// unknown endpoint: `STATUS_INVALID_CONNECTION`). DISPATCH_LEVEL, core lock held.
-    fn admit(&mut self, connection: u32, verb: Verb) -> Result<(Key, &mut Connection), NtStatus> {
-        let (key, entry) = self
-            .connection_mut(connection)
-            .ok_or(NtStatus::INVALID_CONNECTION)?;
-        match endpoint::rule(entry.state(), verb) {
-            endpoint::Rule::Serve => Ok((key, entry)),
-            endpoint::Rule::Answer(status) => Err(status),
-        }
-    }
-
     /// The local address a connection to `remote` leaves from: the address file's own, or for
     /// a wildcard address file the local address on the way to `remote`.
     pub(super) fn source_for(

@@ -5,6 +5,23 @@
 use super::*;
 
 impl Core {
+    /// The endpoint `connection`, if `verb` is to be served in its state
+    /// ([`endpoint::rule`]); otherwise the status to complete the request with at once (an
+    /// unknown endpoint: `STATUS_INVALID_CONNECTION`). DISPATCH_LEVEL, core lock held.
+    pub(super) fn admit(
+        &mut self,
+        connection: u32,
+        verb: Verb,
+    ) -> Result<(Key, &mut Connection), NtStatus> {
+        let (key, entry) = self
+            .connection_mut(connection)
+            .ok_or(NtStatus::INVALID_CONNECTION)?;
+        match endpoint::rule(entry.state(), verb) {
+            endpoint::Rule::Serve => Ok((key, entry)),
+            endpoint::Rule::Answer(status) => Err(status),
+        }
+    }
+
     /// A new TCP socket: full-sized buffers, or small ones once the sockets together hold
     /// [`CoreConfig::buffer_pressure`] bytes; `STATUS_INSUFFICIENT_RESOURCES` past
     /// [`CoreConfig::socket_memory_limit`]. DISPATCH_LEVEL, core lock held.
