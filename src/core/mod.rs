@@ -26,6 +26,7 @@ pub mod arp_entries;
 pub mod connection;
 pub mod counters;
 pub mod demux;
+pub mod endpoint;
 pub mod ethernet;
 pub mod events;
 pub mod fragment;

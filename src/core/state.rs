@@ -11,6 +11,7 @@ use crate::core::address::{Address, Listener, Protocol};
 use crate::core::arp_entries;
 use crate::core::connection::{CloseReason, Connection, Phase, Receive};
 use crate::core::counters::{Counters, LinkCounters, Meter, Metered};
+use crate::core::endpoint::{self, Verb};
 use crate::core::ethernet::{Link, Port};
 use crate::core::events::EventHub;
 use crate::core::fragment::{FragmentConfig, FragmentStats, Fragments};
@@ -344,10 +345,7 @@ impl Core {
                 c.done(irp, status, 0);
             }
             Request::Disassociate { connection } => {
-                let status = match self.connection_key(connection) {
-                    Some(_) => NtStatus::SUCCESS,
-                    None => NtStatus::INVALID_CONNECTION,
-                };
+                let status = self.disassociate(connection, c);
                 c.done(irp, status, 0);
             }
             Request::Connect {
@@ -545,11 +543,8 @@ impl Core {
                 }
                 Phase::Listening if connection.listen.is_none() => {
                     connection.phase = Phase::Idle;
-                    let index = key.index;
                     if let Some(address) = connection.address {
-                        self.with_listener(address, |listener| {
-                            listener.waiting.retain(|waiting| *waiting != index)
-                        });
+                        self.stop_waiting(address, key.index);
                     }
                 }
                 _ => {}

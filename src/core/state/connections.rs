@@ -5,6 +5,23 @@
 use super::*;
 
 impl Core {
+    /// The endpoint `connection`, if `verb` is to be served in its state
+    /// ([`endpoint::rule`]); otherwise the status to complete the request with at once (an
+    /// unknown endpoint: `STATUS_INVALID_CONNECTION`). DISPATCH_LEVEL, core lock held.
+    pub(super) fn admit(
+        &mut self,
+        connection: u32,
+        verb: Verb,
+    ) -> Result<(Key, &mut Connection), NtStatus> {
+        let (key, entry) = self
+            .connection_mut(connection)
+            .ok_or(NtStatus::INVALID_CONNECTION)?;
+        match endpoint::rule(entry.state(), verb) {
+            endpoint::Rule::Serve => Ok((key, entry)),
+            endpoint::Rule::Answer(status) => Err(status),
+        }
+    }
+
     /// A new TCP socket: full-sized buffers, or small ones once the sockets together hold
     /// [`CoreConfig::buffer_pressure`] bytes; `STATUS_INSUFFICIENT_RESOURCES` past
     /// [`CoreConfig::socket_memory_limit`]. DISPATCH_LEVEL, core lock held.
@@ -58,12 +75,7 @@ impl Core {
         remote: SocketAddrV4,
         timeout: Timeout,
     ) -> Result<Key, NtStatus> {
-        let (key, entry) = self
-            .connection_mut(connection)
-            .ok_or(NtStatus::INVALID_CONNECTION)?;
-        if entry.phase != Phase::Idle || entry.socket.is_some() {
-            return Err(NtStatus::INVALID_CONNECTION);
-        }
+        let (key, entry) = self.admit(connection, Verb::Connect)?;
         let no_delay = entry.no_delay;
         let address = entry.address.ok_or(NtStatus::INVALID_CONNECTION)?;
         let (bound, port, process) = self
@@ -127,14 +139,12 @@ impl Core {
         irp: PendingIrp,
         c: &Completer<'_>,
     ) {
-        let Some((key, entry)) = self.connection_mut(connection) else {
-            return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
+        let (key, entry) = match self.admit(connection, Verb::Send) {
+            Ok(admitted) => admitted,
+            Err(status) => return c.done(irp, status, 0),
         };
         if let Some(reason) = entry.closed {
             return c.done(irp, reason.error_status(), 0);
-        }
-        if entry.phase != Phase::Connected || entry.send_shutdown {
-            return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
         }
         if let Err((irp, status)) = entry.queue_send(irp, length) {
             return c.done(irp, status, 0);
@@ -150,12 +160,10 @@ impl Core {
         irp: PendingIrp,
         c: &Completer<'_>,
     ) {
-        let Some((key, entry)) = self.connection_mut(connection) else {
-            return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
+        let (key, entry) = match self.admit(connection, Verb::Receive) {
+            Ok(admitted) => admitted,
+            Err(status) => return c.done(irp, status, 0),
         };
-        if entry.phase != Phase::Connected {
-            return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
-        }
         let receive = Receive { irp, length, peek };
         if let Err((irp, status)) = entry.queue_receive(receive) {
             return c.done(irp, status, 0);
@@ -170,33 +178,52 @@ impl Core {
         irp: PendingIrp,
         c: &Completer<'_>,
     ) {
-        let Some((key, entry)) = self.connection_mut(connection) else {
-            return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
+        let (key, entry) = match self.admit(connection, Verb::Disconnect(kind)) {
+            Ok(admitted) => admitted,
+            Err(status) => return c.done(irp, status, 0),
         };
-        let Some(socket) = entry.socket else {
-            // Nothing left to disconnect.
-            return c.done(irp, NtStatus::SUCCESS, 0);
-        };
-        match kind {
-            Disconnect::Release => {
+        match (entry.phase, kind) {
+            (Phase::Listening, _) => {
+                // Withdraws the listen: the endpoint is idle again.
+                entry.phase = Phase::Idle;
+                if let Some(listen) = entry.listen.take() {
+                    c.done(listen, NtStatus::CANCELLED, 0);
+                }
+                if let Some(address) = entry.address {
+                    self.stop_waiting(address, key.index);
+                }
+            }
+            (Phase::Connecting { .. }, _) => {
+                // Abandons the attempt (RST): the endpoint is idle again.
+                entry.phase = Phase::Idle;
+                if let Some(connect) = entry.connect.take() {
+                    c.done(connect, NtStatus::CANCELLED, 0);
+                }
+                if let Some(socket) = entry.socket.take() {
+                    let port = self.connection_port(key);
+                    self.abandon(socket, port, true);
+                }
+            }
+            (_, Disconnect::Release) => {
                 // The FIN follows the data already queued: `service` closes the socket once the
                 // pending sends have been copied.
                 entry.send_shutdown = true;
                 c.done(irp, NtStatus::SUCCESS, 0);
-                self.service(key, c);
+                return self.service(key, c);
             }
-            Disconnect::Wait => c.done(irp, NtStatus::SUCCESS, 0),
-            Disconnect::Abort => {
+            (_, Disconnect::Abort) => {
                 entry.closed = Some(CloseReason::Aborted);
                 for pending in entry.drain_data_irps() {
                     c.done(pending, NtStatus::FILE_CLOSED, 0);
                 }
-                if let Some(tcp) = self.sockets.get(socket) {
+                if let Some(tcp) = entry.socket.and_then(|socket| self.sockets.get(socket)) {
                     tcp.abort();
                 }
-                c.done(irp, NtStatus::SUCCESS, 0);
             }
+            // `endpoint::rule` answers a WAIT itself.
+            (_, Disconnect::Wait) => {}
         }
+        c.done(irp, NtStatus::SUCCESS, 0);
     }
 
     pub(super) fn query(
@@ -236,9 +263,7 @@ impl Core {
         let address = match object {
             Object::Address(index) => index,
             Object::Connection(index) => {
-                let (_, entry) = self
-                    .connection_mut(index)
-                    .ok_or(NtStatus::INVALID_CONNECTION)?;
+                let (_, entry) = self.admit(index, Verb::QueryAddress)?;
                 let (socket, address) = (entry.socket, entry.address);
                 if let Some(endpoint) = socket
                     .and_then(|socket| self.sockets.get(socket))

@@ -382,7 +382,7 @@ impl Core {
             } => {
                 let endpoint = connection.and_then(|index| {
                     let (key, entry) = self.connection_mut(index)?;
-                    let idle = entry.phase == Phase::Idle && entry.socket.is_none();
+                    let idle = entry.state() == crate::core::endpoint::State::Idle;
                     (listening && idle && entry.address == Some(listener.index)).then(|| {
                         entry.context = context;
                         (index, key)

@@ -108,30 +108,68 @@ impl Core {
                 let Some(key) = self.connection_key(index) else {
                     return;
                 };
-                let port = self.connection_port(key);
-                let Some(mut connection) = self.connections.remove(key) else {
-                    return;
-                };
-                for irp in connection.drain_irps() {
-                    c.done(irp, NtStatus::CANCELLED, 0);
-                }
-                if let Some(address) = connection.address {
-                    self.with_listener(address, |listener| {
-                        listener.waiting.retain(|waiting| *waiting != index)
-                    });
-                }
-                if let Some(socket) = connection.socket.take() {
-                    // Closing with unread data resets the connection, as Windows does.
-                    let unread = self
-                        .sockets
-                        .get(socket)
-                        .is_some_and(|socket| socket.recv_queue() > 0);
-                    self.abandon(socket, port, unread);
-                }
-                if let Some(address) = connection.address {
-                    self.release_address(address);
-                }
+                self.detach(key, c);
+                self.connections.remove(key);
             }
+        }
+    }
+
+    /// TDI_DISASSOCIATE_ADDRESS: detaches an associated endpoint in whatever state it is
+    /// (`endpoint::rule`), then succeeds.
+    ///
+    /// Windows documents only SUCCESS and INVALID_CONNECTION for this request, and AFD sends
+    /// it before the CLOSE of every endpoint, established ones included, ignoring its result
+    /// (afd-tdi-contract.md §3). ReactOS's tcpip makes it a no-op and unlinks at CLOSE, which
+    /// left a TDI_LISTEN or TDI_CONNECT pending on an endpoint the client considers
+    /// disassociated: a client connecting afterwards completed that listen with a live
+    /// connection on an endpoint without an address. Here it does what the CLOSE that follows
+    /// would do to the connection, leaving the endpoint open and unassociated (it can be
+    /// associated again). DISPATCH_LEVEL, core lock held.
+    pub(super) fn disassociate(&mut self, connection: u32, c: &Completer<'_>) -> NtStatus {
+        match self.admit(connection, Verb::Disassociate) {
+            Ok((key, _)) => {
+                self.detach(key, c);
+                NtStatus::SUCCESS
+            }
+            Err(status) => status,
+        }
+    }
+
+    /// Takes everything from an endpoint: its pending requests complete with
+    /// `STATUS_CANCELLED`, a waiting TDI_LISTEN leaves the listener, a connect in progress is
+    /// aborted (RST), a connection is given up (FIN, or RST with unread data, as Windows does
+    /// on close) as an orphan that holds its port until smoltcp is done, and the association
+    /// goes. The endpoint is left Unassociated. DISPATCH_LEVEL, core lock held.
+    pub(super) fn detach(&mut self, key: Key, c: &Completer<'_>) {
+        let port = self.connection_port(key);
+        let Some(entry) = self.connections.get_mut(key) else {
+            return;
+        };
+        for irp in entry.drain_irps() {
+            c.done(irp, NtStatus::CANCELLED, 0);
+        }
+        let connecting = matches!(entry.phase, Phase::Connecting { .. });
+        let (address, socket) = (entry.address, entry.socket);
+        // An event being delivered still comes back for this endpoint: its outcome must find
+        // the mark (with no socket, it consumes nothing).
+        let in_flight = entry.events.in_flight;
+        *entry = Connection {
+            no_delay: entry.no_delay,
+            ..Connection::new(entry.context)
+        };
+        entry.events.in_flight = in_flight;
+        if let Some(address) = address {
+            self.stop_waiting(address, key.index);
+        }
+        if let Some(socket) = socket {
+            let unread = self
+                .sockets
+                .get(socket)
+                .is_some_and(|socket| socket.recv_queue() > 0);
+            self.abandon(socket, port, connecting || unread);
+        }
+        if let Some(address) = address {
+            self.release_address(address);
         }
     }
 
@@ -200,12 +238,10 @@ impl Core {
         let Some(address_key) = self.address_key(address) else {
             return NtStatus::INVALID_ADDRESS;
         };
-        let Some((_, entry)) = self.connection_mut(connection) else {
-            return NtStatus::INVALID_CONNECTION;
+        let entry = match self.admit(connection, Verb::Associate) {
+            Ok((_, entry)) => entry,
+            Err(status) => return status,
         };
-        if entry.address.is_some() {
-            return NtStatus::INVALID_PARAMETER;
-        }
         entry.address = Some(address);
         match self.addresses.get_mut(address_key) {
             Some(target) if target.file_open && target.protocol == Protocol::Tcp => {

@@ -7,10 +7,11 @@ use super::*;
 
 impl Core {
     pub(super) fn listen(&mut self, connection: u32, irp: PendingIrp, c: &Completer<'_>) {
-        let Some((key, entry)) = self.connection_mut(connection) else {
-            return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
+        let (key, entry) = match self.admit(connection, Verb::Listen) {
+            Ok(admitted) => admitted,
+            Err(status) => return c.done(irp, status, 0),
         };
-        let (Some(address), Phase::Idle, None) = (entry.address, entry.phase, entry.socket) else {
+        let Some(address) = entry.address else {
             return c.done(irp, NtStatus::INVALID_CONNECTION, 0);
         };
         let Some(address_key) = self.address_key(address) else {
@@ -34,6 +35,14 @@ impl Core {
             Some(Err(status)) => c.done(irp, status, 0),
             None => c.done(irp, NtStatus::INVALID_CONNECTION, 0),
         }
+    }
+
+    /// Takes endpoint `connection` off the TDI_LISTENs waiting on address `address`'s
+    /// listener. DISPATCH_LEVEL, core lock held.
+    pub(super) fn stop_waiting(&mut self, address: u32, connection: u32) {
+        self.with_listener(address, |listener| {
+            listener.waiting.retain(|waiting| *waiting != connection)
+        });
     }
 
     pub(super) fn with_listener<R>(
