@@ -10,15 +10,13 @@ mod ip_helper_support;
 mod tdi_support;
 
 use ethernet_support::*;
-use ip_helper_support::{entities, provider, query, rows};
+use ip_helper_support::tcp_table;
 use smoltcp::wire::TcpControl;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 use tcpip::core::state::CoreConfig;
 use tcpip::host::{Clock, Config, PHYSICAL_MEMORY_1GIB};
-use tcpip::info::wire::TCPConnTableEntry;
 use tcpip::nt::NtStatus;
-use tcpip::nt::types::CO_TL_ENTITY;
 use tdi_support::*;
 
 /// `MIB_TCP_STATE` of a half-open connection.
@@ -55,19 +53,9 @@ fn listen_on(t: &Loaded, address: tcpip::host::Handle) -> (tcpip::host::Handle, 
 /// Half-open connections as netstat shows them.
 fn half_open(t: &Loaded) -> usize {
     let control = ip_helper_support::control(t);
-    // The TCP entity's instance follows the interfaces' numbers; tdilib looks it up.
-    let instance = entities(t, control)
-        .into_iter()
-        .filter(|&(entity, _)| entity == CO_TL_ENTITY)
-        .map(|(_, instance)| instance)
-        .min()
-        .expect("TCP entity");
-    let table = query(t, control, provider(CO_TL_ENTITY, instance, 0x101)).expect("TCP table");
+    let rows = tcp_table(t, control);
     t.close(control);
-    rows::<TCPConnTableEntry>(&table)
-        .iter()
-        .filter(|row| row.tct_state == SYN_RCVD)
-        .count()
+    rows.iter().filter(|row| row.0 == SYN_RCVD).count()
 }
 
 #[test]

@@ -18,15 +18,22 @@ pub enum CloseReason {
     Reset,
     /// The local side aborted it (TDI_DISCONNECT ABORT).
     Aborted,
+    /// The peer stayed silent for `CoreConfig::data_timeout` while data waited for its
+    /// acknowledgment.
+    TimedOut,
 }
 
 impl CloseReason {
     /// The status that receives and sends fail with after the connection died this way.
     ///
     /// STATUS_FILE_CLOSED becomes WSAECONNRESET in msafd, what a Winsock program expects after
-    /// a reset.
+    /// a reset; STATUS_LOCAL_DISCONNECT becomes WSAECONNABORTED, Windows' error for a
+    /// connection lost to a transmission timeout.
     pub fn error_status(self) -> NtStatus {
-        NtStatus::FILE_CLOSED
+        match self {
+            CloseReason::TimedOut => NtStatus::LOCAL_DISCONNECT,
+            CloseReason::Fin | CloseReason::Reset | CloseReason::Aborted => NtStatus::FILE_CLOSED,
+        }
     }
 }
 

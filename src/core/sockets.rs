@@ -38,7 +38,7 @@ use core::net::SocketAddrV4;
 use smoltcp::iface::{Interface, PollResult, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::phy::Device;
 use smoltcp::socket::tcp::{self, State};
-use smoltcp::time::Instant;
+use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
 /// A generation-checked reference to one of the core's TCP sockets.
@@ -88,6 +88,8 @@ struct Entry {
     sent: SentHigh,
     /// Bytes of the socket's receive and send buffers.
     buffer_bytes: usize,
+    /// When a segment for the socket last arrived.
+    heard: Option<Instant>,
 }
 
 impl Entry {
@@ -125,12 +127,15 @@ pub struct Sockets {
     retransmitted: u64,
     /// Bytes of socket buffers held by all the sockets.
     buffer_bytes: usize,
+    /// How long a socket with data to be acknowledged waits for its peer to say anything.
+    data_timeout: Duration,
 }
 
 impl Sockets {
-    /// Room for `capacity` sockets; the demultiplexer's hash is keyed with `seed`. Allocates
-    /// nothing until sockets are added.
-    pub fn new(capacity: usize, seed: u64) -> Self {
+    /// Room for `capacity` sockets; the demultiplexer's hash is keyed with `seed`; a socket
+    /// with data in flight gives up after `data_timeout` without a word from its peer.
+    /// Allocates nothing until sockets are added.
+    pub fn new(capacity: usize, seed: u64, data_timeout: Duration) -> Self {
         Self {
             entries: Slab::default(),
             capacity,
@@ -143,6 +148,7 @@ impl Sockets {
             nobody: SocketSet::new(Vec::new()),
             retransmitted: 0,
             buffer_bytes: 0,
+            data_timeout,
         }
     }
 
@@ -188,6 +194,7 @@ impl Sockets {
             deadline: None,
             sent: SentHigh::default(),
             buffer_bytes,
+            heard: None,
         })?;
         self.buffer_bytes += buffer_bytes;
         while self.flags.len() < self.entries.slot_count() as usize {
@@ -291,12 +298,21 @@ impl Sockets {
         match target.and_then(|key| self.entries.get_mut(key).map(|entry| (key, entry))) {
             Some((key, entry)) => {
                 iface.poll_ingress_single(now, device, &mut entry.set);
+                entry.heard = Some(now);
                 self.mark(key.index, TOUCHED | EVENT);
             }
             None => {
                 iface.poll_ingress_single(now, device, &mut self.nobody);
             }
         }
+    }
+
+    /// Whether `key`'s peer has been silent for the data timeout (or never spoke): how a
+    /// connection that smoltcp closed without a FIN or a RST from its peer was lost.
+    pub fn timed_out(&self, key: SocketKey, now: Instant) -> bool {
+        self.entries
+            .get(key)
+            .is_some_and(|entry| entry.heard.is_none_or(|at| now >= at + self.data_timeout))
     }
 
     /// Touches every socket whose deadline has come, with an event.
@@ -334,18 +350,33 @@ impl Sockets {
                 continue;
             };
             let outcome = match (entry.route, ethernet.as_mut()) {
-                (Route::Loopback, _) => {
-                    transmit(entry, lo_iface, lo_device, now, &mut self.retransmitted)
-                }
-                (Route::Ethernet, Some((iface, device))) => {
-                    transmit(entry, iface, &mut **device, now, &mut self.retransmitted)
-                }
+                (Route::Loopback, _) => transmit(
+                    entry,
+                    lo_iface,
+                    lo_device,
+                    now,
+                    self.data_timeout,
+                    &mut self.retransmitted,
+                ),
+                (Route::Ethernet, Some((iface, device))) => transmit(
+                    entry,
+                    iface,
+                    &mut **device,
+                    now,
+                    self.data_timeout,
+                    &mut self.retransmitted,
+                ),
                 // No link bound: the segments go to the loopback, where no interface owns their
                 // destination and they are dropped, so the socket's timers still run (a connect
                 // times out as against a silent host).
-                (Route::Ethernet, None) => {
-                    transmit(entry, lo_iface, lo_device, now, &mut self.retransmitted)
-                }
+                (Route::Ethernet, None) => transmit(
+                    entry,
+                    lo_iface,
+                    lo_device,
+                    now,
+                    self.data_timeout,
+                    &mut self.retransmitted,
+                ),
             };
             let (moved, deadline) = outcome;
             if deadline != entry.deadline {
@@ -438,8 +469,10 @@ fn transmit<D: Device>(
     iface: &mut Interface,
     device: &mut D,
     now: Instant,
+    data_timeout: Duration,
     retransmitted: &mut u64,
 ) -> (bool, Option<Instant>) {
+    arm_data_timeout(entry.socket_mut(), data_timeout);
     let before = entry.progress();
     let mut device = Watch {
         device,
@@ -453,6 +486,32 @@ fn transmit<D: Device>(
     }
     let moved = entry.progress() != before || matches!(entry.owner, Owner::Orphan { .. });
     (moved, iface.poll_at(now, &entry.set))
+}
+
+/// Gives a connection smoltcp's timeout while it has data to be acknowledged, and takes it
+/// away when it has none. smoltcp aborts a socket whose peer stays silent for its timeout
+/// whether or not anything waits for the peer, so an idle connection must not carry one; and
+/// it restarts the count when data is queued on an empty transmit buffer, so the count starts
+/// with the data. (A FIN alone in flight is not covered: smoltcp does not restart the count at
+/// a close, so arming it then would time out a connection that was merely idle.) The states
+/// before ESTABLISHED keep the connect and half-open timeouts the core gave them.
+fn arm_data_timeout(socket: &mut tcp::Socket<'static>, data_timeout: Duration) {
+    if !matches!(
+        socket.state(),
+        State::Established
+            | State::CloseWait
+            | State::FinWait1
+            | State::FinWait2
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait
+    ) {
+        return;
+    }
+    let wanted = (socket.send_queue() > 0).then_some(data_timeout);
+    if socket.timeout() != wanted {
+        socket.set_timeout(wanted);
+    }
 }
 
 fn endpoint(address: SocketAddrV4) -> IpEndpoint {

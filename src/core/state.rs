@@ -104,6 +104,11 @@ pub struct CoreConfig {
     pub connect_timeout: Duration,
     /// How long a half-open (SYN-RECEIVED) connection waits for the final ACK.
     pub syn_received_timeout: Duration,
+    /// How long a connection with data waiting to be acknowledged waits for any segment from
+    /// its peer before it gives up (about what Windows' five data retransmissions take). Its
+    /// requests then fail with `STATUS_LOCAL_DISCONNECT` (WSAECONNABORTED) and a disconnect
+    /// handler sees an abort. An idle connection never times out.
+    pub data_timeout: Duration,
     /// Loopback MTU: at most a quarter of `rx_buffer`, so that a full-sized segment never waits
     /// for the delayed ACK of the previous one.
     pub loopback_mtu: usize,
@@ -151,6 +156,7 @@ impl Default for CoreConfig {
             half_open_limit: 256,
             connect_timeout: Duration::from_secs(21),
             syn_received_timeout: Duration::from_secs(75),
+            data_timeout: Duration::from_secs(120),
             loopback_mtu: 16 * 1024,
             loopback_frames: 64,
             frame_budget: 16,
@@ -254,7 +260,7 @@ impl Core {
         Ok(Self {
             iface,
             device,
-            sockets: Sockets::new(config.max_sockets, random.next_u64()),
+            sockets: Sockets::new(config.max_sockets, random.next_u64(), config.data_timeout),
             ports: PortTable::new(random.next_u64()),
             addresses: Slab::default(),
             connections: Slab::default(),

@@ -92,7 +92,15 @@ pub fn bound() -> (Loaded, Arc<Recorder>) {
 /// Loads the driver, gives interface 1 `address`/24 (none: as DHCP leaves it before its lease)
 /// and binds a recorder under it.
 pub fn bound_with(address: Option<Ipv4Addr>) -> (Loaded, Arc<Recorder>) {
-    let t = loaded();
+    bind(loaded(), address)
+}
+
+/// [`bound`] in a kernel whose clock moves only when the test advances it.
+pub fn bound_virtual() -> (Loaded, Arc<Recorder>) {
+    bind(Loaded::new(tcpip::host::Clock::Virtual), Some(OURS))
+}
+
+fn bind(t: Loaded, address: Option<Ipv4Addr>) -> (Loaded, Arc<Recorder>) {
     if let Some(address) = address {
         let control = t.kernel.create_file("\\Device\\Tcp", None, 0).unwrap();
         let input = [1u32.to_le_bytes(), address.octets(), [255, 255, 255, 0]].concat();

@@ -123,8 +123,16 @@ pub fn entities(t: &Loaded, control: Handle) -> Vec<(u32, u32)> {
         .collect()
 }
 
+/// The TCP table as `(state, local, remote)` rows, sorted; the TCP entity's instance is looked
+/// up in the entity list, as tdilib does (it follows the interfaces' numbers).
 pub fn tcp_table(t: &Loaded, control: Handle) -> Vec<(u32, SocketAddrV4, SocketAddrV4)> {
-    let table = query(t, control, provider(CO_TL_ENTITY, 0, 0x101)).unwrap();
+    let instance = entities(t, control)
+        .into_iter()
+        .filter(|&(entity, _)| entity == CO_TL_ENTITY)
+        .map(|(_, instance)| instance)
+        .min()
+        .expect("TCP entity");
+    let table = query(t, control, provider(CO_TL_ENTITY, instance, 0x101)).unwrap();
     let port = |p: [u8; 4]| u16::from_be_bytes([p[0], p[1]]);
     let mut rows: Vec<_> = rows::<TCPConnTableEntry>(&table)
         .iter()

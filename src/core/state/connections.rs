@@ -312,6 +312,7 @@ impl Core {
         let Some(socket_key) = entry.socket else {
             return;
         };
+        let timed_out = self.sockets.timed_out(socket_key, self.now);
         let Some(socket) = self.sockets.get(socket_key) else {
             return;
         };
@@ -359,11 +360,13 @@ impl Core {
         if state == State::Closed && entry.closed.is_none() {
             let reason = if entry.fin_received {
                 CloseReason::Fin
+            } else if timed_out {
+                CloseReason::TimedOut
             } else {
                 CloseReason::Reset
             };
             entry.closed = Some(reason);
-            if reason == CloseReason::Reset {
+            if reason != CloseReason::Fin {
                 let counters = &self.counters;
                 let mut all = counters.get();
                 all.tcp.established_resets = all.tcp.established_resets.wrapping_add(1);

@@ -65,7 +65,11 @@ pub(super) fn raise(
             return Ok(());
         }
     }
-    let flags = if entry.closed == Some(CloseReason::Reset) && !entry.events.aborted {
+    let flags = if matches!(
+        entry.closed,
+        Some(CloseReason::Reset | CloseReason::TimedOut)
+    ) && !entry.events.aborted
+    {
         TDI_DISCONNECT_ABORT
     } else if (entry.fin_received || entry.closed == Some(CloseReason::Fin))
         && !entry.events.released

@@ -1,0 +1,192 @@
+//! A connection whose peer goes silent while data waits for its acknowledgment gives up after
+//! `CoreConfig::data_timeout` (its requests then fail with STATUS_LOCAL_DISCONNECT, which
+//! msafd turns into WSAECONNABORTED); an idle connection whose peer is silent lives on. On a virtual clock, with the peer played by hand-built frames.
+
+mod ethernet_support;
+mod ip_helper_support;
+mod tdi_client_support;
+mod tdi_support;
+
+use ethernet_support::*;
+use smoltcp::wire::TcpControl;
+use std::net::SocketAddrV4;
+use std::time::Duration;
+use tcpip::core::state::CoreConfig;
+use tcpip::host::Handle;
+use tcpip::nt::NtStatus;
+use tcpip::nt::types::{
+    TDI_DISCONNECT_ABORT, TDI_EVENT_CONNECT, TDI_EVENT_DISCONNECT, TDI_EVENT_RECEIVE,
+};
+use tdi_client_support::Peer;
+use tdi_support::*;
+
+const CLIENT_ISN: u32 = 1000;
+
+/// An accepted connection from `PEER:40000` to our port 80: (address file, endpoint, our
+/// next sequence number).
+fn accepted(t: &Loaded, recorder: &Recorder) -> (Handle, Handle, u32) {
+    indicate(t, &arp_reply(PEER, PEER_MAC, OURS));
+    let server = SocketAddrV4::new(OURS, 80);
+    let address = t.open_address(server, 0).expect("server address");
+    let endpoint = t.open_connection().expect("endpoint");
+    assert_eq!(t.associate(endpoint, address), NtStatus::SUCCESS);
+    let listen = start_listen(t, endpoint);
+    let client = SocketAddrV4::new(PEER, 40_000);
+    indicate(
+        t,
+        &segment(client, server, TcpControl::Syn, CLIENT_ISN, None, &[]),
+    );
+    let ours = syn_ack(recorder, client).wrapping_add(1);
+    indicate(
+        t,
+        &segment(
+            client,
+            server,
+            TcpControl::None,
+            CLIENT_ISN + 1,
+            Some(ours),
+            &[],
+        ),
+    );
+    assert_eq!(listen.wait().status, NtStatus::SUCCESS);
+    recorder.forget();
+    (address, endpoint, ours)
+}
+
+/// Whether the driver has reset the connection to the peer.
+fn reset_sent(recorder: &Recorder) -> bool {
+    sent_to(recorder, SocketAddrV4::new(PEER, 40_000))
+        .iter()
+        .any(|&(_, _, rst, _)| rst)
+}
+
+/// Connections in ESTABLISHED, as netstat shows them.
+fn established(t: &Loaded) -> usize {
+    const ESTABLISHED: u32 = 5;
+    let control = ip_helper_support::control(t);
+    let rows = ip_helper_support::tcp_table(t, control);
+    t.close(control);
+    rows.iter().filter(|row| row.0 == ESTABLISHED).count()
+}
+
+/// Moves the clock on by `seconds`, a second at a time (the retransmission timers fire in
+/// between).
+fn wait(t: &Loaded, seconds: u64) {
+    for _ in 0..seconds {
+        t.kernel.advance(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn data_to_a_silent_peer_gives_up_after_the_data_timeout() {
+    let timeout = CoreConfig::default().data_timeout.secs();
+    let (t, recorder) = bound_virtual();
+    let (address, endpoint, _) = accepted(&t, &recorder);
+    let sent = send(&t, endpoint, b"anyone there?");
+    assert_eq!(sent.status, NtStatus::SUCCESS);
+    // The peer never acknowledges (nor answers ARP, once its entry has aged out): the data
+    // is sent again and again until the timeout.
+    wait(&t, timeout - 10);
+    let retransmissions = sent_to(&recorder, SocketAddrV4::new(PEER, 40_000)).len();
+    assert!(
+        retransmissions >= 3,
+        "{retransmissions} segments before the timeout"
+    );
+    assert!(!reset_sent(&recorder), "gave up before the timeout");
+    assert_eq!(established(&t), 1, "gave up before the timeout");
+    wait(&t, 20);
+    assert_eq!(established(&t), 0, "still trying after the timeout");
+    let (status, data) = receive(&t, endpoint, 64);
+    assert_eq!((status.status, data.len()), (NtStatus::LOCAL_DISCONNECT, 0));
+    assert_eq!(
+        send(&t, endpoint, b"late").status,
+        NtStatus::LOCAL_DISCONNECT
+    );
+    t.close(endpoint);
+    t.close(address);
+    recorder.forget();
+    t.unload();
+}
+
+#[test]
+fn an_idle_connection_outlives_the_data_timeout_and_its_sent_data_clears_it() {
+    let timeout = CoreConfig::default().data_timeout.secs();
+    let (t, recorder) = bound_virtual();
+    let (address, endpoint, ours) = accepted(&t, &recorder);
+    let server = SocketAddrV4::new(OURS, 80);
+    let client = SocketAddrV4::new(PEER, 40_000);
+    // Data the peer acknowledges, then a long silence with nothing in flight.
+    assert_eq!(send(&t, endpoint, b"hello").status, NtStatus::SUCCESS);
+    indicate(
+        &t,
+        &segment(
+            client,
+            server,
+            TcpControl::None,
+            CLIENT_ISN + 1,
+            Some(ours.wrapping_add(5)),
+            &[],
+        ),
+    );
+    wait(&t, 5 * timeout);
+    assert!(!reset_sent(&recorder), "an idle connection was given up");
+    // The peer speaks again: the connection is there.
+    indicate(
+        &t,
+        &segment(
+            client,
+            server,
+            TcpControl::Psh,
+            CLIENT_ISN + 1,
+            Some(ours.wrapping_add(5)),
+            b"still here",
+        ),
+    );
+    let (status, data) = receive(&t, endpoint, 64);
+    assert_eq!(status.status, NtStatus::SUCCESS);
+    assert_eq!(data, b"still here");
+    t.close(endpoint);
+    t.close(address);
+    recorder.forget();
+    t.unload();
+}
+
+#[test]
+fn a_kernel_client_sees_an_abort_when_its_connection_times_out() {
+    let timeout = CoreConfig::default().data_timeout.secs();
+    let (t, recorder) = bound_virtual();
+    indicate(&t, &arp_reply(PEER, PEER_MAC, OURS));
+    let server = SocketAddrV4::new(OURS, 80);
+    let peer = Peer::open(&t.kernel, "\\Device\\Tcp", server, 1, false);
+    for event in [TDI_EVENT_CONNECT, TDI_EVENT_RECEIVE, TDI_EVENT_DISCONNECT] {
+        assert_eq!(peer.register(event, true), NtStatus::SUCCESS);
+    }
+    let client = SocketAddrV4::new(PEER, 40_000);
+    indicate(
+        &t,
+        &segment(client, server, TcpControl::Syn, CLIENT_ISN, None, &[]),
+    );
+    let ours = syn_ack(&recorder, client).wrapping_add(1);
+    indicate(
+        &t,
+        &segment(
+            client,
+            server,
+            TcpControl::None,
+            CLIENT_ISN + 1,
+            Some(ours),
+            &[],
+        ),
+    );
+    peer.wait_until(10, |conns| conns[0].accepted.is_some());
+    peer.send(0, b"anyone there?");
+    wait(&t, timeout + 10);
+    peer.wait_until(10, |conns| !conns[0].disconnects.is_empty());
+    assert_eq!(
+        peer.conns.lock().unwrap()[0].disconnects,
+        [TDI_DISCONNECT_ABORT]
+    );
+    peer.close();
+    recorder.forget();
+    t.unload();
+}
