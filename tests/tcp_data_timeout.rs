@@ -32,22 +32,7 @@ fn accepted(t: &Loaded, recorder: &Recorder) -> (Handle, Handle, u32) {
     assert_eq!(t.associate(endpoint, address), NtStatus::SUCCESS);
     let listen = start_listen(t, endpoint);
     let client = SocketAddrV4::new(PEER, 40_000);
-    indicate(
-        t,
-        &segment(client, server, TcpControl::Syn, CLIENT_ISN, None, &[]),
-    );
-    let ours = syn_ack(recorder, client).wrapping_add(1);
-    indicate(
-        t,
-        &segment(
-            client,
-            server,
-            TcpControl::None,
-            CLIENT_ISN + 1,
-            Some(ours),
-            &[],
-        ),
-    );
+    let ours = handshake(t, recorder, client, server, CLIENT_ISN);
     assert_eq!(listen.wait().status, NtStatus::SUCCESS);
     recorder.forget();
     (address, endpoint, ours)
@@ -161,22 +146,12 @@ fn a_kernel_client_sees_an_abort_when_its_connection_times_out() {
     for event in [TDI_EVENT_CONNECT, TDI_EVENT_RECEIVE, TDI_EVENT_DISCONNECT] {
         assert_eq!(peer.register(event, true), NtStatus::SUCCESS);
     }
-    let client = SocketAddrV4::new(PEER, 40_000);
-    indicate(
+    handshake(
         &t,
-        &segment(client, server, TcpControl::Syn, CLIENT_ISN, None, &[]),
-    );
-    let ours = syn_ack(&recorder, client).wrapping_add(1);
-    indicate(
-        &t,
-        &segment(
-            client,
-            server,
-            TcpControl::None,
-            CLIENT_ISN + 1,
-            Some(ours),
-            &[],
-        ),
+        &recorder,
+        SocketAddrV4::new(PEER, 40_000),
+        server,
+        CLIENT_ISN,
     );
     peer.wait_until(10, |conns| conns[0].accepted.is_some());
     peer.send(0, b"anyone there?");

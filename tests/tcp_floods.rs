@@ -151,13 +151,7 @@ fn a_syn_flood_holds_at_most_the_half_open_limit_and_real_clients_still_get_in()
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert!(!listen.is_complete());
-
-    t.close(address);
-    assert_eq!(listen.wait().status, NtStatus::CANCELLED);
-    t.close(endpoint);
-    recorder.forget();
-    t.unload();
+    close_unused_listener(t, &recorder, address, endpoint, listen);
 }
 
 #[test]
@@ -166,15 +160,7 @@ fn out_of_order_segments_take_no_memory_beyond_the_receive_window() {
     let address = listening(&t);
     let (endpoint, listen) = listen_on(&t, address);
     let client = SocketAddrV4::new(PEER, 40_100);
-    indicate(
-        &t,
-        &segment(client, server(), TcpControl::Syn, 0, None, &[]),
-    );
-    let ours = syn_ack(&recorder, client).wrapping_add(1);
-    indicate(
-        &t,
-        &segment(client, server(), TcpControl::None, 1, Some(ours), &[]),
-    );
+    let ours = handshake(&t, &recorder, client, server(), 0);
     assert_eq!(listen.wait().status, NtStatus::SUCCESS);
     recorder.forget();
     let baseline = t.kernel.pool_stats().live_bytes;

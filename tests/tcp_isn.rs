@@ -90,13 +90,7 @@ fn passive_opens_on_ethernet_take_rfc_6528_isns() {
         &t,
         &segment(other, server, TcpControl::Rst, 9001, None, &[]),
     );
-    assert!(!listen.is_complete());
-
-    t.close(address);
-    assert_eq!(listen.wait().status, NtStatus::CANCELLED);
-    t.close(endpoint);
-    recorder.forget();
-    t.unload();
+    close_unused_listener(t, &recorder, address, endpoint, listen);
 }
 
 #[test]

@@ -205,3 +205,44 @@ pub fn syn_ack(recorder: &Recorder, client: SocketAddrV4) -> u32 {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// Plays a client's three-way handshake from `client` (initial sequence number `isn`) to
+/// `server` on the driver; returns the driver's next sequence number.
+pub fn handshake(
+    t: &Loaded,
+    recorder: &Recorder,
+    client: SocketAddrV4,
+    server: SocketAddrV4,
+    isn: u32,
+) -> u32 {
+    indicate(t, &segment(client, server, TcpControl::Syn, isn, None, &[]));
+    let ours = syn_ack(recorder, client).wrapping_add(1);
+    let ack = segment(
+        client,
+        server,
+        TcpControl::None,
+        isn.wrapping_add(1),
+        Some(ours),
+        &[],
+    );
+    indicate(t, &ack);
+    ours
+}
+
+/// Ends a test whose listening `address` never gave `endpoint`'s TDI_LISTEN a connection:
+/// closing the address cancels the listen; then the endpoint closes, the recorded frames go,
+/// and the driver unloads clean.
+pub fn close_unused_listener(
+    t: Loaded,
+    recorder: &Recorder,
+    address: tcpip::host::Handle,
+    endpoint: tcpip::host::Handle,
+    listen: crate::tdi_support::PendingRequest,
+) {
+    assert!(!listen.is_complete());
+    t.close(address);
+    assert_eq!(listen.wait().status, NtStatus::CANCELLED);
+    t.close(endpoint);
+    recorder.forget();
+    t.unload();
+}
