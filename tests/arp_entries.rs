@@ -86,7 +86,7 @@ fn a_static_entry_is_listed_used_kept_and_deleted() {
     assert!(
         tcpip(&t)
             .stack()
-            .indicate_receive(&arp_reply(PEER, PEER_MAC, OURS))
+            .indicate_receive(1, &arp_reply(PEER, PEER_MAC, OURS))
     );
     assert_eq!(arp_table(&t, control), [(PEER, STATIC_MAC, 4)]);
     // Deleted: gone from the table; a second delete finds nothing.
@@ -96,7 +96,7 @@ fn a_static_entry_is_listed_used_kept_and_deleted() {
     assert_eq!(set(&t, control, id, delete.as_bytes()), NtStatus::NOT_FOUND);
     t.close(socket);
     t.close(control);
-    tcpip(&t).stack().detach_link();
+    tcpip(&t).stack().detach_link(1);
     recorder.forget();
     t.unload();
 }
@@ -147,7 +147,7 @@ fn a_dynamic_entry_is_listed_as_dynamic_and_bad_entries_are_refused() {
     );
     assert_eq!(arp_table(&t, control).len(), 1, "nothing else changed");
     t.close(control);
-    tcpip(&t).stack().detach_link();
+    tcpip(&t).stack().detach_link(1);
     recorder.forget();
     t.unload();
 }

@@ -7,7 +7,7 @@ use crate::core::slab::{Key, Slab};
 use crate::core::sockets::Route;
 use crate::core::state::{Completer, Core};
 use crate::core::udp::endpoint::{Endpoint, PendingSend, SendRoute};
-use crate::core::udp::{HEADERS, MAX_PAYLOAD, wire};
+use crate::core::udp::{HEADERS, MAX_PAYLOAD};
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
 use crate::nt::pool;
@@ -119,7 +119,7 @@ impl Core {
                 let (route, source, mtu) = self.plan_datagram(bound, remote)?;
                 if length > mtu.saturating_sub(HEADERS).min(MAX_PAYLOAD) {
                     // Larger datagrams go as fragments (not broadcasts: not yet).
-                    if route != SendRoute::Broadcast && length <= MAX_PAYLOAD {
+                    if !matches!(route, SendRoute::Broadcast(_)) && length <= MAX_PAYLOAD {
                         let port = self.addresses.get(key).map_or(0, Address::port);
                         return Ok(Err((route, port, source)));
                     }
@@ -160,26 +160,38 @@ impl Core {
         if remote.port() == 0 || ip.is_unspecified() {
             return Err(NtStatus::INVALID_ADDRESS);
         }
-        let configured = self.configured_v4();
-        let ethernet_mtu = self.ethernet.as_ref().map(|port| port.mtu);
         let loopback_mtu = self.device.mtu();
-        if wire::is_broadcast(ip, configured) {
-            // DHCP broadcasts before the interface has an address: the source is 0.0.0.0.
-            let source = if bound.is_unspecified() {
-                configured.map_or(Ipv4Addr::UNSPECIFIED, |(address, _)| address)
-            } else {
-                bound
+        if let Some(interface) = self.broadcast_route(ip) {
+            // A limited broadcast leaves by the interface of the address file's address, or
+            // from a wildcard file by every interface, each copy from that interface's address
+            // (0.0.0.0 while it has none: DHCP); a directed broadcast by its subnet's
+            // interface. The smallest MTU of the links it takes bounds it.
+            let interface = interface.or_else(|| {
+                self.interfaces()
+                    .find(|(_, slot)| slot.address.is_some_and(|cidr| cidr.address() == bound))
+                    .map(|(index, _)| index)
+            });
+            let mtu = self
+                .interfaces()
+                .filter(|(index, slot)| slot.bound && interface.is_none_or(|i| i == *index))
+                .fold(loopback_mtu, |mtu, (_, slot)| mtu.min(slot.mtu));
+            let source = match interface {
+                _ if !bound.is_unspecified() => bound,
+                Some(index) => self.address_of(index).map_or(bound, |cidr| cidr.address()),
+                None => self
+                    .interfaces()
+                    .find_map(|(_, slot)| slot.address)
+                    .map_or(bound, |cidr| cidr.address()),
             };
-            let mtu = ethernet_mtu.map_or(loopback_mtu, |mtu| mtu.min(loopback_mtu));
-            return Ok((SendRoute::Broadcast, source, mtu));
+            return Ok((SendRoute::Broadcast(interface), source, mtu));
         }
         let source = self.source_for(bound, ip)?;
         Ok(match self.route_to(ip) {
             Route::Loopback => (SendRoute::Loopback, source, loopback_mtu),
-            Route::Ethernet => (
-                SendRoute::Ethernet,
+            Route::Ethernet(index) => (
+                SendRoute::Ethernet(index),
                 source,
-                ethernet_mtu.unwrap_or(loopback_mtu),
+                self.mtu_of(index).unwrap_or(loopback_mtu),
             ),
         })
     }
