@@ -37,7 +37,7 @@ use crate::nt::pool;
 use crate::nt::process::ProcessOwner;
 use alloc::vec::Vec;
 use core::cell::Cell;
-use core::net::SocketAddrV4;
+use core::net::{Ipv4Addr, SocketAddrV4};
 use smoltcp::iface::{Interface, PollResult, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::phy::Device;
 use smoltcp::socket::tcp::{self, State};
@@ -234,6 +234,27 @@ impl Sockets {
             }
         }
         Ok(())
+    }
+
+    /// Aborts every connection whose local address is `ip` (the address went with its
+    /// interface), each with an event for its owner, which sees a reset. Any IRQL, under the
+    /// core lock.
+    pub fn abort_from(&mut self, ip: Ipv4Addr) {
+        for index in 0..self.entries.slot_count() {
+            let Some(key) = self.entries.key_at(index) else {
+                continue;
+            };
+            let Some(socket) = self.entries.get_mut(key).map(Entry::socket_mut) else {
+                continue;
+            };
+            if socket
+                .local_endpoint()
+                .is_some_and(|local| local.addr == IpAddress::Ipv4(ip))
+            {
+                socket.abort();
+                self.mark(index, TOUCHED | EVENT);
+            }
+        }
     }
 
     /// Hands the socket to a new owner.

@@ -175,14 +175,18 @@ impl Core {
     }
 
     /// Removes interface `interface`'s address (`STATUS_DEVICE_DOES_NOT_EXIST` for an interface
-    /// that does not exist).
+    /// that does not exist). Connections from it are aborted: their owners see a reset, as
+    /// Windows' transport aborts the connections of an address that is deleted.
     pub(super) fn delete_ip_address(&mut self, interface: u32) -> NtStatus {
         let Some(slot) = self.slot_mut(interface) else {
             return NtStatus::DEVICE_DOES_NOT_EXIST;
         };
-        slot.address = None;
+        let old = slot.address.take();
         if let Some(port) = slot.port.as_mut() {
             port.set_addresses(&[]);
+        }
+        if let Some(old) = old {
+            self.sockets.abort_from(old.address());
         }
         // Fewer addresses than before always fit.
         let _ = self.sync_loopback();
@@ -253,8 +257,10 @@ impl Core {
         Ok(index)
     }
 
-    /// Unbinds interface `index`'s link: its connections can no longer transmit. An interface
-    /// other than 1 ceases to exist and loses its address, gateway and static routes.
+    /// Unbinds interface `index`'s link. An interface other than 1 ceases to exist and loses
+    /// its address (whose connections are aborted, as by [`Core::delete_ip_address`]), gateway
+    /// and static routes; interface 1 keeps its configuration (its connections can no longer
+    /// transmit).
     pub fn detach_link(&mut self, index: u32) {
         let Some(slot) = self.slot_mut(index) else {
             return;
@@ -262,9 +268,12 @@ impl Core {
         slot.port = None;
         slot.bound = false;
         if index != 1 {
-            slot.address = None;
+            let old = slot.address.take();
             slot.gateway = None;
             self.routes.remove_interface(index);
+            if let Some(old) = old {
+                self.sockets.abort_from(old.address());
+            }
             // Fewer addresses than before always fit.
             let _ = self.sync_loopback();
         }

@@ -14,6 +14,7 @@ use crate::nt::pool;
 use crate::nt::process::ProcessOwner;
 use crate::tdi::TransportAddress;
 use core::net::{Ipv4Addr, SocketAddrV4};
+use smoltcp::wire::{EthernetAddress, HardwareAddress};
 
 impl Core {
     /// Opens a UDP address file on `address` (port 0: an ephemeral port of UDP's own port
@@ -116,7 +117,9 @@ impl Core {
                     .addresses
                     .get(key)
                     .map_or(Ipv4Addr::UNSPECIFIED, Address::ip);
-                let (route, source, mtu) = self.plan_datagram(bound, remote)?;
+                let local = self.addresses.get(key).map_or(0, Address::port);
+                let client = self.dhcp_client_interface(local, remote, length, &irp);
+                let (route, source, mtu) = self.plan_datagram(bound, remote, client)?;
                 if length > mtu.saturating_sub(HEADERS).min(MAX_PAYLOAD) {
                     // Larger datagrams go as fragments (not broadcasts: not yet).
                     if !matches!(route, SendRoute::Broadcast(_)) && length <= MAX_PAYLOAD {
@@ -155,6 +158,7 @@ impl Core {
         &self,
         bound: Ipv4Addr,
         remote: SocketAddrV4,
+        client: Option<u32>,
     ) -> Result<(SendRoute, Ipv4Addr, usize), NtStatus> {
         let ip = *remote.ip();
         if remote.port() == 0 || ip.is_unspecified() {
@@ -162,11 +166,12 @@ impl Core {
         }
         let loopback_mtu = self.device.mtu();
         if let Some(interface) = self.broadcast_route(ip) {
-            // A limited broadcast leaves by the interface of the address file's address, or
-            // from a wildcard file by every interface, each copy from that interface's address
-            // (0.0.0.0 while it has none: DHCP); a directed broadcast by its subnet's
-            // interface. The smallest MTU of the links it takes bounds it.
-            let interface = interface.or_else(|| {
+            // A limited broadcast leaves by the interface of the address file's address, by
+            // the interface a DHCP client's request names, or else from a wildcard file by
+            // every interface, each copy from that interface's address (0.0.0.0 while it has
+            // none); a directed broadcast by its subnet's interface. The smallest MTU of the
+            // links it takes bounds it.
+            let interface = interface.or(client).or_else(|| {
                 self.interfaces()
                     .find(|(_, slot)| slot.address.is_some_and(|cidr| cidr.address() == bound))
                     .map(|(index, _)| index)
@@ -194,6 +199,38 @@ impl Core {
                 self.mtu_of(index).unwrap_or(loopback_mtu),
             ),
         })
+    }
+
+    /// The interface a DHCP client's broadcast (from port 68 to port 67) is for: the one whose
+    /// MAC address is the BOOTP message's client hardware address (`chaddr`, bytes 28 to 33).
+    /// ReactOS's dhcpcsvc sends the DISCOVER and REQUEST of every adapter to 255.255.255.255
+    /// from one socket bound to 0.0.0.0:68, so `chaddr` is the only thing that names the
+    /// adapter; sent out of every adapter, a request would draw offers from the servers of
+    /// the other subnets for it. DISPATCH_LEVEL, under the core lock.
+    fn dhcp_client_interface(
+        &self,
+        local: u16,
+        remote: SocketAddrV4,
+        length: usize,
+        irp: &PendingIrp,
+    ) -> Option<u32> {
+        const CHADDR: usize = 28;
+        if local != 68 || remote.port() != 67 || length < CHADDR + 6 {
+            return None;
+        }
+        let mut chaddr = [0u8; 6];
+        let copied = irp.irp().mdl()?.read(CHADDR, &mut chaddr).ok()?;
+        if copied != chaddr.len() {
+            return None;
+        }
+        let mac = HardwareAddress::Ethernet(EthernetAddress(chaddr));
+        self.interfaces()
+            .find(|(_, slot)| {
+                slot.port
+                    .as_ref()
+                    .is_some_and(|port| port.iface.hardware_addr() == mac)
+            })
+            .map(|(index, _)| index)
     }
 
     /// Unlinks the pending datagram request `id` of a UDP address file (for its cancel
