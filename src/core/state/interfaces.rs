@@ -282,18 +282,11 @@ impl Core {
     /// Sets the default gateway of interface `index` (reached over its link).
     /// `STATUS_DEVICE_DOES_NOT_EXIST` for an interface that does not exist.
     pub fn set_gateway(&mut self, index: u32, gateway: Option<Ipv4Addr>) -> NtStatus {
-        let routes = &self.routes;
-        let Some(slot) = self
-            .slots
-            .get_mut(index.wrapping_sub(1) as usize)
-            .filter(|slot| index == 1 || slot.bound)
-        else {
+        let Some(slot) = self.slot_mut(index) else {
             return NtStatus::DEVICE_DOES_NOT_EXIST;
         };
         slot.gateway = gateway;
-        if let Some(port) = slot.port.as_mut() {
-            routes.apply(&mut port.iface, gateway, index);
-        }
+        self.reapply_routes(index);
         NtStatus::SUCCESS
     }
 
@@ -312,9 +305,13 @@ impl Core {
     /// Gives interface `index`'s smoltcp interface the static routes and gateway it has now.
     pub(super) fn reapply_routes(&mut self, index: u32) {
         let routes = &self.routes;
-        if let Some(slot) = self.slots.get_mut(index.wrapping_sub(1) as usize)
-            && let Some(port) = slot.port.as_mut()
-        {
+        let Some(slot) = usize::try_from(index.wrapping_sub(1))
+            .ok()
+            .and_then(|slot| self.slots.get_mut(slot))
+        else {
+            return;
+        };
+        if let Some(port) = slot.port.as_mut() {
             routes.apply(&mut port.iface, slot.gateway, index);
         }
     }
