@@ -334,20 +334,21 @@ impl Endpoint {
                 }
                 continue;
             };
-            if budget == 0 {
-                return Pumped::Budget;
-            }
-            budget -= 1;
-            send.legs_done += 1;
             if !links.has(leg) {
                 // No link bound (any more): a broadcast only reaches the host itself and the
                 // interfaces that are there; a unicast datagram is lost, as on a link that is
-                // down.
+                // down. A leg with no link takes nothing from the budget.
+                send.legs_done += 1;
                 if !matches!(send.route, SendRoute::Broadcast(_)) {
                     stats.send_dropped += 1;
                 }
                 continue;
             }
+            if budget == 0 {
+                return Pumped::Budget;
+            }
+            budget -= 1;
+            send.legs_done += 1;
             // A broadcast to every interface leaves each from that interface's address (from
             // 0.0.0.0 while it has none: DHCP).
             let source = match (send.route, leg) {
