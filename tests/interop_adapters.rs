@@ -161,6 +161,12 @@ fn two_adapters_carry_traffic_on_their_own_subnets_and_one_goes_alone() {
     ws.bind(server, SocketAddrV4::new(other.0, 8000))
         .expect("bind");
     ws.listen(server, 4).expect("listen");
+    let refused = namespace.run(|| std::net::TcpStream::connect((first.0, 8000)));
+    assert_eq!(
+        refused.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "a listener on the second adapter's address does not listen on the first's"
+    );
     let client = namespace
         .run(|| std::net::TcpStream::connect((other.0, 8000)))
         .expect("Linux connects");
