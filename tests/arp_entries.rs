@@ -12,10 +12,11 @@ use ethernet_support::*;
 use ip_helper_support::{control, provider, query, rows, set};
 use smoltcp::wire::{EthernetFrame, EthernetProtocol};
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 use tcpip::host::{Handle, as_unprivileged_user};
 use tcpip::info::wire::IPNetToMediaEntry;
 use tcpip::nt::NtStatus;
-use tcpip::nt::types::AT_ENTITY;
+use tcpip::nt::types::{AT_ENTITY, IOCTL_SET_IP_ADDRESS};
 use tdi_support::Loaded;
 use zerocopy::IntoBytes;
 
@@ -86,7 +87,7 @@ fn a_static_entry_is_listed_used_kept_and_deleted() {
     assert!(
         tcpip(&t)
             .stack()
-            .indicate_receive(&arp_reply(PEER, PEER_MAC, OURS))
+            .indicate_receive(1, &arp_reply(PEER, PEER_MAC, OURS))
     );
     assert_eq!(arp_table(&t, control), [(PEER, STATIC_MAC, 4)]);
     // Deleted: gone from the table; a second delete finds nothing.
@@ -96,7 +97,7 @@ fn a_static_entry_is_listed_used_kept_and_deleted() {
     assert_eq!(set(&t, control, id, delete.as_bytes()), NtStatus::NOT_FOUND);
     t.close(socket);
     t.close(control);
-    tcpip(&t).stack().detach_link();
+    tcpip(&t).stack().detach_link(1);
     recorder.forget();
     t.unload();
 }
@@ -147,7 +148,77 @@ fn a_dynamic_entry_is_listed_as_dynamic_and_bad_entries_are_refused() {
     );
     assert_eq!(arp_table(&t, control).len(), 1, "nothing else changed");
     t.close(control);
-    tcpip(&t).stack().detach_link();
+    tcpip(&t).stack().detach_link(1);
     recorder.forget();
+    t.unload();
+}
+
+#[test]
+fn an_entry_set_on_a_second_adapter_is_that_interface_s_own() {
+    let (t, first) = bound();
+    let second = Arc::new(Recorder::default());
+    let index = tcpip(&t)
+        .stack()
+        .attach_link(second.clone(), 64)
+        .expect("attach");
+    assert_eq!(index, 2, "the second adapter is interface 2");
+    let control = control(&t);
+    let theirs = Ipv4Addr::new(10, 14, 0, 2);
+    let neighbour = Ipv4Addr::new(10, 14, 0, 9);
+    let input = [2u32.to_le_bytes(), theirs.octets(), [255, 255, 255, 0]].concat();
+    let (status, _) =
+        t.kernel
+            .device_io_control(control, IOCTL_SET_IP_ADDRESS, &input, &mut [0u8; 12]);
+    assert_eq!(status, NtStatus::SUCCESS);
+    let add = IPNetToMediaEntry {
+        inme_index: 2,
+        ..entry(neighbour, STATIC_MAC, 4)
+    };
+    assert_eq!(
+        set(&t, control, provider(AT_ENTITY, 1, 0x101), add.as_bytes()),
+        NtStatus::INVALID_PARAMETER,
+        "off interface 1's subnet"
+    );
+    assert_eq!(
+        set(&t, control, provider(AT_ENTITY, 2, 0x101), add.as_bytes()),
+        NtStatus::SUCCESS
+    );
+    assert!(arp_table(&t, control).is_empty(), "interface 1 has none");
+    let table = query(&t, control, provider(AT_ENTITY, 2, 0x101)).unwrap();
+    let rows: Vec<_> = rows::<IPNetToMediaEntry>(&table)
+        .iter()
+        .map(|e| (e.inme_index, Ipv4Addr::from(e.inme_addr), e.inme_type))
+        .collect();
+    assert_eq!(rows, [(2, neighbour, 4)]);
+    // A datagram from a wildcard socket to the neighbour leaves by the second adapter, from
+    // that interface's address, to the static MAC; the first adapter sees nothing.
+    let socket =
+        udp_support::open_udp(&t, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 5000), 0).unwrap();
+    assert_eq!(
+        udp_support::send_to(
+            &t.kernel,
+            socket,
+            SocketAddrV4::new(neighbour, 7),
+            b"second"
+        )
+        .status,
+        NtStatus::SUCCESS
+    );
+    assert_eq!(sent(&second), [(STATIC_MAC, false)]);
+    assert!(sent(&first).is_empty());
+    let source = {
+        let frames = second.sent.lock().unwrap();
+        let eth = EthernetFrame::new_checked(&frames[0][..]).unwrap();
+        smoltcp::wire::Ipv4Packet::new_checked(eth.payload())
+            .unwrap()
+            .src_addr()
+    };
+    assert_eq!(source, theirs);
+    t.close(socket);
+    t.close(control);
+    tcpip(&t).stack().detach_link(2);
+    tcpip(&t).stack().detach_link(1);
+    first.forget();
+    second.forget();
     t.unload();
 }

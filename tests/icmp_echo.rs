@@ -453,7 +453,7 @@ fn ttl_expired_in_transit_and_unreachable_from_a_router() {
         .unwrap()
         .stack();
     stack.attach_link(recorder.clone(), 64).unwrap();
-    stack.set_gateway(Some(router));
+    stack.set_gateway(1, Some(router));
     let mut arp_answered = false;
     for (kind, code, expected) in [
         (Icmpv4Message::TimeExceeded, 0, IP_TTL_EXPIRED_TRANSIT),
@@ -464,7 +464,7 @@ fn ttl_expired_in_transit_and_unreachable_from_a_router() {
         let request = loop {
             let frames = recorder.sent.lock().unwrap().clone();
             if !arp_answered && frames.iter().any(|f| f.get(12..14) == Some(&[0x08, 0x06])) {
-                assert!(stack.indicate_receive(&link::arp_reply(router, ours)));
+                assert!(stack.indicate_receive(1, &link::arp_reply(router, ours)));
                 arp_answered = true;
             }
             let echo: Option<Vec<u8>> = frames.iter().rev().find_map(|f| {
@@ -481,7 +481,7 @@ fn ttl_expired_in_transit_and_unreachable_from_a_router() {
             std::thread::sleep(std::time::Duration::from_millis(5));
         };
         recorder.sent.lock().unwrap().clear();
-        assert!(stack.indicate_receive(&link::icmp_error(router, ours, kind, code, &request)));
+        assert!(stack.indicate_receive(1, &link::icmp_error(router, ours, kind, code, &request)));
         let done = pending.wait();
         assert_eq!(done.status, NtStatus::SUCCESS);
         let answer = reply(pending.buffer());
@@ -494,7 +494,7 @@ fn ttl_expired_in_transit_and_unreachable_from_a_router() {
         (counters.time_exceeded_in, counters.unreachables_in),
         (1, 1)
     );
-    stack.detach_link();
+    stack.detach_link(1);
     // The recorder's copies were made in the driver's DPC: gone before the leak check.
     drop(std::mem::take(&mut *recorder.sent.lock().unwrap()));
     t.close(ip);

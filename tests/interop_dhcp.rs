@@ -37,23 +37,32 @@ struct Dnsmasq {
 }
 
 impl Dnsmasq {
-    /// Leases 10.77.N.100–150/24 for an hour, with Linux's address as the router.
+    /// Leases 10.77.N.100–150/24 for an hour on the namespace's TAP; dnsmasq's own address
+    /// (Linux's) is the router.
     fn start(namespace: &Namespace, dir: &std::path::Path) -> Dnsmasq {
-        let linux = namespace.linux_ip().octets();
-        let range = format!(
-            "{0}.{1}.{2}.100,{0}.{1}.{2}.150,255.255.255.0,1h",
-            linux[0], linux[1], linux[2]
-        );
+        Dnsmasq::start_on(namespace, dir, &[(namespace.tap(), namespace.linux_ip())])
+    }
+
+    /// Leases .100–.150 of each `(TAP, Linux address)`'s /24 on that TAP, for an hour, with
+    /// dnsmasq's address there as the router.
+    fn start_on(
+        namespace: &Namespace,
+        dir: &std::path::Path,
+        links: &[(&str, Ipv4Addr)],
+    ) -> Dnsmasq {
         let leases = dir.join("dnsmasq.leases");
-        let child = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", namespace.name(), "dnsmasq", "--no-daemon"])
-            .args(["--conf-file=/dev/null", "--port=0", "--bind-interfaces"])
-            .arg(format!("--interface={}", namespace.tap()))
-            .arg(format!("--dhcp-range={range}"))
-            .arg(format!(
-                "--dhcp-option=option:router,{}",
-                namespace.linux_ip()
-            ))
+            .args(["--conf-file=/dev/null", "--port=0", "--bind-interfaces"]);
+        for (tap, linux) in links {
+            let linux = linux.octets();
+            command.arg(format!("--interface={tap}")).arg(format!(
+                "--dhcp-range={0}.{1}.{2}.100,{0}.{1}.{2}.150,255.255.255.0,1h",
+                linux[0], linux[1], linux[2]
+            ));
+        }
+        let child = command
             .arg(format!("--dhcp-leasefile={}", leases.display()))
             .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
             .args(["--user=root", "--dhcp-authoritative", "--log-dhcp"])
@@ -292,5 +301,123 @@ fn the_driver_leases_its_address_from_dnsmasq_and_uses_it() {
         "dnsmasq's lease file: {leases}\nits log: {log}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+    setup.finish();
+}
+
+#[test]
+fn two_adapters_lease_from_their_own_subnets_over_one_socket() {
+    let namespace = Namespace::new();
+    let dir = std::env::temp_dir().join(format!("tcpip-dhcp-{}", namespace.name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let setup = DriverOnTap::start_unconfigured(&namespace);
+    let (tap, second) = namespace.second_tap();
+    let binding = tcpip::host::binding::TapBinding::bind(setup.driver(), std::sync::Arc::new(tap))
+        .expect("bind the second TAP");
+    assert_eq!(binding.interface(), Some(2));
+    let dnsmasq = Dnsmasq::start_on(
+        &namespace,
+        &dir,
+        &[
+            (namespace.tap(), namespace.linux_ip()),
+            (second.tap(), second.linux_ip()),
+        ],
+    );
+    // ReactOS's dhcpcsvc: one socket on 0.0.0.0:68 for every adapter, each adapter's requests
+    // named by its MAC (chaddr) only.
+    let ws = &setup.ws;
+    let client = ws.socket_datagram().unwrap();
+    ws.set_broadcast(client, true).unwrap();
+    ws.set_receive_timeout(client, Some(Duration::from_secs(2)))
+        .unwrap();
+    ws.bind(client, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68))
+        .unwrap();
+    let mut leased = Vec::new();
+    for (index, mac, server, xid) in [
+        (
+            1u32,
+            namespace.driver_mac(),
+            namespace.linux_ip(),
+            0x7c9_0101,
+        ),
+        (2, second.driver_mac(), second.linux_ip(), 0x7c9_0102),
+    ] {
+        let (offered, options) = exchange(
+            ws,
+            client,
+            &bootrequest(mac, xid, DISCOVER, &[]),
+            xid,
+            OFFER,
+        );
+        assert_eq!(
+            address_option(&options, 54),
+            Some(server),
+            "the offer for interface {index} comes from its own subnet's server"
+        );
+        let mut request = vec![50, 4];
+        request.extend_from_slice(&offered.octets());
+        request.extend_from_slice(&[54, 4]);
+        request.extend_from_slice(&server.octets());
+        let (address, _) = exchange(
+            ws,
+            client,
+            &bootrequest(mac, xid, REQUEST, &request),
+            xid,
+            ACK,
+        );
+        assert_eq!(address, offered);
+        let control = setup.kernel.create_file("\\Device\\Tcp", None, 0).unwrap();
+        let input = [index.to_le_bytes(), address.octets(), [255, 255, 255, 0]].concat();
+        let (status, _) =
+            setup
+                .kernel
+                .device_io_control(control, IOCTL_SET_IP_ADDRESS, &input, &mut [0u8; 12]);
+        assert_eq!(status, NtStatus::SUCCESS, "IOCTL_SET_IP_ADDRESS {index}");
+        assert_eq!(setup.kernel.close(control), NtStatus::SUCCESS);
+        leased.push(address);
+    }
+    ws.closesocket(client).unwrap();
+    for address in &leased {
+        let ping = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                namespace.name(),
+                "ping",
+                "-c",
+                "2",
+                "-W",
+                "2",
+            ])
+            .arg(address.to_string())
+            .output()
+            .expect("ping");
+        assert!(
+            ping.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ping.stdout)
+        );
+    }
+    let log = dnsmasq.stop();
+    // Each adapter's DISCOVER reached its own subnet's server only.
+    let first_mac = namespace.driver_mac().map(|b| format!("{b:02x}")).join(":");
+    let second_mac = second.driver_mac().map(|b| format!("{b:02x}")).join(":");
+    for (tap, mac) in [(namespace.tap(), &first_mac), (second.tap(), &second_mac)] {
+        assert!(log.contains(&format!("DHCPDISCOVER({tap}) {mac}")), "{log}");
+    }
+    assert!(
+        !log.lines()
+            .any(|line| line.contains(&format!("({})", second.tap())) && line.contains(&first_mac)),
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|line| line.contains(&format!("({})", namespace.tap()))
+                && line.contains(&second_mac)),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    binding
+        .unbind()
+        .expect("the second TAP's reader ended cleanly");
     setup.finish();
 }

@@ -10,8 +10,9 @@ use ndis_support::*;
 use tcpip::host::{FaultInjection, Indication, MiniportOptions};
 use tcpip::nt::NtStatus;
 use tcpip::nt::types::{
-    IOCTL_SET_IP_ADDRESS, NDIS_PACKET_TYPE_BROADCAST, NDIS_PACKET_TYPE_DIRECTED,
-    NDIS_PACKET_TYPE_MULTICAST, NDIS_STATUS_MEDIA_CONNECT, NDIS_STATUS_MEDIA_DISCONNECT,
+    IOCTL_DELETE_IP_ADDRESS, IOCTL_SET_IP_ADDRESS, NDIS_PACKET_TYPE_BROADCAST,
+    NDIS_PACKET_TYPE_DIRECTED, NDIS_PACKET_TYPE_MULTICAST, NDIS_STATUS_MEDIA_CONNECT,
+    NDIS_STATUS_MEDIA_DISCONNECT,
 };
 use zerocopy::FromBytes;
 
@@ -30,10 +31,22 @@ fn ping(
     ident: u16,
     len: usize,
 ) -> Option<Vec<u8>> {
+    ping_at(kernel, n, wire, DRIVER_IP, ident, len)
+}
+
+/// Pings the driver's address `target` on adapter `n`; the reply's payload.
+fn ping_at(
+    kernel: &tcpip::host::Kernel,
+    n: u8,
+    wire: &Wire,
+    target: std::net::Ipv4Addr,
+    ident: u16,
+    len: usize,
+) -> Option<Vec<u8>> {
     let payload: Vec<u8> = (0..len)
         .map(|i| (i * 7 + usize::from(ident)) as u8)
         .collect();
-    let frame = echo_request(wire.mac_address(), DRIVER_IP, ident, &payload);
+    let frame = echo_request(wire.mac_address(), target, ident, &payload);
     kernel.ndis_indicate(&adapter_name(n), &frame);
     let reply = wire.wait_for(|f| echo_reply(f, ident))?;
     assert_eq!(
@@ -45,13 +58,18 @@ fn ping(
 
 /// One `IOCTL_TCP_QUERY_INFORMATION_EX` of `entity` instance 1 for `id`, as iphlpapi sends it.
 fn query_information(kernel: &tcpip::host::Kernel, entity: u32, id: u32) -> Vec<u8> {
+    query_instance(kernel, entity, 1, id)
+}
+
+/// One `IOCTL_TCP_QUERY_INFORMATION_EX` of `entity` `instance` for `id`.
+fn query_instance(kernel: &tcpip::host::Kernel, entity: u32, instance: u32, id: u32) -> Vec<u8> {
     use tcpip::nt::types::*;
     use tcpip::tdi::QueryInformationEx;
     let control = kernel.create_file("\\Device\\Tcp", None, 0).unwrap();
     let id = TDIObjectID {
         toi_entity: TDIEntityID {
             tei_entity: entity,
-            tei_instance: 1,
+            tei_instance: instance,
         },
         toi_class: INFO_CLASS_PROTOCOL,
         toi_type: INFO_TYPE_PROVIDER,
@@ -89,7 +107,9 @@ fn interface_entry(kernel: &tcpip::host::Kernel) -> (String, u32) {
 fn address_table(kernel: &tcpip::host::Kernel) -> Vec<([u8; 4], u32)> {
     use tcpip::info::wire::IPAddrEntry;
     use zerocopy::FromBytes;
-    let out = query_information(kernel, tcpip::nt::types::CL_NL_ENTITY, 0x102);
+    // The loopback's IP entity (instance 0) is always there; each IP entity answers the
+    // whole table.
+    let out = query_instance(kernel, tcpip::nt::types::CL_NL_ENTITY, 0, 0x102);
     <[IPAddrEntry]>::ref_from_bytes(&out)
         .unwrap()
         .iter()
@@ -281,26 +301,115 @@ fn media_disconnect_stops_the_link_until_reconnect() {
 }
 
 #[test]
-fn with_two_adapters_the_second_takes_over_when_the_first_goes() {
+fn two_adapters_are_two_interfaces_and_an_unbind_removes_only_its_own() {
     let kernel = kernel();
     let driver = load(&kernel);
+    let other_ip = std::net::Ipv4Addr::new(10, 0, 0, 3);
     configure_static(&kernel, 6, DRIVER_IP);
-    configure_static(&kernel, 7, DRIVER_IP);
+    configure_static(&kernel, 7, other_ip);
     let (first, second) = (Wire::new(6), Wire::new(7));
     kernel.ndis_add_miniport(&adapter_name(6), first.clone(), MiniportOptions::default());
     kernel.ndis_add_miniport(&adapter_name(7), second.clone(), MiniportOptions::default());
     assert!(kernel.ndis_is_bound(&adapter_name(6)) && kernel.ndis_is_bound(&adapter_name(7)));
+    // Each adapter answers for its own address only, with its own MAC.
     assert_eq!(resolve(&kernel, 6, &first, DRIVER_IP), first.mac_address());
+    assert_eq!(resolve(&kernel, 7, &second, other_ip), second.mac_address());
     kernel.ndis_indicate(&adapter_name(7), &arp_request(DRIVER_IP));
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(
-        second.take().is_empty(),
-        "the second adapter is bound but not the core's link"
+        second
+            .take()
+            .iter()
+            .all(|f| arp_reply_for(f, DRIVER_IP).is_none()),
+        "the second adapter does not answer for the first one's address"
     );
+    assert_eq!(
+        address_table(&kernel),
+        [
+            ([127, 0, 0, 1], 0),
+            (DRIVER_IP.octets(), 1),
+            (other_ip.octets(), 2)
+        ]
+    );
+    assert!(ping_at(&kernel, 7, &second, other_ip, 7, 64).is_some());
+    // Each interface has its own IFEntry, with its own MAC.
+    for (instance, wire) in [(1, &first), (2, &second)] {
+        let out = query_instance(&kernel, tcpip::nt::types::IF_ENTITY, instance, 1);
+        let (entry, _) = tcpip::info::wire::IFEntry::read_from_prefix(&out).unwrap();
+        assert_eq!(entry.if_index, instance);
+        assert_eq!(entry.if_physaddr[..6], wire.mac_address());
+    }
+    // IOCTL_SET/DELETE_IP_ADDRESS act on the interface they name (the context dhcpcsvc
+    // passes is the index); an interface that does not exist is
+    // STATUS_DEVICE_DOES_NOT_EXIST.
+    let moved = std::net::Ipv4Addr::new(10, 0, 0, 4);
+    let set = |context: u32, ip: std::net::Ipv4Addr| {
+        let control = kernel.create_file("\\Device\\Tcp", None, 0).unwrap();
+        let input = [context.to_le_bytes(), ip.octets(), [255, 255, 255, 0]].concat();
+        let (status, _) =
+            kernel.device_io_control(control, IOCTL_SET_IP_ADDRESS, &input, &mut [0u8; 12]);
+        assert_eq!(kernel.close(control), NtStatus::SUCCESS);
+        status
+    };
+    let delete = |context: u16| {
+        let control = kernel.create_file("\\Device\\Tcp", None, 0).unwrap();
+        let (status, _) = kernel.device_io_control(
+            control,
+            IOCTL_DELETE_IP_ADDRESS,
+            &context.to_le_bytes(),
+            &mut [],
+        );
+        assert_eq!(kernel.close(control), NtStatus::SUCCESS);
+        status
+    };
+    assert_eq!(set(2, moved), NtStatus::SUCCESS);
+    assert_eq!(set(5, moved), NtStatus::DEVICE_DOES_NOT_EXIST);
+    assert_eq!(delete(5), NtStatus::DEVICE_DOES_NOT_EXIST);
+    assert_eq!(
+        address_table(&kernel),
+        [
+            ([127, 0, 0, 1], 0),
+            (DRIVER_IP.octets(), 1),
+            (moved.octets(), 2)
+        ]
+    );
+    assert_eq!(resolve(&kernel, 7, &second, moved), second.mac_address());
+    assert_eq!(delete(2), NtStatus::SUCCESS);
+    assert_eq!(
+        address_table(&kernel),
+        [
+            ([127, 0, 0, 1], 0),
+            (DRIVER_IP.octets(), 1),
+            ([0, 0, 0, 0], 2)
+        ]
+    );
+    assert!(
+        ping(&kernel, 6, &first, 9, 64).is_some(),
+        "interface 1 is untouched"
+    );
+    assert_eq!(set(2, other_ip), NtStatus::SUCCESS);
+    // (smoltcp forgets its neighbours when the address changes: the peer's ARP request
+    // teaches it again.)
+    assert_eq!(resolve(&kernel, 7, &second, other_ip), second.mac_address());
     kernel.ndis_remove_miniport(&adapter_name(6));
     assert_eq!(
-        resolve(&kernel, 7, &second, DRIVER_IP),
-        second.mac_address()
+        address_table(&kernel),
+        [([127, 0, 0, 1], 0), (other_ip.octets(), 2)],
+        "the second interface keeps its index and address"
+    );
+    assert!(ping_at(&kernel, 7, &second, other_ip, 8, 64).is_some());
+    // A new adapter takes the free index 1.
+    configure_static(&kernel, 8, DRIVER_IP);
+    let third = Wire::new(8);
+    kernel.ndis_add_miniport(&adapter_name(8), third.clone(), MiniportOptions::default());
+    assert_eq!(resolve(&kernel, 8, &third, DRIVER_IP), third.mac_address());
+    assert_eq!(
+        address_table(&kernel),
+        [
+            ([127, 0, 0, 1], 0),
+            (DRIVER_IP.octets(), 1),
+            (other_ip.octets(), 2)
+        ]
     );
     let report = driver.unload();
     assert!(report.is_clean(), "{report}");

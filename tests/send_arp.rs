@@ -123,7 +123,7 @@ fn bad_buffers_the_unspecified_address_and_our_own_address_as_windows_answers_th
         "none of these asked the wire"
     );
     t.close(ip);
-    tcpip(&t).stack().detach_link();
+    tcpip(&t).stack().detach_link(1);
     recorder.forget();
     t.unload();
 }
@@ -143,12 +143,11 @@ fn a_neighbour_is_resolved_by_arp_and_then_known() {
     assert_eq!(wait_for_requests(&recorder, 1).first(), Some(&(OURS, PEER)));
     // Someone else's answer does not complete it.
     let stack = tcpip(&t).stack();
-    assert!(stack.indicate_receive(&arp_reply(
-        Ipv4Addr::new(10, 13, 0, 7),
-        [2, 0, 0, 0, 0, 7],
-        OURS
-    )));
-    assert!(stack.indicate_receive(&arp_reply(PEER, PEER_MAC, OURS)));
+    assert!(stack.indicate_receive(
+        1,
+        &arp_reply(Ipv4Addr::new(10, 13, 0, 7), [2, 0, 0, 0, 0, 7], OURS)
+    ));
+    assert!(stack.indicate_receive(1, &arp_reply(PEER, PEER_MAC, OURS)));
     let done = pending.wait();
     assert_eq!((done.status, done.information), (NtStatus::SUCCESS, 6));
     assert_eq!(pending.buffer()[..6], PEER_MAC);
@@ -161,7 +160,7 @@ fn a_neighbour_is_resolved_by_arp_and_then_known() {
     );
     assert_eq!(arp_requests(&recorder).len(), asked);
     t.close(ip);
-    stack.detach_link();
+    stack.detach_link(1);
     recorder.forget();
     t.unload();
 }
@@ -195,7 +194,7 @@ fn a_silent_neighbour_times_out_after_a_second_of_repeated_requests() {
     t.kernel.cancel_irp(pending.irp);
     assert_eq!(pending.wait().status, NtStatus::CANCELLED);
     t.close(ip);
-    tcpip(&t).stack().detach_link();
+    tcpip(&t).stack().detach_link(1);
     recorder.forget();
     t.unload();
 }
@@ -222,13 +221,13 @@ fn before_dhcp_sets_an_address_the_request_is_an_arp_probe() {
     assert!(
         tcpip(&t)
             .stack()
-            .indicate_receive(&arp_reply(offered, holder, Ipv4Addr::UNSPECIFIED))
+            .indicate_receive(1, &arp_reply(offered, holder, Ipv4Addr::UNSPECIFIED))
     );
     let done = pending.wait();
     assert_eq!((done.status, done.information), (NtStatus::SUCCESS, 6));
     assert_eq!(pending.buffer()[..6], holder);
     t.close(ip);
-    tcpip(&t).stack().detach_link();
+    tcpip(&t).stack().detach_link(1);
     recorder.forget();
     t.unload();
 }

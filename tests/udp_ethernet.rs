@@ -62,14 +62,14 @@ fn checksums_are_verified_on_the_way_in() {
     let mut corrupted = frame(from, SocketAddrV4::new(OURS, 53), b"bad query");
     let last = corrupted.len() - 1;
     corrupted[last] ^= 0x01;
-    assert!(stack.indicate_receive(&corrupted));
+    assert!(stack.indicate_receive(1, &corrupted));
     let other_host = frame(
         from,
         SocketAddrV4::new(Ipv4Addr::new(10, 13, 0, 9), 53),
         b"not ours",
     );
-    assert!(stack.indicate_receive(&other_host));
-    assert!(stack.indicate_receive(&frame(from, SocketAddrV4::new(OURS, 53), b"good query")));
+    assert!(stack.indicate_receive(1, &other_host));
+    assert!(stack.indicate_receive(1, &frame(from, SocketAddrV4::new(OURS, 53), b"good query")));
     let (status, data, sender) = receive(&t.kernel, socket, 64);
     assert_eq!(status.status, NtStatus::SUCCESS);
     assert_eq!((data.as_slice(), sender), (&b"good query"[..], Some(from)));
@@ -77,7 +77,7 @@ fn checksums_are_verified_on_the_way_in() {
     assert_eq!(stats.checksum_errors, 1, "{stats:?}");
     assert_eq!(stats.datagrams_in, 1, "only the good datagram: {stats:?}");
     t.close(socket);
-    stack.detach_link();
+    stack.detach_link(1);
     assert!(
         recorder.sent.lock().unwrap().is_empty(),
         "nothing to answer"
@@ -122,7 +122,7 @@ fn a_broadcast_leaves_with_a_valid_checksum() {
         (68, 67, &b"DISCOVER"[..])
     );
     t.close(socket);
-    tcpip(&t).stack().detach_link();
+    tcpip(&t).stack().detach_link(1);
     // The recorded frames were allocated in the driver's DPC: free them before the leak check.
     drop((udp_frames, sent, recorder));
     t.unload();

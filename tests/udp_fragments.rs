@@ -171,7 +171,7 @@ fn fragments_from_the_link_are_reassembled_in_any_order() {
     frames.reverse();
     frames.swap(1, 3);
     for frame in &frames {
-        assert!(stack.indicate_receive(frame));
+        assert!(stack.indicate_receive(1, frame));
     }
     let (status, data, from) = receive(&t.kernel, socket, 65536);
     assert_eq!(status.status, NtStatus::SUCCESS);
@@ -197,7 +197,7 @@ fn a_fragment_flood_stays_within_the_bound_and_datagrams_still_get_through() {
         for flood in 0..50u16 {
             let frames = fragments(9001, 10_000 + round * 50 + flood, &payload);
             for frame in &frames[..frames.len() - 1] {
-                while !stack.indicate_receive(frame) {
+                while !stack.indicate_receive(1, frame) {
                     std::thread::yield_now();
                 }
             }
@@ -209,7 +209,7 @@ fn a_fragment_flood_stays_within_the_bound_and_datagrams_still_get_through() {
         }
         // Then one legitimate datagram, whole.
         for frame in fragments(9001, round, &payload[..20_000]) {
-            while !stack.indicate_receive(&frame) {
+            while !stack.indicate_receive(1, &frame) {
                 std::thread::yield_now();
             }
         }

@@ -552,7 +552,7 @@ impl World {
     /// Indicates one frame as the adapter's receive indication and lets the driver take it.
     /// A frame the receive queue refuses (empty, or past the link's frame size) is dropped.
     pub fn indicate(&mut self, frame: &[u8]) {
-        self.stack.indicate_receive(frame);
+        self.stack.indicate_receive(1, frame);
         self.settle();
     }
 

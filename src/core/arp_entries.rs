@@ -13,7 +13,7 @@
 #![forbid(unsafe_code)]
 
 use crate::core::ethernet::Port;
-use crate::core::state::{CONFIGURED_INTERFACE, Core};
+use crate::core::state::Core;
 use crate::info::set::NeighborChange;
 use crate::nt::NtStatus;
 use core::net::Ipv4Addr;
@@ -141,9 +141,9 @@ pub fn refresh(port: &mut Port, now: Instant) {
 }
 
 impl Core {
-    /// An ARP entry change for interface `interface`: `STATUS_INVALID_PARAMETER` for another
-    /// interface than the adapter's or an address off its subnet, `STATUS_DEVICE_DOES_NOT_EXIST`
-    /// with no adapter bound, `STATUS_NOT_FOUND` to delete an entry that is not there,
+    /// An ARP entry change for interface `interface`: `STATUS_INVALID_PARAMETER` for an
+    /// interface that does not exist, one of the host's addresses or an address off the
+    /// interface's subnet, `STATUS_DEVICE_DOES_NOT_EXIST` with no adapter bound there, `STATUS_NOT_FOUND` to delete an entry that is not there,
     /// `STATUS_INSUFFICIENT_RESOURCES` when every slot holds a static entry. DISPATCH_LEVEL,
     /// under the core lock.
     pub fn set_neighbor(
@@ -152,13 +152,13 @@ impl Core {
         ip: Ipv4Addr,
         change: NeighborChange,
     ) -> NtStatus {
-        if interface != CONFIGURED_INTERFACE {
+        let Some(slot) = self.slot(interface) else {
             return NtStatus::INVALID_PARAMETER;
-        }
+        };
         let now = self.now;
-        let own = self.configured_v4().is_some_and(|(own, _)| own == ip);
-        let off_subnet = self.on_configured_subnet(ip) == Some(false);
-        let Some(port) = self.ethernet.as_mut() else {
+        let own = self.is_local(ip);
+        let off_subnet = slot.address.is_some_and(|cidr| !cidr.contains_addr(&ip));
+        let Some(port) = self.slot_port_mut(interface) else {
             return NtStatus::DEVICE_DOES_NOT_EXIST;
         };
         if own || off_subnet {

@@ -15,13 +15,13 @@ use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPacket,
 };
 
-/// Binds `$links` to a [`Links`](crate::core::udp::endpoint::Links) over the core's loopback and
-/// (when `$port` and `$device` are there) Ethernet legs, each behind a [`Metered`] device, so
-/// that the link, IP and ICMP counters see every frame the core's own senders (UDP, ICMP echo,
-/// raw IP) put on a link. A macro because the metered devices are locals of the caller that
-/// the links borrow. DISPATCH_LEVEL, under the core lock.
+/// Binds `$links` to a [`Links`](crate::core::udp::endpoint::Links) over the core's loopback
+/// (behind a [`Metered`] device) and the pass's `$wires` (metered as each is used), so that the
+/// link, IP and ICMP counters see every frame the core's own senders (UDP, ICMP echo, raw IP)
+/// put on a link. A macro because the metered loopback device is a local of the caller that the
+/// links borrow. DISPATCH_LEVEL, under the core lock.
 macro_rules! metered_links {
-    ($links:ident = $core:ident, $port:expr, $device:expr) => {
+    ($links:ident = $core:ident, $wires:expr) => {
         let mut loopback = $crate::core::counters::Metered {
             device: &mut $core.device,
             meter: $crate::core::counters::Meter {
@@ -29,21 +29,10 @@ macro_rules! metered_links {
                 link: &$core.loopback_link,
             },
         };
-        let mut ethernet = $port.zip($device).map(|(port, device)| {
-            let meter = $crate::core::counters::Meter {
-                layers: &$core.counters,
-                link: &port.link,
-            };
-            (
-                &mut port.iface,
-                $crate::core::counters::Metered { device, meter },
-            )
-        });
         let mut $links = $crate::core::udp::endpoint::Links {
             loopback: (&mut $core.iface, &mut loopback),
-            ethernet: ethernet
-                .as_mut()
-                .map(|(iface, device)| (&mut **iface, device)),
+            wires: $wires,
+            layers: &$core.counters,
             now: $core.now,
         };
     };

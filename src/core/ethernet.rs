@@ -12,6 +12,13 @@
 //! ISNs of connections accepted on this link are RFC 6528's: the interface is rebuilt with a
 //! seed made for the connection's ISN before its SYN is handed to the LISTEN socket
 //! ([`Port::reseed`], `core::isn`), and its ARP cache handed over from the core's copy.
+//!
+//! The core has [`MAX_INTERFACES`] interface [`Slot`]s, interface `n` in slot `n - 1` (the
+//! loopback is interface 0 and has no slot): each holds its IP configuration (address, default
+//! gateway) and, while an adapter is bound under it, its [`Port`]. Interface 1 always exists
+//! (its address may be set with no adapter bound, and is then reachable from the host only);
+//! the others exist while their adapter is bound. A pass over the links lends each port and a
+//! device over its link as a [`Wire`].
 #![forbid(unsafe_code)]
 
 use crate::core::arp_entries;
@@ -19,12 +26,45 @@ use crate::core::counters::LinkCounters;
 use crate::core::neighbors::Neighbors;
 use crate::link::ethernet::{Adapter, EthernetDevice, ReceiveQueue};
 use crate::nt::NtStatus;
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::cell::Cell;
 use core::net::Ipv4Addr;
 use smoltcp::iface::{Config, Interface};
 use smoltcp::time::Instant;
-use smoltcp::wire::IpCidr;
+use smoltcp::wire::{IpCidr, Ipv4Cidr};
+
+/// Interfaces besides the loopback: as many as the NDIS protocol binds adapters.
+pub const MAX_INTERFACES: usize = 8;
+
+/// One interface's configuration and, while an adapter is bound under it, its port. Any IRQL
+/// ≤ DISPATCH_LEVEL, under the core lock.
+#[derive(Default)]
+pub struct Slot {
+    /// The address and prefix set by the registry's static configuration or
+    /// `IOCTL_SET_IP_ADDRESS`.
+    pub address: Option<Ipv4Cidr>,
+    /// The default gateway through this interface.
+    pub gateway: Option<Ipv4Addr>,
+    /// The bound adapter's interface; taken out of the slot for the length of a pass.
+    pub port: Option<Box<Port>>,
+    /// Whether an adapter is bound (also while its port is lent to a pass).
+    pub bound: bool,
+    /// The bound adapter's IP MTU.
+    pub mtu: usize,
+}
+
+/// A port and a device over its link, lent to one pass. DISPATCH_LEVEL, under the core lock.
+pub struct Wire<'a> {
+    pub port: &'a mut Port,
+    pub device: EthernetDevice<'a>,
+}
+
+/// The wire of interface `index` among a pass's `wires` (slot `index - 1`).
+pub fn wire<'w, 'a>(wires: &'w mut [Option<Wire<'a>>], index: u32) -> Option<&'w mut Wire<'a>> {
+    let slot = usize::try_from(index.checked_sub(1)?).ok()?;
+    wires.get_mut(slot)?.as_mut()
+}
 
 /// A bound adapter and the queue its received frames wait in.
 pub struct Link {
@@ -59,6 +99,10 @@ impl Link {
 
 /// The core's interface on a bound link.
 pub struct Port {
+    /// The interface index (1 for the first slot).
+    pub index: u32,
+    /// The link: the adapter and its receive queue.
+    pub wire: Arc<Link>,
     pub iface: Interface,
     /// The adapter's IP MTU.
     pub mtu: usize,
@@ -78,7 +122,8 @@ impl Port {
     /// An interface on `link` holding `addresses`, with `gateway` as its default route.
     /// PASSIVE_LEVEL (allocates the transmit buffer).
     pub fn new(
-        link: &Link,
+        index: u32,
+        link: &Arc<Link>,
         seed: u64,
         now: Instant,
         addresses: &[IpCidr],
@@ -90,6 +135,8 @@ impl Port {
         let mut iface = Interface::new(config, &mut device, now);
         set_addresses(&mut iface, addresses);
         let mut port = Port {
+            index,
+            wire: link.clone(),
             iface,
             mtu: device.mtu(),
             link: Cell::default(),

@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 
 use crate::core::counters::{self, Meter, Metered};
-use crate::core::ethernet::Port;
+use crate::core::ethernet::{MAX_INTERFACES, Port};
 use crate::core::fragment;
 use crate::core::icmp;
 use crate::core::oversize::Carried;
@@ -21,16 +21,20 @@ use crate::core::state::{Completer, Core};
 use crate::core::udp;
 use crate::link::ethernet::{self, EthernetDevice};
 use smoltcp::phy::Medium;
-use smoltcp::wire::Ipv4Packet;
+use smoltcp::wire::{IpCidr, Ipv4Packet};
 
 impl Core {
     /// Takes one frame from the loopback. Returns whether a frame was taken.
     /// DISPATCH_LEVEL, under the core lock.
     pub(super) fn ingress_loopback(&mut self, c: &Completer<'_>) -> bool {
+        let mut addresses = [None; MAX_INTERFACES];
+        for (entry, slot) in addresses.iter_mut().zip(&self.slots) {
+            *entry = slot.address.map(|cidr| (cidr.address(), cidr.prefix_len()));
+        }
         let arrival = udp::Arrival {
             checksums: false,
             loopback: true,
-            configured: self.configured_v4(),
+            addresses,
         };
         let Some(frame) = self.device.peek_front() else {
             return false;
@@ -107,10 +111,19 @@ impl Core {
         device: &mut EthernetDevice<'_>,
         c: &Completer<'_>,
     ) -> bool {
+        let own = port
+            .iface
+            .ip_addrs()
+            .first()
+            .map(|&IpCidr::Ipv4(cidr)| (cidr.address(), cidr.prefix_len()));
+        let mut addresses = [None; MAX_INTERFACES];
+        if let Some(first) = addresses.first_mut() {
+            *first = own;
+        }
         let arrival = udp::Arrival {
             checksums: true,
             loopback: false,
-            configured: self.configured_v4(),
+            addresses,
         };
         let Some(frame) = device.peek_front() else {
             return false;
@@ -277,7 +290,6 @@ enum Demux {
 /// Whether `packet` (an IPv4 packet from the Ethernet link) is for this host: one of its
 /// addresses, or a broadcast. DISPATCH_LEVEL.
 fn for_host(packet: &[u8], arrival: &udp::Arrival) -> bool {
-    smoltcp::wire::Ipv4Packet::new_checked(packet).is_ok_and(|ip| {
-        arrival.is_own(ip.dst_addr()) || udp::wire::is_broadcast(ip.dst_addr(), arrival.configured)
-    })
+    smoltcp::wire::Ipv4Packet::new_checked(packet)
+        .is_ok_and(|ip| arrival.is_own(ip.dst_addr()) || arrival.is_broadcast(ip.dst_addr()))
 }

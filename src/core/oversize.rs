@@ -12,12 +12,11 @@
 //! Runs under the core lock at DISPATCH_LEVEL.
 #![forbid(unsafe_code)]
 
-use crate::core::ethernet::Port;
+use crate::core::ethernet::{self, Wire};
 use crate::core::fragment;
 use crate::core::neighbors;
 use crate::core::state::Core;
 use crate::core::udp::STUCK_LIMIT;
-use crate::link::ethernet::EthernetDevice;
 use crate::nt::pool;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -25,7 +24,8 @@ use core::net::Ipv4Addr;
 use smoltcp::phy::{Device, TxToken};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, HardwareAddress,
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, HardwareAddress, IpCidr,
+    Ipv4Cidr,
 };
 
 /// Bytes of packets that may wait for their next hop's MAC address at once.
@@ -86,6 +86,8 @@ impl Fates {
 /// A packet waiting for its next hop's MAC address.
 struct Waiting {
     packet: Vec<u8>,
+    /// The interface it leaves by.
+    interface: u32,
     next_hop: Ipv4Addr,
     carried: Carried,
     since: Instant,
@@ -147,7 +149,7 @@ impl Core {
         dst: Ipv4Addr,
         carried: Carried,
     ) -> bool {
-        let Some(next_hop) = self.next_hop(dst) else {
+        let Some((interface, next_hop)) = self.next_hop(dst) else {
             return false;
         };
         let queue = &mut self.oversize;
@@ -159,6 +161,7 @@ impl Core {
         queue.bytes += packet.len();
         queue.waiting.push_back(Waiting {
             packet,
+            interface,
             next_hop,
             carried,
             since: self.now,
@@ -168,53 +171,71 @@ impl Core {
         true
     }
 
-    /// The on-link address a packet to `dst` goes to: `dst` itself on the configured subnet or
-    /// as a broadcast, else the default gateway. DISPATCH_LEVEL, under the core lock.
-    pub(in crate::core) fn next_hop(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-        if self.on_configured_subnet(dst)? || dst.is_broadcast() {
-            Some(dst)
-        } else {
-            self.gateway
+    /// The interface and on-link address a packet to `dst` goes to: `dst` itself on an
+    /// interface's subnet (a limited broadcast: on the lowest bound interface), else the
+    /// gateway of the route to it. DISPATCH_LEVEL, under the core lock.
+    pub(in crate::core) fn next_hop(&self, dst: Ipv4Addr) -> Option<(u32, Ipv4Addr)> {
+        if let Some((index, _)) = self.on_link(dst) {
+            return Some((index, dst));
         }
+        if dst.is_broadcast() {
+            let (index, _) = self.interfaces().find(|(_, slot)| slot.bound)?;
+            return Some((index, dst));
+        }
+        let (index, _) = self.interface_to(dst)?;
+        let routed = self
+            .routes
+            .iter()
+            .filter(|route| {
+                route.interface == index
+                    && Ipv4Cidr::new(route.destination, route.prefix).contains_addr(&dst)
+            })
+            .max_by_key(|route| route.prefix)
+            .map(|route| route.gateway);
+        Some((index, routed.or(self.slot(index)?.gateway)?))
     }
 
     /// Sends the waiting packets whose next hop's MAC address is known, as fragments; asks for
     /// the others with an ARP request; drops those that waited past [`STUCK_LIMIT`] (or all,
     /// with no link bound). DISPATCH_LEVEL, under the core lock.
-    pub(in crate::core) fn oversize_egress(
-        &mut self,
-        port: Option<&mut Port>,
-        device: Option<&mut EthernetDevice<'_>>,
-    ) {
+    pub(in crate::core) fn oversize_egress(&mut self, wires: &mut [Option<Wire<'_>>]) {
         let now = self.now;
-        let configured = self.configured_v4();
         self.oversize.retry_at = None;
         if self.oversize.waiting.is_empty() {
             return;
         }
-        let link = match (port, device, configured) {
-            (Some(port), Some(device), Some((ip, _))) => match device.hardware_address() {
-                HardwareAddress::Ethernet(mac) => {
-                    Some((port.mtu, &port.neighbors, device, mac.0, ip))
-                }
-                _ => None,
-            },
-            _ => None,
-        };
-        let Some((mtu, neighbors, device, mac, ip)) = link else {
-            let mut fates = Fates::default();
-            for waiting in self.oversize.waiting.drain(..) {
-                fates.add(waiting.carried, false);
-            }
-            self.oversize.bytes = 0;
-            fates.count(self);
-            return;
-        };
         let mut fates = Fates::default();
         let mut retry = false;
         let fragments = &mut self.fragments;
         let mut index = 0;
         while let Some(waiting) = self.oversize.waiting.get_mut(index) {
+            // The wire of its interface, with its MAC address and IP address; without them
+            // (the adapter went, the address was removed) the packet is dropped.
+            let link = ethernet::wire(wires, waiting.interface).and_then(|wire| {
+                let ip = wire
+                    .port
+                    .iface
+                    .ip_addrs()
+                    .first()
+                    .map(|&IpCidr::Ipv4(cidr)| cidr.address())?;
+                match wire.device.hardware_address() {
+                    HardwareAddress::Ethernet(mac) => Some((
+                        wire.port.mtu,
+                        &wire.port.neighbors,
+                        &mut wire.device,
+                        mac.0,
+                        ip,
+                    )),
+                    _ => None,
+                }
+            });
+            let Some((mtu, neighbors, device, mac, ip)) = link else {
+                if let Some(done) = self.oversize.waiting.remove(index) {
+                    fates.add(done.carried, false);
+                    self.oversize.bytes = self.oversize.bytes.saturating_sub(done.packet.len());
+                }
+                continue;
+            };
             let known = if waiting.next_hop.is_broadcast() {
                 Some([0xff; 6])
             } else {

@@ -16,10 +16,9 @@
 //! 6 bytes. Everything runs under the core lock at DISPATCH_LEVEL.
 #![forbid(unsafe_code)]
 
-use crate::core::ethernet::Port;
+use crate::core::ethernet::{self, Wire};
 use crate::core::neighbors;
 use crate::core::state::{Completer, Core};
-use crate::link::ethernet::EthernetDevice;
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
 use crate::nt::pool;
@@ -27,7 +26,7 @@ use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 use smoltcp::phy::{Device, TxToken};
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, HardwareAddress};
+use smoltcp::wire::{ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, HardwareAddress, IpCidr};
 
 /// How long a target has to answer (Windows' 1 s).
 pub const TIMEOUT: Duration = Duration::from_secs(1);
@@ -43,6 +42,8 @@ const BUSY_RETRY: Duration = Duration::from_millis(10);
 /// One waiting request.
 struct Pending {
     irp: PendingIrp,
+    /// The interface whose link the target is asked on.
+    interface: u32,
     target: Ipv4Addr,
     /// Bytes of the caller's output buffer.
     room: usize,
@@ -64,7 +65,7 @@ pub struct Resolutions {
 impl Resolutions {
     /// Looks at a received frame: an ARP packet from a target someone waits for answers it.
     /// Never panics, whatever the bytes. IRQL ≤ DISPATCH_LEVEL, under the core lock.
-    pub fn observe(&mut self, frame: &[u8]) {
+    pub fn observe(&mut self, frame: &[u8], interface: u32) {
         if self.pending.is_empty() {
             return;
         }
@@ -89,7 +90,7 @@ impl Resolutions {
             return;
         }
         for pending in &mut self.pending {
-            if pending.target == source_protocol_addr {
+            if pending.interface == interface && pending.target == source_protocol_addr {
                 pending.found = Some(source_hardware_addr.0);
             }
         }
@@ -146,18 +147,33 @@ impl Core {
         {
             return c.done(irp, NtStatus::UNSUCCESSFUL, 0);
         }
-        let Some(port) = self.ethernet.as_ref() else {
+        // The host's own address on any interface: that interface's MAC.
+        let own = self.interfaces().find_map(|(index, slot)| {
+            slot.address
+                .filter(|cidr| cidr.address() == target)
+                .map(|_| index)
+        });
+        // Else the interface whose subnet holds the target, or one with no address yet (a
+        // probe from 0.0.0.0 before DHCP).
+        let interface = own
+            .or_else(|| self.on_link(target).map(|(index, _)| index))
+            .or_else(|| {
+                self.interfaces()
+                    .find(|(_, slot)| slot.bound && slot.address.is_none())
+                    .map(|(index, _)| index)
+            });
+        let Some((interface, port)) = interface.and_then(|index| {
+            let port = self.slot(index)?.port.as_deref()?;
+            Some((index, port))
+        }) else {
             return c.done(irp, NtStatus::NETWORK_UNREACHABLE, 0);
         };
         let own_mac = match port.iface.hardware_addr() {
             HardwareAddress::Ethernet(mac) => mac.0,
             _ => return c.done(irp, NtStatus::NETWORK_UNREACHABLE, 0),
         };
-        if self.configured_v4().is_some_and(|(own, _)| own == target) {
+        if own.is_some() {
             return answer(irp, room, own_mac, c);
-        }
-        if self.on_configured_subnet(target) == Some(false) {
-            return c.done(irp, NtStatus::NETWORK_UNREACHABLE, 0);
         }
         if let Some(mac) = port.neighbors.lookup(target, self.now) {
             return answer(irp, room, mac, c);
@@ -167,6 +183,7 @@ impl Core {
         }
         self.resolutions.pending.push(Pending {
             irp,
+            interface,
             target,
             room,
             deadline: self.now + TIMEOUT,
@@ -180,34 +197,33 @@ impl Core {
     /// core lock.
     pub(in crate::core) fn resolve_egress(
         &mut self,
-        port: Option<&mut Port>,
-        mut device: Option<&mut EthernetDevice<'_>>,
+        wires: &mut [Option<Wire<'_>>],
         c: &Completer<'_>,
     ) {
         let now = self.now;
-        let source = self
-            .configured_v4()
-            .map_or(Ipv4Addr::UNSPECIFIED, |(ip, _)| ip);
         let resolutions = &mut self.resolutions;
         resolutions.retry_at = None;
-        if resolutions.pending.is_empty() {
-            return;
-        }
-        let Some(port) = port else {
-            for pending in resolutions.pending.drain(..) {
-                c.done(pending.irp, NtStatus::NETWORK_UNREACHABLE, 0);
-            }
-            return;
-        };
-        let own_mac = match port.iface.hardware_addr() {
-            HardwareAddress::Ethernet(mac) => mac.0,
-            _ => [0; 6],
-        };
         let mut index = 0;
         while let Some(pending) = resolutions.pending.get_mut(index) {
+            let Some(wire) = ethernet::wire(wires, pending.interface) else {
+                // The interface's adapter went.
+                let done = resolutions.pending.swap_remove(index);
+                c.done(done.irp, NtStatus::NETWORK_UNREACHABLE, 0);
+                continue;
+            };
+            let own_mac = match wire.port.iface.hardware_addr() {
+                HardwareAddress::Ethernet(mac) => mac.0,
+                _ => [0; 6],
+            };
+            let source = wire
+                .port
+                .iface
+                .ip_addrs()
+                .first()
+                .map_or(Ipv4Addr::UNSPECIFIED, |&IpCidr::Ipv4(cidr)| cidr.address());
             let known = pending
                 .found
-                .or_else(|| port.neighbors.lookup(pending.target, now));
+                .or_else(|| wire.port.neighbors.lookup(pending.target, now));
             if known.is_some() || pending.deadline <= now {
                 let done = resolutions.pending.swap_remove(index);
                 match known {
@@ -217,7 +233,7 @@ impl Core {
                 continue;
             }
             if pending.asked.is_none_or(|at| now - at >= ASK_INTERVAL)
-                && let Some(token) = device.as_deref_mut().and_then(|d| d.transmit(now))
+                && let Some(token) = wire.device.transmit(now)
             {
                 pending.asked = Some(now);
                 token.consume(ARP_FRAME, |frame| {

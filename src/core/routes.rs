@@ -1,6 +1,7 @@
 //! Static routes: what `route add` (iphlpapi's `CreateIpForwardEntry`) installs through
 //! `IOCTL_TCP_SET_INFORMATION_EX`, kept by the core and applied to the smoltcp interface of the
-//! Ethernet link whenever one is bound. The default route is the core's gateway; the on-link
+//! route's interface whenever an adapter is bound there. The default route is the interface's
+//! gateway; the on-link
 //! subnet and loopback routes follow from the addresses and are not stored here.
 #![forbid(unsafe_code)]
 
@@ -15,9 +16,10 @@ use smoltcp::wire::{IpAddress, IpCidr, Ipv4Cidr};
 /// default route included).
 pub const MAX_ROUTES: usize = 7;
 
-/// One static route: packets for `destination` go through `gateway`.
+/// One static route: packets for `destination` go through `gateway` on `interface`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StaticRoute {
+    pub interface: u32,
     pub destination: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
@@ -63,12 +65,17 @@ impl StaticRoutes {
         self.routes.len() != before
     }
 
-    /// Replaces `iface`'s routes with these routes and the default route through `gateway`.
-    /// Any IRQL.
-    pub fn apply(&self, iface: &mut Interface, gateway: Option<Ipv4Addr>) {
+    /// Removes the routes through interface `interface` (its adapter went). Any IRQL.
+    pub fn remove_interface(&mut self, interface: u32) {
+        self.routes.retain(|r| r.interface != interface);
+    }
+
+    /// Replaces `iface`'s routes with the routes through interface `interface` and the default
+    /// route through `gateway`. Any IRQL.
+    pub fn apply(&self, iface: &mut Interface, gateway: Option<Ipv4Addr>, interface: u32) {
         iface.routes_mut().update(|table| {
             table.clear();
-            for route in &self.routes {
+            for route in self.routes.iter().filter(|r| r.interface == interface) {
                 let cidr = Ipv4Cidr::new(route.destination, route.prefix);
                 // The table has room for MAX_ROUTES plus the default route.
                 let _ = table.push(Route {

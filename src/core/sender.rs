@@ -73,7 +73,7 @@ impl Sender {
 
     /// Retries the packet waiting in the socket, if any. IRQL ≤ DISPATCH_LEVEL, under the
     /// core lock.
-    pub fn flush<L: Device, E: Device>(&mut self, links: &mut Links<'_, L, E>) -> Flushed {
+    pub fn flush<L: Device>(&mut self, links: &mut Links<'_, '_, L>) -> Flushed {
         let Some(waiting) = self.waiting else {
             return Flushed::Free;
         };
@@ -95,16 +95,16 @@ impl Sender {
     /// [`Sender::flush`]). Errors: `STATUS_INVALID_BUFFER_SIZE` past [`Sender::largest`],
     /// `STATUS_HOST_UNREACHABLE` on the Ethernet leg with no link bound, `STATUS_INVALID_DEVICE_STATE`
     /// if a packet still waits. IRQL ≤ DISPATCH_LEVEL, under the core lock.
-    pub fn send<L: Device, E: Device>(
+    pub fn send<L: Device>(
         &mut self,
         packet: &[u8],
         leg: Leg,
-        links: &mut Links<'_, L, E>,
+        links: &mut Links<'_, '_, L>,
     ) -> Result<bool, NtStatus> {
         if self.waiting.is_some() {
             return Err(NtStatus::INVALID_DEVICE_STATE);
         }
-        if leg == Leg::Ethernet && links.ethernet.is_none() {
+        if !links.has(leg) {
             return Err(NtStatus::HOST_UNREACHABLE);
         }
         let socket = self.set.get_mut::<raw::Socket<'static>>(self.handle);
@@ -123,17 +123,9 @@ impl Sender {
 
     /// Lets the socket transmit on `leg`'s link. Returns whether its packet left.
     /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
-    fn transmit<L: Device, E: Device>(&mut self, leg: Leg, links: &mut Links<'_, L, E>) -> bool {
-        let now = links.now;
-        match (leg, links.ethernet.as_mut()) {
-            (Leg::Loopback, _) => {
-                let (iface, device) = &mut links.loopback;
-                iface.poll_egress(now, &mut **device, &mut self.set);
-            }
-            (Leg::Ethernet, Some((iface, device))) => {
-                iface.poll_egress(now, &mut **device, &mut self.set);
-            }
-            (Leg::Ethernet, None) => return self.discard(),
+    fn transmit<L: Device>(&mut self, leg: Leg, links: &mut Links<'_, '_, L>) -> bool {
+        if !links.poll_egress(leg, &mut self.set) {
+            return self.discard();
         }
         self.set
             .get_mut::<raw::Socket<'static>>(self.handle)

@@ -26,7 +26,9 @@
 //! [`SocketKey`] into a slab whose entry owns the set and the handle. A stale key finds nothing.
 #![forbid(unsafe_code)]
 
+use crate::core::counters::{Counters, Meter, Metered};
 use crate::core::demux::{Tuple, TupleMap};
+use crate::core::ethernet::{self, Wire};
 use crate::core::retransmit::{SentHigh, Watch};
 use crate::core::slab::{Key, Slab};
 use crate::core::timers::TimerQueue;
@@ -34,7 +36,8 @@ use crate::nt::NtStatus;
 use crate::nt::pool;
 use crate::nt::process::ProcessOwner;
 use alloc::vec::Vec;
-use core::net::SocketAddrV4;
+use core::cell::Cell;
+use core::net::{Ipv4Addr, SocketAddrV4};
 use smoltcp::iface::{Interface, PollResult, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::phy::Device;
 use smoltcp::socket::tcp::{self, State};
@@ -53,11 +56,12 @@ const TOUCHED: u8 = 1;
 const EVENT: u8 = 2;
 
 /// The link a socket's segments leave by, chosen from its remote address when its tuple is
-/// filed: the loopback for the host's own addresses, the Ethernet link for the rest.
+/// filed: the loopback for the host's own addresses, an interface's Ethernet link (by index)
+/// for the rest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
     Loopback,
-    Ethernet,
+    Ethernet(u32),
 }
 
 /// Who a socket works for: what the core follows up when the socket has an event.
@@ -239,6 +243,27 @@ impl Sockets {
         Ok(())
     }
 
+    /// Aborts every connection whose local address is `ip` (the address went with its
+    /// interface), each with an event for its owner, which sees a reset. Any IRQL, under the
+    /// core lock.
+    pub fn abort_from(&mut self, ip: Ipv4Addr) {
+        for index in 0..self.entries.slot_count() {
+            let Some(key) = self.entries.key_at(index) else {
+                continue;
+            };
+            let Some(socket) = self.entries.get_mut(key).map(Entry::socket_mut) else {
+                continue;
+            };
+            if socket
+                .local_endpoint()
+                .is_some_and(|local| local.addr == IpAddress::Ipv4(ip))
+            {
+                socket.abort();
+                self.mark(index, TOUCHED | EVENT);
+            }
+        }
+    }
+
     /// Hands the socket to a new owner.
     pub fn set_owner(&mut self, key: SocketKey, owner: Owner) {
         if let Some(entry) = self.entries.get_mut(key) {
@@ -330,10 +355,11 @@ impl Sockets {
 
     /// Lets every touched socket transmit on its link, files its next deadline, and raises an
     /// event for those whose state moved and for orphans (which may now be done).
-    pub fn egress<L: Device, E: Device>(
+    pub fn egress<L: Device>(
         &mut self,
         loopback: (&mut Interface, &mut L),
-        mut ethernet: Option<(&mut Interface, &mut E)>,
+        wires: &mut [Option<Wire<'_>>],
+        layers: &Cell<Counters>,
         now: Instant,
     ) {
         let (lo_iface, lo_device) = loopback;
@@ -349,32 +375,41 @@ impl Sockets {
             let Some(entry) = self.entries.get_mut(key) else {
                 continue;
             };
-            let outcome = match (entry.route, ethernet.as_mut()) {
-                (Route::Loopback, _) => transmit(
+            let timeout = self.data_timeout;
+            let wire = match entry.route {
+                Route::Loopback => None,
+                Route::Ethernet(index) => ethernet::wire(wires, index),
+            };
+            let outcome = match wire {
+                Some(wire) => {
+                    let meter = Meter {
+                        layers,
+                        link: &wire.port.link,
+                    };
+                    let mut device = Metered {
+                        device: &mut wire.device,
+                        meter,
+                    };
+                    let iface = &mut wire.port.iface;
+                    transmit(
+                        entry,
+                        iface,
+                        &mut device,
+                        now,
+                        timeout,
+                        &mut self.retransmitted,
+                    )
+                }
+                // The loopback, or no link bound under the interface: then the segments go to
+                // the loopback, where no interface owns their destination and they are dropped,
+                // so the socket's timers still run (a connect times out as against a silent
+                // host).
+                None => transmit(
                     entry,
                     lo_iface,
                     lo_device,
                     now,
-                    self.data_timeout,
-                    &mut self.retransmitted,
-                ),
-                (Route::Ethernet, Some((iface, device))) => transmit(
-                    entry,
-                    iface,
-                    &mut **device,
-                    now,
-                    self.data_timeout,
-                    &mut self.retransmitted,
-                ),
-                // No link bound: the segments go to the loopback, where no interface owns their
-                // destination and they are dropped, so the socket's timers still run (a connect
-                // times out as against a silent host).
-                (Route::Ethernet, None) => transmit(
-                    entry,
-                    lo_iface,
-                    lo_device,
-                    now,
-                    self.data_timeout,
+                    timeout,
                     &mut self.retransmitted,
                 ),
             };

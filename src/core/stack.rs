@@ -7,7 +7,7 @@
 //! with no lock held.
 #![forbid(unsafe_code)]
 
-use crate::core::ethernet::Link;
+use crate::core::ethernet::{Link, MAX_INTERFACES};
 use crate::core::events::{self, EventHub};
 use crate::core::fragment::FragmentStats;
 use crate::core::icmp::IcmpStats;
@@ -50,8 +50,9 @@ pub struct Stack {
     outbound: SpinLock<Outbound>,
     /// TDI client event handlers and the events due to them.
     hub: EventHub,
-    /// The bound Ethernet link, shared with the receive indication.
-    link: SpinLock<Option<Arc<Link>>>,
+    /// The bound Ethernet links, interface `n`'s in slot `n - 1`, shared with the receive
+    /// indications.
+    links: SpinLock<[Option<Arc<Link>>; MAX_INTERFACES]>,
     dpc: Dpc,
     timer: Timer,
     /// Set at unload: the DPC stops re-arming the timer and re-queueing itself.
@@ -76,7 +77,7 @@ impl Stack {
             inbound: SpinLock::new(Inbound::default()),
             outbound: SpinLock::new(Outbound::default()),
             hub: EventHub::new(),
-            link: SpinLock::new(None),
+            links: SpinLock::new(Default::default()),
             dpc: Dpc::new(),
             timer: Timer::new(),
             stopping: AtomicBool::new(false),
@@ -139,7 +140,6 @@ impl Stack {
     /// armed on receive IRPs that event handlers hand back. DISPATCH_LEVEL.
     pub fn run_dpc(&'static self, cancel: CancelRoutine) -> Pass {
         let stopping = self.stopping.load(Ordering::Acquire);
-        let link = self.link.lock().clone();
         let mut core = self.core.lock();
         let completer = Completer::new(&self.outbound, &self.hub);
         let started = now();
@@ -155,7 +155,7 @@ impl Stack {
                     None => break,
                 }
             }
-            let frames = core.poll(now(), &completer, link.as_deref());
+            let frames = core.poll(now(), &completer);
             more = frames || !self.inbound.lock().is_empty();
             if !more || (now() - started).total_micros() > TIME_BUDGET_MICROS {
                 break;
@@ -189,33 +189,39 @@ impl Stack {
         }
     }
 
-    /// Binds an Ethernet adapter under interface 1 (what the NDIS protocol's bind does for the
-    /// first adapter), with a receive queue of `frames` buffers; replaces a link bound earlier.
-    /// PASSIVE_LEVEL.
-    pub fn attach_link(&self, adapter: Arc<dyn Adapter>, frames: usize) -> Result<(), NtStatus> {
+    /// Binds an Ethernet adapter under the lowest free interface (what the NDIS protocol's
+    /// bind does for each adapter), with a receive queue of `frames` buffers. Returns the
+    /// interface index. PASSIVE_LEVEL.
+    pub fn attach_link(&self, adapter: Arc<dyn Adapter>, frames: usize) -> Result<u32, NtStatus> {
         let link = Link::new(adapter, frames)?;
-        self.core.lock().attach_link(&link)?;
-        *self.link.lock() = Some(link);
-        self.dpc.queue();
-        Ok(())
-    }
-
-    /// Unbinds the Ethernet adapter. PASSIVE_LEVEL.
-    pub fn detach_link(&self) {
-        self.core.lock().detach_link();
-        let link = self.link.lock().take();
-        drop(link);
-    }
-
-    /// The receive indication of the bound adapter: queues `frame` for the core and kicks the
-    /// DPC. `false` if it was dropped (no link, queue full, bad size). IRQL ≤ DISPATCH_LEVEL.
-    pub fn indicate_receive(&self, frame: &[u8]) -> bool {
-        let link = self.link.lock().clone();
-        let queued = link.is_some_and(|link| link.indicate(frame));
-        if queued {
-            self.dpc.queue();
+        let index = self.core.lock().attach_link(&link)?;
+        if let Some(slot) = self.links.lock().get_mut(index.wrapping_sub(1) as usize) {
+            *slot = Some(link);
         }
-        queued
+        self.dpc.queue();
+        Ok(index)
+    }
+
+    /// Unbinds interface `index`'s adapter. PASSIVE_LEVEL.
+    pub fn detach_link(&self, index: u32) {
+        self.core.lock().detach_link(index);
+        let link = self
+            .links
+            .lock()
+            .get_mut(index.wrapping_sub(1) as usize)
+            .and_then(Option::take);
+        drop(link);
+        self.dpc.queue();
+    }
+
+    /// The receive indication of interface `index`'s adapter: queues `frame` for the core and
+    /// kicks the DPC. `false` if it was dropped (no link, queue full, bad size).
+    /// IRQL ≤ DISPATCH_LEVEL.
+    pub fn indicate_receive(&self, index: u32, frame: &[u8]) -> bool {
+        self.indicate_receive_with(index, frame.len(), |buffer| {
+            buffer.copy_from_slice(frame);
+            true
+        })
     }
 
     /// Answers an `IOCTL_TCP_QUERY_INFORMATION_EX` object from the core's state, under the core
@@ -267,8 +273,17 @@ impl Stack {
     /// The receive indication of a frame of `len` bytes that `fill` writes into the queue's
     /// buffer (an NDIS packet's buffer chain, a header and its lookahead). Otherwise as
     /// [`Stack::indicate_receive`]. IRQL ≤ DISPATCH_LEVEL.
-    pub fn indicate_receive_with(&self, len: usize, fill: impl FnOnce(&mut [u8]) -> bool) -> bool {
-        let link = self.link.lock().clone();
+    pub fn indicate_receive_with(
+        &self,
+        index: u32,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> bool,
+    ) -> bool {
+        let link = self
+            .links
+            .lock()
+            .get(index.wrapping_sub(1) as usize)
+            .and_then(Option::clone);
         let queued = link.is_some_and(|link| link.indicate_with(len, fill));
         if queued {
             self.dpc.queue();
@@ -276,11 +291,15 @@ impl Stack {
         queued
     }
 
-    /// Gives interface 1 `address` (IP and prefix length), or removes its address: the
+    /// Gives interface `index` `address` (IP and prefix length), or removes its address: the
     /// configuration read from the registry when an adapter is bound, as
     /// IOCTL_SET/DELETE_IP_ADDRESS do later. PASSIVE_LEVEL.
-    pub fn configure_address(&self, address: Option<(Ipv4Addr, u8)>) -> Result<(), NtStatus> {
-        let result = self.core.lock().configure_address(address);
+    pub fn configure_address(
+        &self,
+        index: u32,
+        address: Option<(Ipv4Addr, u8)>,
+    ) -> Result<(), NtStatus> {
+        let result = self.core.lock().configure_address(index, address);
         self.dpc.queue();
         result
     }
@@ -306,9 +325,10 @@ impl Stack {
         self.core.lock().icmp_stats()
     }
 
-    /// Sets or clears the default gateway. PASSIVE_LEVEL.
-    pub fn set_gateway(&self, gateway: Option<Ipv4Addr>) {
-        self.core.lock().set_gateway(gateway);
+    /// Sets or clears interface `index`'s default gateway (`STATUS_DEVICE_DOES_NOT_EXIST` for
+    /// an interface that does not exist). PASSIVE_LEVEL.
+    pub fn set_gateway(&self, index: u32, gateway: Option<Ipv4Addr>) -> NtStatus {
+        self.core.lock().set_gateway(index, gateway)
     }
 
     /// Completes everything in the outbound queue that may be completed now (a file's close

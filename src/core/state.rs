@@ -12,7 +12,7 @@ use crate::core::arp_entries;
 use crate::core::connection::{CloseReason, Connection, Phase, Receive};
 use crate::core::counters::{Counters, LinkCounters, Meter, Metered};
 use crate::core::endpoint::{self, Verb};
-use crate::core::ethernet::{Link, Port};
+use crate::core::ethernet::{Link, MAX_INTERFACES, Port, Slot, Wire};
 use crate::core::events::EventHub;
 use crate::core::fragment::{FragmentConfig, FragmentStats, Fragments};
 use crate::core::icmp::{Icmp, IcmpStats};
@@ -29,7 +29,6 @@ use crate::core::sockets::{Owner, Route, SocketKey, Sockets};
 use crate::core::transfer;
 use crate::core::udp::{Udp, UdpConfig, UdpStats};
 use crate::core::work::{Completion, Finish, Object, Outbound, Request, Work};
-use crate::link::ethernet::EthernetDevice;
 use crate::link::loopback::Loopback;
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
@@ -39,6 +38,7 @@ use crate::nt::sync::SpinLock;
 use crate::nt::types::{TDI_CONNECTION_FILE, TDI_TRANSPORT_ADDRESS_FILE};
 use crate::tdi::{Disconnect, QueryType, Timeout, TransportAddress};
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::Cell;
 use core::net::{Ipv4Addr, SocketAddrV4};
@@ -51,12 +51,10 @@ mod configure;
 mod connections;
 pub(in crate::core) mod events;
 mod files;
+mod interfaces;
 mod listeners;
 mod pass;
 mod report;
-
-/// The interface index of the configured address (loopback is 0).
-pub const CONFIGURED_INTERFACE: u32 = 1;
 
 /// Tunables of the core.
 #[derive(Clone, Copy, Debug)]
@@ -230,10 +228,9 @@ pub struct Core {
     pub(super) raw: Raw,
     /// IPv4 reassembly, and the identification of the datagrams the host fragments.
     pub(super) fragments: Fragments,
-    /// The interface on the bound Ethernet link, if one is bound.
-    pub(super) ethernet: Option<Box<Port>>,
-    /// The default gateway, on the Ethernet link.
-    pub(super) gateway: Option<Ipv4Addr>,
+    /// The interfaces besides the loopback: interface `n` in slot `n - 1`
+    /// (see [`crate::core::ethernet`]).
+    pub(super) slots: [Slot; MAX_INTERFACES],
     config: CoreConfig,
     pub(super) now: Instant,
     /// The driver's CSPRNG: the ISN key, interface seeds and the ephemeral port start.
@@ -245,7 +242,7 @@ pub struct Core {
     /// The loopback link's counters.
     pub(super) loopback_link: Cell<LinkCounters>,
     /// Static routes added with `IOCTL_TCP_SET_INFORMATION_EX` (see [`crate::core::routes`]).
-    routes: StaticRoutes,
+    pub(super) routes: StaticRoutes,
     /// The serial number of the last address file opened.
     next_serial: u64,
 }
@@ -272,8 +269,7 @@ impl Core {
             raw: Raw::new(config.raw, config.loopback_mtu.max(ETHERNET_MTU))?,
             fragments: Fragments::new(config.fragments, random.next_u64() as u16),
             isn_key: IsnKey::new(&mut random),
-            ethernet: None,
-            gateway: None,
+            slots: Default::default(),
             config,
             now,
             random,
@@ -422,68 +418,6 @@ impl Core {
         }
     }
 
-    /// Gives interface 1 its address. Interface 0 is loopback (127.0.0.1/8, fixed); interface 1
-    /// holds the one configured address. Its traffic to its own address loops back; the rest
-    /// goes over the bound Ethernet link, or nowhere while none is bound.
-    fn set_ip_address(&mut self, interface: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), NtStatus> {
-        if interface != CONFIGURED_INTERFACE {
-            return Err(NtStatus::DEVICE_DOES_NOT_EXIST);
-        }
-        if ip.is_unspecified() || ip.is_loopback() || ip.is_broadcast() || prefix > 32 {
-            return Err(NtStatus::INVALID_PARAMETER);
-        }
-        if self.is_local(ip) {
-            return Err(NtStatus::DUPLICATE_OBJECTID);
-        }
-        let cidr = IpCidr::new(IpAddress::Ipv4(ip), prefix);
-        let mut result = Ok(());
-        self.iface.update_ip_addrs(|addresses| {
-            addresses.truncate(1);
-            result = addresses
-                .push(cidr)
-                .map_err(|_| NtStatus::INSUFFICIENT_RESOURCES);
-        });
-        if let Some(port) = self.ethernet.as_mut() {
-            port.set_addresses(&[cidr]);
-        }
-        result
-    }
-
-    /// Gives interface 1 `address`, or removes its address (see
-    /// [`Stack::configure_address`](crate::core::stack::Stack::configure_address)).
-    pub fn configure_address(&mut self, address: Option<(Ipv4Addr, u8)>) -> Result<(), NtStatus> {
-        match address {
-            Some((ip, prefix)) => self.set_ip_address(CONFIGURED_INTERFACE, ip, prefix),
-            None => self.delete_ip_address(CONFIGURED_INTERFACE).ok(),
-        }
-    }
-
-    /// Removes interface 1's address.
-    fn delete_ip_address(&mut self, interface: u32) -> NtStatus {
-        if interface != CONFIGURED_INTERFACE {
-            return NtStatus::DEVICE_DOES_NOT_EXIST;
-        }
-        self.iface
-            .update_ip_addrs(|addresses| addresses.truncate(1));
-        if let Some(port) = self.ethernet.as_mut() {
-            port.set_addresses(&[]);
-        }
-        NtStatus::SUCCESS
-    }
-
-    /// Interface 1's address and prefix, if configured. Any IRQL ≤ DISPATCH_LEVEL.
-    /// Whether `ip` is on the configured address's subnet; `None` while interface 1 has no
-    /// address. DISPATCH_LEVEL, under the core lock.
-    pub(in crate::core) fn on_configured_subnet(&self, ip: Ipv4Addr) -> Option<bool> {
-        self.configured()
-            .map(|IpCidr::Ipv4(cidr)| cidr.contains_addr(&ip))
-    }
-
-    pub(super) fn configured_v4(&self) -> Option<(Ipv4Addr, u8)> {
-        self.configured()
-            .map(|IpCidr::Ipv4(cidr)| (cidr.address(), cidr.prefix_len()))
-    }
-
     /// The UDP layer's counters. Any IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn udp_stats(&self) -> UdpStats {
         self.udp.stats()
@@ -503,15 +437,6 @@ impl Core {
     /// The ICMP layer's counters. Any IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn icmp_stats(&self) -> IcmpStats {
         self.icmp.stats()
-    }
-
-    /// Interface 1's address, if configured.
-    fn configured(&self) -> Option<IpCidr> {
-        self.iface
-            .ip_addrs()
-            .iter()
-            .copied()
-            .find(|cidr| !matches!(cidr, IpCidr::Ipv4(v4) if v4.address().is_loopback()))
     }
 
     /// Unlinks the pending IRP `id` for its cancel routine. Protocol side effects of the
@@ -573,44 +498,6 @@ impl Core {
         self.connections.get_mut(key).map(|entry| (key, entry))
     }
 
-    /// The local address a connection to `remote` leaves from: the address file's own, or for
-    /// a wildcard address file the local address on the way to `remote`.
-    pub(super) fn source_for(
-        &self,
-        bound: Ipv4Addr,
-        remote: Ipv4Addr,
-    ) -> Result<Ipv4Addr, NtStatus> {
-        if !bound.is_unspecified() {
-            return Ok(bound);
-        }
-        if self.is_local(remote) {
-            return Ok(remote);
-        }
-        if remote.is_loopback() {
-            return Ok(Ipv4Addr::LOCALHOST);
-        }
-        // On-link for the configured interface, or through its gateway: leave from its
-        // address.
-        match self.configured() {
-            Some(IpCidr::Ipv4(cidr))
-                if cidr.contains_addr(&remote)
-                    || (self.gateway.is_some() && self.ethernet.is_some()) =>
-            {
-                Ok(cidr.address())
-            }
-            _ => Err(NtStatus::NETWORK_UNREACHABLE),
-        }
-    }
-
-    /// The link to `remote`: the loopback for the host's own addresses.
-    pub(super) fn route_to(&self, remote: Ipv4Addr) -> Route {
-        if remote.is_loopback() || self.is_local(remote) {
-            Route::Loopback
-        } else {
-            Route::Ethernet
-        }
-    }
-
     /// The address with a listener for `local`, with its LISTEN socket if the backlog has
     /// room for another connection.
     pub(super) fn listener_for(&self, local: SocketAddrV4) -> Option<(Key, Option<SocketKey>)> {
@@ -627,8 +514,9 @@ impl Core {
 /// The largest packet of an Ethernet link (its usual MTU).
 const ETHERNET_MTU: usize = 1500;
 
-/// Addresses the interface holds: loopback and the configured one.
-const MAX_ADDRESSES: usize = 2;
+/// Addresses the loopback interface holds: 127.0.0.1 and each interface's (smoltcp's
+/// `iface-max-addr-count-8`: the address of an eighth adapter does not fit, and is refused).
+const MAX_ADDRESSES: usize = 8;
 
 /// A smoltcp interface on `device` with the given ISN seed and addresses.
 fn new_interface(

@@ -93,9 +93,17 @@ impl TapBinding {
         })
     }
 
-    /// Sets or clears the driver's default gateway. PASSIVE_LEVEL.
+    /// The driver's interface index for this adapter, while it is bound. PASSIVE_LEVEL.
+    pub fn interface(&self) -> Option<u32> {
+        let name: Vec<u16> = self.name.encode_utf16().collect();
+        self.tcpip.ndis().interface_of(&name)
+    }
+
+    /// Sets or clears the driver's default gateway through this adapter. PASSIVE_LEVEL.
     pub fn set_gateway(&self, gateway: Option<Ipv4Addr>) {
-        self.tcpip.stack().set_gateway(gateway);
+        if let Some(index) = self.interface() {
+            self.tcpip.stack().set_gateway(index, gateway);
+        }
     }
 
     /// The adapter.

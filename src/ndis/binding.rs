@@ -16,7 +16,7 @@
 //!   core's receive queue; `ProtocolReceive` copies header and lookahead when they hold the whole
 //!   frame, and otherwise transfers the frame into a transfer slot with `NdisTransferData`
 //!   (during the indication, as NDIS requires) and queues it from there once the transfer is
-//!   done. Frames reach the core only from the binding attached to it.
+//!   done. Each binding's frames go to the receive queue of its own interface.
 //! - **Unbind** ([`Binding::close`]): marks the binding closing (no new sends), detaches it from
 //!   the core, waits until every send and transfer has completed, then closes the adapter. The
 //!   pools are freed when the last reference to the binding goes.
@@ -69,7 +69,8 @@ pub struct Binding {
     speed: AtomicU32,
     connected: AtomicBool,
     closing: AtomicBool,
-    attached: AtomicBool,
+    /// The core's interface index for this adapter; 0 while not attached.
+    interface: AtomicU32,
     pub counters: Counters,
     // The slots are dropped before the pools they come from.
     sends: SlotRing,
@@ -98,7 +99,7 @@ impl Binding {
             speed: AtomicU32::new(0),
             connected: AtomicBool::new(true),
             closing: AtomicBool::new(false),
-            attached: AtomicBool::new(false),
+            interface: AtomicU32::new(0),
             counters: Counters::default(),
             sends,
             transfers,
@@ -132,9 +133,21 @@ impl Binding {
         self.connected.load(Ordering::Acquire)
     }
 
+    /// The core's interface index for this adapter, while it is attached. Any IRQL.
+    pub fn interface(&self) -> Option<u32> {
+        Some(self.interface.load(Ordering::Acquire)).filter(|&index| index != 0)
+    }
+
     /// Whether the core runs on this binding. Any IRQL.
-    pub fn attached(&self) -> bool {
-        self.attached.load(Ordering::Acquire)
+    fn attached(&self) -> bool {
+        self.interface().is_some()
+    }
+
+    /// Queues a received frame of `len` bytes that `fill` writes on this binding's interface.
+    /// IRQL ≤ DISPATCH_LEVEL.
+    fn indicate(&self, len: usize, fill: impl FnOnce(&mut [u8]) -> bool) -> bool {
+        self.interface()
+            .is_some_and(|index| self.stack.indicate_receive_with(index, len, fill))
     }
 
     /// Opens the adapter and reads what the link needs (see the module documentation).
@@ -183,18 +196,23 @@ impl Binding {
             .set(OID_GEN_CURRENT_PACKET_FILTER, &filter.to_le_bytes())
     }
 
-    /// Makes this binding the core's Ethernet link. PASSIVE_LEVEL.
-    pub fn attach(self: &alloc::sync::Arc<Self>, frames: usize) -> Result<(), NtStatus> {
-        self.stack.attach_link(self.clone(), frames)?;
-        self.attached.store(true, Ordering::Release);
-        Ok(())
+    /// Attaches this binding to the core as an interface of its own; returns its index.
+    /// PASSIVE_LEVEL.
+    pub fn attach(self: &alloc::sync::Arc<Self>, frames: usize) -> Result<u32, NtStatus> {
+        let index = self.stack.attach_link(self.clone(), frames)?;
+        self.interface.store(index, Ordering::Release);
+        Ok(index)
     }
 
     /// Unbinds (see the module documentation). PASSIVE_LEVEL.
     pub fn close(&self) -> NdisStatus {
         self.closing.store(true, Ordering::Release);
-        if self.attached.swap(false, Ordering::AcqRel) {
-            self.stack.detach_link();
+        let index = self.interface.swap(0, Ordering::AcqRel);
+        if index != 0 {
+            // The interface goes with its address and gateway.
+            let _ = self.stack.configure_address(index, None);
+            self.stack.set_gateway(index, None);
+            self.stack.detach_link(index);
         }
         while self.sends.busy() + self.transfers.busy() > 0 {
             sleep_micros(1000);
@@ -223,7 +241,7 @@ impl Binding {
             return bump(&self.counters.receive_dropped);
         };
         let len = self.queued_length(total);
-        let queued = self.stack.indicate_receive_with(len, |buffer| {
+        let queued = self.indicate(len, |buffer| {
             packet.copy_to(buffer).is_ok_and(|copied| copied >= len)
         });
         self.count_receive(queued);
@@ -238,16 +256,14 @@ impl Binding {
             .queued_length(HEADER_LEN.saturating_add(indication.packet_size))
             .saturating_sub(HEADER_LEN);
         if let Some(data) = indication.lookahead.get(..data_len) {
-            let queued = self
-                .stack
-                .indicate_receive_with(HEADER_LEN + data_len, |buffer| {
-                    let Some((header, rest)) = buffer.split_at_mut_checked(HEADER_LEN) else {
-                        return false;
-                    };
-                    header.copy_from_slice(indication.header);
-                    rest.copy_from_slice(data);
-                    true
-                });
+            let queued = self.indicate(HEADER_LEN + data_len, |buffer| {
+                let Some((header, rest)) = buffer.split_at_mut_checked(HEADER_LEN) else {
+                    return false;
+                };
+                header.copy_from_slice(indication.header);
+                rest.copy_from_slice(data);
+                true
+            });
             self.count_receive(queued);
             return NtStatus::SUCCESS;
         }
@@ -265,12 +281,10 @@ impl Binding {
         match slot.transfer(&self.open, indication, 0, data_len as u32) {
             Ok((mut slot, transferred)) => {
                 slot.transferred(transferred as usize);
-                let queued = self
-                    .stack
-                    .indicate_receive_with(slot.bytes().len(), |buffer| {
-                        buffer.copy_from_slice(slot.bytes());
-                        true
-                    });
+                let queued = self.indicate(slot.bytes().len(), |buffer| {
+                    buffer.copy_from_slice(slot.bytes());
+                    true
+                });
                 self.count_receive(queued);
             }
             Err(NDIS_STATUS_PENDING) => {}
@@ -292,12 +306,10 @@ impl Binding {
             return bump(&self.counters.receive_dropped);
         }
         slot.transferred(bytes as usize);
-        let queued = self
-            .stack
-            .indicate_receive_with(slot.bytes().len(), |buffer| {
-                buffer.copy_from_slice(slot.bytes());
-                true
-            });
+        let queued = self.indicate(slot.bytes().len(), |buffer| {
+            buffer.copy_from_slice(slot.bytes());
+            true
+        });
         self.count_receive(queued);
     }
 

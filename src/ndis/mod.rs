@@ -3,12 +3,11 @@
 //! [`NdisProtocol::register`] (from `DriverEntry`, once the stack runs) registers the protocol;
 //! NDIS calls [`Protocol::bind`] for each adapter named in `Services\Tcpip\Linkage\Bind` before
 //! the registration returns, and again for adapters that arrive later. Each bind opens the
-//! adapter ([`binding`]); the first bound adapter becomes the core's Ethernet link (interface
-//! 1), and gets the IP configuration of its `Interfaces\{GUID}` key ([`config`]): a static
-//! address and default gateway are applied at once; with DHCP the interface is up with no
-//! address until the DHCP client sets one with `IOCTL_SET_IP_ADDRESS`. The core carries one
-//! Ethernet interface: further adapters are bound (opened, filtered, their frames dropped) and
-//! the next one is attached when the attached one goes away.
+//! adapter ([`binding`]) and attaches it to the core as an interface of its own (the lowest
+//! free index from 1, kept while it is bound), with the IP configuration of its
+//! `Interfaces\{GUID}` key ([`config`]): a static address and default gateway are applied at
+//! once; with DHCP the interface is up with no address until the DHCP client sets one with
+//! `IOCTL_SET_IP_ADDRESS`. An unbind removes that interface only.
 //!
 //! [`NdisProtocol::shutdown`] (at unload) unbinds every adapter itself, then deregisters:
 //! ReactOS's `NdisDeregisterProtocol` does not unbind a protocol's adapters.
@@ -33,7 +32,6 @@ use alloc::vec::Vec;
 use binding::Binding;
 use config::IpConfig;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Most adapters bound at once.
 pub const MAX_BINDINGS: usize = 8;
@@ -59,8 +57,6 @@ pub struct NdisProtocol {
     registration: Registration,
     stack: SpinLock<Option<&'static Stack>>,
     bindings: SpinLock<Vec<Arc<Binding>>>,
-    /// Set at unload: an unbind no longer attaches the next adapter.
-    stopping: AtomicBool,
 }
 
 impl NdisProtocol {
@@ -70,7 +66,6 @@ impl NdisProtocol {
             registration: Registration::default(),
             stack: SpinLock::new(None),
             bindings: SpinLock::new(try_vec(MAX_BINDINGS)?),
-            stopping: AtomicBool::new(false),
         })
     }
 
@@ -89,7 +84,6 @@ impl NdisProtocol {
 
     /// Unbinds every adapter and deregisters. PASSIVE_LEVEL, at unload.
     pub fn shutdown(&'static self) {
-        self.stopping.store(true, Ordering::Release);
         loop {
             let next = self.bindings.lock().first().cloned();
             let Some(binding) = next else { break };
@@ -101,18 +95,25 @@ impl NdisProtocol {
         }
     }
 
+    /// The core's interface index of the bound adapter `name` (`\Device\{GUID}`), if it is
+    /// bound. Any IRQL ≤ DISPATCH_LEVEL.
+    pub fn interface_of(&self, name: &[u16]) -> Option<u32> {
+        self.bindings
+            .lock()
+            .iter()
+            .find(|binding| binding.name() == name)
+            .and_then(|binding| binding.interface())
+    }
+
     /// The stack given to `register`. Any IRQL.
     fn stack(&self) -> Option<&'static Stack> {
         *self.stack.lock()
     }
 
-    /// Makes `binding` the core's link if none is attached, with its IP configuration.
+    /// Attaches `binding` to the core as an interface of its own, with its IP configuration.
     /// PASSIVE_LEVEL.
-    fn attach_if_free(&self, binding: &Arc<Binding>) -> Result<(), NtStatus> {
-        if self.bindings.lock().iter().any(|b| b.attached()) {
-            return Ok(());
-        }
-        binding.attach(DEFAULT_FRAMES)?;
+    fn attach(&self, binding: &Arc<Binding>) -> Result<(), NtStatus> {
+        let index = binding.attach(DEFAULT_FRAMES)?;
         let config = config::read(binding.guid());
         if let (
             Some(stack),
@@ -123,18 +124,18 @@ impl NdisProtocol {
             },
         ) = (self.stack(), config)
         {
-            if let Err(status) = stack.configure_address(Some((address, prefix))) {
+            if let Err(status) = stack.configure_address(index, Some((address, prefix))) {
                 crate::log!(
                     Level::Error,
                     "{}: address {address}/{prefix} refused: {status}",
                     Wide(binding.guid())
                 );
             }
-            stack.set_gateway(gateway);
+            stack.set_gateway(index, gateway);
         }
         crate::log!(
             Level::Notice,
-            "{}: interface 1, {config}",
+            "{}: interface {index}, {config}",
             Wide(binding.guid())
         );
         Ok(())
@@ -186,7 +187,7 @@ impl Protocol for NdisProtocol {
                 "disconnected"
             }
         );
-        if let Err(status) = self.attach_if_free(&binding) {
+        if let Err(status) = self.attach(&binding) {
             crate::log!(
                 Level::Error,
                 "bind {}: attaching to the core: {status}",
@@ -208,12 +209,6 @@ impl Protocol for NdisProtocol {
         };
         crate::log!(Level::Notice, "unbound {}", Wide(binding.name()));
         drop(removed);
-        let next = self.bindings.lock().first().cloned();
-        if let Some(next) = next.filter(|_| !self.stopping.load(Ordering::Acquire))
-            && let Err(status) = self.attach_if_free(&next)
-        {
-            crate::log!(Level::Error, "attaching {}: {status}", Wide(next.guid()));
-        }
         status
     }
 

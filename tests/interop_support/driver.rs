@@ -142,6 +142,20 @@ impl DriverOnTap {
         status
     }
 
+    /// `IOCTL_SET_IP_ADDRESS` for interface `context` with `ip`/24, as dhcpcsvc sends it.
+    pub fn set_ip_address(&self, context: u32, ip: std::net::Ipv4Addr) -> NtStatus {
+        let control = self
+            .kernel
+            .create_file("\\Device\\Tcp", None, 0)
+            .expect("control channel");
+        let input = [context.to_le_bytes(), ip.octets(), [255, 255, 255, 0]].concat();
+        let (status, _) =
+            self.kernel
+                .device_io_control(control, IOCTL_SET_IP_ADDRESS, &input, &mut [0u8; 12]);
+        assert_eq!(self.kernel.close(control), NtStatus::SUCCESS);
+        status
+    }
+
     /// The loaded driver.
     pub fn driver(&self) -> &Driver {
         self.driver.as_ref().expect("loaded")

@@ -154,6 +154,31 @@ impl Namespace {
             .unwrap_or_else(|e| panic!("cannot open TAP {tap} in {}: {e}", self.name))
     }
 
+    /// Adds a second TAP to the namespace (`tapNb`, up, 10.78.N.1/24 on the Linux side: another
+    /// subnet) and opens it as a second adapter for the driver (MAC
+    /// `02:54:43:50:78:N`, no capture). Deleted with the namespace.
+    pub fn second_tap(&self) -> (TapAdapter, SecondLink) {
+        let link = SecondLink {
+            tap: format!("{}b", self.tap),
+            subnet: self.subnet,
+        };
+        let tap = link.tap.clone();
+        self.ip(&["tuntap", "add", "dev", &tap, "mode", "tap"]);
+        self.ip(&[
+            "address",
+            "add",
+            &format!("{}/24", link.linux_ip()),
+            "dev",
+            &tap,
+        ]);
+        self.ip(&["link", "set", &tap, "up"]);
+        let mac = link.driver_mac();
+        let adapter = self
+            .run(|| TapAdapter::open(&tap, mac, None))
+            .unwrap_or_else(|e| panic!("cannot open TAP {tap} in {}: {e}", self.name));
+        (adapter, link)
+    }
+
     /// Runs `ip -n NAME neigh show dev TAP`: Linux's neighbour table on the link.
     pub fn neighbours(&self) -> String {
         let tap = self.tap.clone();
@@ -178,6 +203,34 @@ impl Namespace {
                 .output()
                 .unwrap_or_else(|e| panic!("cannot run ping (iputils-ping): {e}"))
         })
+    }
+}
+
+/// The second TAP of a namespace ([`Namespace::second_tap`]).
+pub struct SecondLink {
+    tap: String,
+    subnet: u8,
+}
+
+impl SecondLink {
+    /// The TAP device's name inside the namespace.
+    pub fn tap(&self) -> &str {
+        &self.tap
+    }
+
+    /// The Linux side's address: 10.78.N.1 (prefix length 24).
+    pub fn linux_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 78, self.subnet, 1)
+    }
+
+    /// The driver side's address: 10.78.N.2 (prefix length 24).
+    pub fn driver_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 78, self.subnet, 2)
+    }
+
+    /// The driver's MAC on this wire.
+    pub fn driver_mac(&self) -> [u8; 6] {
+        [0x02, 0x54, 0x43, 0x50, 0x78, self.subnet]
     }
 }
 

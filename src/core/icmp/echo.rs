@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use crate::core::counters::metered_links;
-use crate::core::ethernet::Port;
+use crate::core::ethernet::Wire;
 use crate::core::icmp::reply::{self, Reply};
 use crate::core::icmp::wire::{self, Carrier, Message, Outgoing, Parsed, Quoted};
 use crate::core::icmp::{Echo, Icmp};
@@ -13,7 +13,6 @@ use crate::core::sockets::Route;
 use crate::core::state::{Completer, Core};
 use crate::core::udp::Arrival;
 use crate::core::udp::endpoint::Leg;
-use crate::link::ethernet::EthernetDevice;
 use crate::nt::NtStatus;
 use crate::nt::irp::PendingIrp;
 use crate::nt::pool;
@@ -52,10 +51,7 @@ impl Core {
     ) {
         let (leg, mtu) = match self.route_to(params.dst) {
             Route::Loopback => (Leg::Loopback, self.device.mtu()),
-            Route::Ethernet => (
-                Leg::Ethernet,
-                self.ethernet.as_ref().map_or(0, |port| port.mtu),
-            ),
+            Route::Ethernet(index) => (Leg::Ethernet(index), self.mtu_of(index).unwrap_or(0)),
         };
         let source = self.source_for(Ipv4Addr::UNSPECIFIED, params.dst);
         let size = wire::IPV4_HEADER + wire::ICMP_HEADER + params.data.len();
@@ -96,7 +92,7 @@ impl Core {
         let packet = if size > mtu.min(self.icmp.sender.largest()) || params.tos != 0 {
             let sent = match leg {
                 Leg::Loopback => self.oversize_loopback(&packet),
-                Leg::Ethernet => self.oversize_ethernet(packet, params.dst, Carried::Icmp),
+                Leg::Ethernet(_) => self.oversize_ethernet(packet, params.dst, Carried::Icmp),
             };
             if !sent {
                 self.icmp.stats.errors_out += 1;
@@ -149,19 +145,18 @@ impl Core {
     /// lock.
     pub(in crate::core) fn icmp_egress(
         &mut self,
-        port: Option<&mut Port>,
-        device: Option<&mut EthernetDevice<'_>>,
+        wires: &mut [Option<Wire<'_>>],
         c: &Completer<'_>,
     ) {
         let icmp = &mut self.icmp;
         icmp.retry_at = None;
-        metered_links!(links = self, port, device);
+        metered_links!(links = self, wires);
         loop {
             match icmp.sender.flush(&mut links) {
                 Flushed::Free => {}
                 Flushed::Dropped => icmp.stats.errors_out += 1,
                 Flushed::Busy(leg) => {
-                    if leg == Leg::Ethernet {
+                    if matches!(leg, Leg::Ethernet(_)) {
                         icmp.retry_at = Some(links.now + RETRY_INTERVAL);
                     }
                     return;

@@ -5,7 +5,7 @@
 
 use crate::core::address::{Address, Protocol};
 use crate::core::counters::metered_links;
-use crate::core::ethernet::Port;
+use crate::core::ethernet::Wire;
 use crate::core::inbox::{Bounds, Delivered};
 use crate::core::oversize::Carried;
 use crate::core::ports::Binding;
@@ -16,9 +16,8 @@ use crate::core::slab::{Key, Slab};
 use crate::core::sockets::Route;
 use crate::core::state::events::offer_datagram;
 use crate::core::state::{Completer, Core};
+use crate::core::udp::Arrival;
 use crate::core::udp::endpoint::Leg;
-use crate::core::udp::{Arrival, wire as udp_wire};
-use crate::link::ethernet::EthernetDevice;
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
 use crate::nt::pool;
@@ -155,7 +154,7 @@ impl Core {
                 Leg::Loopback if self.oversize_loopback(&packet) => {
                     self.raw.stats.datagrams_out += 1;
                 }
-                Leg::Ethernet if self.oversize_ethernet(packet, dst, Carried::Raw) => {}
+                Leg::Ethernet(_) if self.oversize_ethernet(packet, dst, Carried::Raw) => {}
                 _ => self.raw.stats.send_dropped += 1,
             }
             return c.done(irp, NtStatus::SUCCESS, length);
@@ -220,12 +219,9 @@ impl Core {
         let source = self.source_for(entry.ip(), dst)?;
         let (leg, mtu) = match self.route_to(dst) {
             Route::Loopback => (Leg::Loopback, self.device.mtu()),
-            Route::Ethernet => (
-                Leg::Ethernet,
-                self.ethernet.as_ref().map_or(0, |port| port.mtu),
-            ),
+            Route::Ethernet(index) => (Leg::Ethernet(index), self.mtu_of(index).unwrap_or(0)),
         };
-        let broadcast = udp_wire::is_broadcast(dst, self.configured_v4());
+        let broadcast = self.broadcast_route(dst).is_some();
         if mtu == 0 && !broadcast {
             return Err(NtStatus::HOST_UNREACHABLE);
         }
@@ -267,8 +263,7 @@ impl Core {
     /// once its packet left. DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn raw_egress(
         &mut self,
-        port: Option<&mut Port>,
-        device: Option<&mut EthernetDevice<'_>>,
+        wires: &mut [Option<Wire<'_>>],
         c: &Completer<'_>,
     ) {
         let raw = &mut self.raw;
@@ -276,7 +271,7 @@ impl Core {
         if raw.sending.is_empty() {
             return;
         }
-        metered_links!(links = self, port, device);
+        metered_links!(links = self, wires);
         let addresses = &mut self.addresses;
         let mut sending = core::mem::take(&mut raw.sending);
         sending.retain(|key| {
@@ -285,7 +280,7 @@ impl Core {
                     Flushed::Free => {}
                     Flushed::Dropped => raw.stats.send_dropped += 1,
                     Flushed::Busy(leg) => {
-                        if leg == Leg::Ethernet {
+                        if matches!(leg, Leg::Ethernet(_)) {
                             raw.retry_at = Some(links.now + RETRY_INTERVAL);
                         }
                         return true;
@@ -335,7 +330,7 @@ pub fn ingress(
     let dst = ip.dst_addr();
     if ip.version() != 4
         || (arrival.checksums && !ip.verify_checksum())
-        || !(arrival.is_own(dst) || udp_wire::is_broadcast(dst, arrival.configured))
+        || !(arrival.is_own(dst) || arrival.is_broadcast(dst))
     {
         return false;
     }

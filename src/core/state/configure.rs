@@ -2,8 +2,9 @@
 //! (see [`crate::info::set`]). Run under the core lock.
 #![forbid(unsafe_code)]
 
-use super::{CONFIGURED_INTERFACE, Core};
+use super::Core;
 use crate::core::address::Protocol;
+use crate::core::ethernet::MAX_INTERFACES;
 use crate::core::routes::StaticRoute;
 use crate::info::entities::ADDRESS_ENTITY_BASE;
 use crate::info::model::Transport;
@@ -11,55 +12,45 @@ use crate::info::set::{RouteChange, SocketOption};
 use crate::nt::NtStatus;
 
 impl Core {
-    /// Adds or deletes a route through interface 1. The default route is the gateway; other
-    /// destinations are static routes. Routes through loopback are refused, as ReactOS's
-    /// transport refuses them. DISPATCH_LEVEL.
+    /// Adds or deletes a route through the interface `change` names
+    /// (`STATUS_INVALID_PARAMETER` for one that does not exist). The default route is that
+    /// interface's gateway; other destinations are static routes. Routes through loopback are
+    /// refused, as ReactOS's transport refuses them. DISPATCH_LEVEL.
     pub fn change_route(&mut self, change: RouteChange) -> NtStatus {
-        if change.interface != CONFIGURED_INTERFACE {
+        let Some(slot) = self.slot(change.interface) else {
             return NtStatus::INVALID_PARAMETER;
-        }
+        };
+        let current = slot.gateway;
         // A delete names the route by destination (and gateway) only: iphlpapi sends it with
         // the mask 255.255.255.255.
         let default = change.destination.is_unspecified();
-        let status = match (default, change.delete) {
+        match (default, change.delete) {
             (true, false) if change.prefix != 0 || change.gateway.is_unspecified() => {
                 NtStatus::INVALID_PARAMETER
             }
-            (true, false) => {
-                self.gateway = Some(change.gateway);
-                NtStatus::SUCCESS
-            }
+            (true, false) => self.set_gateway(change.interface, Some(change.gateway)),
             (true, true)
-                if self.gateway.is_some_and(|gateway| {
+                if current.is_some_and(|gateway| {
                     change.gateway.is_unspecified() || gateway == change.gateway
                 }) =>
             {
-                self.gateway = None;
-                NtStatus::SUCCESS
+                self.set_gateway(change.interface, None)
             }
-            (false, false) => {
-                let route = StaticRoute {
-                    destination: change.destination,
-                    prefix: change.prefix,
-                    gateway: change.gateway,
-                    metric: change.metric,
-                };
-                match self.routes.add(route) {
-                    Ok(()) => NtStatus::SUCCESS,
-                    Err(status) => status,
-                }
-            }
+            (false, false) => self.add_route(StaticRoute {
+                interface: change.interface,
+                destination: change.destination,
+                prefix: change.prefix,
+                gateway: change.gateway,
+                metric: change.metric,
+            }),
             (false, true) if self.routes.remove(change.destination, change.gateway) => {
+                for index in 1..=MAX_INTERFACES as u32 {
+                    self.reapply_routes(index);
+                }
                 NtStatus::SUCCESS
             }
             (_, true) => NtStatus::INVALID_PARAMETER,
-        };
-        if status == NtStatus::SUCCESS
-            && let Some(port) = self.ethernet.as_mut()
-        {
-            self.routes.apply(&mut port.iface, self.gateway);
         }
-        status
     }
 
     /// Applies a socket option sent to the `transport` entity `instance`: for TCP, to every

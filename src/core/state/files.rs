@@ -5,7 +5,7 @@
 use super::*;
 
 impl Core {
-    pub(super) fn is_local(&self, ip: Ipv4Addr) -> bool {
+    pub(in crate::core) fn is_local(&self, ip: Ipv4Addr) -> bool {
         self.iface.has_ip_addr(IpAddress::Ipv4(ip))
     }
 

@@ -1,5 +1,5 @@
 //! One pass of the core over its links (ingress, egress, the follow-up of sockets with events),
-//! the Ethernet link's attachment, and when the next pass is due. Run under the core lock at
+//! and when the next pass is due. Run under the core lock at
 //! DISPATCH_LEVEL.
 #![forbid(unsafe_code)]
 
@@ -10,19 +10,29 @@ impl Core {
     /// and a budget of received frames from each link; then their transmissions (ACKs,
     /// timeouts) and the queued UDP sends, the follow-up of every socket with an event for its
     /// owner (connection, listener, orphan), and the transmissions that follow-up caused.
-    /// `link` is the bound Ethernet link, if any. Returns whether work remains (frames waiting,
-    /// events raised by the last transmissions, UDP sends past their budget): the caller runs
-    /// another pass or re-queues its DPC.
-    pub fn poll(&mut self, now: Instant, c: &Completer<'_>, link: Option<&Link>) -> bool {
+    /// Returns whether work remains (frames waiting, events raised by the last transmissions,
+    /// UDP sends past their budget): the caller runs another pass or re-queues its DPC.
+    pub fn poll(&mut self, now: Instant, c: &Completer<'_>) -> bool {
         self.now = now;
-        let mut port = self.ethernet.take();
-        let mut device = match (link, port.as_mut()) {
-            (Some(link), Some(port)) => link.device(core::mem::take(&mut port.tx)).ok(),
-            _ => None,
-        };
+        // Each bound interface's port is lent to the pass with a device over its link.
+        let mut ports: [Option<Box<Port>>; MAX_INTERFACES] =
+            core::array::from_fn(|slot| self.slots.get_mut(slot).and_then(|s| s.port.take()));
+        let links: [Option<Arc<Link>>; MAX_INTERFACES] = core::array::from_fn(|slot| {
+            ports
+                .get(slot)
+                .and_then(Option::as_ref)
+                .map(|port| port.wire.clone())
+        });
+        let mut wires: [Option<Wire<'_>>; MAX_INTERFACES] = Default::default();
+        for ((wire, port), link) in wires.iter_mut().zip(ports.iter_mut()).zip(&links) {
+            if let (Some(port), Some(link)) = (port.as_deref_mut(), link) {
+                let tx = core::mem::take(&mut port.tx);
+                *wire = link.device(tx).ok().map(|device| Wire { port, device });
+            }
+        }
         self.sockets.expire(now);
-        if let Some(port) = port.as_mut() {
-            arp_entries::refresh(port, now);
+        for wire in wires.iter_mut().flatten() {
+            arp_entries::refresh(wire.port, now);
         }
         self.icmp_expire(c);
         self.fragments.expire(now);
@@ -31,28 +41,29 @@ impl Core {
                 break;
             }
         }
-        if let (Some(port), Some(device)) = (port.as_mut(), device.as_mut()) {
+        for wire in wires.iter_mut().flatten() {
+            let port = &mut *wire.port;
             for _ in 0..self.config.frame_budget {
-                if let Some(frame) = device.peek_front() {
+                if let Some(frame) = wire.device.peek_front() {
                     let ours = port
                         .iface
                         .ip_addrs()
                         .first()
                         .map(|&IpCidr::Ipv4(cidr)| cidr);
                     port.neighbors.observe(frame, ours, self.now);
-                    self.resolutions.observe(frame);
+                    self.resolutions.observe(frame, port.index);
                 }
-                if !self.ingress_ethernet(port, device, c) {
+                if !self.ingress_ethernet(port, &mut wire.device, c) {
                     break;
                 }
             }
         }
-        self.egress(port.as_deref_mut(), device.as_mut());
-        let udp_more = self.udp_egress(port.as_deref_mut(), device.as_mut(), c);
-        self.oversize_egress(port.as_deref_mut(), device.as_mut());
-        self.icmp_egress(port.as_deref_mut(), device.as_mut(), c);
-        self.resolve_egress(port.as_deref_mut(), device.as_mut(), c);
-        self.raw_egress(port.as_deref_mut(), device.as_mut(), c);
+        self.egress(&mut wires);
+        let udp_more = self.udp_egress(&mut wires, c);
+        self.oversize_egress(&mut wires);
+        self.icmp_egress(&mut wires, c);
+        self.resolve_egress(&mut wires, c);
+        self.raw_egress(&mut wires, c);
         while let Some((socket, owner)) = self.sockets.next_event() {
             match owner {
                 Owner::Connection(key) => self.service(key, c),
@@ -61,31 +72,21 @@ impl Core {
             }
         }
         self.raise_retries(c);
-        self.egress(port.as_deref_mut(), device.as_mut());
-        let waiting = device.as_ref().map_or(0, EthernetDevice::pending);
-        if let (Some(port), Some(device)) = (port.as_mut(), device) {
-            port.tx = device.into_transmit_buffer();
+        self.egress(&mut wires);
+        let mut waiting = 0;
+        for wire in wires.iter_mut().filter_map(Option::take) {
+            waiting += wire.device.pending();
+            wire.port.tx = wire.device.into_transmit_buffer();
         }
-        self.ethernet = port;
+        drop(wires);
+        for (slot, port) in self.slots.iter_mut().zip(ports) {
+            slot.port = port;
+        }
         self.device.pending() > 0 || waiting > 0 || self.sockets.has_events() || udp_more
     }
 
     /// Lets the touched sockets transmit, each on its link.
-    pub(super) fn egress(
-        &mut self,
-        port: Option<&mut Port>,
-        device: Option<&mut EthernetDevice<'_>>,
-    ) {
-        let mut ethernet = port.zip(device).map(|(port, device)| {
-            let meter = Meter {
-                layers: &self.counters,
-                link: &port.link,
-            };
-            (&mut port.iface, Metered { device, meter })
-        });
-        let ethernet = ethernet
-            .as_mut()
-            .map(|(iface, device)| (&mut **iface, device));
+    pub(super) fn egress(&mut self, wires: &mut [Option<Wire<'_>>]) {
         let meter = Meter {
             layers: &self.counters,
             link: &self.loopback_link,
@@ -94,38 +95,12 @@ impl Core {
             device: &mut self.device,
             meter,
         };
-        self.sockets
-            .egress((&mut self.iface, &mut loopback), ethernet, self.now);
-    }
-
-    /// Binds an Ethernet link under interface 1: a smoltcp interface on it with the
-    /// configured address and the default gateway. PASSIVE_LEVEL (allocates).
-    pub fn attach_link(&mut self, link: &Link) -> Result<(), NtStatus> {
-        let seed = self.random.next_u64();
-        let configured = self.configured();
-        let mut port = pool::try_box(Port::new(
-            link,
-            seed,
+        self.sockets.egress(
+            (&mut self.iface, &mut loopback),
+            wires,
+            &self.counters,
             self.now,
-            configured.as_slice(),
-            self.gateway,
-        )?)?;
-        self.routes.apply(&mut port.iface, self.gateway);
-        self.ethernet = Some(port);
-        Ok(())
-    }
-
-    /// Unbinds the Ethernet link; its connections can no longer transmit.
-    pub fn detach_link(&mut self) {
-        self.ethernet = None;
-    }
-
-    /// Sets the default gateway (reached over the Ethernet link).
-    pub fn set_gateway(&mut self, gateway: Option<Ipv4Addr>) {
-        self.gateway = gateway;
-        if let Some(port) = self.ethernet.as_mut() {
-            self.routes.apply(&mut port.iface, gateway);
-        }
+        );
     }
 
     /// When the core next needs a pass if nothing arrives: the earliest socket deadline, or
@@ -136,9 +111,10 @@ impl Core {
             self.udp_poll_at(),
             self.icmp.poll_at(),
             self.resolutions.poll_at(),
-            self.ethernet
-                .as_ref()
-                .and_then(|port| port.static_refresh_at),
+            self.slots
+                .iter()
+                .filter_map(|slot| slot.port.as_ref()?.static_refresh_at)
+                .min(),
             self.raw.poll_at(),
             self.fragments.poll_at(),
         ]

@@ -2,7 +2,7 @@
 //! files and counters, read under the core lock and handed over as values.
 #![forbid(unsafe_code)]
 
-use super::{CONFIGURED_INTERFACE, Core};
+use super::Core;
 use crate::core::address::{Address, Protocol};
 use crate::core::counters::{Counters, LinkCounters};
 use crate::info::model::{
@@ -14,7 +14,7 @@ use crate::nt::pool;
 use alloc::vec::Vec;
 use core::net::{Ipv4Addr, SocketAddrV4};
 use smoltcp::socket::tcp::State;
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use smoltcp::wire::{HardwareAddress, IpAddress};
 
 /// The loopback's speed as Windows reports it: 10 Mbit/s.
 const LOOPBACK_SPEED: u32 = 10_000_000;
@@ -34,12 +34,6 @@ fn ascii<'b>(wide: &[u16], buffer: &'b mut [u8; NAME_LEN]) -> &'b [u8] {
         len += 1;
     }
     buffer.get(..len).unwrap_or_default()
-}
-
-/// `(address, prefix)` of an IPv4 CIDR. Any IRQL.
-fn v4(cidr: IpCidr) -> (Ipv4Addr, u8) {
-    let IpCidr::Ipv4(cidr) = cidr;
-    (cidr.address(), cidr.prefix_len())
 }
 
 /// The network of `ip`/`prefix`. Any IRQL.
@@ -111,36 +105,37 @@ impl Source for Core {
             counters: self.loopback_link.get(),
             address: Some((Ipv4Addr::LOCALHOST, 8)),
         })?;
-        let configured = self.configured().map(v4);
-        if configured.is_none() && self.ethernet.is_none() {
-            return Ok(());
+        // Interface 1 is listed once it has an address or an adapter, the others while
+        // their adapter is bound.
+        for (index, slot) in self.interfaces() {
+            let configured = slot.address.map(|cidr| (cidr.address(), cidr.prefix_len()));
+            if configured.is_none() && !slot.bound {
+                continue;
+            }
+            let port = slot.port.as_deref();
+            let mac = match port.map(|port| port.iface.hardware_addr()) {
+                Some(HardwareAddress::Ethernet(mac)) => mac.0,
+                _ => [0; 6],
+            };
+            let mut name = [0u8; NAME_LEN];
+            let name = match port.map(|port| port.adapter.interface_name()) {
+                Some(wide) if !wide.is_empty() => ascii(wide, &mut name),
+                _ => b"Ethernet".as_slice(),
+            };
+            each(&Interface {
+                index,
+                kind: LinkKind::Ethernet,
+                name,
+                mtu: port.map_or(1500, |port| u32::try_from(port.mtu).unwrap_or(u32::MAX)),
+                speed: port.map_or(0, |port| port.adapter.link_speed()),
+                physical: if port.is_some() { &mac } else { &[] },
+                admin_up: true,
+                oper_up: port.is_some_and(|port| port.adapter.media_connected()),
+                counters: port.map_or(LinkCounters::default(), |port| port.link.get()),
+                address: configured,
+            })?;
         }
-        let mac = match self
-            .ethernet
-            .as_ref()
-            .map(|port| port.iface.hardware_addr())
-        {
-            Some(HardwareAddress::Ethernet(mac)) => mac.0,
-            _ => [0; 6],
-        };
-        let port = self.ethernet.as_ref();
-        let mut name = [0u8; NAME_LEN];
-        let name = match port.map(|port| port.adapter.interface_name()) {
-            Some(wide) if !wide.is_empty() => ascii(wide, &mut name),
-            _ => b"Ethernet".as_slice(),
-        };
-        each(&Interface {
-            index: CONFIGURED_INTERFACE,
-            kind: LinkKind::Ethernet,
-            name,
-            mtu: port.map_or(1500, |port| u32::try_from(port.mtu).unwrap_or(u32::MAX)),
-            speed: port.map_or(0, |port| port.adapter.link_speed()),
-            physical: if port.is_some() { &mac } else { &[] },
-            admin_up: true,
-            oper_up: port.is_some_and(|port| port.adapter.media_connected()),
-            counters: port.map_or(LinkCounters::default(), |port| port.link.get()),
-            address: configured,
-        })
+        Ok(())
     }
 
     /// DISPATCH_LEVEL, under the core lock.
@@ -154,35 +149,40 @@ impl Source for Core {
             is_static: false,
             metric: 1,
         })?;
-        let Some((ip, prefix)) = self.configured().map(v4) else {
-            return Ok(());
-        };
-        each(&RouteRow {
-            destination: network(ip, prefix),
-            prefix,
-            next_hop: ip,
-            interface: CONFIGURED_INTERFACE,
-            kind: RouteKind::Direct,
-            is_static: false,
-            metric: 1,
-        })?;
-        if let Some(gateway) = self.gateway {
+        for (index, slot) in self.interfaces() {
+            let Some(cidr) = slot.address else {
+                continue;
+            };
+            let (ip, prefix) = (cidr.address(), cidr.prefix_len());
             each(&RouteRow {
-                destination: Ipv4Addr::UNSPECIFIED,
-                prefix: 0,
-                next_hop: gateway,
-                interface: CONFIGURED_INTERFACE,
-                kind: RouteKind::Indirect,
-                is_static: true,
+                destination: network(ip, prefix),
+                prefix,
+                next_hop: ip,
+                interface: index,
+                kind: RouteKind::Direct,
+                is_static: false,
                 metric: 1,
             })?;
+        }
+        for (index, slot) in self.interfaces() {
+            if let (Some(gateway), Some(_)) = (slot.gateway, slot.address) {
+                each(&RouteRow {
+                    destination: Ipv4Addr::UNSPECIFIED,
+                    prefix: 0,
+                    next_hop: gateway,
+                    interface: index,
+                    kind: RouteKind::Indirect,
+                    is_static: true,
+                    metric: index,
+                })?;
+            }
         }
         for route in self.routes.iter() {
             each(&RouteRow {
                 destination: route.destination,
                 prefix: route.prefix,
                 next_hop: route.gateway,
-                interface: CONFIGURED_INTERFACE,
+                interface: route.interface,
                 kind: RouteKind::Indirect,
                 is_static: true,
                 metric: route.metric,
@@ -193,16 +193,18 @@ impl Source for Core {
 
     /// The mirror of smoltcp's ARP cache (`core::neighbors`). DISPATCH_LEVEL, under the core lock.
     fn neighbors(&self, each: Each<'_, NeighborRow>) -> Result<(), NtStatus> {
-        let Some(port) = self.ethernet.as_ref() else {
-            return Ok(());
-        };
-        for (ip, mac, is_static) in port.neighbors.rows(self.now) {
-            each(&NeighborRow {
-                interface: CONFIGURED_INTERFACE,
-                ip,
-                mac,
-                is_static,
-            })?;
+        for (index, slot) in self.interfaces() {
+            let Some(port) = slot.port.as_deref() else {
+                continue;
+            };
+            for (ip, mac, is_static) in port.neighbors.rows(self.now) {
+                each(&NeighborRow {
+                    interface: index,
+                    ip,
+                    mac,
+                    is_static,
+                })?;
+            }
         }
         Ok(())
     }

@@ -2,6 +2,8 @@
 //! and the smoltcp UDP socket its datagrams leave through.
 #![forbid(unsafe_code)]
 
+use crate::core::counters::{Counters, Meter, Metered};
+use crate::core::ethernet::{self, MAX_INTERFACES, Wire};
 use crate::core::inbox::{Bounds, Delivered, Inbox};
 use crate::core::state::Completer;
 use crate::core::udp::{STUCK_LIMIT, UdpConfig, UdpStats};
@@ -10,36 +12,47 @@ use crate::nt::irp::{IrpId, PendingIrp};
 use crate::nt::pool;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
+use core::cell::Cell;
 use core::net::{Ipv4Addr, SocketAddrV4};
 use smoltcp::iface::{Interface, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::phy::Device;
 use smoltcp::socket::udp::{self, PacketBuffer, PacketMetadata, UdpMetadata};
 use smoltcp::time::Instant;
-use smoltcp::wire::{IpAddress, IpEndpoint};
+use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint};
 
-/// The link a datagram leaves by.
+/// The link a datagram leaves by: the loopback, or an interface's Ethernet link (by index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Leg {
     Loopback,
-    Ethernet,
+    Ethernet(u32),
 }
 
-/// Where a send goes: one link, or for a broadcast the Ethernet link and the loopback (the
-/// host's own sockets see its broadcasts too).
+/// Where a send goes: one link, or for a broadcast one interface's link (`Some`) or every
+/// interface's link (`None`: a limited broadcast from a wildcard address file, each copy from
+/// its interface's address) and then the loopback (the host's own sockets see its broadcasts
+/// too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendRoute {
     Loopback,
-    Ethernet,
-    Broadcast,
+    Ethernet(u32),
+    Broadcast(Option<u32>),
 }
 
 impl SendRoute {
-    /// The legs of this route, in order. IRQL ≤ DISPATCH_LEVEL, under the core lock.
-    fn legs(self) -> &'static [Leg] {
-        match self {
-            SendRoute::Loopback => &[Leg::Loopback],
-            SendRoute::Ethernet => &[Leg::Ethernet],
-            SendRoute::Broadcast => &[Leg::Ethernet, Leg::Loopback],
+    /// Leg `n` of this route, in order; `None` past the last. IRQL ≤ DISPATCH_LEVEL, under the
+    /// core lock.
+    fn leg(self, n: usize) -> Option<Leg> {
+        match (self, n) {
+            (SendRoute::Loopback, 0) => Some(Leg::Loopback),
+            (SendRoute::Ethernet(index), 0) | (SendRoute::Broadcast(Some(index)), 0) => {
+                Some(Leg::Ethernet(index))
+            }
+            (SendRoute::Broadcast(Some(_)), 1) => Some(Leg::Loopback),
+            (SendRoute::Broadcast(None), n) if n < MAX_INTERFACES => {
+                Some(Leg::Ethernet(u32::try_from(n).ok()? + 1))
+            }
+            (SendRoute::Broadcast(None), MAX_INTERFACES) => Some(Leg::Loopback),
+            _ => None,
         }
     }
 }
@@ -99,11 +112,62 @@ pub enum Pumped {
 /// DPC.
 const PUMP_BUDGET: usize = 16;
 
-/// The links [`Endpoint::pump`] may transmit on.
-pub struct Links<'a, L: Device, E: Device> {
+/// The links [`Endpoint::pump`] (and the core's sender) may transmit on: the loopback and the
+/// wires of the pass, whose frames are counted in `layers` and their port's link counters.
+pub struct Links<'a, 'w, L: Device> {
     pub loopback: (&'a mut Interface, &'a mut L),
-    pub ethernet: Option<(&'a mut Interface, &'a mut E)>,
+    pub wires: &'a mut [Option<Wire<'w>>],
+    pub layers: &'a Cell<Counters>,
     pub now: Instant,
+}
+
+impl<L: Device> Links<'_, '_, L> {
+    /// Whether `leg`'s link is there (the loopback always is). IRQL ≤ DISPATCH_LEVEL.
+    pub fn has(&mut self, leg: Leg) -> bool {
+        match leg {
+            Leg::Loopback => true,
+            Leg::Ethernet(index) => ethernet::wire(self.wires, index).is_some(),
+        }
+    }
+
+    /// The address of interface `index`'s port, if it is bound and has one.
+    /// IRQL ≤ DISPATCH_LEVEL.
+    pub fn address(&mut self, index: u32) -> Option<Ipv4Addr> {
+        let wire = ethernet::wire(self.wires, index)?;
+        wire.port
+            .iface
+            .ip_addrs()
+            .first()
+            .map(|&IpCidr::Ipv4(cidr)| cidr.address())
+    }
+
+    /// Lets the sockets of `set` transmit on `leg`'s link. `false` if the link is not there.
+    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn poll_egress(&mut self, leg: Leg, set: &mut SocketSet<'_>) -> bool {
+        let now = self.now;
+        match leg {
+            Leg::Loopback => {
+                let (iface, device) = &mut self.loopback;
+                iface.poll_egress(now, &mut **device, set);
+                true
+            }
+            Leg::Ethernet(index) => {
+                let Some(wire) = ethernet::wire(self.wires, index) else {
+                    return false;
+                };
+                let meter = Meter {
+                    layers: self.layers,
+                    link: &wire.port.link,
+                };
+                let mut device = Metered {
+                    device: &mut wire.device,
+                    meter,
+                };
+                wire.port.iface.poll_egress(now, &mut device, set);
+                true
+            }
+        }
+    }
 }
 
 /// One UDP address file's datagram state. Any IRQL ≤ DISPATCH_LEVEL, under the core lock.
@@ -239,9 +303,9 @@ impl Endpoint {
     /// Hands queued sends to smoltcp one datagram at a time, each transmitted on its legs'
     /// links before the next is copied, and completes each send once all its legs are out.
     /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
-    pub fn pump<L: Device, E: Device>(
+    pub fn pump<L: Device>(
         &mut self,
-        links: &mut Links<'_, L, E>,
+        links: &mut Links<'_, '_, L>,
         stats: &mut UdpStats,
         c: &Completer<'_>,
     ) -> Pumped {
@@ -252,7 +316,7 @@ impl Endpoint {
                     if links.now - waiting.since <= STUCK_LIMIT {
                         return match waiting.leg {
                             Leg::Loopback => Pumped::LoopbackFull,
-                            Leg::Ethernet => Pumped::EthernetBusy,
+                            Leg::Ethernet(_) => Pumped::EthernetBusy,
                         };
                     }
                     self.discard();
@@ -263,29 +327,39 @@ impl Endpoint {
             let Some(send) = self.sends.front_mut() else {
                 return Pumped::Done;
             };
-            let Some(&leg) = send.route.legs().get(send.legs_done) else {
+            let Some(leg) = send.route.leg(send.legs_done) else {
                 if let Some(send) = self.sends.pop_front() {
                     stats.datagrams_out += 1;
                     c.done(send.irp, NtStatus::SUCCESS, send.length);
                 }
                 continue;
             };
+            if !links.has(leg) {
+                // No link bound (any more): a broadcast only reaches the host itself and the
+                // interfaces that are there; a unicast datagram is lost, as on a link that is
+                // down. A leg with no link takes nothing from the budget.
+                send.legs_done += 1;
+                if !matches!(send.route, SendRoute::Broadcast(_)) {
+                    stats.send_dropped += 1;
+                }
+                continue;
+            }
             if budget == 0 {
                 return Pumped::Budget;
             }
             budget -= 1;
             send.legs_done += 1;
-            if leg == Leg::Ethernet && links.ethernet.is_none() {
-                // No link bound (any more): a broadcast only reaches the host itself; a
-                // unicast datagram is lost, as on a link that is down.
-                if send.route != SendRoute::Broadcast {
-                    stats.send_dropped += 1;
+            // A broadcast to every interface leaves each from that interface's address (from
+            // 0.0.0.0 while it has none: DHCP).
+            let source = match (send.route, leg) {
+                (SendRoute::Broadcast(None), Leg::Ethernet(index)) => {
+                    links.address(index).unwrap_or(Ipv4Addr::UNSPECIFIED)
                 }
-                continue;
-            }
+                _ => send.source,
+            };
             let meta = UdpMetadata {
                 endpoint: IpEndpoint::new(IpAddress::Ipv4(*send.remote.ip()), send.remote.port()),
-                local_address: Some(IpAddress::Ipv4(send.source)),
+                local_address: Some(IpAddress::Ipv4(source)),
                 meta: Default::default(),
             };
             let copied = {
@@ -312,19 +386,11 @@ impl Endpoint {
         }
     }
 
-    /// Lets the socket transmit its datagram on `leg`'s link. Returns whether it left.
-    /// IRQL ≤ DISPATCH_LEVEL, under the core lock.
-    fn transmit<L: Device, E: Device>(&mut self, leg: Leg, links: &mut Links<'_, L, E>) -> bool {
-        let now = links.now;
-        match (leg, links.ethernet.as_mut()) {
-            (Leg::Loopback, _) => {
-                let (iface, device) = &mut links.loopback;
-                iface.poll_egress(now, &mut **device, &mut self.set);
-            }
-            (Leg::Ethernet, Some((iface, device))) => {
-                iface.poll_egress(now, &mut **device, &mut self.set);
-            }
-            (Leg::Ethernet, None) => self.discard(),
+    /// Lets the socket transmit its datagram on `leg`'s link (drops it if that link went).
+    /// Returns whether it left. IRQL ≤ DISPATCH_LEVEL, under the core lock.
+    fn transmit<L: Device>(&mut self, leg: Leg, links: &mut Links<'_, '_, L>) -> bool {
+        if !links.poll_egress(leg, &mut self.set) {
+            self.discard();
         }
         self.set
             .get_mut::<udp::Socket<'static>>(self.handle)

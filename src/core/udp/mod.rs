@@ -2,7 +2,8 @@
 //!
 //! UDP shares with TCP the address table (a UDP address file is an [`Address`] whose
 //! [`Protocol`] is UDP and which holds an [`Endpoint`]), the routing of the core (loopback for
-//! the host's own addresses, the Ethernet link for the rest), the links and the request queues.
+//! the host's own addresses, an interface's Ethernet link for the rest), the links and the
+//! request queues.
 //! It has its own port space ([`Udp::ports`], the same rules as TCP's: ephemeral ports
 //! 49152–65535 from a random start, `SO_REUSEADDR` sharing, `STATUS_ADDRESS_ALREADY_EXISTS`).
 //!
@@ -36,8 +37,9 @@
 //! protocol pass copies queued datagrams, one at a time, into the endpoint's smoltcp UDP
 //! socket, which builds the headers and the checksum, and lets it transmit on the route's
 //! interface; each send completes with its length once its datagram is in smoltcp. A
-//! broadcast leaves on the Ethernet link (if one is bound) and is also looped back to the
-//! host's own sockets. A datagram the link cannot take yet (loopback full, an address still
+//! broadcast leaves on its interface's link, or on every bound one (a limited broadcast from a
+//! wildcard address file that is no DHCP client's request: see `requests`), and is also looped
+//! back to the host's own sockets. A datagram the link cannot take yet (loopback full, an address still
 //! being resolved) holds the endpoint's later sends back; one that cannot leave within
 //! [`STUCK_LIMIT`] is dropped and counted ([`UdpStats::send_dropped`]).
 //!

@@ -4,14 +4,13 @@
 
 use crate::core::address::Address;
 use crate::core::counters::metered_links;
-use crate::core::ethernet::Port;
+use crate::core::ethernet::{MAX_INTERFACES, Wire};
 use crate::core::slab::{Key, Slab};
 use crate::core::state::events::offer_datagram;
 use crate::core::state::{Completer, Core};
 use crate::core::udp::endpoint::Pumped;
 use crate::core::udp::wire::{self, Parsed};
 use crate::core::udp::{BROADCAST_FANOUT, Udp};
-use crate::link::ethernet::EthernetDevice;
 use core::net::Ipv4Addr;
 use smoltcp::time::{Duration, Instant};
 
@@ -31,14 +30,27 @@ pub struct Arrival {
     pub checksums: bool,
     /// Whether this is the loopback, where every 127.0.0.0/8 address is the host's.
     pub loopback: bool,
-    /// The configured address and prefix of the interface, if any.
-    pub configured: Option<(Ipv4Addr, u8)>,
+    /// The addresses (with their prefix) the link's packets are for: on an interface's link
+    /// its own, on the loopback every interface's.
+    pub addresses: [Option<(Ipv4Addr, u8)>; MAX_INTERFACES],
 }
 
 impl Arrival {
     /// Whether `ip` is one of this link's own addresses. DISPATCH_LEVEL, under the core lock.
     pub fn is_own(&self, ip: Ipv4Addr) -> bool {
-        (self.loopback && ip.is_loopback()) || self.configured.is_some_and(|(own, _)| own == ip)
+        (self.loopback && ip.is_loopback())
+            || self.addresses.iter().flatten().any(|&(own, _)| own == ip)
+    }
+
+    /// Whether `ip` is a broadcast on this link: the limited broadcast, or the directed
+    /// broadcast of one of its subnets. DISPATCH_LEVEL, under the core lock.
+    pub fn is_broadcast(&self, ip: Ipv4Addr) -> bool {
+        ip.is_broadcast()
+            || self
+                .addresses
+                .iter()
+                .flatten()
+                .any(|&own| wire::is_broadcast(ip, Some(own)))
     }
 }
 
@@ -72,7 +84,7 @@ pub fn ingress(
         Parsed::Datagram(datagram) => datagram,
     };
     let ip = *datagram.dst.ip();
-    let broadcast = wire::is_broadcast(ip, arrival.configured);
+    let broadcast = arrival.is_broadcast(ip);
     if !broadcast && !arrival.is_own(ip) {
         return Ingress::NotUdp;
     }
@@ -130,8 +142,7 @@ impl Core {
     /// DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn udp_egress(
         &mut self,
-        port: Option<&mut Port>,
-        device: Option<&mut EthernetDevice<'_>>,
+        wires: &mut [Option<Wire<'_>>],
         c: &Completer<'_>,
     ) -> bool {
         if !self.udp.has_sends() {
@@ -139,7 +150,7 @@ impl Core {
             return false;
         }
         let mut sending = core::mem::take(&mut self.udp.sending);
-        metered_links!(links = self, port, device);
+        metered_links!(links = self, wires);
         let mut retry = false;
         let mut more = false;
         let addresses = &mut self.addresses;

@@ -7,13 +7,14 @@ use crate::core::slab::{Key, Slab};
 use crate::core::sockets::Route;
 use crate::core::state::{Completer, Core};
 use crate::core::udp::endpoint::{Endpoint, PendingSend, SendRoute};
-use crate::core::udp::{HEADERS, MAX_PAYLOAD, wire};
+use crate::core::udp::{HEADERS, MAX_PAYLOAD};
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
 use crate::nt::pool;
 use crate::nt::process::ProcessOwner;
 use crate::tdi::TransportAddress;
 use core::net::{Ipv4Addr, SocketAddrV4};
+use smoltcp::wire::{EthernetAddress, HardwareAddress};
 
 impl Core {
     /// Opens a UDP address file on `address` (port 0: an ephemeral port of UDP's own port
@@ -116,10 +117,12 @@ impl Core {
                     .addresses
                     .get(key)
                     .map_or(Ipv4Addr::UNSPECIFIED, Address::ip);
-                let (route, source, mtu) = self.plan_datagram(bound, remote)?;
+                let local = self.addresses.get(key).map_or(0, Address::port);
+                let client = self.dhcp_client_interface(local, remote, length, &irp);
+                let (route, source, mtu) = self.plan_datagram(bound, remote, client)?;
                 if length > mtu.saturating_sub(HEADERS).min(MAX_PAYLOAD) {
                     // Larger datagrams go as fragments (not broadcasts: not yet).
-                    if route != SendRoute::Broadcast && length <= MAX_PAYLOAD {
+                    if !matches!(route, SendRoute::Broadcast(_)) && length <= MAX_PAYLOAD {
                         let port = self.addresses.get(key).map_or(0, Address::port);
                         return Ok(Err((route, port, source)));
                     }
@@ -155,33 +158,79 @@ impl Core {
         &self,
         bound: Ipv4Addr,
         remote: SocketAddrV4,
+        client: Option<u32>,
     ) -> Result<(SendRoute, Ipv4Addr, usize), NtStatus> {
         let ip = *remote.ip();
         if remote.port() == 0 || ip.is_unspecified() {
             return Err(NtStatus::INVALID_ADDRESS);
         }
-        let configured = self.configured_v4();
-        let ethernet_mtu = self.ethernet.as_ref().map(|port| port.mtu);
         let loopback_mtu = self.device.mtu();
-        if wire::is_broadcast(ip, configured) {
-            // DHCP broadcasts before the interface has an address: the source is 0.0.0.0.
-            let source = if bound.is_unspecified() {
-                configured.map_or(Ipv4Addr::UNSPECIFIED, |(address, _)| address)
-            } else {
-                bound
+        if let Some(interface) = self.broadcast_route(ip) {
+            // A limited broadcast leaves by the interface of the address file's address, by
+            // the interface a DHCP client's request names, or else from a wildcard file by
+            // every interface, each copy from that interface's address (0.0.0.0 while it has
+            // none); a directed broadcast by its subnet's interface. The smallest MTU of the
+            // links it takes bounds it.
+            let interface = interface.or(client).or_else(|| {
+                self.interfaces()
+                    .find(|(_, slot)| slot.address.is_some_and(|cidr| cidr.address() == bound))
+                    .map(|(index, _)| index)
+            });
+            let mtu = self
+                .interfaces()
+                .filter(|(index, slot)| slot.bound && interface.is_none_or(|i| i == *index))
+                .fold(loopback_mtu, |mtu, (_, slot)| mtu.min(slot.mtu));
+            let source = match interface {
+                _ if !bound.is_unspecified() => bound,
+                Some(index) => self.address_of(index).map_or(bound, |cidr| cidr.address()),
+                None => self
+                    .interfaces()
+                    .find_map(|(_, slot)| slot.address)
+                    .map_or(bound, |cidr| cidr.address()),
             };
-            let mtu = ethernet_mtu.map_or(loopback_mtu, |mtu| mtu.min(loopback_mtu));
-            return Ok((SendRoute::Broadcast, source, mtu));
+            return Ok((SendRoute::Broadcast(interface), source, mtu));
         }
         let source = self.source_for(bound, ip)?;
         Ok(match self.route_to(ip) {
             Route::Loopback => (SendRoute::Loopback, source, loopback_mtu),
-            Route::Ethernet => (
-                SendRoute::Ethernet,
+            Route::Ethernet(index) => (
+                SendRoute::Ethernet(index),
                 source,
-                ethernet_mtu.unwrap_or(loopback_mtu),
+                self.mtu_of(index).unwrap_or(loopback_mtu),
             ),
         })
+    }
+
+    /// The interface a DHCP client's broadcast (from port 68 to port 67) is for: the one whose
+    /// MAC address is the BOOTP message's client hardware address (`chaddr`, bytes 28 to 33).
+    /// ReactOS's dhcpcsvc sends the DISCOVER and REQUEST of every adapter to 255.255.255.255
+    /// from one socket bound to 0.0.0.0:68, so `chaddr` is the only thing that names the
+    /// adapter; sent out of every adapter, a request would draw offers from the servers of
+    /// the other subnets for it. DISPATCH_LEVEL, under the core lock.
+    fn dhcp_client_interface(
+        &self,
+        local: u16,
+        remote: SocketAddrV4,
+        length: usize,
+        irp: &PendingIrp,
+    ) -> Option<u32> {
+        const CHADDR: usize = 28;
+        if local != 68 || remote.port() != 67 || length < CHADDR + 6 {
+            return None;
+        }
+        let mut chaddr = [0u8; 6];
+        let copied = irp.irp().mdl()?.read(CHADDR, &mut chaddr).ok()?;
+        if copied != chaddr.len() {
+            return None;
+        }
+        let mac = HardwareAddress::Ethernet(EthernetAddress(chaddr));
+        self.interfaces()
+            .find(|(_, slot)| {
+                slot.port
+                    .as_ref()
+                    .is_some_and(|port| port.iface.hardware_addr() == mac)
+            })
+            .map(|(index, _)| index)
     }
 
     /// Unlinks the pending datagram request `id` of a UDP address file (for its cancel

@@ -11,6 +11,10 @@
 //! - **UDP**: QEMU's own TFTP server (`tftp=DIR`, at 10.0.2.2:69) serves [`TFTP_FILE`], whose
 //!   bytes follow [`tftp_byte`]; the guest fetches it, one 512-byte DATA datagram and one ACK
 //!   at a time, and checks every byte.
+//!
+//! A second card ([`SECOND`]) sits on a second user-mode network of its own, 10.0.3.0/24, with
+//! nothing but QEMU's DHCP server (which answers pings to its address): the driver runs two
+//! Ethernet interfaces, each leasing its own address.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,6 +27,28 @@ pub const GUEST_IP: &str = "10.0.2.15";
 pub const NETWORK: (&str, &str) = ("10.0.2.0", "255.255.255.0");
 /// QEMU's own address on it: DHCP and TFTP server (and, without `restrict=on`, the router).
 pub const SERVER_IP: &str = "10.0.2.2";
+
+/// The second card: its MAC, the address QEMU leases it, its network and mask, and QEMU's
+/// address there.
+pub struct Card {
+    pub mac: &'static str,
+    pub ip: &'static str,
+    pub network: (&'static str, &'static str),
+    pub server: &'static str,
+}
+
+/// The second card, on its own user-mode network.
+pub const SECOND: Card = Card {
+    mac: "52:54:00:12:34:57",
+    ip: "10.0.3.15",
+    network: ("10.0.3.0", "255.255.255.0"),
+    server: "10.0.3.2",
+};
+
+/// The `-netdev user` options of the second card's network: restricted, on 10.0.3.0/24.
+pub fn second_netdev() -> String {
+    format!("user,id=net1,restrict=on,net={}/24", SECOND.network.0)
+}
 
 /// The MAC address QEMU's user network answers ARP with for one of its addresses: 52:55
 /// followed by the IPv4 address.

@@ -65,7 +65,8 @@ pub struct Boot {
     pub elapsed: Duration,
 }
 
-/// The QEMU command line for `iso`, with the card on the user-mode network `netdev`.
+/// The QEMU command line for `iso`, with the card on the user-mode network `netdev` and a
+/// second card on a network of its own (`peers::SECOND`).
 fn qemu_command(iso: &Path, netdev: &str) -> Command {
     let mut command = Command::new("qemu-system-x86_64");
     command
@@ -86,6 +87,11 @@ fn qemu_command(iso: &Path, netdev: &str) -> Command {
         .args([
             "-device",
             &format!("pcnet,netdev=net0,mac={}", super::peers::GUEST_MAC),
+        ])
+        .args(["-netdev", &super::peers::second_netdev()])
+        .args([
+            "-device",
+            &format!("pcnet,netdev=net1,mac={}", super::peers::SECOND.mac),
         ])
         .args(["-display", "none", "-monitor", "none", "-no-reboot"])
         .args([

@@ -3,13 +3,14 @@
 //! `ping` that exits 0 but prints something else than the truth fails.
 //!
 //! The facts: the card has [`GUEST_MAC`] and leases [`GUEST_IP`] in [`NETWORK`] from QEMU's
-//! DHCP server at [`SERVER_IP`]; the `card` scenario talks to QEMU at [`SERVER_IP`] (TFTP) and
+//! DHCP server at [`SERVER_IP`], the second card ([`SECOND`]) its own address on its own
+//! network; the `card` scenario talks to QEMU at [`SERVER_IP`] (TFTP) and
 //! [`TCP_PEER`], so both are in the ARP cache with QEMU's MAC addresses; an `exec` with
 //! `listen=PORT` holds a TCP listener and a UDP socket on 0.0.0.0:PORT in the guest program's
 //! process (`pid=` of its RESULT line); the DHCP client keeps UDP port 68. `restrict=on` makes
 //! QEMU's DHCP offer neither a router nor DNS servers, so there is no default route.
 
-use super::peers::{GUEST_IP, GUEST_MAC, NETWORK, SERVER_IP, TCP_PEER, slirp_mac};
+use super::peers::{GUEST_IP, GUEST_MAC, NETWORK, SECOND, SERVER_IP, TCP_PEER, slirp_mac};
 
 /// The entry the `arp_set` exec sets and deletes (`vm/suite.cfg`).
 const STATIC_ARP: (&str, &str) = ("10.0.2.50", "02-00-00-00-00-50");
@@ -45,23 +46,37 @@ pub fn check(
         "ping_big" => ping(&lines, "127.0.0.1", 20000, 2, &mut want),
         // Past the card's 1500-byte MTU, to QEMU (which answers pings to its own address).
         "ping_card" => ping(&lines, SERVER_IP, 3000, 2, &mut want),
+        // The second card, to QEMU on its own network.
+        "ping_card2" => ping(&lines, SECOND.server, 32, 2, &mut want),
         "ipconfig" => {
-            let dashed = GUEST_MAC.replace(':', "-").to_uppercase();
-            for (field, value) in [
-                ("Physical Address", dashed.as_str()),
-                ("DHCP Enabled", "Yes"),
-                ("IPv4 Address", GUEST_IP),
-                ("Subnet Mask", NETWORK.1),
-                ("DHCP Server", SERVER_IP),
+            for (mac, ip, mask, server) in [
+                (GUEST_MAC, GUEST_IP, NETWORK.1, SERVER_IP),
+                (SECOND.mac, SECOND.ip, SECOND.network.1, SECOND.server),
             ] {
-                want(field_is(&lines, field, value), format!("{field} {value}"));
+                let dashed = mac.replace(':', "-").to_uppercase();
+                for (field, value) in [
+                    ("Physical Address", dashed.as_str()),
+                    ("DHCP Enabled", "Yes"),
+                    ("IPv4 Address", ip),
+                    ("Subnet Mask", mask),
+                    ("DHCP Server", server),
+                ] {
+                    want(field_is(&lines, field, value), format!("{field} {value}"));
+                }
             }
         }
         "route" => {
-            let spaced = GUEST_MAC.replace(':', " ");
+            for mac in [GUEST_MAC, SECOND.mac] {
+                let spaced = mac.replace(':', " ");
+                want(
+                    lines.iter().any(|l| l.contains(&spaced)),
+                    format!("the card {spaced} in the interface list"),
+                );
+            }
+            let (network, mask) = SECOND.network;
             want(
-                lines.iter().any(|l| l.contains(&spaced)),
-                format!("the card {spaced} in the interface list"),
+                has_row(&lines, &[network, mask, SECOND.ip, SECOND.ip]),
+                format!("the route to {network} on the second card"),
             );
             want(
                 has_row(
@@ -199,15 +214,17 @@ mod tests {
 
     /// Lines as ReactOS 0.4.16's tools printed them on the stock driver in the VM.
     const ROUTE: &str = "Interface List\n0x0  ........................... Loopback\n\
-        0x1  ...52 54 00 12 34 56 ...... AMD PCnet\nActive Routes:\n\
+        0x1  ...52 54 00 12 34 56 ...... AMD PCnet\n\
+        0x2  ...52 54 00 12 34 57 ...... AMD PCnet\nActive Routes:\n\
         Network Destination        Netmask          Gateway        Interface  Metric\n\
                 127.0.0.0        255.0.0.0        127.0.0.1        127.0.0.1       1\n\
-                 10.0.2.0    255.255.255.0        10.0.2.15        10.0.2.15       1\n";
+                 10.0.2.0    255.255.255.0        10.0.2.15        10.0.2.15       1\n\
+                 10.0.3.0    255.255.255.0        10.0.3.15        10.0.3.15       1\n";
 
     #[test]
     fn a_true_route_table_passes_and_a_missing_route_fails() {
         assert!(check("route", &out("route", ROUTE), &[]).is_empty());
-        let without = ROUTE.replace("10.0.2.0 ", "10.0.3.0 ");
+        let without = ROUTE.replace("10.0.2.0 ", "10.0.4.0 ");
         let problems = check("route", &out("route", &without), &[]);
         assert_eq!(
             problems,
@@ -257,9 +274,20 @@ mod tests {
             \x20DHCP Enabled. . . . . . . . . . . : Yes\n\
             \x20IPv4 Address. . . . . . . . . . . : 10.0.2.15\n\
             \x20Subnet Mask . . . . . . . . . . . : 255.255.255.0\n\
-            \x20DHCP Server . . . . . . . . . . . : 10.0.2.2\n";
+            \x20DHCP Server . . . . . . . . . . . : 10.0.2.2\n\
+            \x20Physical Address. . . . . . . . . : 52-54-00-12-34-57\n\
+            \x20DHCP Enabled. . . . . . . . . . . : Yes\n\
+            \x20IPv4 Address. . . . . . . . . . . : 10.0.3.15\n\
+            \x20Subnet Mask . . . . . . . . . . . : 255.255.255.0\n\
+            \x20DHCP Server . . . . . . . . . . . : 10.0.3.2\n";
         assert!(check("ipconfig", &out("ipconfig", ipconfig), &[]).is_empty());
         let wrong = ipconfig.replace("10.0.2.15", "0.0.0.0");
+        let one_card: String = ipconfig.lines().take(5).map(|l| format!("{l}\n")).collect();
+        assert_eq!(
+            check("ipconfig", &out("ipconfig", &one_card), &[]).len(),
+            3,
+            "the second card's MAC, address and server are missing"
+        );
         assert_eq!(
             check("ipconfig", &out("ipconfig", &wrong), &[]),
             ["ipconfig does not show IPv4 Address 10.0.2.15"]
@@ -274,6 +302,11 @@ mod tests {
         let ping = "Reply from 127.0.0.1: bytes=32 time<1ms TTL=64\n".repeat(3)
             + "    Packets: Sent = 3, Received = 3, Lost 0 (0% loss),\n";
         assert!(check("ping", &out("ping", &ping), &[]).is_empty());
+        let second = ping
+            .replace("127.0.0.1", "10.0.3.2")
+            .replace("Sent = 3, Received = 3", "Sent = 2, Received = 2");
+        let second: String = second.lines().skip(1).map(|l| format!("{l}\n")).collect();
+        assert!(check("ping_card2", &out("ping_card2", &second), &[]).is_empty());
         let big = ping
             .replace("bytes=32", "bytes=20000")
             .replace("Sent = 3, Received = 3", "Sent = 2, Received = 2");
