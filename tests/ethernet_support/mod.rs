@@ -172,7 +172,7 @@ pub fn segment(
 /// Hands `frame` to the driver as the adapter's receive indication, waiting while its queue is
 /// full.
 pub fn indicate(t: &Loaded, frame: &[u8]) {
-    while !tcpip(t).stack().indicate_receive(frame) {
+    while !tcpip(t).stack().indicate_receive(1, frame) {
         std::thread::yield_now();
     }
 }
