@@ -28,6 +28,7 @@ pub mod security;
 pub mod status;
 pub mod sync;
 pub mod sys;
+pub mod tdi_client;
 pub mod thread;
 pub mod time;
 pub mod timer;
