@@ -11,8 +11,10 @@
 //!   that is over (the order of the bytes is kept);
 //! - the backlog goes back with one TDI_SEND at a time (at most [`SEND_CHUNK`] bytes);
 //! - disconnect: after the peer's release the backlog is sent, then the connection released
-//!   (TDI_DISCONNECT_RELEASE); on an abort the backlog is dropped. The endpoint is free again
-//!   once none of its requests is outstanding.
+//!   (TDI_DISCONNECT_RELEASE); on an abort the backlog is dropped. Once none of its requests
+//!   is outstanding, the endpoint is re-armed by a work item: its file is closed and a fresh
+//!   one opened and associated (the transport, like ReactOS's, does not take a connection
+//!   endpoint back to idle after a disconnect: a disassociate only takes effect at close).
 //!
 //! Unload closes the address file (no events after that), aborts the open connections, waits
 //! for every outstanding request (10 s at most; the state is left allocated if some never
@@ -21,6 +23,7 @@
 //! prefix, so it shows on COM1 in ReactOS.
 
 use crate::nt::NtStatus;
+use crate::nt::device::Device;
 use crate::nt::entry::ClientDriver;
 use crate::nt::log::{Level, print_as};
 use crate::nt::pool;
@@ -28,6 +31,7 @@ use crate::nt::sync::SpinLock;
 use crate::nt::tdi_client::{Kind, Request, TdiClient, TdiFile};
 use crate::nt::thread;
 use crate::nt::types::*;
+use crate::nt::work_item::{WorkHandler, WorkItem};
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -76,7 +80,11 @@ fn untag(tag: usize) -> Option<(Op, usize)> {
 /// One endpoint's connection.
 #[derive(Default)]
 struct Conn {
+    /// The endpoint's file; out while the work item re-arms it.
+    file: Option<TdiFile>,
     in_use: bool,
+    /// Finished: the work item is to replace the file.
+    rearm: bool,
     accepting: bool,
     receiving: bool,
     sending: bool,
@@ -96,20 +104,24 @@ impl Conn {
     }
 
     fn finished(&self) -> bool {
-        self.in_use && self.idle() && (self.aborted || self.release_done)
+        self.in_use && !self.rearm && self.idle() && (self.aborted || self.release_done)
     }
 }
 
 struct Endpoint {
-    file: TdiFile,
     conn: SpinLock<Conn>,
 }
 
 /// The echo server's state, from `DriverEntry` to `DriverUnload`.
 pub struct Echo {
+    /// Re-arms finished endpoints. First, so that it is dropped first: its drop waits for a
+    /// run in progress, which uses the endpoints.
+    rearm: WorkItem<Echo>,
     address: SpinLock<Option<TdiFile>>,
     endpoints: Vec<Endpoint>,
     stopping: AtomicBool,
+    /// A run of the work item is re-arming endpoints.
+    rearming: AtomicBool,
     /// Requests sent or handed to the transport and not completed yet.
     outstanding: AtomicUsize,
     /// The endpoint the next connection tries first.
@@ -161,22 +173,25 @@ impl core::fmt::Display for Remote<'_> {
 }
 
 impl Echo {
-    /// Opens the address file and the endpoints (associated with it). PASSIVE_LEVEL.
-    pub fn open(port: u16, endpoints: usize) -> Result<Echo, NtStatus> {
+    /// Opens the address file and the endpoints (associated with it); `device` (the driver's
+    /// own) owns the work item. PASSIVE_LEVEL.
+    pub fn open(port: u16, endpoints: usize, device: &Device) -> Result<Echo, NtStatus> {
         let address = TdiFile::open("\\Device\\Tcp", &address_ea(port))?;
         let mut list = pool::try_vec(endpoints)?;
         for slot in 0..endpoints {
-            let file = TdiFile::open("\\Device\\Tcp", &connection_ea(slot + 1))?;
-            file.request_sync(Kind::Associate(address.handle())).ok()?;
             list.push(Endpoint {
-                file,
-                conn: SpinLock::new(Conn::default()),
+                conn: SpinLock::new(Conn {
+                    file: Some(open_endpoint(slot, address.handle())?),
+                    ..Conn::default()
+                }),
             });
         }
         Ok(Echo {
+            rearm: WorkItem::allocate(device)?,
             address: SpinLock::new(Some(address)),
             endpoints: list,
             stopping: AtomicBool::new(false),
+            rearming: AtomicBool::new(false),
             outstanding: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
             accepted: AtomicUsize::new(0),
@@ -188,7 +203,11 @@ impl Echo {
 
     /// Registers the connect, receive and disconnect handlers. PASSIVE_LEVEL.
     pub fn listen(&'static self) -> Result<(), NtStatus> {
-        let address = self.address.lock().take().ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        let address = self
+            .address
+            .lock()
+            .take()
+            .ok_or(NtStatus::INVALID_DEVICE_STATE)?;
         let mut result = Ok(());
         for event in [TDI_EVENT_RECEIVE, TDI_EVENT_DISCONNECT, TDI_EVENT_CONNECT] {
             result = result.and_then(|()| {
@@ -215,7 +234,13 @@ impl Echo {
                 if conn.in_use && !conn.aborted && !conn.finished() {
                     conn.aborted = true;
                     conn.backlog.clear();
-                    self.begin(&endpoint.file, Kind::Disconnect(TDI_DISCONNECT_ABORT), Vec::new(), Op::Abort, slot)
+                    self.begin(
+                        conn.file.as_ref(),
+                        Kind::Disconnect(TDI_DISCONNECT_ABORT),
+                        Vec::new(),
+                        Op::Abort,
+                        slot,
+                    )
                 } else {
                     None
                 }
@@ -246,12 +271,13 @@ impl Echo {
     /// IRQL ≤ DISPATCH_LEVEL.
     fn begin(
         &'static self,
-        file: &TdiFile,
+        file: Option<&TdiFile>,
         kind: Kind,
         buffer: Vec<u8>,
         op: Op,
         slot: usize,
     ) -> Option<Request> {
+        let file = file?;
         self.outstanding.fetch_add(1, Ordering::SeqCst);
         match file.request(self, kind, buffer, tag(op, slot)) {
             Ok(request) => Some(request),
@@ -280,7 +306,7 @@ impl Echo {
                 if let Ok(mut chunk) = pool::try_vec::<u8>(take) {
                     chunk.extend(conn.backlog.drain(..take));
                     conn.sending = true;
-                    requests[0] = self.begin(&endpoint.file, Kind::Send, chunk, Op::Send, slot);
+                    requests[0] = self.begin(conn.file.as_ref(), Kind::Send, chunk, Op::Send, slot);
                     if requests[0].is_none() {
                         conn.sending = false;
                     }
@@ -290,7 +316,8 @@ impl Echo {
                 if let Ok(room) = pool::try_zeroed(SEND_CHUNK) {
                     conn.starved = false;
                     conn.receiving = true;
-                    requests[1] = self.begin(&endpoint.file, Kind::Receive, room, Op::Receive, slot);
+                    requests[1] =
+                        self.begin(conn.file.as_ref(), Kind::Receive, room, Op::Receive, slot);
                     if requests[1].is_none() {
                         conn.receiving = false;
                         conn.starved = true;
@@ -306,7 +333,7 @@ impl Echo {
             {
                 conn.release_sent = true;
                 requests[2] = self.begin(
-                    &endpoint.file,
+                    conn.file.as_ref(),
                     Kind::Disconnect(TDI_DISCONNECT_RELEASE),
                     Vec::new(),
                     Op::Release,
@@ -325,7 +352,7 @@ impl Echo {
 
     /// Makes endpoint `slot` available again once its connection is over and none of its
     /// requests is outstanding. IRQL ≤ DISPATCH_LEVEL.
-    fn free_if_finished(&self, slot: usize) {
+    fn free_if_finished(&'static self, slot: usize) {
         let Some(endpoint) = self.endpoints.get(slot) else {
             return;
         };
@@ -333,9 +360,12 @@ impl Echo {
         if conn.finished() {
             let echoed = conn.echoed;
             let aborted = conn.aborted;
-            *conn = Conn::default();
+            conn.rearm = true;
             drop(conn);
             self.closed.fetch_add(1, Ordering::Relaxed);
+            if !self.stopping.load(Ordering::SeqCst) {
+                self.rearm.queue(self);
+            }
             say!(
                 Level::Notice,
                 "connection {slot} closed ({}), {echoed} bytes echoed",
@@ -359,19 +389,34 @@ impl TdiClient for Echo {
             if conn.in_use {
                 continue;
             }
+            if conn.file.is_none() {
+                continue;
+            }
+            let file = conn.file.take();
             *conn = Conn {
+                file,
                 in_use: true,
                 accepting: true,
                 ..Conn::default()
             };
-            let Some(request) = self.begin(&endpoint.file, Kind::Accept, Vec::new(), Op::Accept, slot)
-            else {
-                *conn = Conn::default();
+            let Some(request) = self.begin(
+                conn.file.as_ref(),
+                Kind::Accept,
+                Vec::new(),
+                Op::Accept,
+                slot,
+            ) else {
+                conn.in_use = false;
+                conn.accepting = false;
                 break;
             };
             drop(conn);
             self.next.store((slot + 1) % count, Ordering::Relaxed);
-            say!(Level::Notice, "accepting {} on connection {slot}", Remote(remote));
+            say!(
+                Level::Notice,
+                "accepting {} on connection {slot}",
+                Remote(remote)
+            );
             return Some((slot + 1, request));
         }
         self.refused.fetch_add(1, Ordering::Relaxed);
@@ -411,7 +456,13 @@ impl TdiClient for Echo {
                     match pool::try_zeroed(rest.min(SEND_CHUNK)) {
                         Ok(room) => {
                             conn.receiving = true;
-                            request = self.begin(&endpoint.file, Kind::Receive, room, Op::Receive, slot);
+                            request = self.begin(
+                                conn.file.as_ref(),
+                                Kind::Receive,
+                                room,
+                                Op::Receive,
+                                slot,
+                            );
                             if request.is_none() {
                                 conn.receiving = false;
                                 conn.starved = true;
@@ -514,6 +565,76 @@ impl TdiClient for Echo {
     }
 }
 
+/// Opens connection endpoint `slot` (context `slot + 1`) and associates it with the address
+/// file whose handle is `address`.
+/// PASSIVE_LEVEL.
+fn open_endpoint(slot: usize, address: usize) -> Result<TdiFile, NtStatus> {
+    let file = TdiFile::open("\\Device\\Tcp", &connection_ea(slot + 1))?;
+    file.request_sync(Kind::Associate(address)).ok()?;
+    Ok(file)
+}
+
+impl WorkHandler for Echo {
+    /// Re-arms the finished endpoints, one run at a time: a close waits for the transport,
+    /// which completes it on a system worker thread too, so two runs blocked at once could
+    /// hold every worker (the host model has two). A run that finds another in progress
+    /// leaves its work to it: that one looks again after it is done. PASSIVE_LEVEL.
+    fn run_work(&'static self) {
+        loop {
+            if self.rearming.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            self.rearm_pass();
+            self.rearming.store(false, Ordering::SeqCst);
+            let more = self.endpoints.iter().any(|endpoint| {
+                let conn = endpoint.conn.lock();
+                conn.rearm && conn.file.is_some()
+            });
+            if !more || self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+    }
+}
+
+impl Echo {
+    /// Closes each finished endpoint's file and opens a fresh one. PASSIVE_LEVEL.
+    fn rearm_pass(&'static self) {
+        for (slot, endpoint) in self.endpoints.iter().enumerate() {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let old = {
+                let mut conn = endpoint.conn.lock();
+                if !conn.rearm || conn.file.is_none() {
+                    continue;
+                }
+                conn.file.take()
+            };
+            drop(old);
+            let fresh = {
+                let address = self.address.lock();
+                // The address file is only taken out at unload (stopping is set then) or
+                // while `listen` registers the handlers, before any connection.
+                address.as_ref().map(|address| address.handle())
+            };
+            let fresh = fresh
+                .ok_or(NtStatus::INVALID_DEVICE_STATE)
+                .and_then(|handle| open_endpoint(slot, handle));
+            match fresh {
+                Ok(file) => {
+                    *endpoint.conn.lock() = Conn {
+                        file: Some(file),
+                        ..Conn::default()
+                    }
+                }
+                // The endpoint stays out of service (in use, no file).
+                Err(status) => say!(Level::Error, "cannot re-arm connection {slot}: {status}"),
+            }
+        }
+    }
+}
+
 /// The tdiecho image's driver: an [`Echo`] on [`PORT`] with [`ENDPOINTS`] endpoints.
 pub struct EchoDriver(Echo);
 
@@ -525,17 +646,27 @@ impl EchoDriver {
 }
 
 impl ClientDriver for EchoDriver {
-    fn init() -> Result<Self, NtStatus> {
-        Echo::open(PORT, ENDPOINTS).map(EchoDriver).inspect_err(|status| {
-            say!(Level::Error, "cannot open \\Device\\Tcp port {PORT}: {status}");
-        })
+    const DEVICE: &'static str = "\\Device\\TdiEcho";
+
+    fn init(device: &Device) -> Result<Self, NtStatus> {
+        Echo::open(PORT, ENDPOINTS, device)
+            .map(EchoDriver)
+            .inspect_err(|status| {
+                say!(
+                    Level::Error,
+                    "cannot open \\Device\\Tcp port {PORT}: {status}"
+                );
+            })
     }
 
     fn start(&'static self) -> Result<(), NtStatus> {
         self.0.listen().inspect_err(|status| {
             say!(Level::Error, "cannot set the event handlers: {status}");
         })?;
-        say!(Level::Notice, "started: echo on port {PORT}, {ENDPOINTS} endpoints");
+        say!(
+            Level::Notice,
+            "started: echo on port {PORT}, {ENDPOINTS} endpoints"
+        );
         Ok(())
     }
 

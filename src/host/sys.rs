@@ -633,7 +633,13 @@ pub unsafe fn ZwCreateFile(
     ea: *mut c_void,
     ea_length: u32,
 ) -> NTSTATUS {
-    let _ = (access, allocation_size, file_attributes, disposition, options);
+    let _ = (
+        access,
+        allocation_size,
+        file_attributes,
+        disposition,
+        options,
+    );
     let kernel = super::KernelHandle::current();
     // SAFETY: caller contract: the attributes and their name are valid for the call.
     let path = unsafe {
@@ -701,7 +707,9 @@ pub unsafe fn IoFreeIrp(irp: *mut IRP) {
 /// # Safety
 /// `irp` is a built IRP the caller owns, for `device`.
 pub unsafe fn IofCallDriver(device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
-    super::KernelHandle::current().call_driver(device, irp).raw()
+    super::KernelHandle::current()
+        .call_driver(device, irp)
+        .raw()
 }
 
 /// `IoAllocateMdl` (no secondary buffer, no IRP): an MDL over `length` bytes at `va`, which

@@ -272,8 +272,12 @@ unsafe extern "system" fn cancel<D: Driver>(device: *mut DEVICE_OBJECT, irp: *mu
 /// A driver with no devices of its own that works from `DriverEntry` to `DriverUnload`: a
 /// kernel TDI client such as the tdiecho test image.
 pub trait ClientDriver: Sync + Sized + 'static {
+    /// The name of the one device the driver creates (to own its work items; it serves no
+    /// requests: the I/O manager's default routine refuses them).
+    const DEVICE: &'static str;
+
     /// Builds the state. PASSIVE_LEVEL.
-    fn init() -> Result<Self, NtStatus>;
+    fn init(device: &Device) -> Result<Self, NtStatus>;
 
     /// Starts work once the state is at its final address. On an error, [`ClientDriver::stop`]
     /// runs next. PASSIVE_LEVEL.
@@ -297,12 +301,19 @@ pub unsafe fn client_entry<C: ClientDriver>(driver: *mut DRIVER_OBJECT) -> NTSTA
     let Some(driver) = (unsafe { driver.as_mut() }) else {
         return NtStatus::INVALID_PARAMETER.raw();
     };
-    let state: &'static C = match C::init().and_then(pool::try_box) {
+    let state = create_device(driver, C::DEVICE, 0)
+        .and_then(|device| C::init(&device))
+        .and_then(pool::try_box);
+    let state: &'static C = match state {
         Ok(state) => Box::leak(state),
-        Err(status) => return status.raw(),
+        Err(status) => {
+            delete_devices(driver);
+            return status.raw();
+        }
     };
     if let Err(status) = state.start() {
         release(state);
+        delete_devices(driver);
         return status.raw();
     }
     CLIENT_STATE.store(state as *const C as *mut c_void, Ordering::Release);
@@ -318,10 +329,20 @@ fn release<C: ClientDriver>(state: &'static C) {
     }
 }
 
-unsafe extern "system" fn client_unload<C: ClientDriver>(_driver: *mut DRIVER_OBJECT) {
+unsafe extern "system" fn client_unload<C: ClientDriver>(driver: *mut DRIVER_OBJECT) {
     let state = CLIENT_STATE.swap(core::ptr::null_mut(), Ordering::AcqRel);
     // SAFETY: published by `client_entry` from a leaked `Box<C>`; taken once.
     if let Some(state) = unsafe { state.cast::<C>().as_ref() } {
         release(state);
     }
+    // SAFETY: the I/O manager passes our driver object.
+    delete_devices(unsafe { &mut *driver });
+}
+
+/// The state of the loaded client driver `C` (host tests read its counters). Any IRQL.
+#[cfg(not(kernel))]
+pub fn loaded_client<C: ClientDriver>() -> Option<&'static C> {
+    // SAFETY: published by `client_entry` from a leaked `Box<C>`, freed only after it is taken
+    // out at unload; the caller names the one client driver type of the process.
+    unsafe { CLIENT_STATE.load(Ordering::Acquire).cast::<C>().as_ref() }
 }

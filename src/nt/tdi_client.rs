@@ -177,9 +177,9 @@ impl TdiFile {
                 ptr::null_mut(),
             )
         };
-        let referenced = NtStatus(status)
-            .ok()
-            .and_then(|()| NonNull::new(object.cast::<FILE_OBJECT>()).ok_or(NtStatus::UNSUCCESSFUL));
+        let referenced = NtStatus(status).ok().and_then(|()| {
+            NonNull::new(object.cast::<FILE_OBJECT>()).ok_or(NtStatus::UNSUCCESSFUL)
+        });
         let file = match referenced {
             Ok(file) => file,
             Err(status) => {
@@ -402,7 +402,11 @@ impl Drop for Request {
         unsafe {
             (*self.irp.as_ptr()).IoStatus.Status.Status = NtStatus::CANCELLED.raw();
             (*self.irp.as_ptr()).IoStatus.Information = 0;
-            let next = &*(*self.irp.as_ptr()).Tail.Overlay.CurrentStackLocation.sub(1);
+            let next = &*(*self.irp.as_ptr())
+                .Tail
+                .Overlay
+                .CurrentStackLocation
+                .sub(1);
             request_done(ptr::null_mut(), self.irp.as_ptr(), next.Context);
         }
     }
@@ -534,12 +538,8 @@ unsafe extern "system" fn on_receive<C: TdiClient>(
         // SAFETY: the transport shows `indicated` bytes at `tsdu` for the call.
         unsafe { core::slice::from_raw_parts(tsdu as *const u8, indicated as usize) }
     };
-    let (took, request) = client.receive(
-        connection_context as usize,
-        flags,
-        data,
-        available as usize,
-    );
+    let (took, request) =
+        client.receive(connection_context as usize, flags, data, available as usize);
     let took = took.min(data.len());
     // SAFETY: out-parameters the transport passes for the call.
     unsafe {
