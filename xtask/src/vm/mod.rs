@@ -142,6 +142,17 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         .unwrap_or_else(|| crate::package_dir(root, crate::X86).join("tcpip.sys"));
     // The PDB beside the image, as `cargo xtask package` writes it.
     let ours_pdb = Some(ours.with_extension("pdb")).filter(|pdb| pdb.exists());
+    // The TDI client test driver (the `kdriver` scenario), beside the image or in the package;
+    // both drivers' boots get it.
+    let test_driver = [
+        ours.with_file_name("tdiecho.sys"),
+        crate::package_dir(root, crate::X86).join("tdiecho.sys"),
+    ]
+    .into_iter()
+    .find(|path| path.exists());
+    if test_driver.is_none() {
+        eprintln!("vm: no tdiecho.sys (run `cargo xtask package`): the kdriver scenario will fail");
+    }
     let mut subjects = Vec::new();
     if options.stock || options.compare {
         subjects.push(Subject {
@@ -170,7 +181,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     let mut reports = Vec::new();
     let mut failures = Vec::new();
     for subject in &subjects {
-        let (mut report, mut failure) = boot_one(&base, &work, &guest, &config, subject, options)?;
+        let (mut report, mut failure) = boot_one(&base, &work, &guest, test_driver.as_deref(), &config, subject, options)?;
         // The stock driver is only the baseline, and it sometimes takes the machine down
         // (QEMU exits: the guest reset itself). A baseline needs a finished suite: boot it
         // again, once, and say so.
@@ -180,7 +191,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
                 subject.label,
                 failure.as_deref().unwrap_or("?")
             );
-            (report, failure) = boot_one(&base, &work, &guest, &config, subject, options)?;
+            (report, failure) = boot_one(&base, &work, &guest, test_driver.as_deref(), &config, subject, options)?;
         }
         if let Some(failure) = failure {
             eprintln!("vm[{}]: FAILED: {failure}", subject.label);
@@ -219,6 +230,7 @@ fn boot_one(
     base: &iso::BaseTree,
     work: &Path,
     guest: &Path,
+    test_driver: Option<&Path>,
     config: &str,
     subject: &Subject,
     options: &Options,
@@ -231,7 +243,7 @@ fn boot_one(
         subject.label,
         subject.driver.display()
     );
-    base.remaster(&iso, &subject.driver, guest, config)?;
+    base.remaster(&iso, &subject.driver, test_driver, guest, config)?;
     let peers = peers::Peers::new(&dir).map_err(|e| {
         Error(format!(
             "cannot write the TFTP folder in {}: {e}",
@@ -321,7 +333,7 @@ fn build_guest(root: &Path, work: &Path) -> Result<PathBuf> {
         .arg("-o")
         .arg(&exe)
         .args(&files)
-        .args(["-lws2_32", "-liphlpapi"]);
+        .args(["-lws2_32", "-liphlpapi", "-ladvapi32"]);
     crate::run(gcc, crate::Output::Capture).map_err(|e| {
         Error(format!(
             "building the guest program (needs gcc-mingw-w64-i686): {e}"
