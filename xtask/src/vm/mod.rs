@@ -311,11 +311,35 @@ fn boot_one(
         } else if subject.must_pass && !boot.lines.iter().any(|l| l.contains(STARTED_LINE)) {
             // Our load line is printed at a level the default debug filter passes.
             Some(format!("no `{STARTED_LINE}` line on COM1"))
+        } else if subject.must_pass {
+            kdriver_failure(&report, &boot.lines)
         } else {
             None
         }
     });
     Ok((report, failure))
+}
+
+/// What COM1 must show for each `kdriver` scenario (tdiecho.sys) that passed: the driver's
+/// start, and its unload with every request completed, once per load; no panic of its own.
+fn kdriver_failure(report: &GuestReport, lines: &[String]) -> Option<String> {
+    let loads = report
+        .results
+        .iter()
+        .filter(|r| r.status == "pass" && r.metric("unloaded") == Some("1"))
+        .count();
+    let count = |text: &str| lines.iter().filter(|l| l.contains(text)).count();
+    if lines.iter().any(|l| l.contains("tdiecho: panic")) {
+        return Some("tdiecho.sys printed a panic".into());
+    }
+    let started = count("tdiecho: started:");
+    let clean = count(" 0 requests outstanding");
+    (started < loads || clean < loads).then(|| {
+        format!(
+            "{loads} kdriver scenario(s) passed, but COM1 shows {started} `tdiecho: started` and \
+             {clean} clean unload line(s)"
+        )
+    })
 }
 
 /// Builds the guest program (`vm/guest/*.c`) with mingw-w64 into `target/vm/tcpipvm.exe`.
