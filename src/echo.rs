@@ -312,16 +312,18 @@ impl Echo {
                     }
                 }
             }
-            if conn.starved && !conn.receiving && conn.backlog.len() < MAX_BACKLOG {
-                if let Ok(room) = pool::try_zeroed(SEND_CHUNK) {
-                    conn.starved = false;
-                    conn.receiving = true;
-                    requests[1] =
-                        self.begin(conn.file.as_ref(), Kind::Receive, room, Op::Receive, slot);
-                    if requests[1].is_none() {
-                        conn.receiving = false;
-                        conn.starved = true;
-                    }
+            if conn.starved
+                && !conn.receiving
+                && conn.backlog.len() < MAX_BACKLOG
+                && let Ok(room) = pool::try_zeroed(SEND_CHUNK)
+            {
+                conn.starved = false;
+                conn.receiving = true;
+                requests[1] =
+                    self.begin(conn.file.as_ref(), Kind::Receive, room, Op::Receive, slot);
+                if requests[1].is_none() {
+                    conn.receiving = false;
+                    conn.starved = true;
                 }
             }
             if conn.peer_released

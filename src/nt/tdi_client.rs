@@ -290,7 +290,9 @@ impl TdiFile {
         };
         // SAFETY: `wait` outlives the request: this function returns only once the completion
         // has stored its status (the transport completes every request).
-        let wait: &'static SyncWait = unsafe { &*(&raw const wait) };
+        let pointer: *const SyncWait = &wait;
+        // SAFETY: as above.
+        let wait: &'static SyncWait = unsafe { &*pointer };
         match self.request(wait, kind, Vec::new(), 0) {
             Ok(request) => {
                 request.send();
