@@ -383,6 +383,9 @@ impl TdiClient for Echo {
             return None;
         }
         let count = self.endpoints.len();
+        if count == 0 {
+            return None;
+        }
         let first = self.next.load(Ordering::Relaxed);
         for step in 0..count {
             let slot = (first + step) % count;
