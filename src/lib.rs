@@ -43,6 +43,7 @@ extern crate alloc;
 pub mod core;
 pub mod dispatch;
 pub mod driver;
+pub mod echo;
 pub mod info;
 pub mod link;
 pub mod ndis;

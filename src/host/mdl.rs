@@ -54,7 +54,7 @@ impl Mdls {
     }
 }
 
-fn allocate(kernel: &KernelInner, va: *mut u8, len: usize, kind: MdlKind) -> *mut MDL {
+pub(crate) fn allocate(kernel: &KernelInner, va: *mut u8, len: usize, kind: MdlKind) -> *mut MDL {
     let offset = va as usize % PAGE_SIZE;
     let pages = (offset + len).div_ceil(PAGE_SIZE);
     let size = size_of::<MDL>() + pages * size_of::<usize>();
@@ -90,7 +90,7 @@ fn allocate(kernel: &KernelInner, va: *mut u8, len: usize, kind: MdlKind) -> *mu
 }
 
 /// Frees one model MDL; false if it is not one.
-fn free(kernel: &KernelInner, mdl: *mut MDL) -> bool {
+pub(crate) fn free(kernel: &KernelInner, mdl: *mut MDL) -> bool {
     let Some(layout) = kernel.mdls.lock().live.remove(&(mdl as usize)) else {
         return false;
     };

@@ -47,6 +47,11 @@ impl Handle {
         self.0 as HANDLE
     }
 
+    /// The handle a `HANDLE` value names (for `ZwClose` from a driver of the model).
+    pub(crate) fn from_raw(raw: HANDLE) -> Handle {
+        Handle(raw as usize)
+    }
+
     /// A handle value that names no object (for negative tests).
     pub fn invalid() -> Handle {
         Handle(0x7ffc)

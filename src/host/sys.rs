@@ -629,6 +629,146 @@ pub unsafe fn IofCompleteRequest(irp: *mut IRP, priority_boost: i8) {
     unsafe { io::complete(&context::current(), irp, site) };
 }
 
+// ---- A TDI client's calls (nt::tdi_client, the tdiecho driver) ------------------------------
+
+/// `ZwCreateFile` as a kernel-mode caller: the object name's device and the EA buffer go to
+/// [`KernelHandle::create_file`](super::KernelHandle::create_file) (share access as given; the
+/// other arguments are not modelled).
+///
+/// # Safety
+/// Valid pointers as for the kernel's `ZwCreateFile`; `ea` is null or `ea_length` bytes.
+#[allow(clippy::too_many_arguments, reason = "the kernel's prototype")]
+pub unsafe fn ZwCreateFile(
+    handle: *mut HANDLE,
+    access: ACCESS_MASK,
+    attributes: *mut OBJECT_ATTRIBUTES,
+    io_status: *mut IO_STATUS_BLOCK,
+    allocation_size: *mut LARGE_INTEGER,
+    file_attributes: u32,
+    share_access: u32,
+    disposition: u32,
+    options: u32,
+    ea: *mut c_void,
+    ea_length: u32,
+) -> NTSTATUS {
+    let _ = (
+        access,
+        allocation_size,
+        file_attributes,
+        disposition,
+        options,
+    );
+    let kernel = super::KernelHandle::current();
+    // SAFETY: caller contract: the attributes and their name are valid for the call.
+    let path = unsafe {
+        let name = &*(*attributes).ObjectName;
+        let wide = std::slice::from_raw_parts(name.Buffer, usize::from(name.Length / 2));
+        String::from_utf16_lossy(wide)
+    };
+    let ea = (!ea.is_null()).then(|| {
+        // SAFETY: caller contract.
+        unsafe { std::slice::from_raw_parts(ea as *const u8, ea_length as usize) }
+    });
+    match kernel.create_file(&path, ea, share_access as u16) {
+        Ok(opened) => {
+            // SAFETY: caller contract: valid out pointers.
+            unsafe {
+                handle.write(opened.as_raw());
+                (*io_status).Status.Status = 0;
+                (*io_status).Information = 0;
+            }
+            NtStatus::SUCCESS.raw()
+        }
+        Err(status) => status.raw(),
+    }
+}
+
+/// `ZwClose` of a kernel handle.
+///
+/// # Safety
+/// No precondition (an unknown handle is `STATUS_INVALID_HANDLE`).
+pub unsafe fn ZwClose(handle: HANDLE) -> NTSTATUS {
+    super::KernelHandle::current()
+        .close(super::Handle::from_raw(handle))
+        .raw()
+}
+
+/// `IoGetRelatedDeviceObject`: the file object's device (the model stacks no devices).
+///
+/// # Safety
+/// `file` is a referenced file object.
+pub unsafe fn IoGetRelatedDeviceObject(file: *mut FILE_OBJECT) -> *mut DEVICE_OBJECT {
+    // SAFETY: caller contract.
+    unsafe { (*file).DeviceObject }
+}
+
+/// `IoAllocateIrp`.
+///
+/// # Safety
+/// IRQL ≤ DISPATCH_LEVEL.
+pub unsafe fn IoAllocateIrp(stack_size: CCHAR, charge_quota: BOOLEAN) -> *mut IRP {
+    let _ = charge_quota;
+    let _model = ModelScope::enter();
+    io::allocate(&context::current(), stack_size)
+}
+
+/// `IoFreeIrp` of an IRP the caller owns.
+///
+/// # Safety
+/// `irp` is an IRP of `IoAllocateIrp` the caller owns.
+pub unsafe fn IoFreeIrp(irp: *mut IRP) {
+    super::KernelHandle::current().free_irp(irp);
+}
+
+/// `IoCallDriver`.
+///
+/// # Safety
+/// `irp` is a built IRP the caller owns, for `device`.
+pub unsafe fn IofCallDriver(device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+    super::KernelHandle::current()
+        .call_driver(device, irp)
+        .raw()
+}
+
+/// `IoAllocateMdl` (no secondary buffer, no IRP): an MDL over `length` bytes at `va`, which
+/// the model treats as non-paged pool.
+///
+/// # Safety
+/// `va` is valid for `length` bytes while the MDL lives.
+pub unsafe fn IoAllocateMdl(
+    va: *mut c_void,
+    length: u32,
+    secondary: BOOLEAN,
+    charge_quota: BOOLEAN,
+    irp: *mut IRP,
+) -> *mut MDL {
+    let _ = (secondary, charge_quota, irp);
+    let _model = ModelScope::enter();
+    mdl::allocate(
+        &context::current(),
+        va.cast(),
+        length as usize,
+        mdl::MdlKind::NonPagedPool,
+    )
+}
+
+/// `MmBuildMdlForNonPagedPool`: the model's MDLs of `IoAllocateMdl` are already built.
+///
+/// # Safety
+/// `mdl` is an MDL of `IoAllocateMdl`.
+pub unsafe fn MmBuildMdlForNonPagedPool(mdl: *mut MDL) {
+    let _ = mdl;
+}
+
+/// `IoFreeMdl`.
+///
+/// # Safety
+/// `mdl` is an MDL of `IoAllocateMdl`, freed once.
+pub unsafe fn IoFreeMdl(mdl: *mut MDL) {
+    let _model = ModelScope::enter();
+    mdl::free(&context::current(), mdl);
+}
+
 // ---- TDI clients ----------------------------------------------------------------------------
 
 /// Calls a TDI client's event handler (`f`, which calls the registered function) as code of

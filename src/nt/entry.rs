@@ -271,3 +271,81 @@ unsafe extern "system" fn cancel<D: Driver>(device: *mut DEVICE_OBJECT, irp: *mu
         state.cancel(IrpId::from_raw(irp));
     }
 }
+
+/// A driver with no devices of its own that works from `DriverEntry` to `DriverUnload`: a
+/// kernel TDI client such as the tdiecho test image.
+pub trait ClientDriver: Sync + Sized + 'static {
+    /// The name of the one device the driver creates (to own its work items; it serves no
+    /// requests: the I/O manager's default routine refuses them).
+    const DEVICE: &'static str;
+
+    /// Builds the state. PASSIVE_LEVEL.
+    fn init(device: &Device) -> Result<Self, NtStatus>;
+
+    /// Starts work once the state is at its final address. On an error, [`ClientDriver::stop`]
+    /// runs next. PASSIVE_LEVEL.
+    fn start(&'static self) -> Result<(), NtStatus>;
+
+    /// Ends all work; `true` if nothing can reach the state any more, so that it may be freed
+    /// (otherwise it is left allocated). PASSIVE_LEVEL.
+    fn stop(&'static self) -> bool;
+}
+
+/// The state of the loaded client driver (one per image).
+static CLIENT_STATE: core::sync::atomic::AtomicPtr<c_void> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// `DriverEntry` of a [`ClientDriver`]. PASSIVE_LEVEL, system process.
+///
+/// # Safety
+/// Called once by the I/O manager with a valid driver object.
+pub unsafe fn client_entry<C: ClientDriver>(driver: *mut DRIVER_OBJECT) -> NTSTATUS {
+    // SAFETY: the I/O manager passes a valid driver object.
+    let Some(driver) = (unsafe { driver.as_mut() }) else {
+        return NtStatus::INVALID_PARAMETER.raw();
+    };
+    let state = create_device(driver, C::DEVICE, 0)
+        .and_then(|device| C::init(&device))
+        .and_then(pool::try_box);
+    let state: &'static C = match state {
+        Ok(state) => Box::leak(state),
+        Err(status) => {
+            delete_devices(driver);
+            return status.raw();
+        }
+    };
+    if let Err(status) = state.start() {
+        release(state);
+        delete_devices(driver);
+        return status.raw();
+    }
+    CLIENT_STATE.store(state as *const C as *mut c_void, Ordering::Release);
+    driver.DriverUnload = Some(client_unload::<C>);
+    NtStatus::SUCCESS.raw()
+}
+
+/// Stops a client state and frees it if `stop` allows.
+fn release<C: ClientDriver>(state: &'static C) {
+    if state.stop() {
+        // SAFETY: leaked from a Box in `client_entry`; `stop` said nothing reaches it any more.
+        drop(unsafe { Box::from_raw(state as *const C as *mut C) });
+    }
+}
+
+unsafe extern "system" fn client_unload<C: ClientDriver>(driver: *mut DRIVER_OBJECT) {
+    let state = CLIENT_STATE.swap(core::ptr::null_mut(), Ordering::AcqRel);
+    // SAFETY: published by `client_entry` from a leaked `Box<C>`; taken once.
+    if let Some(state) = unsafe { state.cast::<C>().as_ref() } {
+        release(state);
+    }
+    // SAFETY: the I/O manager passes our driver object.
+    delete_devices(unsafe { &mut *driver });
+}
+
+/// The state of the loaded client driver `C` (host tests read its counters). Any IRQL.
+#[cfg(not(kernel))]
+pub fn loaded_client<C: ClientDriver>() -> Option<&'static C> {
+    // SAFETY: published by `client_entry` from a leaked `Box<C>`, freed only after it is taken
+    // out at unload; the caller names the one client driver type of the process.
+    unsafe { CLIENT_STATE.load(Ordering::Acquire).cast::<C>().as_ref() }
+}

@@ -106,9 +106,15 @@ impl Write for Message {
 
 /// Prints `args` at `level` with the `tcpip: ` prefix. Any IRQL ≤ DISPATCH_LEVEL.
 pub fn print(level: Level, args: fmt::Arguments<'_>) {
+    print_as("tcpip", level, args);
+}
+
+/// Prints `args` at `level` with the `<image>: ` prefix of another image of the project (the
+/// tdiecho test driver). Any IRQL ≤ DISPATCH_LEVEL.
+pub fn print_as(image: &str, level: Level, args: fmt::Arguments<'_>) {
     let mut message = Message::new();
     // `Message` never reports an error; text beyond its size is cut.
-    let _ = writeln!(message, "tcpip: {}{args}", level.tag());
+    let _ = writeln!(message, "{image}: {}{args}", level.tag());
     let text = message.as_c_bytes();
     // SAFETY: the format is a NUL-terminated "%s" and `text` is NUL-terminated and lives across
     // the call.

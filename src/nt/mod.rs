@@ -29,6 +29,7 @@ pub mod status;
 pub mod sync;
 pub mod sys;
 pub mod system;
+pub mod tdi_client;
 pub mod thread;
 pub mod time;
 pub mod timer;

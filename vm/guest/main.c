@@ -50,7 +50,7 @@ static const scenario_t g_scenarios[] = {
     {"serial", sc_serial},     {"burst", sc_burst}, {"bulk", sc_bulk},
     {"pingpong", sc_pingpong}, {"many", sc_many},   {"edge", sc_edge},
     {"nonblock", sc_nonblock}, {"udp", sc_udp}, {"names", sc_names},       {"card", sc_card},
-    {"dhcp", sc_dhcp},         {"userbuf", sc_userbuf},
+    {"dhcp", sc_dhcp},         {"userbuf", sc_userbuf}, {"kdriver", sc_kdriver},
 };
 #define NSCENARIOS ((int)(sizeof g_scenarios / sizeof g_scenarios[0]))
 

@@ -126,5 +126,6 @@ int sc_names(void);
 int sc_card(void);
 int sc_dhcp(void);
 int sc_userbuf(void);
+int sc_kdriver(void);
 
 #endif

@@ -159,10 +159,14 @@ pub struct Package {
     pub pdb: PathBuf,
     /// `target/package/<arch>/tcpip.inf`.
     pub inf: PathBuf,
+    /// `target/package/<arch>/tdiecho.sys`: the TDI client test driver (`src/bin/tdiecho.rs`).
+    pub test_sys: PathBuf,
+    /// `target/package/<arch>/tdiecho.pdb`.
+    pub test_pdb: PathBuf,
 }
 
 /// Builds both images in release and writes `target/package/<arch>/{tcpip.sys, tcpip.pdb,
-/// tcpip.inf}` for each. The builds are incremental: with nothing changed this takes a second
+/// tcpip.inf}` for each, and the test driver `tdiecho.sys` with its `tdiecho.pdb`. The builds are incremental: with nothing changed this takes a second
 /// or two per architecture.
 pub fn package(root: &Path, output: Output) -> Result<Vec<Package>> {
     ARCHES
@@ -180,10 +184,14 @@ pub fn package(root: &Path, output: Output) -> Result<Vec<Package>> {
                 sys: dir.join("tcpip.sys"),
                 pdb: dir.join("tcpip.pdb"),
                 inf: dir.join("tcpip.inf"),
+                test_sys: dir.join("tdiecho.sys"),
+                test_pdb: dir.join("tdiecho.pdb"),
             };
             copy(&built.join("tcpip.exe"), &package.sys)?;
             copy(&built.join("tcpip.pdb"), &package.pdb)?;
             copy(&root.join("inf").join("tcpip.inf"), &package.inf)?;
+            copy(&built.join("tdiecho.exe"), &package.test_sys)?;
+            copy(&built.join("tdiecho.pdb"), &package.test_pdb)?;
             Ok(package)
         })
         .collect()

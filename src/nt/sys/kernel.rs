@@ -84,6 +84,33 @@ imports!("ntoskrnl.exe", "system" {
         alertable: BOOLEAN,
         interval: *mut LARGE_INTEGER,
     ) -> NTSTATUS;
+    // A TDI client's calls (`nt::tdi_client`, the tdiecho image).
+    pub fn ZwCreateFile(
+        handle: *mut HANDLE,
+        access: ACCESS_MASK,
+        attributes: *mut OBJECT_ATTRIBUTES,
+        io_status: *mut IO_STATUS_BLOCK,
+        allocation_size: *mut LARGE_INTEGER,
+        file_attributes: u32,
+        share_access: u32,
+        disposition: u32,
+        options: u32,
+        ea: *mut c_void,
+        ea_length: u32,
+    ) -> NTSTATUS;
+    pub fn ZwClose(handle: HANDLE) -> NTSTATUS;
+    pub fn IoGetRelatedDeviceObject(file: *mut FILE_OBJECT) -> *mut DEVICE_OBJECT;
+    pub fn IoAllocateIrp(stack_size: CCHAR, charge_quota: BOOLEAN) -> *mut IRP;
+    pub fn IoFreeIrp(irp: *mut IRP);
+    pub fn IoAllocateMdl(
+        va: *mut c_void,
+        length: u32,
+        secondary: BOOLEAN,
+        charge_quota: BOOLEAN,
+        irp: *mut IRP,
+    ) -> *mut MDL;
+    pub fn MmBuildMdlForNonPagedPool(mdl: *mut MDL);
+    pub fn IoFreeMdl(mdl: *mut MDL);
 });
 
 // Data imports live in their own block: on x86 `import_name_type` (which only applies to
@@ -135,6 +162,7 @@ mod arch {
     });
     imports!("ntoskrnl.exe", "fastcall" {
         pub fn IofCompleteRequest(irp: *mut IRP, priority_boost: i8);
+        pub fn IofCallDriver(device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS;
         pub fn ObfDereferenceObject(object: *mut c_void) -> isize;
         pub fn KefAcquireSpinLockAtDpcLevel(lock: *mut KSPIN_LOCK);
         pub fn KefReleaseSpinLockFromDpcLevel(lock: *mut KSPIN_LOCK);
@@ -168,7 +196,9 @@ pub mod crt {
 }
 
 #[cfg(target_arch = "x86")]
-pub use arch::{IofCompleteRequest, KeGetCurrentIrql, KeQueryInterruptTime, ObfDereferenceObject};
+pub use arch::{
+    IofCallDriver, IofCompleteRequest, KeGetCurrentIrql, KeQueryInterruptTime, ObfDereferenceObject,
+};
 
 /// `KeAcquireSpinLockRaiseToDpc`: on x86 this is hal's fastcall `KfAcquireSpinLock`.
 ///
@@ -221,6 +251,7 @@ mod arch {
         pub fn KeAcquireSpinLockAtDpcLevel(lock: *mut KSPIN_LOCK);
         pub fn KeReleaseSpinLockFromDpcLevel(lock: *mut KSPIN_LOCK);
         pub fn IofCompleteRequest(irp: *mut IRP, priority_boost: i8);
+        pub fn IofCallDriver(device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS;
         pub fn ObfDereferenceObject(object: *mut c_void) -> isize;
     });
 

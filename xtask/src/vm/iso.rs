@@ -17,6 +17,9 @@ pub const LIVECD_XZ: &str = "livecd-0.4.16-dev-89d5a3d-x86-dbg.iso.xz";
 const LIVECD_SHA256: &str = "23a7374de69f0a19c93f9921fa4d493421c3e4bb1756634ddaa698ce1b6e024d";
 /// Where the stock driver lives in the ISO tree.
 pub const DRIVER_PATH: &str = "reactos/system32/drivers/tcpip.sys";
+/// Where the project's TDI client test driver goes (the `kdriver` scenario installs it as the
+/// service `TdiEcho`, image `\SystemRoot\System32\drivers\tdiecho.sys`).
+pub const TEST_DRIVER_PATH: &str = "reactos/system32/drivers/tdiecho.sys";
 /// The program Winlogon starts after `setup -mini` has started networking.
 const USERINIT_PATH: &str = "reactos/system32/userinit.exe";
 /// The guest program's configuration, read from the program's own folder.
@@ -85,16 +88,27 @@ impl BaseTree {
         self.tree.join(DRIVER_PATH)
     }
 
-    /// Writes `iso`: the livecd with `driver` as `tcpip.sys`, `guest` as `userinit.exe`,
-    /// `config` as the guest's configuration and the COM1 debug entry booting at once. The tree
-    /// is a hard-linked copy of the base (`cp -al`) in which only the replaced files are new.
-    pub fn remaster(&self, iso: &Path, driver: &Path, guest: &Path, config: &str) -> Result<()> {
+    /// Writes `iso`: the livecd with `driver` as `tcpip.sys`, `test_driver` (if any) as
+    /// `tdiecho.sys` beside it, `guest` as `userinit.exe`, `config` as the guest's
+    /// configuration and the COM1 debug entry booting at once. The tree is a hard-linked copy
+    /// of the base (`cp -al`) in which only the replaced files are new.
+    pub fn remaster(
+        &self,
+        iso: &Path,
+        driver: &Path,
+        test_driver: Option<&Path>,
+        guest: &Path,
+        config: &str,
+    ) -> Result<()> {
         let staging = iso.with_extension("tree");
         remove_dir(&staging)?;
         let mut link = Command::new("cp");
         link.arg("-al").arg(&self.tree).arg(&staging);
         crate::run(link, crate::Output::Capture)?;
         replace(&staging.join(DRIVER_PATH), &fs_read(driver)?)?;
+        if let Some(test_driver) = test_driver {
+            replace(&staging.join(TEST_DRIVER_PATH), &fs_read(test_driver)?)?;
+        }
         replace(&staging.join(USERINIT_PATH), &fs_read(guest)?)?;
         replace(&staging.join(CONFIG_PATH), config.as_bytes())?;
         let ini = staging.join("freeldr.ini");

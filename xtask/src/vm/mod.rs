@@ -142,6 +142,17 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         .unwrap_or_else(|| crate::package_dir(root, crate::X86).join("tcpip.sys"));
     // The PDB beside the image, as `cargo xtask package` writes it.
     let ours_pdb = Some(ours.with_extension("pdb")).filter(|pdb| pdb.exists());
+    // The TDI client test driver (the `kdriver` scenario), beside the image or in the package;
+    // both drivers' boots get it.
+    let test_driver = [
+        ours.with_file_name("tdiecho.sys"),
+        crate::package_dir(root, crate::X86).join("tdiecho.sys"),
+    ]
+    .into_iter()
+    .find(|path| path.exists());
+    if test_driver.is_none() {
+        eprintln!("vm: no tdiecho.sys (run `cargo xtask package`): the kdriver scenario will fail");
+    }
     let mut subjects = Vec::new();
     if options.stock || options.compare {
         subjects.push(Subject {
@@ -170,7 +181,15 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     let mut reports = Vec::new();
     let mut failures = Vec::new();
     for subject in &subjects {
-        let (mut report, mut failure) = boot_one(&base, &work, &guest, &config, subject, options)?;
+        let (mut report, mut failure) = boot_one(
+            &base,
+            &work,
+            &guest,
+            test_driver.as_deref(),
+            &config,
+            subject,
+            options,
+        )?;
         // The stock driver is only the baseline, and it sometimes takes the machine down
         // (QEMU exits: the guest reset itself). A baseline needs a finished suite: boot it
         // again, once, and say so.
@@ -180,7 +199,15 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
                 subject.label,
                 failure.as_deref().unwrap_or("?")
             );
-            (report, failure) = boot_one(&base, &work, &guest, &config, subject, options)?;
+            (report, failure) = boot_one(
+                &base,
+                &work,
+                &guest,
+                test_driver.as_deref(),
+                &config,
+                subject,
+                options,
+            )?;
         }
         if let Some(failure) = failure {
             eprintln!("vm[{}]: FAILED: {failure}", subject.label);
@@ -219,6 +246,7 @@ fn boot_one(
     base: &iso::BaseTree,
     work: &Path,
     guest: &Path,
+    test_driver: Option<&Path>,
     config: &str,
     subject: &Subject,
     options: &Options,
@@ -231,7 +259,7 @@ fn boot_one(
         subject.label,
         subject.driver.display()
     );
-    base.remaster(&iso, &subject.driver, guest, config)?;
+    base.remaster(&iso, &subject.driver, test_driver, guest, config)?;
     let peers = peers::Peers::new(&dir).map_err(|e| {
         Error(format!(
             "cannot write the TFTP folder in {}: {e}",
@@ -299,11 +327,35 @@ fn boot_one(
         } else if subject.must_pass && !boot.lines.iter().any(|l| l.contains(STARTED_LINE)) {
             // Our load line is printed at a level the default debug filter passes.
             Some(format!("no `{STARTED_LINE}` line on COM1"))
+        } else if subject.must_pass {
+            kdriver_failure(&report, &boot.lines)
         } else {
             None
         }
     });
     Ok((report, failure))
+}
+
+/// What COM1 must show for each `kdriver` scenario (tdiecho.sys) that passed: the driver's
+/// start, and its unload with every request completed, once per load; no panic of its own.
+fn kdriver_failure(report: &GuestReport, lines: &[String]) -> Option<String> {
+    let loads = report
+        .results
+        .iter()
+        .filter(|r| r.status == "pass" && r.metric("unloaded") == Some("1"))
+        .count();
+    let count = |text: &str| lines.iter().filter(|l| l.contains(text)).count();
+    if lines.iter().any(|l| l.contains("tdiecho: panic")) {
+        return Some("tdiecho.sys printed a panic".into());
+    }
+    let started = count("tdiecho: started:");
+    let clean = count(" 0 requests outstanding");
+    (started < loads || clean < loads).then(|| {
+        format!(
+            "{loads} kdriver scenario(s) passed, but COM1 shows {started} `tdiecho: started` and \
+             {clean} clean unload line(s)"
+        )
+    })
 }
 
 /// Builds the guest program (`vm/guest/*.c`) with mingw-w64 into `target/vm/tcpipvm.exe`.
@@ -321,7 +373,7 @@ fn build_guest(root: &Path, work: &Path) -> Result<PathBuf> {
         .arg("-o")
         .arg(&exe)
         .args(&files)
-        .args(["-lws2_32", "-liphlpapi"]);
+        .args(["-lws2_32", "-liphlpapi", "-ladvapi32"]);
     crate::run(gcc, crate::Output::Capture).map_err(|e| {
         Error(format!(
             "building the guest program (needs gcc-mingw-w64-i686): {e}"
