@@ -139,11 +139,11 @@ fn address_ea(port: u16) -> [u8; 8 + 17 + 22] {
     ea[5] = TDI_TRANSPORT_ADDRESS_EA.len() as u8;
     ea[6..8].copy_from_slice(&22u16.to_le_bytes());
     ea[8..24].copy_from_slice(TDI_TRANSPORT_ADDRESS_EA);
-    let value = &mut ea[25..];
-    value[0..4].copy_from_slice(&1i32.to_le_bytes());
-    value[4..6].copy_from_slice(&TDI_ADDRESS_LENGTH_IP.to_le_bytes());
-    value[6..8].copy_from_slice(&TDI_ADDRESS_TYPE_IP.to_le_bytes());
-    value[8..10].copy_from_slice(&port.to_be_bytes());
+    // The value, a TA_IP_ADDRESS, at 25: one address of type IP, then its port.
+    ea[25..29].copy_from_slice(&1i32.to_le_bytes());
+    ea[29..31].copy_from_slice(&TDI_ADDRESS_LENGTH_IP.to_le_bytes());
+    ea[31..33].copy_from_slice(&TDI_ADDRESS_TYPE_IP.to_le_bytes());
+    ea[33..35].copy_from_slice(&port.to_be_bytes());
     ea
 }
 
@@ -389,7 +389,9 @@ impl TdiClient for Echo {
         let first = self.next.load(Ordering::Relaxed);
         for step in 0..count {
             let slot = (first + step) % count;
-            let endpoint = &self.endpoints[slot];
+            let Some(endpoint) = self.endpoints.get(slot) else {
+                continue;
+            };
             let mut conn = endpoint.conn.lock();
             if conn.in_use {
                 continue;
@@ -544,7 +546,7 @@ impl TdiClient for Echo {
                             let sent = information.min(buffer.len());
                             conn.echoed += sent as u64;
                             self.echoed.fetch_add(sent as u64, Ordering::Relaxed);
-                            let rest = &buffer[sent..];
+                            let rest = buffer.get(sent..).unwrap_or_default();
                             if !rest.is_empty() {
                                 if pool::try_reserve_deque(&mut conn.backlog, rest.len()).is_ok() {
                                     for &byte in rest.iter().rev() {
