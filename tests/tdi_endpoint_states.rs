@@ -77,9 +77,12 @@ fn expected(state: State, verb: Verb) -> Outcome {
         (Verb::Associate, _) => Completes(NtStatus::INVALID_PARAMETER),
         (Verb::Disassociate, Unassociated) => INVALID_CONNECTION,
         (Verb::Disassociate, _) => OK,
-        (Verb::Listen, Idle) => Pends,
+        // An idle endpoint, or a finished one used again (as Windows allows).
+        (Verb::Listen, Idle | Disconnected | PeerReset) => Pends,
         // Nobody listens on the port the test connects to.
-        (Verb::Connect, Idle) => Completes(NtStatus::REMOTE_NOT_LISTENING),
+        (Verb::Connect, Idle | Disconnected | PeerReset) => {
+            Completes(NtStatus::REMOTE_NOT_LISTENING)
+        }
         (Verb::Listen | Verb::Connect, _) => INVALID_CONNECTION,
         (Verb::Send, Connected | PeerClosed) => OK,
         (Verb::Send, Disconnected | PeerReset) => Completes(NtStatus::FILE_CLOSED),
@@ -539,5 +542,67 @@ fn a_cancelled_listen_or_connect_leaves_the_endpoint_idle_and_usable() {
     for handle in [server_address, server, client_address, client, probe] {
         t.close(handle);
     }
+    t.unload();
+}
+
+/// A finished connection's endpoints serve new ones, still associated, as on Windows: the
+/// server's endpoint listens again for new clients, and the client's connects again, each
+/// time to another listener (the same 4-tuple would meet the old connection's TIME-WAIT).
+#[test]
+fn finished_endpoints_take_new_connections() {
+    let t = loaded();
+    let pair = connected_pair(&t, local(4200));
+    // The client aborts: both endpoints are Disconnected.
+    assert_eq!(
+        disconnect(&t, pair.client, TDI_DISCONNECT_ABORT).status,
+        NtStatus::SUCCESS
+    );
+    let (status, _) = receive(&t, pair.server, 16);
+    assert_eq!(status.status, NtStatus::FILE_CLOSED);
+    let mut others = Vec::new();
+    for round in 0..3u16 {
+        // The server's endpoint takes a new client.
+        let listening = start_listen(&t, pair.server);
+        let client_address = t.open_address(any(0), 0).expect("client address");
+        let client = t.open_connection().expect("client endpoint");
+        assert_eq!(t.associate(client, client_address), NtStatus::SUCCESS);
+        assert_eq!(
+            start_connect(&t, client, local(4200)).wait().status,
+            NtStatus::SUCCESS
+        );
+        assert_eq!(listening.wait().status, NtStatus::SUCCESS, "round {round}");
+        // The client's endpoint connects to a new server.
+        let server_address = t
+            .open_address(local(4300 + round), 0)
+            .expect("server address");
+        let server = t.open_connection().expect("server endpoint");
+        assert_eq!(t.associate(server, server_address), NtStatus::SUCCESS);
+        let accepting = start_listen(&t, server);
+        let connecting = start_connect(&t, pair.client, local(4300 + round));
+        assert_eq!(connecting.wait().status, NtStatus::SUCCESS, "round {round}");
+        assert_eq!(accepting.wait().status, NtStatus::SUCCESS, "round {round}");
+        for (from, to) in [(client, pair.server), (pair.client, server)] {
+            let message = [round as u8; 100];
+            assert_eq!(send(&t, from, &message).status, NtStatus::SUCCESS);
+            let (status, data) = receive(&t, to, 100);
+            assert_eq!((status.status, data), (NtStatus::SUCCESS, message.to_vec()));
+            // A graceful end, the reused endpoint closing first.
+            assert_eq!(
+                disconnect(&t, to, TDI_DISCONNECT_RELEASE).status,
+                NtStatus::SUCCESS
+            );
+            let (status, data) = receive(&t, from, 16);
+            assert_eq!((status.status, data.len()), (NtStatus::SUCCESS, 0));
+            assert_eq!(
+                disconnect(&t, from, TDI_DISCONNECT_RELEASE).status,
+                NtStatus::SUCCESS
+            );
+        }
+        others.extend([client_address, client, server_address, server]);
+    }
+    for handle in others {
+        t.close(handle);
+    }
+    close_pair(&t, pair);
     t.unload();
 }

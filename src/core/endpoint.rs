@@ -94,8 +94,10 @@ pub fn rule(state: State, verb: Verb) -> Rule {
         },
         Verb::Listen | Verb::Connect => match state {
             Unassociated => NOT_ASSOCIATED,
-            Idle => Serve,
-            Listening | Connecting | Connected | Disconnecting | Disconnected => WRONG_STATE,
+            // A finished connection's endpoint is used again, as on Windows: the handler
+            // leaves the old connection to end on its own first (`Core::recycle`).
+            Idle | Disconnected => Serve,
+            Listening | Connecting | Connected | Disconnecting => WRONG_STATE,
         },
         Verb::Send => match state {
             Unassociated => NOT_ASSOCIATED,
@@ -160,11 +162,11 @@ mod tests {
     ];
 
     #[test]
-    fn only_an_idle_endpoint_listens_or_connects() {
+    fn only_an_idle_or_finished_endpoint_listens_or_connects() {
         for state in STATES {
             for verb in [Verb::Listen, Verb::Connect] {
                 let expected = match state {
-                    State::Idle => Rule::Serve,
+                    State::Idle | State::Disconnected => Rule::Serve,
                     _ => Rule::Answer(NtStatus::INVALID_CONNECTION),
                 };
                 assert_eq!(rule(state, verb), expected, "{verb:?} in {state:?}");

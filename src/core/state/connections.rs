@@ -16,10 +16,21 @@ impl Core {
         let (key, entry) = self
             .connection_mut(connection)
             .ok_or(NtStatus::INVALID_CONNECTION)?;
-        match endpoint::rule(entry.state(), verb) {
-            endpoint::Rule::Serve => Ok((key, entry)),
-            endpoint::Rule::Answer(status) => Err(status),
+        let state = entry.state();
+        match endpoint::rule(state, verb) {
+            endpoint::Rule::Serve => {}
+            endpoint::Rule::Answer(status) => return Err(status),
         }
+        if state == endpoint::State::Disconnected
+            && matches!(verb, Verb::Listen | Verb::Connect)
+            && !self.recycle(key)
+        {
+            return Err(NtStatus::INVALID_CONNECTION);
+        }
+        self.connections
+            .get_mut(key)
+            .map(|entry| (key, entry))
+            .ok_or(NtStatus::INVALID_CONNECTION)
     }
 
     /// A new TCP socket: full-sized buffers, or small ones once the sockets together hold
@@ -357,7 +368,12 @@ impl Core {
         ) {
             entry.fin_received = true;
         }
-        if state == State::Closed && entry.closed.is_none() {
+        // Both FINs exchanged (TIME-WAIT, LAST-ACK, CLOSING): over for the endpoint, which may
+        // take a new connection while smoltcp finishes this one.
+        let both_closed = entry.fin_received
+            && entry.send_shutdown
+            && matches!(state, State::TimeWait | State::LastAck | State::Closing);
+        if (state == State::Closed || both_closed) && entry.closed.is_none() {
             let reason = if entry.fin_received {
                 CloseReason::Fin
             } else if timed_out {

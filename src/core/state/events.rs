@@ -9,6 +9,7 @@
 use super::{Completer, Core, RETRIES};
 use crate::core::address::{Listener, Protocol};
 use crate::core::connection::{CloseReason, Connection, Phase, Receive};
+use crate::core::endpoint::State as EndpointState;
 use crate::core::events::{Answer, Due, Event, LOOKAHEAD, Outcome};
 use crate::core::icmp::UdpError;
 use crate::core::slab::Key;
@@ -353,7 +354,8 @@ impl Core {
     }
 
     /// A connect handler's answer: the connection is accepted onto the endpoint of the
-    /// TDI_ACCEPT IRP (associated with this address, idle), whose IRP then completes; refused
+    /// TDI_ACCEPT IRP (associated with this address, idle or finished), whose IRP then
+    /// completes; refused
     /// connections are reset; without a handler it goes back to the accept queue.
     fn answered(
         &mut self,
@@ -384,14 +386,20 @@ impl Core {
                 connection,
                 irp,
             } => {
+                // An idle endpoint of this address, or a finished one used again.
                 let endpoint = connection.and_then(|index| {
                     let (key, entry) = self.connection_mut(index)?;
-                    let idle = entry.state() == crate::core::endpoint::State::Idle;
-                    (listening && idle && entry.address == Some(listener.index)).then(|| {
-                        entry.context = context;
-                        (index, key)
-                    })
+                    let state = entry.state();
+                    let usable = matches!(state, EndpointState::Idle | EndpointState::Disconnected);
+                    (listening && usable && entry.address == Some(listener.index))
+                        .then_some((index, key, state))
                 });
+                let endpoint = endpoint
+                    .filter(|&(_, key, state)| state == EndpointState::Idle || self.recycle(key))
+                    .and_then(|(index, key, _)| {
+                        self.connections.get_mut(key)?.context = context;
+                        Some((index, key))
+                    });
                 match endpoint {
                     Some((index, key)) => {
                         self.accept_onto(index, socket, peer, port, c);

@@ -173,6 +173,38 @@ impl Core {
         }
     }
 
+    /// Readies a finished (Disconnected) endpoint for a new connection, as Windows lets a client
+    /// reuse one: the old connection's socket is left to end on its own (TIME-WAIT, a RST
+    /// still to send) as an orphan holding its port, and the endpoint keeps its association
+    /// and options, nothing else. `false`, changing nothing, while requests of the old
+    /// connection are still to be completed (its last receives wait for an event's outcome).
+    /// DISPATCH_LEVEL, core lock held.
+    pub(super) fn recycle(&mut self, key: Key) -> bool {
+        let port = self.connection_port(key);
+        let Some(entry) = self.connections.get_mut(key) else {
+            return false;
+        };
+        if entry.connect.is_some()
+            || entry.listen.is_some()
+            || !entry.sends.is_empty()
+            || !entry.receives.is_empty()
+        {
+            return false;
+        }
+        let (address, socket) = (entry.address, entry.socket);
+        let in_flight = entry.events.in_flight;
+        *entry = Connection {
+            no_delay: entry.no_delay,
+            address,
+            ..Connection::new(entry.context)
+        };
+        entry.events.in_flight = in_flight;
+        if let Some(socket) = socket {
+            self.abandon(socket, port, false);
+        }
+        true
+    }
+
     /// The port a connection's socket holds: its address file's.
     pub(super) fn connection_port(&self, key: Key) -> u16 {
         self.connections
