@@ -12,9 +12,9 @@
 //! - the backlog goes back with one TDI_SEND at a time (at most [`SEND_CHUNK`] bytes);
 //! - disconnect: after the peer's release the backlog is sent, then the connection released
 //!   (TDI_DISCONNECT_RELEASE); on an abort the backlog is dropped. Once none of its requests
-//!   is outstanding, the endpoint is re-armed by a work item: its file is closed and a fresh
-//!   one opened and associated (the transport, like ReactOS's, does not take a connection
-//!   endpoint back to idle after a disconnect: a disassociate only takes effect at close).
+//!   is outstanding, the endpoint is free again: the next connection is accepted onto it as
+//!   it is, still associated (the transport takes a finished endpoint back, as Windows'
+//!   does).
 //!
 //! Unload closes the address file (no events after that), aborts the open connections, waits
 //! for every outstanding request (10 s at most; the state is left allocated if some never
@@ -23,7 +23,6 @@
 //! prefix, so it shows on COM1 in ReactOS.
 
 use crate::nt::NtStatus;
-use crate::nt::device::Device;
 use crate::nt::entry::ClientDriver;
 use crate::nt::log::{Level, print_as};
 use crate::nt::pool;
@@ -31,7 +30,6 @@ use crate::nt::sync::SpinLock;
 use crate::nt::tdi_client::{Kind, Request, TdiClient, TdiFile};
 use crate::nt::thread;
 use crate::nt::types::*;
-use crate::nt::work_item::{WorkHandler, WorkItem};
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -80,11 +78,9 @@ fn untag(tag: usize) -> Option<(Op, usize)> {
 /// One endpoint's connection.
 #[derive(Default)]
 struct Conn {
-    /// The endpoint's file; out while the work item re-arms it.
+    /// The endpoint's file (taken out only at unload).
     file: Option<TdiFile>,
     in_use: bool,
-    /// Finished: the work item is to replace the file.
-    rearm: bool,
     accepting: bool,
     receiving: bool,
     sending: bool,
@@ -104,7 +100,7 @@ impl Conn {
     }
 
     fn finished(&self) -> bool {
-        self.in_use && !self.rearm && self.idle() && (self.aborted || self.release_done)
+        self.in_use && self.idle() && (self.aborted || self.release_done)
     }
 }
 
@@ -114,14 +110,9 @@ struct Endpoint {
 
 /// The echo server's state, from `DriverEntry` to `DriverUnload`.
 pub struct Echo {
-    /// Re-arms finished endpoints. First, so that it is dropped first: its drop waits for a
-    /// run in progress, which uses the endpoints.
-    rearm: WorkItem<Echo>,
     address: SpinLock<Option<TdiFile>>,
     endpoints: Vec<Endpoint>,
     stopping: AtomicBool,
-    /// A run of the work item is re-arming endpoints.
-    rearming: AtomicBool,
     /// Requests sent or handed to the transport and not completed yet.
     outstanding: AtomicUsize,
     /// The endpoint the next connection tries first.
@@ -173,9 +164,8 @@ impl core::fmt::Display for Remote<'_> {
 }
 
 impl Echo {
-    /// Opens the address file and the endpoints (associated with it); `device` (the driver's
-    /// own) owns the work item. PASSIVE_LEVEL.
-    pub fn open(port: u16, endpoints: usize, device: &Device) -> Result<Echo, NtStatus> {
+    /// Opens the address file and the endpoints (associated with it). PASSIVE_LEVEL.
+    pub fn open(port: u16, endpoints: usize) -> Result<Echo, NtStatus> {
         let address = TdiFile::open("\\Device\\Tcp", &address_ea(port))?;
         let mut list = pool::try_vec(endpoints)?;
         for slot in 0..endpoints {
@@ -187,11 +177,9 @@ impl Echo {
             });
         }
         Ok(Echo {
-            rearm: WorkItem::allocate(device)?,
             address: SpinLock::new(Some(address)),
             endpoints: list,
             stopping: AtomicBool::new(false),
-            rearming: AtomicBool::new(false),
             outstanding: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
             accepted: AtomicUsize::new(0),
@@ -362,12 +350,12 @@ impl Echo {
         if conn.finished() {
             let echoed = conn.echoed;
             let aborted = conn.aborted;
-            conn.rearm = true;
+            *conn = Conn {
+                file: conn.file.take(),
+                ..Conn::default()
+            };
             drop(conn);
             self.closed.fetch_add(1, Ordering::Relaxed);
-            if !self.stopping.load(Ordering::SeqCst) {
-                self.rearm.queue(self);
-            }
             say!(
                 Level::Notice,
                 "connection {slot} closed ({}), {echoed} bytes echoed",
@@ -581,67 +569,6 @@ fn open_endpoint(slot: usize, address: usize) -> Result<TdiFile, NtStatus> {
     Ok(file)
 }
 
-impl WorkHandler for Echo {
-    /// Re-arms the finished endpoints, one run at a time: a close waits for the transport,
-    /// which completes it on a system worker thread too, so two runs blocked at once could
-    /// hold every worker (the host model has two). A run that finds another in progress
-    /// leaves its work to it: that one looks again after it is done. PASSIVE_LEVEL.
-    fn run_work(&'static self) {
-        loop {
-            if self.rearming.swap(true, Ordering::SeqCst) {
-                return;
-            }
-            self.rearm_pass();
-            self.rearming.store(false, Ordering::SeqCst);
-            let more = self.endpoints.iter().any(|endpoint| {
-                let conn = endpoint.conn.lock();
-                conn.rearm && conn.file.is_some()
-            });
-            if !more || self.stopping.load(Ordering::SeqCst) {
-                return;
-            }
-        }
-    }
-}
-
-impl Echo {
-    /// Closes each finished endpoint's file and opens a fresh one. PASSIVE_LEVEL.
-    fn rearm_pass(&'static self) {
-        for (slot, endpoint) in self.endpoints.iter().enumerate() {
-            if self.stopping.load(Ordering::SeqCst) {
-                return;
-            }
-            let old = {
-                let mut conn = endpoint.conn.lock();
-                if !conn.rearm || conn.file.is_none() {
-                    continue;
-                }
-                conn.file.take()
-            };
-            drop(old);
-            let fresh = {
-                let address = self.address.lock();
-                // The address file is only taken out at unload (stopping is set then) or
-                // while `listen` registers the handlers, before any connection.
-                address.as_ref().map(|address| address.handle())
-            };
-            let fresh = fresh
-                .ok_or(NtStatus::INVALID_DEVICE_STATE)
-                .and_then(|handle| open_endpoint(slot, handle));
-            match fresh {
-                Ok(file) => {
-                    *endpoint.conn.lock() = Conn {
-                        file: Some(file),
-                        ..Conn::default()
-                    }
-                }
-                // The endpoint stays out of service (in use, no file).
-                Err(status) => say!(Level::Error, "cannot re-arm connection {slot}: {status}"),
-            }
-        }
-    }
-}
-
 /// The tdiecho image's driver: an [`Echo`] on [`PORT`] with [`ENDPOINTS`] endpoints.
 pub struct EchoDriver(Echo);
 
@@ -655,8 +582,8 @@ impl EchoDriver {
 impl ClientDriver for EchoDriver {
     const DEVICE: &'static str = "\\Device\\TdiEcho";
 
-    fn init(device: &Device) -> Result<Self, NtStatus> {
-        Echo::open(PORT, ENDPOINTS, device)
+    fn init() -> Result<Self, NtStatus> {
+        Echo::open(PORT, ENDPOINTS)
             .map(EchoDriver)
             .inspect_err(|status| {
                 say!(

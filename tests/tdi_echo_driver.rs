@@ -2,7 +2,7 @@
 //! next to the driver, through the same `DriverEntry`/`DriverUnload` glue as in ReactOS: it
 //! opens `\Device\Tcp` with `ZwCreateFile`, registers its event handlers and echoes to Winsock
 //! clients through the AFD model (4 × 1 MiB full duplex at once, checked by hash, then small
-//! round trips that need the endpoints re-armed after each disconnect), with the verifier on;
+//! round trips that reuse each endpoint after its disconnect), with the verifier on;
 //! both drivers then unload with a clean leak check.
 
 mod echo_support;
@@ -52,8 +52,8 @@ fn the_echo_driver_serves_winsock_clients_through_events() {
         assert_eq!(env.ws.recv(s, &mut rest).expect("FIN"), 0, "released");
         env.ws.closesocket(s).expect("close");
     }
-    // More, one after the other, than there are endpoints: each is re-armed after its
-    // connection ends.
+    // More, one after the other, than there are endpoints: each takes a new connection once
+    // its last one is over.
     let rounds = 3 * ENDPOINTS;
     for i in 0..rounds {
         let s = env.ws.socket().unwrap();

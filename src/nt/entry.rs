@@ -275,12 +275,14 @@ unsafe extern "system" fn cancel<D: Driver>(device: *mut DEVICE_OBJECT, irp: *mu
 /// A driver with no devices of its own that works from `DriverEntry` to `DriverUnload`: a
 /// kernel TDI client such as the tdiecho test image.
 pub trait ClientDriver: Sync + Sized + 'static {
-    /// The name of the one device the driver creates (to own its work items; it serves no
-    /// requests: the I/O manager's default routine refuses them).
+    /// The name of the one device the driver creates. It serves no requests (the I/O
+    /// manager's default routine refuses them), but ReactOS refuses to unload a driver that
+    /// has none: without it `ControlService(STOP)` fails with ERROR_INVALID_SERVICE_CONTROL
+    /// and the kernel logs "No DriverUnload function!" (seen in the VM).
     const DEVICE: &'static str;
 
     /// Builds the state. PASSIVE_LEVEL.
-    fn init(device: &Device) -> Result<Self, NtStatus>;
+    fn init() -> Result<Self, NtStatus>;
 
     /// Starts work once the state is at its final address. On an error, [`ClientDriver::stop`]
     /// runs next. PASSIVE_LEVEL.
@@ -305,7 +307,7 @@ pub unsafe fn client_entry<C: ClientDriver>(driver: *mut DRIVER_OBJECT) -> NTSTA
         return NtStatus::INVALID_PARAMETER.raw();
     };
     let state = create_device(driver, C::DEVICE, 0)
-        .and_then(|device| C::init(&device))
+        .and_then(|_| C::init())
         .and_then(pool::try_box);
     let state: &'static C = match state {
         Ok(state) => Box::leak(state),

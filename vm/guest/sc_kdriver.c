@@ -9,10 +9,10 @@
  *   - `clients` connections at once (default 4), each echoing `kib` KiB
  *     (default 64), checked byte for byte;
  *   - `rounds` more one after the other (default 12, more than the driver's 8
- *     endpoints: each is re-armed after its connection ends, by a work item
- *     that closes and reopens it; when the clients outrun it, the driver finds
- *     no free endpoint and refuses, which resets the connection: such a round
- *     is retried after 100 ms, at most 5 times, and counted in `retries`);
+ *     endpoints: each takes a new connection once its last one is over; when
+ *     the clients outrun that, the driver finds no free endpoint and refuses,
+ *     which resets the connection: such a round is retried after 100 ms, at
+ *     most 5 times, and counted in `retries`);
  * to `addr` (default 127.0.0.1; `addr=card` is the card's 10.0.2.15), then
  * stops the service (DriverUnload closes everything) and checks that it is
  * stopped and that port 7400 refuses connections, and deletes the service.
