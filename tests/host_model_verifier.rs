@@ -1012,3 +1012,32 @@ fn a_failed_driver_entry_is_checked_for_leaks() {
     assert!(violations[0].message.contains("after DriverEntry failed"));
     assert!(kernel.device_by_name(FAKE).is_none());
 }
+
+unsafe extern "system" fn entry_without_devices(
+    driver: *mut DRIVER_OBJECT,
+    _: *const UNICODE_STRING,
+) -> NTSTATUS {
+    unsafe extern "system" fn unload_nothing(_: *mut DRIVER_OBJECT) {}
+    // SAFETY: the driver object passed to DriverEntry.
+    unsafe { (*driver).DriverUnload = Some(unload_nothing) };
+    NtStatus::SUCCESS.raw()
+}
+
+/// Found in the ReactOS VM: a driver with a `DriverUnload` but no device object cannot be
+/// stopped there (the tdiecho driver once dropped its device and its service stop failed).
+#[test]
+fn a_driver_without_a_device_cannot_be_unloaded() {
+    let kernel = kernel(1);
+    let driver = kernel.load_driver(entry_without_devices).unwrap();
+    let report = driver.unload();
+    assert_eq!(report.leaks.len(), 1, "{report}");
+    assert_eq!(report.leaks[0].rule, Rule::UnloadRefused);
+    // With a device the stop goes through (that driver forgets to delete it: another rule).
+    kernel.expect_violation(Rule::DeviceLeak);
+    let driver = kernel.load_driver(entry_keeping_devices).unwrap();
+    let report = driver.unload();
+    assert!(
+        report.leaks_of(Rule::UnloadRefused).next().is_none(),
+        "{report}"
+    );
+}

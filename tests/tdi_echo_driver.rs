@@ -11,8 +11,8 @@ use echo_support::{Env, loopback, stream_and_check};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tcpip::echo::{ENDPOINTS, EchoDriver, PORT};
-use tcpip::host::FaultInjection;
 use tcpip::host::winsock::Shutdown;
+use tcpip::host::{FaultInjection, Rule};
 use tcpip::nt::entry::{client_entry, loaded_client};
 use tcpip::nt::types::{DRIVER_OBJECT, NTSTATUS, UNICODE_STRING};
 
@@ -85,6 +85,10 @@ fn the_echo_driver_serves_winsock_clients_through_events() {
     // loaded tcpip holds; the leak check that counts is tcpip's, after both (env.finish),
     // which sees anything tdiecho left too.
     let report = tdiecho.unload();
+    assert!(
+        report.leaks_of(Rule::UnloadRefused).next().is_none(),
+        "ReactOS would not unload tdiecho: {report}"
+    );
     let text = format!("{report}\n{:?}", env.kernel.handle().take_violations());
     for own in ["src/echo.rs", "src/nt/tdi_client.rs", "\\Device\\TdiEcho"] {
         assert!(!text.contains(own), "tdiecho left {own} behind: {text}");

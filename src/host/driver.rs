@@ -173,6 +173,8 @@ fn forget_driver(kernel: &KernelInner, object: *mut DRIVER_OBJECT) {
 /// Unloads a loaded driver. PASSIVE_LEVEL.
 fn unload(kernel: &Arc<KernelInner>, object: *mut DRIVER_OBJECT) -> UnloadReport {
     // SAFETY: a loaded driver's object is live.
+    let deviceless = unsafe { (*object).DeviceObject.is_null() };
+    // SAFETY: as above.
     if let Some(routine) = unsafe { (*object).DriverUnload } {
         let frame = RoutineFrame::begin();
         {
@@ -183,7 +185,13 @@ fn unload(kernel: &Arc<KernelInner>, object: *mut DRIVER_OBJECT) -> UnloadReport
         frame.end(Entry::DriverUnload, routine as usize);
     }
     KernelHandle(kernel.clone()).wait_quiescent();
-    let report = check_leaks(kernel, object, "at unload");
+    let mut report = check_leaks(kernel, object, "at unload");
+    if deviceless {
+        report.leaks.push(Leak {
+            rule: Rule::UnloadRefused,
+            detail: "a driver with no device object: ReactOS would not unload it".to_string(),
+        });
+    }
     forget_driver(kernel, object);
     // SAFETY: made by `new_driver_object`; the driver is forgotten, so it is retired once.
     unsafe { retire_driver_object(kernel, object) };

@@ -77,6 +77,10 @@ pub enum Rule {
     WorkItemLeak,
     /// A device object still present at unload.
     DeviceLeak,
+    /// A stop request for a driver that has no device object: ReactOS's `IopUnloadDriver`
+    /// refuses it (the service stop fails with ERROR_INVALID_SERVICE_CONTROL and the driver
+    /// stays loaded), whatever its `DriverUnload`. The model unloads it anyway, to tear down.
+    UnloadRefused,
     /// A file object referenced by the driver and never dereferenced, or still open, at unload.
     FileObjectLeak,
     /// A timer still set at unload.
