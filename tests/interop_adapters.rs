@@ -22,16 +22,6 @@ use tcpip::nt::NtStatus;
 use tcpip::nt::types::*;
 use zerocopy::FromBytes;
 
-/// Linux pings `target` three times; all must answer.
-fn pings(namespace: &Namespace, target: Ipv4Addr) {
-    let output = namespace.ping(target, 3).join().expect("ping");
-    assert!(
-        output.status.success(),
-        "ping {target}: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-}
-
 /// A Linux echo server on `ip:port` for one connection; the thread returns the peer's address
 /// as Linux saw it.
 fn linux_echo(namespace: &Namespace, ip: Ipv4Addr, port: u16) -> JoinHandle<SocketAddr> {
@@ -76,8 +66,8 @@ fn two_adapters_carry_traffic_on_their_own_subnets_and_one_goes_alone() {
     let other = (second.driver_ip(), second.linux_ip());
 
     // Linux reaches both addresses, each over its own TAP.
-    pings(&namespace, first.0);
-    pings(&namespace, other.0);
+    namespace.assert_pings(first.0, 3);
+    namespace.assert_pings(other.0, 3);
 
     // TCP: Linux clients to both addresses of one listener on 0.0.0.0, at once.
     let server = echo_server(&setup, 7, 2);
@@ -197,7 +187,7 @@ fn two_adapters_carry_traffic_on_their_own_subnets_and_one_goes_alone() {
         .map(|a| a.iae_index)
         .collect();
     assert_eq!(addresses, [0, 1], "interface 2 went with its adapter");
-    pings(&namespace, first.0);
+    namespace.assert_pings(first.0, 3);
     let peer = linux_echo(&namespace, first.1, 9008);
     echo_once(&setup.ws, SocketAddrV4::new(first.1, 9008), b"still here").expect("echo");
     assert_eq!(peer.join().expect("Linux echo").ip(), first.0);

@@ -251,25 +251,7 @@ fn the_driver_leases_its_address_from_dnsmasq_and_uses_it() {
     );
 
     // The lease works: Linux reaches the leased address, the driver reaches Linux over TCP.
-    let ping = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            namespace.name(),
-            "ping",
-            "-c",
-            "2",
-            "-W",
-            "2",
-        ])
-        .arg(leased.to_string())
-        .output()
-        .expect("ping");
-    assert!(
-        ping.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ping.stdout)
-    );
+    namespace.assert_pings(leased, 2);
     let listener = namespace.run(|| TcpListener::bind((namespace.linux_ip(), 7007)).unwrap());
     let echo = std::thread::spawn(move || {
         let (mut stream, peer) = listener.accept().unwrap();
@@ -377,25 +359,7 @@ fn two_adapters_lease_from_their_own_subnets_over_one_socket() {
     }
     ws.closesocket(client).unwrap();
     for address in &leased {
-        let ping = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                namespace.name(),
-                "ping",
-                "-c",
-                "2",
-                "-W",
-                "2",
-            ])
-            .arg(address.to_string())
-            .output()
-            .expect("ping");
-        assert!(
-            ping.status.success(),
-            "{}",
-            String::from_utf8_lossy(&ping.stdout)
-        );
+        namespace.assert_pings(*address, 2);
     }
     let log = dnsmasq.stop();
     // Each adapter's DISCOVER reached its own subnet's server only.

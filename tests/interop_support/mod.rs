@@ -191,6 +191,16 @@ impl Namespace {
         self.ping_sized(target, count, 56)
     }
 
+    /// Linux pings `target` `count` times; every echo must be answered.
+    pub fn assert_pings(&self, target: Ipv4Addr, count: u32) {
+        let output = self.ping(target, count).join().expect("ping");
+        assert!(
+            output.status.success(),
+            "ping {target}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+
     /// Linux's `ping` with `size` bytes of data (past the MTU, the request leaves as
     /// fragments, and so must the reply).
     pub fn ping_sized(&self, target: Ipv4Addr, count: u32, size: usize) -> JoinHandle<Output> {
