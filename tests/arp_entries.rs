@@ -12,7 +12,6 @@ use ethernet_support::*;
 use ip_helper_support::{control, provider, query, rows, set};
 use smoltcp::wire::{EthernetFrame, EthernetProtocol};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
 use tcpip::host::{Handle, as_unprivileged_user};
 use tcpip::info::wire::IPNetToMediaEntry;
 use tcpip::nt::NtStatus;
@@ -156,12 +155,7 @@ fn a_dynamic_entry_is_listed_as_dynamic_and_bad_entries_are_refused() {
 #[test]
 fn an_entry_set_on_a_second_adapter_is_that_interface_s_own() {
     let (t, first) = bound();
-    let second = Arc::new(Recorder::default());
-    let index = tcpip(&t)
-        .stack()
-        .attach_link(second.clone(), 64)
-        .expect("attach");
-    assert_eq!(index, 2, "the second adapter is interface 2");
+    let second = bind_second(&t);
     let control = control(&t);
     let theirs = Ipv4Addr::new(10, 14, 0, 2);
     let neighbour = Ipv4Addr::new(10, 14, 0, 9);

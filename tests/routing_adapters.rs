@@ -12,7 +12,6 @@ use ethernet_support::*;
 use ip_helper_support::{control, provider, query, rows, set};
 use smoltcp::wire::{EthernetFrame, Ipv4Packet};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
 use tcpip::info::wire::{IPNetToMediaEntry, IPRouteEntry};
 use tcpip::nt::NtStatus;
 use tcpip::nt::types::{AT_ENTITY, CL_NL_ENTITY, IOCTL_SET_IP_ADDRESS};
@@ -61,12 +60,7 @@ fn take_sent(recorder: &Recorder) -> Vec<([u8; 6], Option<Ipv4Addr>)> {
 #[test]
 fn off_subnet_traffic_takes_the_lowest_indexed_interface_with_a_gateway() {
     let (t, first) = bound();
-    let second = Arc::new(Recorder::default());
-    let index = tcpip(&t)
-        .stack()
-        .attach_link(second.clone(), 64)
-        .expect("attach");
-    assert_eq!(index, 2);
+    let second = bind_second(&t);
     let control = control(&t);
     let theirs = Ipv4Addr::new(10, 14, 0, 2);
     let input = [2u32.to_le_bytes(), theirs.octets(), [255, 255, 255, 0]].concat();

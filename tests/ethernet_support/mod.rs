@@ -95,6 +95,17 @@ pub fn bound_with(address: Option<Ipv4Addr>) -> (Loaded, Arc<Recorder>) {
     bind(loaded(), address)
 }
 
+/// Binds a second recording adapter, which becomes interface 2.
+pub fn bind_second(t: &Loaded) -> Arc<Recorder> {
+    let second = Arc::new(Recorder::default());
+    let index = tcpip(t)
+        .stack()
+        .attach_link(second.clone(), 64)
+        .expect("attach");
+    assert_eq!(index, 2, "the second adapter is interface 2");
+    second
+}
+
 /// [`bound`] in a kernel whose clock moves only when the test advances it.
 pub fn bound_virtual() -> (Loaded, Arc<Recorder>) {
     bind(Loaded::new(tcpip::host::Clock::Virtual), Some(OURS))

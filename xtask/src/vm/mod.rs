@@ -181,15 +181,18 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     let mut reports = Vec::new();
     let mut failures = Vec::new();
     for subject in &subjects {
-        let (mut report, mut failure) = boot_one(
-            &base,
-            &work,
-            &guest,
-            test_driver.as_deref(),
-            &config,
-            subject,
-            options,
-        )?;
+        let boot = || {
+            boot_one(
+                &base,
+                &work,
+                &guest,
+                test_driver.as_deref(),
+                &config,
+                subject,
+                options,
+            )
+        };
+        let (mut report, mut failure) = boot()?;
         // The stock driver is only the baseline, and it sometimes takes the machine down
         // (QEMU exits: the guest reset itself). A baseline needs a finished suite: boot it
         // again, once, and say so.
@@ -199,15 +202,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
                 subject.label,
                 failure.as_deref().unwrap_or("?")
             );
-            (report, failure) = boot_one(
-                &base,
-                &work,
-                &guest,
-                test_driver.as_deref(),
-                &config,
-                subject,
-                options,
-            )?;
+            (report, failure) = boot()?;
         }
         if let Some(failure) = failure {
             eprintln!("vm[{}]: FAILED: {failure}", subject.label);
