@@ -1,7 +1,7 @@
 //! Routing between two adapters, recording adapters as the wires: a destination off every
 //! subnet goes through the default gateway of the lowest-indexed interface that has one
 //! (`route add` names the interface), from that interface's address, and nowhere while no
-//! interface has a gateway.
+//! interface has a gateway; a connection that came in by an adapter is answered by it.
 
 mod ethernet_support;
 mod ip_helper_support;
@@ -10,7 +10,7 @@ mod udp_support;
 
 use ethernet_support::*;
 use ip_helper_support::{control, provider, query, rows, set};
-use smoltcp::wire::{EthernetFrame, Ipv4Packet};
+use smoltcp::wire::{EthernetFrame, Ipv4Packet, TcpControl};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use tcpip::info::wire::{IPNetToMediaEntry, IPRouteEntry};
 use tcpip::nt::NtStatus;
@@ -117,6 +117,39 @@ fn off_subnet_traffic_takes_the_lowest_indexed_interface_with_a_gateway() {
     assert_eq!(take_sent(&second), [(mac2, Some(theirs))]);
     assert!(take_sent(&first).is_empty());
 
+    // A connection that came in by the second adapter is answered by it, from its address,
+    // although the lowest-indexed gateway is the first's.
+    let listener = t
+        .open_address(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80), 0)
+        .unwrap();
+    let endpoint = t.open_connection().unwrap();
+    assert_eq!(t.associate(endpoint, listener), NtStatus::SUCCESS);
+    let listen = tdi_support::start_listen(&t, endpoint);
+    let client = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 40_000);
+    let syn = segment(
+        client,
+        SocketAddrV4::new(theirs, 80),
+        TcpControl::Syn,
+        1,
+        None,
+        &[],
+    );
+    indicate_on(&t, 2, &syn);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let answer = loop {
+        let sent = take_sent(&second);
+        if !sent.is_empty() {
+            break sent;
+        }
+        assert!(std::time::Instant::now() < deadline, "no SYN-ACK");
+        std::thread::yield_now();
+    };
+    assert_eq!(answer, [(mac2, Some(theirs))]);
+    assert!(take_sent(&first).is_empty());
+
+    t.close(listener);
+    assert_eq!(listen.wait().status, NtStatus::CANCELLED);
+    t.close(endpoint);
     t.close(socket);
     t.close(control);
     tcpip(&t).stack().detach_link(2);

@@ -183,7 +183,12 @@ pub fn segment(
 /// Hands `frame` to the driver as the adapter's receive indication, waiting while its queue is
 /// full.
 pub fn indicate(t: &Loaded, frame: &[u8]) {
-    while !tcpip(t).stack().indicate_receive(1, frame) {
+    indicate_on(t, 1, frame);
+}
+
+/// [`indicate`] on the adapter of interface `index`.
+pub fn indicate_on(t: &Loaded, index: u32, frame: &[u8]) {
+    while !tcpip(t).stack().indicate_receive(index, frame) {
         std::thread::yield_now();
     }
 }

@@ -128,7 +128,7 @@ impl Core {
                 return Err(status);
             }
         };
-        let route = self.route_to(*remote.ip());
+        let route = self.route_for(*local.ip(), *remote.ip());
         if let Err(status) = self.sockets.set_tuple(socket, (local, remote), route) {
             self.sockets.remove(socket);
             self.ports.release(port);

@@ -116,6 +116,28 @@ impl Core {
         }
     }
 
+    /// The link of a connection from `local` to `remote`: as [`Core::route_to`], except that
+    /// when `local` is a bound interface's own address and that interface reaches `remote`
+    /// (on its subnet, or through its gateway), the connection keeps to it. So a connection
+    /// that came in by an adapter is answered by that adapter, whichever interface's gateway
+    /// comes first, and never leaves one adapter with another's address.
+    pub(in crate::core) fn route_for(&self, local: Ipv4Addr, remote: Ipv4Addr) -> Route {
+        if remote.is_loopback() || self.is_local(remote) {
+            return Route::Loopback;
+        }
+        let own = self.interfaces().find(|(_, slot)| {
+            slot.bound
+                && slot.address.is_some_and(|cidr| {
+                    cidr.address() == local
+                        && (cidr.contains_addr(&remote) || slot.gateway.is_some())
+                })
+        });
+        match own {
+            Some((index, _)) => Route::Ethernet(index),
+            None => self.route_to(remote),
+        }
+    }
+
     /// Whether `ip` is a broadcast, and for which interface: `Some(None)` for the limited
     /// broadcast 255.255.255.255, `Some(Some(index))` for the directed broadcast of interface
     /// `index`'s subnet.

@@ -108,7 +108,7 @@ impl Core {
                         ))
                     });
                     let filed = tuple.is_some_and(|tuple| {
-                        let route = self.route_to(*tuple.1.ip());
+                        let route = self.route_for(*tuple.0.ip(), *tuple.1.ip());
                         self.sockets.set_tuple(key, tuple, route).is_ok()
                     });
                     let held = filed && self.ports.acquire(port).is_ok();
