@@ -40,7 +40,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 /// Send slots per binding: frames in flight to the miniport at once.
 pub const SEND_SLOTS: usize = 64;
 /// Transfer slots per binding, for lookahead-only miniports.
-pub const TRANSFER_SLOTS: usize = 16;
+pub const TRANSFER_SLOTS: usize = 64;
 /// The Ethernet minimum frame without FCS: shorter frames are padded with zeros.
 const MIN_FRAME: usize = 60;
 /// The largest frame a slot holds: the largest MTU a miniport may report, plus the header.
