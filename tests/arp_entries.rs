@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use tcpip::host::{Handle, as_unprivileged_user};
 use tcpip::info::wire::IPNetToMediaEntry;
 use tcpip::nt::NtStatus;
-use tcpip::nt::types::{AT_ENTITY, IOCTL_SET_IP_ADDRESS};
+use tcpip::nt::types::AT_ENTITY;
 use tdi_support::Loaded;
 use zerocopy::IntoBytes;
 
@@ -159,11 +159,7 @@ fn an_entry_set_on_a_second_adapter_is_that_interface_s_own() {
     let control = control(&t);
     let theirs = Ipv4Addr::new(10, 14, 0, 2);
     let neighbour = Ipv4Addr::new(10, 14, 0, 9);
-    let input = [2u32.to_le_bytes(), theirs.octets(), [255, 255, 255, 0]].concat();
-    let (status, _) =
-        t.kernel
-            .device_io_control(control, IOCTL_SET_IP_ADDRESS, &input, &mut [0u8; 12]);
-    assert_eq!(status, NtStatus::SUCCESS);
+    set_address(&t, 2, theirs);
     let add = IPNetToMediaEntry {
         inme_index: 2,
         ..entry(neighbour, STATIC_MAC, 4)

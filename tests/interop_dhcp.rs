@@ -165,6 +165,29 @@ fn exchange(
     panic!("no DHCP reply of type {kind}");
 }
 
+/// The REQUEST for `offered` from `server` (options 50 and 54) and its ACK: the leased address
+/// and the ACK's options.
+fn request(
+    ws: &Winsock,
+    socket: Socket,
+    mac: [u8; 6],
+    xid: u32,
+    offered: Ipv4Addr,
+    server: Ipv4Addr,
+) -> (Ipv4Addr, Options) {
+    let mut options = vec![50, 4];
+    options.extend_from_slice(&offered.octets());
+    options.extend_from_slice(&[54, 4]);
+    options.extend_from_slice(&server.octets());
+    exchange(
+        ws,
+        socket,
+        &bootrequest(mac, xid, REQUEST, &options),
+        xid,
+        ACK,
+    )
+}
+
 #[test]
 fn the_driver_leases_its_address_from_dnsmasq_and_uses_it() {
     let namespace = Namespace::new();
@@ -190,17 +213,7 @@ fn the_driver_leases_its_address_from_dnsmasq_and_uses_it() {
     );
     let server = address_option(&options, 54).expect("server identifier");
     assert_eq!(server, namespace.linux_ip());
-    let mut request = vec![50, 4];
-    request.extend_from_slice(&offered.octets());
-    request.extend_from_slice(&[54, 4]);
-    request.extend_from_slice(&server.octets());
-    let (leased, options) = exchange(
-        ws,
-        client,
-        &bootrequest(mac, xid, REQUEST, &request),
-        xid,
-        ACK,
-    );
+    let (leased, options) = request(ws, client, mac, xid, offered, server);
     assert_eq!(leased, offered);
     let mask = address_option(&options, 1).expect("subnet mask");
     let router = address_option(&options, 3).expect("router");
@@ -335,17 +348,7 @@ fn two_adapters_lease_from_their_own_subnets_over_one_socket() {
             Some(server),
             "the offer for interface {index} comes from its own subnet's server"
         );
-        let mut request = vec![50, 4];
-        request.extend_from_slice(&offered.octets());
-        request.extend_from_slice(&[54, 4]);
-        request.extend_from_slice(&server.octets());
-        let (address, _) = exchange(
-            ws,
-            client,
-            &bootrequest(mac, xid, REQUEST, &request),
-            xid,
-            ACK,
-        );
+        let (address, _) = request(ws, client, mac, xid, offered, server);
         assert_eq!(address, offered);
         let control = setup.kernel.create_file("\\Device\\Tcp", None, 0).unwrap();
         let input = [index.to_le_bytes(), address.octets(), [255, 255, 255, 0]].concat();

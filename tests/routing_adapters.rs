@@ -14,7 +14,7 @@ use smoltcp::wire::{EthernetFrame, Ipv4Packet, TcpControl};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use tcpip::info::wire::{IPNetToMediaEntry, IPRouteEntry};
 use tcpip::nt::NtStatus;
-use tcpip::nt::types::{AT_ENTITY, CL_NL_ENTITY, IOCTL_SET_IP_ADDRESS};
+use tcpip::nt::types::{AT_ENTITY, CL_NL_ENTITY};
 use zerocopy::IntoBytes;
 
 /// The default route `route add 0.0.0.0 mask 0.0.0.0 GATEWAY if INDEX` sends.
@@ -63,11 +63,7 @@ fn off_subnet_traffic_takes_the_lowest_indexed_interface_with_a_gateway() {
     let second = bind_second(&t);
     let control = control(&t);
     let theirs = Ipv4Addr::new(10, 14, 0, 2);
-    let input = [2u32.to_le_bytes(), theirs.octets(), [255, 255, 255, 0]].concat();
-    let (status, _) =
-        t.kernel
-            .device_io_control(control, IOCTL_SET_IP_ADDRESS, &input, &mut [0u8; 12]);
-    assert_eq!(status, NtStatus::SUCCESS);
+    set_address(&t, 2, theirs);
     // Each gateway's MAC as a static entry on its interface, so nothing waits for ARP.
     let (gateway1, mac1) = (PEER, [2, 0, 0, 0, 0, 0x61]);
     let (gateway2, mac2) = (Ipv4Addr::new(10, 14, 0, 1), [2, 0, 0, 0, 0, 0x62]);

@@ -7,7 +7,7 @@
 mod echo_support;
 mod tdi_client_support;
 
-use echo_support::{Env, Rng, loopback, message, size, stream_and_check};
+use echo_support::{Env, lockstep_echo, loopback, message, size, stream_and_check};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use tcpip::host::FaultInjection;
@@ -90,18 +90,7 @@ fn many(env: &Env, port: u16, n: usize, size: usize) {
                 ws.connect(s, loopback(port))
                     .unwrap_or_else(|e| panic!("client {t}: connect: {e}"));
                 barrier.wait();
-                let mut rng = Rng::new(t as u64 + 1);
-                let mut out = vec![0u8; 4096];
-                let mut back = vec![0u8; 4096];
-                let mut done = 0;
-                while done < size {
-                    let len = 4096.min(size - done);
-                    rng.fill(&mut out[..len]);
-                    ws.send_all(s, &out[..len]).expect("send");
-                    assert!(ws.recv_exact(s, &mut back[..len]).expect("recv"));
-                    assert_eq!(back[..len], out[..len], "client {t} at {done}");
-                    done += len;
-                }
+                lockstep_echo(&ws, s, t, size);
                 ws.shutdown(s, Shutdown::Send).expect("shutdown");
                 let mut rest = [0u8; 1];
                 assert_eq!(ws.recv(s, &mut rest).expect("FIN"), 0);

@@ -305,6 +305,23 @@ pub fn stream_and_check(env: &Env, client: Socket, total: usize, seed: u64) {
 
 /// Suite 4: `n` concurrent connections, each echoing `size` bytes (sent in 4 KiB pieces, each
 /// read back before the next), served by one thread per connection.
+/// Client `t` of the `many` suites: `size` bytes in 4 KiB messages on `s`, each echo read
+/// back and checked before the next.
+pub fn lockstep_echo(ws: &Winsock, s: Socket, t: usize, size: usize) {
+    let mut rng = Rng::new(t as u64 + 1);
+    let mut out = vec![0u8; 4096];
+    let mut back = vec![0u8; 4096];
+    let mut done = 0;
+    while done < size {
+        let len = 4096.min(size - done);
+        rng.fill(&mut out[..len]);
+        ws.send_all(s, &out[..len]).expect("send");
+        assert!(ws.recv_exact(s, &mut back[..len]).expect("recv"));
+        assert_eq!(back[..len], out[..len], "client {t} at {done}");
+        done += len;
+    }
+}
+
 pub fn many(env: &Env, port: u16, n: usize, size: usize) {
     let ws = &env.ws;
     let listener = ws.socket().unwrap();
@@ -336,18 +353,7 @@ pub fn many(env: &Env, port: u16, n: usize, size: usize) {
                 ws.connect(s, loopback(port))
                     .unwrap_or_else(|e| panic!("client {t}: connect: {e}"));
                 barrier.wait();
-                let mut rng = Rng::new(t as u64 + 1);
-                let mut out = vec![0u8; 4096];
-                let mut back = vec![0u8; 4096];
-                let mut done = 0;
-                while done < size {
-                    let len = 4096.min(size - done);
-                    rng.fill(&mut out[..len]);
-                    ws.send_all(s, &out[..len]).expect("send");
-                    assert!(ws.recv_exact(s, &mut back[..len]).expect("recv"));
-                    assert_eq!(back[..len], out[..len], "client {t} at {done}");
-                    done += len;
-                }
+                lockstep_echo(&ws, s, t, size);
                 ws.closesocket(s).expect("close");
             })
         })

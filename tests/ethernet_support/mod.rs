@@ -111,16 +111,20 @@ pub fn bound_virtual() -> (Loaded, Arc<Recorder>) {
     bind(Loaded::new(tcpip::host::Clock::Virtual), Some(OURS))
 }
 
+/// Gives interface `index` `address`/24 (`IOCTL_SET_IP_ADDRESS`, as `AddIPAddress`).
+pub fn set_address(t: &Loaded, index: u32, address: Ipv4Addr) {
+    let control = t.kernel.create_file("\\Device\\Tcp", None, 0).unwrap();
+    let input = [index.to_le_bytes(), address.octets(), [255, 255, 255, 0]].concat();
+    let (status, _) =
+        t.kernel
+            .device_io_control(control, IOCTL_SET_IP_ADDRESS, &input, &mut [0u8; 12]);
+    assert_eq!(status, NtStatus::SUCCESS, "IOCTL_SET_IP_ADDRESS {index}");
+    t.close(control);
+}
+
 fn bind(t: Loaded, address: Option<Ipv4Addr>) -> (Loaded, Arc<Recorder>) {
     if let Some(address) = address {
-        let control = t.kernel.create_file("\\Device\\Tcp", None, 0).unwrap();
-        let input = [1u32.to_le_bytes(), address.octets(), [255, 255, 255, 0]].concat();
-        let mut output = [0u8; 12];
-        let (status, _) =
-            t.kernel
-                .device_io_control(control, IOCTL_SET_IP_ADDRESS, &input, &mut output);
-        assert_eq!(status, NtStatus::SUCCESS);
-        t.close(control);
+        set_address(&t, 1, address);
     }
     let recorder = Arc::new(Recorder::default());
     tcpip(&t)
