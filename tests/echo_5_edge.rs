@@ -20,12 +20,21 @@ fn listener(ws: &Winsock, port: u16) -> Socket {
     s
 }
 
-/// (client, accepted) on `listener`.
+/// (client, accepted) on `listener`. Connections an earlier race left in the accept queue
+/// (a connect abandoned by closesocket that the listener had already taken, whose accept
+/// arrived after the race's drain) are accepted and closed on the way: the accepted socket is
+/// the one whose peer is the client.
 fn connected(ws: &Winsock, listener: Socket, port: u16) -> (Socket, Socket) {
     let c = ws.socket().unwrap();
     ws.connect(c, loopback(port)).expect("connect");
-    let (a, _) = ws.accept(listener).expect("accept");
-    (c, a)
+    let local = ws.getsockname(c).expect("getsockname");
+    loop {
+        let (a, peer) = ws.accept(listener).expect("accept");
+        if peer == local {
+            return (c, a);
+        }
+        let _ = ws.closesocket(a);
+    }
 }
 
 #[test]

@@ -96,11 +96,15 @@ fn the_driver_echoes_through_linux_and_broadcasts_both_ways() {
     let namespace = Namespace::new();
     let setup = DriverOnTap::start(&namespace, None);
     let linux = SocketAddrV4::new(namespace.linux_ip(), 7101);
+    // The first datagram must not reach Linux before its socket is bound (Linux would answer
+    // port unreachable and the datagram would be lost): the server says when it is.
+    let (bound, is_bound) = std::sync::mpsc::channel();
     let server = namespace.spawn("linux-udp-echo", move || {
         let socket = UdpSocket::bind(linux).expect("Linux echo socket");
         socket
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
+        bound.send(()).expect("the test waits");
         let mut buffer = [0u8; 2048];
         for _ in 0..sizes().len() {
             let (n, from) = socket
@@ -109,6 +113,7 @@ fn the_driver_echoes_through_linux_and_broadcasts_both_ways() {
             socket.send_to(&buffer[..n], from).expect("echo");
         }
     });
+    is_bound.recv().expect("Linux echo socket bound");
     let ws = &setup.ws;
     let client = ws.socket_datagram().unwrap();
     ws.set_receive_timeout(client, Some(Duration::from_secs(5)))
@@ -117,7 +122,9 @@ fn the_driver_echoes_through_linux_and_broadcasts_both_ways() {
     for size in sizes() {
         let sent = datagram(size, 0x5a);
         assert_eq!(ws.sendto(client, &sent, linux), Ok(size));
-        let (n, from) = ws.recvfrom(client, &mut buffer).expect("echo from Linux");
+        let (n, from) = ws
+            .recvfrom(client, &mut buffer)
+            .unwrap_or_else(|e| panic!("echo of {size} bytes from Linux: {e:?}"));
         assert_eq!(from, linux);
         assert_eq!(&buffer[..n], &sent[..], "size {size}");
     }
