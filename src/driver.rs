@@ -105,7 +105,12 @@ impl Driver for Tcpip {
     }
 
     fn dispatch(&'static self, device: usize, irp: Irp) -> Dispatched {
-        dispatch::dispatch(self, device, irp)
+        let dispatched = dispatch::dispatch(self, device, irp);
+        // The fast path completed the caller's own requests; others' go to the work item.
+        if self.stack.take_completions_waiting() {
+            self.completions.queue(self);
+        }
+        dispatched
     }
 
     fn cancel(&'static self, irp: IrpId) {

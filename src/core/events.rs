@@ -283,6 +283,11 @@ impl EventHub {
         Ok(())
     }
 
+    /// Whether events wait for delivery. IRQL ≤ DISPATCH_LEVEL.
+    pub fn has_due(&self) -> bool {
+        !self.queue.lock().is_empty()
+    }
+
     /// Takes every queued event. IRQL ≤ DISPATCH_LEVEL.
     pub fn take(&self) -> Vec<Event> {
         core::mem::take(&mut *self.queue.lock())

@@ -21,9 +21,11 @@ use crate::link::ethernet::Adapter;
 use crate::nt::NtStatus;
 use crate::nt::dpc::{self, Dpc, DpcHandler};
 use crate::nt::irp::{CancelRoutine, Dispatched, Irp, IrpId};
+use crate::nt::irql::Irql;
+use crate::nt::log::Level;
 use crate::nt::pool;
 use crate::nt::sync::SpinLock;
-use crate::nt::thread::{self, ThreadId};
+use crate::nt::thread::{self, StackPaint, ThreadId};
 use crate::nt::time;
 use crate::nt::timer::Timer;
 use crate::nt::types::{TDI_PROVIDER_STATISTICS, TDIObjectID};
@@ -32,7 +34,7 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use smoltcp::time::Instant;
 
 /// How many inbound requests one round applies before it polls the protocol.
@@ -42,6 +44,15 @@ const ROUND_BUDGET: usize = 8;
 /// How long a DPC keeps starting rounds: the kernel guideline is 100 µs per DPC, and a round
 /// begun just before this mark still finishes.
 const TIME_BUDGET_MICROS: u64 = 50;
+/// The stack a fast-path run must find free below the dispatch routine's frame: a core round
+/// and the completion routines the run calls. x86 kernel stacks are 12 KiB; the deepest use
+/// measured (`InlineStats::deepest_stack`, logged as it grows) is in ARCHITECTURE.md.
+#[cfg(target_pointer_width = "32")]
+const INLINE_STACK: usize = 6 * 1024;
+#[cfg(target_pointer_width = "64")]
+const INLINE_STACK: usize = 12 * 1024;
+/// One fast-path run in this many measures its stack depth.
+const STACK_SAMPLE: usize = 64;
 
 /// The core and the machinery around it.
 pub struct Stack {
@@ -57,6 +68,33 @@ pub struct Stack {
     timer: Timer,
     /// Set at unload: the DPC stops re-arming the timer and re-queueing itself.
     stopping: AtomicBool,
+    /// Set while the DPC or the fast path runs the core: the fast path's "core idle" test (a
+    /// hint — the core lock is what excludes; it keeps a dispatching thread from spinning on
+    /// a busy core, and ReactOS exports no try-lock for spin locks).
+    busy: AtomicBool,
+    /// A fast-path run left completions that are not its own (see [`Stack::run_inline`]).
+    completions_waiting: AtomicBool,
+    counters: InlineCounters,
+}
+
+/// The fast path's counters.
+#[derive(Default)]
+struct InlineCounters {
+    inline: AtomicUsize,
+    declined: AtomicUsize,
+    deepest: AtomicUsize,
+}
+
+/// What [`Stack::inline_stats`] reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InlineStats {
+    /// Requests whose dispatching thread ran the core.
+    pub inline: usize,
+    /// Requests left to the DPC (IRQL above PASSIVE, core busy, stack short, unloading).
+    pub declined: usize,
+    /// The deepest stack use measured below the dispatch routine's frame for a fast-path run
+    /// and its completions (sampled every [`STACK_SAMPLE`] runs), in bytes.
+    pub deepest_stack: usize,
 }
 
 /// What a DPC pass leaves for its caller.
@@ -81,6 +119,9 @@ impl Stack {
             dpc: Dpc::new(),
             timer: Timer::new(),
             stopping: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+            completions_waiting: AtomicBool::new(false),
+            counters: InlineCounters::default(),
         })
     }
 
@@ -92,9 +133,17 @@ impl Stack {
     }
 
     /// Hands a decoded request to the core: reserves its completion slot, marks the IRP
-    /// pending, arms `cancel` under the inbound lock and kicks the DPC. Failures before the
-    /// IRP is queued complete it at once. PASSIVE_LEVEL (any IRQL ≤ DISPATCH_LEVEL works).
-    pub fn submit(&self, request: Request, irp: Irp, cancel: Option<CancelRoutine>) -> Dispatched {
+    /// pending, arms `cancel` under the inbound lock, then either runs the core in the calling
+    /// thread (the fast path, [`Stack::run_inline`]) or kicks the DPC. Failures before the IRP
+    /// is queued complete it at once. PASSIVE_LEVEL (any IRQL ≤ DISPATCH_LEVEL works; above
+    /// PASSIVE the DPC serves it).
+    pub fn submit(
+        &'static self,
+        request: Request,
+        irp: Irp,
+        cancel: Option<CancelRoutine>,
+    ) -> Dispatched {
+        let file = irp.stack().file_object().map_or(0, |file| file.id());
         if let Err(status) = self.outbound.lock().reserve_slot() {
             return irp.complete(status, 0);
         }
@@ -118,7 +167,9 @@ impl Stack {
             irp: pending,
         });
         drop(inbound);
-        self.dpc.queue();
+        if !self.run_inline(file) {
+            self.dpc.queue();
+        }
         dispatched
     }
 
@@ -139,39 +190,14 @@ impl Stack {
     /// lock held and applies their outcomes, and re-queues itself if work remains. `cancel` is
     /// armed on receive IRPs that event handlers hand back. DISPATCH_LEVEL.
     pub fn run_dpc(&'static self, cancel: CancelRoutine) -> Pass {
-        let stopping = self.stopping.load(Ordering::Acquire);
-        let mut core = self.core.lock();
         let completer = Completer::new(&self.outbound, &self.hub);
-        let started = now();
-        let mut more = true;
-        for _ in 0..ROUND_BUDGET {
-            // Requests are applied at the present time (deadlines, round trips), not at the
-            // last pass's, which on an idle stack may be long past.
-            core.set_now(now());
-            for _ in 0..WORK_BUDGET {
-                let work = self.inbound.lock().pop();
-                match work {
-                    Some(work) => core.apply(work, &completer),
-                    None => break,
-                }
-            }
-            let frames = core.poll(now(), &completer);
-            more = frames || !self.inbound.lock().is_empty();
-            if !more || (now() - started).total_micros() > TIME_BUDGET_MICROS {
-                break;
-            }
-        }
-        let now = now();
-        match core.poll_at(now).filter(|_| !stopping) {
-            Some(at) => {
-                let delay = (at - now).total_micros().max(1);
-                self.timer.set_relative(delay.saturating_mul(10), &self.dpc);
-            }
-            None => {
-                self.timer.cancel();
-            }
-        }
-        drop(core);
+        let mut more = {
+            let mut core = self.core.lock();
+            self.busy.store(true, Ordering::Relaxed);
+            let more = self.run_rounds(&mut core, &completer, ROUND_BUDGET);
+            self.busy.store(false, Ordering::Relaxed);
+            more
+        };
         // The hand-off: events recorded under the core lock are delivered with no lock held
         // (a handler may call back into the driver's dispatch routines), then their outcomes
         // are applied under the core lock; what they changed goes out in the next run.
@@ -181,11 +207,144 @@ impl Stack {
             self.core.lock().apply_events(due, cancel, &completer);
             more = true;
         }
-        if more && !stopping {
+        if more && !self.stopping.load(Ordering::Acquire) {
             self.dpc.queue();
         }
         Pass {
             completions: self.outbound.lock().has_ready(),
+        }
+    }
+
+    /// Up to `rounds` rounds of applying queued requests and polling the protocol (fewer once
+    /// [`TIME_BUDGET_MICROS`] has passed), then the timer re-armed at the core's next deadline.
+    /// Whether work remains. DISPATCH_LEVEL, with the core lock held (`core`).
+    fn run_rounds(
+        &'static self,
+        core: &mut Core,
+        completer: &Completer<'_>,
+        rounds: usize,
+    ) -> bool {
+        let started = now();
+        let mut more = true;
+        for _ in 0..rounds {
+            // Requests are applied at the present time (deadlines, round trips), not at the
+            // last pass's, which on an idle stack may be long past.
+            core.set_now(now());
+            for _ in 0..WORK_BUDGET {
+                let work = self.inbound.lock().pop();
+                match work {
+                    Some(work) => core.apply(work, completer),
+                    None => break,
+                }
+            }
+            let frames = core.poll(now(), completer);
+            more = frames || !self.inbound.lock().is_empty();
+            if !more || (now() - started).total_micros() > TIME_BUDGET_MICROS {
+                break;
+            }
+        }
+        let now = now();
+        match core
+            .poll_at(now)
+            .filter(|_| !self.stopping.load(Ordering::Acquire))
+        {
+            Some(at) => {
+                let delay = (at - now).total_micros().max(1);
+                self.timer.set_relative(delay.saturating_mul(10), &self.dpc);
+            }
+            None => {
+                self.timer.cancel();
+            }
+        }
+        more
+    }
+
+    /// The dispatch fast path: when the calling thread is at PASSIVE_LEVEL, the core is idle
+    /// and the stack has room, runs the core here (as many rounds as the DPC would), then
+    /// completes here, at PASSIVE_LEVEL with no lock held, the finished requests that this
+    /// thread dispatched on `file` (the file the request came for) — saving the DPC's and the
+    /// work item's thread hops. Requests of other threads or files are left to the work item
+    /// ([`Stack::take_completions_waiting`] tells the dispatch routine to queue it; the DPC is
+    /// kicked for client events and for work left over): completing
+    /// them here could take a lock of the client's while this thread holds another of its
+    /// locks (AFD holds the socket's mutex while it calls the transport). A completion routine
+    /// that sends the next request nests a run (AFD's listen completion waits for the
+    /// ASSOCIATE it sends, so that one must complete); the stack test bounds the nesting.
+    /// Whether the request was served here; if not, the caller kicks the DPC. PASSIVE_LEVEL.
+    fn run_inline(&'static self, file: usize) -> bool {
+        if Irql::current() != Irql::PASSIVE
+            || self.busy.load(Ordering::Relaxed)
+            || self.stopping.load(Ordering::Acquire)
+            || thread::remaining_stack() < INLINE_STACK
+        {
+            self.counters.declined.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let thread = ThreadId::current();
+        let sample = self
+            .counters
+            .inline
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(STACK_SAMPLE);
+        let paint = sample.then(|| StackPaint::new(INLINE_STACK));
+        let completer = Completer::new(&self.outbound, &self.hub);
+        let more = {
+            let mut core = self.core.lock();
+            self.busy.store(true, Ordering::Relaxed);
+            let more = self.run_rounds(&mut core, &completer, ROUND_BUDGET);
+            self.busy.store(false, Ordering::Relaxed);
+            more
+        };
+        self.complete_own(thread, file);
+        if more || self.hub.has_due() {
+            self.dpc.queue();
+        }
+        if self.outbound.lock().has_ready() {
+            self.completions_waiting.store(true, Ordering::Release);
+        }
+        if let Some(paint) = paint {
+            let used = paint.used();
+            let deepest = self.counters.deepest.fetch_max(used, Ordering::Relaxed);
+            if used > deepest {
+                crate::log!(
+                    Level::Notice,
+                    "fast path: {used} bytes of stack at the deepest"
+                );
+            }
+        }
+        true
+    }
+
+    /// Completes the finished requests that `thread` dispatched on `file`. PASSIVE_LEVEL, no
+    /// lock held.
+    fn complete_own(&self, thread: ThreadId, file: usize) {
+        let mut finished = None;
+        loop {
+            let taken = self
+                .outbound
+                .lock()
+                .take_ready_of(thread, finished, Some((thread, file)));
+            let Some((completion, ticket)) = taken else {
+                break;
+            };
+            finish(&self.hub, completion);
+            finished = Some(ticket);
+        }
+    }
+
+    /// Whether a fast-path run left completions for the work item (and forgets it): the
+    /// dispatch routine then queues the work item. Any IRQL.
+    pub fn take_completions_waiting(&self) -> bool {
+        self.completions_waiting.swap(false, Ordering::AcqRel)
+    }
+
+    /// How often the fast path served requests and declined to, and the deepest stack use
+    /// measured. Any IRQL.
+    pub fn inline_stats(&self) -> InlineStats {
+        InlineStats {
+            inline: self.counters.inline.load(Ordering::Relaxed),
+            declined: self.counters.declined.load(Ordering::Relaxed),
+            deepest_stack: self.counters.deepest.load(Ordering::Relaxed),
         }
     }
 
@@ -339,7 +498,7 @@ impl Stack {
         let thread = ThreadId::current();
         let mut finished = None;
         loop {
-            let taken = self.outbound.lock().take_ready(thread, finished);
+            let taken = self.outbound.lock().take_ready_of(thread, finished, None);
             let Some((completion, ticket)) = taken else {
                 break;
             };

@@ -278,17 +278,29 @@ impl Outbound {
     /// Removes the mark of `finished` (the run's previous completion, whose `IoCompleteRequest`
     /// has returned), then takes, for `thread`, the oldest completion that can be completed
     /// now: its cancel routine removed, and not a close held back by another thread's
-    /// completion on the same file. Completions a cancel routine has claimed stay queued for
-    /// it. The taken completion leaves a mark until the run hands its ticket back.
-    pub fn take_ready(
+    /// completion on the same file; with `only = Some((dispatcher, file))`, only one that
+    /// `dispatcher` sent to `file` (the dispatch fast path's). Completions a cancel routine
+    /// has claimed stay queued for it. The taken completion leaves a mark until the run hands
+    /// its ticket back.
+    pub fn take_ready_of(
         &mut self,
         thread: ThreadId,
         finished: Option<Ticket>,
+        only: Option<(ThreadId, usize)>,
     ) -> Option<(Completion, Ticket)> {
         if let Some(ticket) = finished {
             self.retire(ticket);
         }
-        let index = (0..self.items.len()).find(|&i| self.can_take(i))?;
+        let index = (0..self.items.len()).find(|&i| {
+            let wanted = match (only, self.items.get(i)) {
+                (None, _) => true,
+                (Some((dispatcher, file)), Some(Entry::Ready(ready))) => {
+                    ready.file == file && ready.completion.irp.dispatcher() == dispatcher
+                }
+                (Some(_), _) => false,
+            };
+            wanted && self.can_take(i)
+        })?;
         let ticket = self.next_ticket;
         self.next_ticket = self.next_ticket.wrapping_add(1);
         let entry = self.items.get_mut(index)?;

@@ -5,6 +5,7 @@ use super::driver::Driver;
 use crate::core::fragment::FragmentStats;
 use crate::core::icmp::IcmpStats;
 use crate::core::raw::RawStats;
+use crate::core::stack::InlineStats;
 use crate::core::udp::UdpStats;
 use crate::driver::Tcpip;
 use crate::nt::entry;
@@ -37,4 +38,11 @@ pub fn icmp_stats(driver: &Driver) -> Option<IcmpStats> {
     let object = NonNull::new(driver.object())?;
     let tcpip = entry::loaded_state::<Tcpip>(object)?;
     Some(tcpip.stack().icmp_stats())
+}
+
+/// The dispatch fast path's counters of a loaded driver (`None` if it is not loaded). Any IRQL.
+pub fn inline_stats(driver: &Driver) -> Option<InlineStats> {
+    let object = NonNull::new(driver.object())?;
+    let tcpip = entry::loaded_state::<Tcpip>(object)?;
+    Some(tcpip.stack().inline_stats())
 }

@@ -422,6 +422,19 @@ pub unsafe fn PsGetCurrentThread() -> *mut c_void {
     thread::current()
 }
 
+/// `IoGetStackLimits`: the calling thread's stack bounds.
+///
+/// # Safety
+/// `low_limit` and `high_limit` are writable.
+pub unsafe fn IoGetStackLimits(low_limit: *mut usize, high_limit: *mut usize) {
+    let (low, high) = thread::stack_limits();
+    // SAFETY: caller contract.
+    unsafe {
+        *low_limit = low;
+        *high_limit = high;
+    }
+}
+
 /// `PsGetCurrentProcessId`: the process the calling thread runs in (see
 /// [`thread::in_process`]).
 ///

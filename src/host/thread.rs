@@ -16,6 +16,8 @@ thread_local! {
     static UNPRIVILEGED: Cell<bool> = const { Cell::new(false) };
     /// The process the calling thread runs in (`PsGetCurrentProcessId`).
     static PROCESS_ID: Cell<usize> = const { Cell::new(SYSTEM_PROCESS_ID) };
+    /// This thread's stack bounds, read once (for the main thread glibc reads /proc to find them).
+    static STACK: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
 }
 
 /// The System process's id: the process of threads a test did not place in another one.
@@ -66,6 +68,36 @@ pub fn as_unprivileged_user<R>(f: impl FnOnce() -> R) -> R {
 /// `PsGetCurrentThread`. Any IRQL.
 pub(crate) fn current() -> *mut c_void {
     ETHREAD.with(|cell| cell.as_ptr().cast())
+}
+
+/// `IoGetStackLimits`: the calling thread's stack, `(low, high)`, from pthreads (a Linux host
+/// thread's stack plays the kernel stack: it is larger, so the driver's depth checks pass where
+/// a 12 KiB x86 kernel stack may not; the numbers are real). Any IRQL.
+pub(crate) fn stack_limits() -> (usize, usize) {
+    if let Some(limits) = STACK.with(Cell::get) {
+        return limits;
+    }
+    let limits = read_stack_limits();
+    STACK.with(|cell| cell.set(Some(limits)));
+    limits
+}
+
+fn read_stack_limits() -> (usize, usize) {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+    let (mut base, mut size) = (std::ptr::null_mut::<c_void>(), 0usize);
+    // SAFETY: `attr` is initialised by pthread_getattr_np before pthread_attr_getstack reads it
+    // and destroyed once; `base` and `size` are valid out-pointers.
+    let ok = unsafe {
+        libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) == 0 && {
+            let got = libc::pthread_attr_getstack(attr.as_ptr(), &mut base, &mut size) == 0;
+            libc::pthread_attr_destroy(attr.as_mut_ptr());
+            got
+        }
+    };
+    if !ok {
+        return (0, 0);
+    }
+    (base as usize, (base as usize).saturating_add(size))
 }
 
 /// `KeDelayExecutionThread` with a relative `interval` (negative, in 100 ns units; a positive,

@@ -24,3 +24,79 @@ pub fn sleep_micros(micros: u32) {
     // delay is always STATUS_SUCCESS.
     unsafe { sys::KeDelayExecutionThread(0, 0, &mut interval) };
 }
+
+/// The calling thread's stack, `(low, high)` (`IoGetStackLimits`). IRQL ≤ APC_LEVEL (in a DPC
+/// the bounds are the interrupted thread's, not the DPC stack's).
+fn stack_limits() -> (usize, usize) {
+    let (mut low, mut high) = (0usize, 0usize);
+    // SAFETY: both are valid out-pointers.
+    unsafe { sys::IoGetStackLimits(&mut low, &mut high) };
+    (low, high)
+}
+
+/// The address of a local of the caller's callee: just below the caller's frame.
+#[inline(never)]
+fn stack_pointer() -> usize {
+    let marker = 0u8;
+    core::hint::black_box(core::ptr::addr_of!(marker)) as usize
+}
+
+/// How many bytes of the calling thread's stack are free below the caller's frame. PASSIVE or
+/// APC_LEVEL (see [`stack_limits`]).
+pub fn remaining_stack() -> usize {
+    let (low, _) = stack_limits();
+    stack_pointer().saturating_sub(low)
+}
+
+/// The byte that [`StackPaint`] fills the free stack with.
+const PAINT: u8 = 0xA5;
+/// Left unpainted below the painting frame: `write_bytes`' own frame lives there.
+const PAINT_GAP: usize = 512;
+/// Left unpainted above the stack's low limit.
+const PAINT_FLOOR: usize = 64;
+
+/// A stretch of the free stack below the caller filled with a pattern, to measure how deep the
+/// calls that follow go: the deepest byte no longer holding the pattern marks the deepest use
+/// (interrupts taken meanwhile count too, which errs on the safe side).
+pub struct StackPaint {
+    bottom: usize,
+    top: usize,
+}
+
+impl StackPaint {
+    /// Paints up to `depth` bytes of the free stack below the caller. PASSIVE or APC_LEVEL.
+    #[inline(never)]
+    pub fn new(depth: usize) -> Self {
+        let (low, _) = stack_limits();
+        let top = stack_pointer().saturating_sub(PAINT_GAP);
+        let bottom = top
+            .saturating_sub(depth)
+            .max(low.saturating_add(PAINT_FLOOR));
+        if low != 0 && bottom < top {
+            // SAFETY: [bottom, top) lies inside this thread's stack (bounds from
+            // IoGetStackLimits) and below the deepest live frame, this function's, less a gap
+            // for the fill's own call: nothing live is stored there, and whatever writes there
+            // before `used` reads it (calls, interrupts) owns it only for its own duration.
+            unsafe { core::ptr::write_bytes(bottom as *mut u8, PAINT, top - bottom) };
+            Self { bottom, top }
+        } else {
+            Self { bottom: top, top }
+        }
+    }
+
+    /// How many bytes below the painting frame the calls since [`StackPaint::new`] used at
+    /// their deepest (at most the painted depth plus the gap). Same thread, PASSIVE or APC_LEVEL.
+    #[inline(never)]
+    pub fn used(&self) -> usize {
+        let mut at = self.bottom;
+        while at < self.top {
+            // SAFETY: `at` is in the stretch `new` painted, which is stack memory of this
+            // thread below the caller's frame; a volatile byte read of it has no effect.
+            if unsafe { core::ptr::read_volatile(at as *const u8) } != PAINT {
+                break;
+            }
+            at += 1;
+        }
+        self.top.saturating_sub(at).saturating_add(PAINT_GAP)
+    }
+}

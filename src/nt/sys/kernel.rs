@@ -72,6 +72,7 @@ imports!("ntoskrnl.exe", "system" {
     ) -> NTSTATUS;
     pub fn KeBugCheckEx(code: u32, p1: usize, p2: usize, p3: usize, p4: usize) -> !;
     pub fn PsGetCurrentThread() -> *mut c_void;
+    pub fn IoGetStackLimits(low_limit: *mut usize, high_limit: *mut usize);
     pub fn PsGetCurrentProcessId() -> HANDLE;
     pub fn ZwQuerySystemInformation(
         class: u32,
