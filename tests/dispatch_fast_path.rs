@@ -124,8 +124,8 @@ fn a_thread_short_of_stack_leaves_its_request_to_the_dpc() {
     let address = t.open_address(local(5712), 0).expect("address file");
     let before = stats(t.driver());
     let mut out = [0u8; 64];
-    // Below the 12 KiB a 64-bit fast-path run asks for, above what the model's dispatch needs.
-    let query = start_deep(&t, address, &mut out, 12 * 1024);
+    // Below the 16 KiB a 64-bit fast-path run asks for, above what the model's dispatch needs.
+    let query = start_deep(&t, address, &mut out, 16 * 1024);
     assert_eq!(query.wait().status, NtStatus::SUCCESS);
     assert_eq!(
         wire::parse_address_info(&out),

@@ -2,7 +2,8 @@
 //! building blocks it is made of. See ARCHITECTURE.md, "The core".
 //!
 //! - [`stack`]: the core behind its lock, the inbound/outbound queues, the DPC, timer and
-//!   completion work item, cancellation.
+//!   completion work item, cancellation, the dispatch fast path; [`claim`]: which of the DPC
+//!   and a dispatching thread runs the core.
 //! - [`state`]: the core itself — requests applied, smoltcp polled, listeners and connections
 //!   followed up.
 //! - [`udp`]: UDP address files (datagram queues, sends, the UDP counters), beside TCP's
@@ -23,6 +24,7 @@
 
 pub mod address;
 pub mod arp_entries;
+pub mod claim;
 pub mod connection;
 pub mod counters;
 pub mod demux;

@@ -7,6 +7,7 @@
 //! with no lock held.
 #![forbid(unsafe_code)]
 
+use crate::core::claim::CoreClaim;
 use crate::core::ethernet::{Link, MAX_INTERFACES};
 use crate::core::events::{self, EventHub};
 use crate::core::fragment::FragmentStats;
@@ -48,9 +49,9 @@ const TIME_BUDGET_MICROS: u64 = 50;
 /// and the completion routines the run calls. x86 kernel stacks are 12 KiB; the deepest use
 /// measured (`InlineStats::deepest_stack`, logged as it grows) is in ARCHITECTURE.md.
 #[cfg(target_pointer_width = "32")]
-const INLINE_STACK: usize = 6 * 1024;
+const INLINE_STACK: usize = 8 * 1024;
 #[cfg(target_pointer_width = "64")]
-const INLINE_STACK: usize = 12 * 1024;
+const INLINE_STACK: usize = 16 * 1024;
 /// One fast-path run in this many measures its stack depth.
 const STACK_SAMPLE: usize = 64;
 
@@ -68,21 +69,30 @@ pub struct Stack {
     timer: Timer,
     /// Set at unload: the DPC stops re-arming the timer and re-queueing itself.
     stopping: AtomicBool,
-    /// Set while the DPC or the fast path runs the core: the fast path's "core idle" test (a
-    /// hint — the core lock is what excludes; it keeps a dispatching thread from spinning on
-    /// a busy core, and ReactOS exports no try-lock for spin locks).
-    busy: AtomicBool,
+    /// Which of the DPC and a dispatching thread runs the core (see [`CoreClaim`]).
+    claim: CoreClaim,
     /// A fast-path run left completions that are not its own (see [`Stack::run_inline`]).
     completions_waiting: AtomicBool,
     counters: InlineCounters,
 }
 
 /// The fast path's counters.
-#[derive(Default)]
 struct InlineCounters {
     inline: AtomicUsize,
     declined: AtomicUsize,
     deepest: AtomicUsize,
+    least_room: AtomicUsize,
+}
+
+impl Default for InlineCounters {
+    fn default() -> Self {
+        Self {
+            inline: AtomicUsize::new(0),
+            declined: AtomicUsize::new(0),
+            deepest: AtomicUsize::new(0),
+            least_room: AtomicUsize::new(usize::MAX),
+        }
+    }
 }
 
 /// What [`Stack::inline_stats`] reports.
@@ -95,6 +105,9 @@ pub struct InlineStats {
     /// The deepest stack use measured below the dispatch routine's frame for a fast-path run
     /// and its completions (sampled every [`STACK_SAMPLE`] runs), in bytes.
     pub deepest_stack: usize,
+    /// The least stack found free below a PASSIVE_LEVEL dispatch routine's frame, in bytes
+    /// (`usize::MAX` before the first).
+    pub least_room: usize,
 }
 
 /// What a DPC pass leaves for its caller.
@@ -119,7 +132,7 @@ impl Stack {
             dpc: Dpc::new(),
             timer: Timer::new(),
             stopping: AtomicBool::new(false),
-            busy: AtomicBool::new(false),
+            claim: CoreClaim::new(),
             completions_waiting: AtomicBool::new(false),
             counters: InlineCounters::default(),
         })
@@ -190,14 +203,18 @@ impl Stack {
     /// lock held and applies their outcomes, and re-queues itself if work remains. `cancel` is
     /// armed on receive IRPs that event handlers hand back. DISPATCH_LEVEL.
     pub fn run_dpc(&'static self, cancel: CancelRoutine) -> Pass {
+        if !self.claim.claim_for_dpc() {
+            // A dispatching thread runs the core; it queues this DPC again when it is done.
+            return Pass {
+                completions: self.outbound.lock().has_ready(),
+            };
+        }
         let completer = Completer::new(&self.outbound, &self.hub);
         let mut more = {
             let mut core = self.core.lock();
-            self.busy.store(true, Ordering::Relaxed);
-            let more = self.run_rounds(&mut core, &completer, ROUND_BUDGET);
-            self.busy.store(false, Ordering::Relaxed);
-            more
+            self.run_rounds(&mut core, &completer, ROUND_BUDGET)
         };
+        more |= self.claim.release();
         // The hand-off: events recorded under the core lock are delivered with no lock held
         // (a handler may call back into the driver's dispatch routines), then their outcomes
         // are applied under the core lock; what they changed goes out in the next run.
@@ -272,11 +289,13 @@ impl Stack {
     /// ASSOCIATE it sends, so that one must complete); the stack test bounds the nesting.
     /// Whether the request was served here; if not, the caller kicks the DPC. PASSIVE_LEVEL.
     fn run_inline(&'static self, file: usize) -> bool {
-        if Irql::current() != Irql::PASSIVE
-            || self.busy.load(Ordering::Relaxed)
-            || self.stopping.load(Ordering::Acquire)
-            || thread::remaining_stack() < INLINE_STACK
-        {
+        if Irql::current() != Irql::PASSIVE || self.stopping.load(Ordering::Acquire) {
+            self.counters.declined.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let room = thread::remaining_stack();
+        self.counters.least_room.fetch_min(room, Ordering::Relaxed);
+        if room < INLINE_STACK || !self.claim.try_claim() {
             self.counters.declined.fetch_add(1, Ordering::Relaxed);
             return false;
         }
@@ -288,13 +307,11 @@ impl Stack {
             .is_multiple_of(STACK_SAMPLE);
         let paint = sample.then(|| StackPaint::new(INLINE_STACK));
         let completer = Completer::new(&self.outbound, &self.hub);
-        let more = {
+        let mut more = {
             let mut core = self.core.lock();
-            self.busy.store(true, Ordering::Relaxed);
-            let more = self.run_rounds(&mut core, &completer, ROUND_BUDGET);
-            self.busy.store(false, Ordering::Relaxed);
-            more
+            self.run_rounds(&mut core, &completer, ROUND_BUDGET)
         };
+        more |= self.claim.release();
         self.complete_own(thread, file);
         if more || self.hub.has_due() {
             self.dpc.queue();
@@ -306,9 +323,14 @@ impl Stack {
             let used = paint.used();
             let deepest = self.counters.deepest.fetch_max(used, Ordering::Relaxed);
             if used > deepest {
+                let stats = self.inline_stats();
                 crate::log!(
                     Level::Notice,
-                    "fast path: {used} bytes of stack at the deepest"
+                    "fast path: {used} bytes of stack at the deepest, {} bytes free at the \
+                     least; {} requests served inline, {} left to the DPC",
+                    stats.least_room,
+                    stats.inline,
+                    stats.declined
                 );
             }
         }
@@ -345,6 +367,7 @@ impl Stack {
             inline: self.counters.inline.load(Ordering::Relaxed),
             declined: self.counters.declined.load(Ordering::Relaxed),
             deepest_stack: self.counters.deepest.load(Ordering::Relaxed),
+            least_room: self.counters.least_room.load(Ordering::Relaxed),
         }
     }
 

@@ -5,7 +5,8 @@
 //! - `clippy`: clippy with `-D warnings` for the host (all targets) and both kernel targets.
 //! - `test`: everything CI checks: `cargo fmt --check`, `clippy`, `package`, then
 //!   `cargo test --workspace` (unit and host tests with the echo suites at reduced sizes, the
-//!   image checks, the Wine smoke load, the TAP interop tests), then the short fuzz pass
+//!   image checks, the Wine smoke load, the TAP interop tests), then the loom test of the
+//!   fast path's hand-over (`tests/loom_claim.rs`, built with `--cfg loom`), then the short fuzz pass
 //!   (`fuzz`, 10 s per target), then the quick mode of the
 //!   `driver_vs_linux` benchmark, then the VM suite (`vm --compare`).
 //! - `fuzz`: the fuzz targets of `fuzz/`, a few seconds each from the committed corpus
@@ -23,7 +24,7 @@ tasks:
   package  build tcpip.sys for x86 and x64 (release) into target/package/<arch>/
            with tcpip.pdb and tcpip.inf
   clippy   clippy -D warnings for the host (all targets) and both kernel targets
-  test     fmt --check, clippy, package, cargo test --workspace, the short fuzz pass,
+  test     fmt --check, clippy, package, cargo test --workspace, loom, the short fuzz pass,
            quick bench, and the VM suite against the stock driver (what CI runs)";
 
 fn main() -> ExitCode {
@@ -119,6 +120,16 @@ fn test(root: &Path) -> Result<()> {
     step("test --workspace", || {
         let mut command = xtask::cargo(root);
         command.args(["test", "--workspace", "--no-fail-fast"]);
+        xtask::run(command, Output::Inherit)
+    })?;
+    // The fast path's hand-over with the DPC (`core::claim`) under loom: a build of its own,
+    // with `--cfg loom`, in its own target directory so that the main build stays warm.
+    step("loom (tests/loom_claim.rs)", || {
+        let mut command = xtask::cargo(root);
+        command
+            .args(["test", "--test", "loom_claim"])
+            .env("RUSTFLAGS", "--cfg loom")
+            .env("CARGO_TARGET_DIR", root.join("target/loom"));
         xtask::run(command, Output::Inherit)
     })?;
     // Every fuzz target for a few seconds from its committed corpus (seeds and crash
