@@ -13,7 +13,10 @@ use crate::nt::irp::{IrpId, PendingIrp};
 use crate::nt::pool;
 use crate::nt::process::ProcessOwner;
 use crate::nt::thread::ThreadId;
-use crate::nt::types::{IRP_MJ_CLOSE, IRP_MJ_INTERNAL_DEVICE_CONTROL, TDI_DISASSOCIATE_ADDRESS};
+use crate::nt::types::{
+    IRP_MJ_CLOSE, IRP_MJ_INTERNAL_DEVICE_CONTROL, TDI_ASSOCIATE_ADDRESS, TDI_DISASSOCIATE_ADDRESS,
+    TDI_QUERY_INFORMATION, TDI_SET_INFORMATION,
+};
 use crate::tdi::{Disconnect, QueryType, Timeout, TransportAddress};
 use alloc::collections::VecDeque;
 use core::net::{Ipv4Addr, SocketAddrV4};
@@ -199,6 +202,10 @@ struct Ready {
     /// A DISASSOCIATE or CLOSE: the client is done with the file, and may free what the
     /// file's other completion routines use once this one returns.
     closes: bool,
+    /// A request its sender waits for (CREATE, CLOSE, an IOCTL, ASSOCIATE, DISASSOCIATE,
+    /// QUERY/SET_INFORMATION) rather than one whose completion routine carries on: the only
+    /// kind the dispatch fast path completes in the sender's thread.
+    waited_for: bool,
 }
 
 /// A completion a run of the worker has taken and not yet finished completing: its cancel
@@ -267,11 +274,20 @@ impl Outbound {
         let closes = stack.major() == IRP_MJ_CLOSE
             || (stack.major() == IRP_MJ_INTERNAL_DEVICE_CONTROL
                 && stack.minor() == TDI_DISASSOCIATE_ADDRESS);
+        let waited_for = stack.major() != IRP_MJ_INTERNAL_DEVICE_CONTROL
+            || matches!(
+                stack.minor(),
+                TDI_ASSOCIATE_ADDRESS
+                    | TDI_DISASSOCIATE_ADDRESS
+                    | TDI_QUERY_INFORMATION
+                    | TDI_SET_INFORMATION
+            );
         self.ready += 1;
         self.items.push_back(Entry::Ready(Ready {
             completion,
             file,
             closes,
+            waited_for,
         }));
     }
 
@@ -295,7 +311,9 @@ impl Outbound {
             let wanted = match (only, self.items.get(i)) {
                 (None, _) => true,
                 (Some((dispatcher, file)), Some(Entry::Ready(ready))) => {
-                    ready.file == file && ready.completion.irp.dispatcher() == dispatcher
+                    ready.waited_for
+                        && ready.file == file
+                        && ready.completion.irp.dispatcher() == dispatcher
                 }
                 (Some(_), _) => false,
             };
