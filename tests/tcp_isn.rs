@@ -14,13 +14,26 @@ use tcpip::nt::NtStatus;
 use tdi_support::*;
 
 /// Clock ticks (4 µs) allowed between the core's clock and the test's around an open.
-const SLACK: u32 = 10_000;
+const SLACK: u32 = 2_500;
 
-/// Whether `later` is `earlier` moved on by the ticks of `elapsed`, within [`SLACK`].
-fn follows_clock(earlier: u32, later: u32, elapsed: Duration) -> bool {
-    let ticks = (elapsed.as_micros() / 4) as u32;
-    let moved = later.wrapping_sub(earlier);
-    moved.abs_diff(ticks) <= SLACK
+/// When an ISN was drawn: between `before` (the request or segment that makes the driver
+/// draw it was about to be sent) and `after` (its SYN was seen).
+#[derive(Clone, Copy)]
+struct Drawn {
+    isn: u32,
+    before: Instant,
+    after: Instant,
+}
+
+/// Whether `later.isn` is `earlier.isn` moved on by the 4 µs ticks that can have passed
+/// between the two draws (at least `later.before - earlier.after`, at most
+/// `later.after - earlier.before`), within [`SLACK`].
+fn follows_clock(earlier: Drawn, later: Drawn) -> bool {
+    let ticks = |d: Duration| (d.as_micros() / 4) as u32;
+    let least = ticks(later.before.saturating_duration_since(earlier.after));
+    let most = ticks(later.after.duration_since(earlier.before));
+    let moved = later.isn.wrapping_sub(earlier.isn);
+    moved.wrapping_add(SLACK) >= least && moved <= most.wrapping_add(SLACK)
 }
 
 /// Waits up to 10 s for the SYN the driver sends to `to` (after `skip` earlier ones) and
@@ -53,38 +66,51 @@ fn passive_opens_on_ethernet_take_rfc_6528_isns() {
 
     let client = SocketAddrV4::new(PEER, 40_000);
     let open = |seq| {
+        let before = Instant::now();
         indicate(
             &t,
             &segment(client, server, TcpControl::Syn, seq, None, &[]),
         );
         let isn = syn_ack(&recorder, client);
+        let drawn = Drawn {
+            isn,
+            before,
+            after: Instant::now(),
+        };
         // The peer resets the half-open connection: the 4-tuple is free again.
         indicate(
             &t,
             &segment(client, server, TcpControl::Rst, seq + 1, None, &[]),
         );
         recorder.forget();
-        isn
+        drawn
     };
-    let started = Instant::now();
     let first = open(1000);
     std::thread::sleep(Duration::from_millis(200));
     let second = open(5000);
-    let elapsed = started.elapsed();
     assert!(
-        follows_clock(first, second, elapsed),
-        "same 4-tuple: {first:#x} then {second:#x} after {elapsed:?}"
+        follows_clock(first, second),
+        "same 4-tuple: {:#x} then {:#x}",
+        first.isn,
+        second.isn
     );
     // Another port of the same peer, at about the same time: nothing like the clock's step.
     let other = SocketAddrV4::new(PEER, 40_001);
+    let before = Instant::now();
     indicate(
         &t,
         &segment(other, server, TcpControl::Syn, 9000, None, &[]),
     );
-    let unrelated = syn_ack(&recorder, other);
+    let unrelated = Drawn {
+        isn: syn_ack(&recorder, other),
+        before,
+        after: Instant::now(),
+    };
     assert!(
-        !follows_clock(second, unrelated, started.elapsed() - elapsed),
-        "another 4-tuple: {unrelated:#x} next to {second:#x}"
+        !follows_clock(second, unrelated),
+        "another 4-tuple: {:#x} next to {:#x}",
+        unrelated.isn,
+        second.isn
     );
     indicate(
         &t,
@@ -104,21 +130,27 @@ fn active_opens_on_ethernet_take_rfc_6528_isns() {
         let address = t.open_address(local, 0).expect("client address");
         let endpoint = t.open_connection().expect("endpoint");
         assert_eq!(t.associate(endpoint, address), NtStatus::SUCCESS);
+        let before = Instant::now();
         let connecting = start_connect(&t, endpoint, remote);
         let isn = syn_to(&recorder, remote, skip);
+        let drawn = Drawn {
+            isn,
+            before,
+            after: Instant::now(),
+        };
         t.close(endpoint);
         t.close(address);
         connecting.wait();
-        isn
+        drawn
     };
-    let started = Instant::now();
     let first = open(0);
     std::thread::sleep(Duration::from_millis(200));
     let second = open(1);
-    let elapsed = started.elapsed();
     assert!(
-        follows_clock(first, second, elapsed),
-        "same 4-tuple: {first:#x} then {second:#x} after {elapsed:?}"
+        follows_clock(first, second),
+        "same 4-tuple: {:#x} then {:#x}",
+        first.isn,
+        second.isn
     );
     recorder.forget();
     t.unload();
