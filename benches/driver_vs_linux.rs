@@ -1,6 +1,6 @@
 //! The driver path against Linux loopback TCP, as ratios measured in one run (issue #7).
 //!
-//! Each workload runs twice in this process: on the driver path (the blocking Winsock model →
+//! Each workload runs on both stacks in this process: on the driver path (the blocking Winsock model →
 //! AFD model → IRPs → dispatch → work queue/DPC → smoltcp core → loopback → completions) and
 //! on Linux sockets over 127.0.0.1 (`std::net`). The output is a plain table, `workload |
 //! driver | linux | ratio` (ratio = driver / linux; the last column says which way is
@@ -13,6 +13,11 @@
 //! open connections doing echo round trips: cost per op, and the driver's pool bytes per idle
 //! connected socket); 5 the durations of the DPC routines the host model ran during 1–4
 //! (`KernelHandle::dpc_durations`), driver only.
+//!
+//! Workloads 1–3 run in alternating rounds (driver then Linux, then Linux then driver, …; 3
+//! rounds in quick mode, 5 in full): the Linux baseline swings severalfold between runs of a
+//! shared machine, so each round's ratio is taken from figures measured side by side, and the
+//! table gives the medians with the spread (lowest–highest) of the per-round ratios.
 //!
 //! Modes: quick (the default; small sizes, a few seconds; what CI runs with `--quick`) and full
 //! (`--full` or `TCPIP_BENCH_FULL=1`). The benchmark reports; it asserts nothing about time. It
@@ -31,6 +36,8 @@ use tcpip::nt::entry::driver_entry;
 /// The sizes of one mode.
 struct Sizes {
     full: bool,
+    /// Alternating rounds of workloads 1–3.
+    rounds: usize,
     bulk_bytes: usize,
     echo_round_trips: usize,
     rate_threads: usize,
@@ -41,6 +48,7 @@ struct Sizes {
 
 const QUICK: Sizes = Sizes {
     full: false,
+    rounds: 3,
     bulk_bytes: 32 << 20,
     echo_round_trips: 2_000,
     rate_threads: 4,
@@ -51,6 +59,7 @@ const QUICK: Sizes = Sizes {
 
 const FULL: Sizes = Sizes {
     full: true,
+    rounds: 5,
     bulk_bytes: 1 << 30,
     echo_round_trips: 20_000,
     rate_threads: 8,
@@ -414,12 +423,82 @@ struct Row {
     linux: Option<f64>,
     better: Better,
     target: &'static str,
+    /// Per-round ratios of an alternating workload (empty for the others).
+    ratios: Vec<f64>,
 }
 
 impl Row {
+    /// The median of the per-round ratios, or driver / linux.
     fn ratio(&self) -> Option<f64> {
+        if !self.ratios.is_empty() {
+            return Some(median(&self.ratios));
+        }
         self.linux.filter(|&l| l > 0.0).map(|l| self.driver / l)
     }
+
+    /// The lowest and highest per-round ratio.
+    fn spread(&self) -> Option<(f64, f64)> {
+        let low = self.ratios.iter().copied().reduce(f64::min)?;
+        let high = self.ratios.iter().copied().reduce(f64::max)?;
+        Some((low, high))
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count); 0 if empty.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// Runs `rounds` rounds of one workload on both stacks, alternating which goes first, and
+/// returns each round's (driver, linux) figures. `run(round, on_driver)` measures one stack.
+fn alternate(rounds: usize, mut run: impl FnMut(usize, bool) -> f64) -> Vec<(f64, f64)> {
+    (0..rounds)
+        .map(|round| {
+            if round % 2 == 0 {
+                let d = run(round, true);
+                (d, run(round, false))
+            } else {
+                let l = run(round, false);
+                (run(round, true), l)
+            }
+        })
+        .collect()
+}
+
+/// A row from alternating rounds: the medians of both figures and the per-round ratios.
+fn alternating_row(
+    workload: String,
+    unit: &'static str,
+    rounds: &[(f64, f64)],
+    better: Better,
+    target: &'static str,
+) -> Row {
+    let drivers: Vec<f64> = rounds.iter().map(|r| r.0).collect();
+    let linuxes: Vec<f64> = rounds.iter().map(|r| r.1).collect();
+    Row {
+        workload,
+        unit,
+        driver: median(&drivers),
+        linux: Some(median(&linuxes)),
+        better,
+        target,
+        ratios: rounds
+            .iter()
+            .filter(|r| r.1 > 0.0)
+            .map(|r| r.0 / r.1)
+            .collect(),
+    }
+}
+
+/// The port of `base`'s workload in `round` on the driver (on Linux 10,000 above).
+fn round_port(base: u16, round: usize, on_driver: bool) -> u16 {
+    base + 1000 * round as u16 + if on_driver { 0 } else { 10_000 }
 }
 
 fn us(d: Duration) -> f64 {
@@ -466,6 +545,7 @@ fn dpc_rows(rows: &mut Vec<Row>, workload: &str, dpc: &DpcDurations, ops: usize)
             linux: None,
             better: Better::Lower,
             target: if name == "max" { "<= 100 us" } else { "" },
+            ratios: Vec::new(),
         });
     }
     rows.push(Row {
@@ -475,6 +555,7 @@ fn dpc_rows(rows: &mut Vec<Row>, workload: &str, dpc: &DpcDurations, ops: usize)
         linux: None,
         better: Better::None,
         target: "",
+        ratios: Vec::new(),
     });
 }
 
@@ -507,60 +588,87 @@ fn main() {
 
     // 1. Bulk.
     kernel.reset_dpc_durations();
-    let d = bulk(&driver, 7001, sizes.bulk_bytes);
-    let dpc = kernel.dpc_durations();
-    let l = bulk(&linux, 17001, sizes.bulk_bytes);
-    rows.push(Row {
-        workload: format!("1 bulk, {} MiB in 64 KiB sends", sizes.bulk_bytes >> 20),
-        unit: "MiB/s",
-        driver: mib(d),
-        linux: Some(mib(l)),
-        better: Better::Higher,
-        target: ">= 1.0x",
+    let rounds = alternate(sizes.rounds, |round, on_driver| {
+        let port = round_port(7001, round, on_driver);
+        mib(if on_driver {
+            bulk(&driver, port, sizes.bulk_bytes)
+        } else {
+            bulk(&linux, port, sizes.bulk_bytes)
+        })
     });
-    let mut dpc_all = vec![("bulk", dpc, sizes.bulk_bytes / CHUNK)];
-
-    // 2. Echo round trip.
-    kernel.reset_dpc_durations();
-    let d = echo(&driver, 7002, sizes.echo_round_trips);
     let dpc = kernel.dpc_durations();
-    let l = echo(&linux, 17002, sizes.echo_round_trips);
+    rows.push(alternating_row(
+        format!("1 bulk, {} MiB in 64 KiB sends", sizes.bulk_bytes >> 20),
+        "MiB/s",
+        &rounds,
+        Better::Higher,
+        ">= 1.0x",
+    ));
+    let mut dpc_all = vec![("bulk", dpc, sizes.rounds * sizes.bulk_bytes / CHUNK)];
+
+    // 2. Echo round trip: each round's p50 and p99 on both stacks.
+    kernel.reset_dpc_durations();
+    let mut per_round = Vec::new();
+    let _ = alternate(sizes.rounds, |round, on_driver| {
+        let port = round_port(7002, round, on_driver);
+        let times = if on_driver {
+            echo(&driver, port, sizes.echo_round_trips)
+        } else {
+            echo(&linux, port, sizes.echo_round_trips)
+        };
+        per_round.push((round, on_driver, times));
+        0.0
+    });
+    let dpc = kernel.dpc_durations();
     for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
-        rows.push(Row {
-            workload: format!("2 echo 64 B round trip {name}"),
-            unit: "us",
-            driver: us(percentile(&d, q)),
-            linux: Some(us(percentile(&l, q))),
-            better: Better::Lower,
-            target: "<= 1.5x",
-        });
+        let figure = |round: usize, driver_side: bool| {
+            per_round
+                .iter()
+                .find(|(r, d, _)| *r == round && *d == driver_side)
+                .map_or(0.0, |(_, _, times)| us(percentile(times, q)))
+        };
+        let rounds: Vec<(f64, f64)> = (0..sizes.rounds)
+            .map(|round| (figure(round, true), figure(round, false)))
+            .collect();
+        rows.push(alternating_row(
+            format!("2 echo 64 B round trip {name}"),
+            "us",
+            &rounds,
+            Better::Lower,
+            "<= 1.5x",
+        ));
     }
     dpc_all.push((
         "echo",
         dpc,
-        sizes.echo_round_trips + sizes.echo_round_trips / 10,
+        sizes.rounds * (sizes.echo_round_trips + sizes.echo_round_trips / 10),
     ));
 
     // 3. Connection rate.
     kernel.reset_dpc_durations();
-    let d = connection_rate(&driver, 7003, sizes.rate_threads, sizes.rate_per_thread);
+    let rounds = alternate(sizes.rounds, |round, on_driver| {
+        let port = round_port(7003, round, on_driver);
+        if on_driver {
+            connection_rate(&driver, port, sizes.rate_threads, sizes.rate_per_thread)
+        } else {
+            connection_rate(&linux, port, sizes.rate_threads, sizes.rate_per_thread)
+        }
+    });
     let dpc = kernel.dpc_durations();
-    let l = connection_rate(&linux, 17003, sizes.rate_threads, sizes.rate_per_thread);
-    rows.push(Row {
-        workload: format!(
+    rows.push(alternating_row(
+        format!(
             "3 connection rate, {} threads x {}",
             sizes.rate_threads, sizes.rate_per_thread
         ),
-        unit: "conn/s",
-        driver: d,
-        linux: Some(l),
-        better: Better::Higher,
-        target: ">= 1.0x",
-    });
+        "conn/s",
+        &rounds,
+        Better::Higher,
+        ">= 1.0x",
+    ));
     dpc_all.push((
         "connection rate",
         dpc,
-        sizes.rate_threads * sizes.rate_per_thread,
+        sizes.rounds * sizes.rate_threads * sizes.rate_per_thread,
     ));
 
     // 4. Scaling.
@@ -601,6 +709,7 @@ fn main() {
             linux: l,
             better: Better::Lower,
             target: "",
+            ratios: Vec::new(),
         });
         if n != sizes.scaling[0] {
             rows.push(Row {
@@ -614,6 +723,7 @@ fn main() {
                 } else {
                     ""
                 },
+                ratios: Vec::new(),
             });
         }
         rows.push(Row {
@@ -623,6 +733,7 @@ fn main() {
             linux: None,
             better: Better::Lower,
             target: "reported",
+            ratios: Vec::new(),
         });
     }
     // The DPC figures of the scaling workload are those of its largest size.
@@ -669,18 +780,20 @@ fn print_table(rows: &[Row], sizes: &Sizes, elapsed: Duration) {
     );
     let width = rows.iter().map(|r| r.workload.len()).max().unwrap_or(8);
     println!(
-        "{:<width$} | {:>6} | {:>10} | {:>10} | {:>7} | {:<14} | target",
-        "workload", "unit", "driver", "linux", "ratio", "better"
+        "{:<width$} | {:>6} | {:>10} | {:>10} | {:>7} | {:>13} | {:<14} | target",
+        "workload", "unit", "driver", "linux", "ratio", "ratio spread", "better"
     );
-    println!("{}", "-".repeat(width + 70));
+    println!("{}", "-".repeat(width + 86));
     for r in rows {
         println!(
-            "{:<width$} | {:>6} | {:>10} | {:>10} | {:>7} | {:<14} | {}",
+            "{:<width$} | {:>6} | {:>10} | {:>10} | {:>7} | {:>13} | {:<14} | {}",
             r.workload,
             r.unit,
             fmt(r.driver),
             r.linux.map_or("n/a".to_owned(), fmt),
             r.ratio().map_or("n/a".to_owned(), |x| format!("{x:.2}x")),
+            r.spread()
+                .map_or(String::new(), |(low, high)| format!("{low:.2}-{high:.2}x")),
             match r.better {
                 Better::Higher => "higher better",
                 Better::Lower => "lower better",
@@ -692,15 +805,23 @@ fn print_table(rows: &[Row], sizes: &Sizes, elapsed: Duration) {
 }
 
 fn write_csv(rows: &[Row], path: &std::path::Path) {
-    let mut out = String::from("workload,unit,driver,linux,ratio,better,target\n");
+    let mut out =
+        String::from("workload,unit,driver,linux,ratio,ratio_low,ratio_high,better,target\n");
     for r in rows {
+        let (low, high) = r
+            .spread()
+            .map_or((String::new(), String::new()), |(low, high)| {
+                (low.to_string(), high.to_string())
+            });
         out.push_str(&format!(
-            "\"{}\",{},{},{},{},{},\"{}\"\n",
+            "\"{}\",{},{},{},{},{},{},{},\"{}\"\n",
             r.workload,
             r.unit,
             r.driver,
             r.linux.map_or(String::new(), |l| l.to_string()),
             r.ratio().map_or(String::new(), |x| x.to_string()),
+            low,
+            high,
             match r.better {
                 Better::Higher => "higher",
                 Better::Lower => "lower",
