@@ -7,6 +7,9 @@
 
 mod tdi_support;
 
+use std::ffi::c_void;
+use std::sync::Mutex;
+use std::thread::ThreadId;
 use tcpip::core::stack::InlineStats;
 use tcpip::host::afd::wire;
 use tcpip::host::stats::inline_stats;
@@ -14,7 +17,9 @@ use tcpip::host::{DISPATCH_LEVEL, Driver, lower_irql, raise_irql};
 use tcpip::nt::NtStatus;
 use tcpip::nt::thread::remaining_stack;
 use tcpip::nt::types::*;
-use tdi_support::{Loaded, PendingRequest, close_pair, connected_pair, loaded, local};
+use tdi_support::{
+    Extras, Loaded, PendingRequest, close_pair, connected_pair, loaded, local, start_with,
+};
 
 fn stats(driver: &Driver) -> InlineStats {
     inline_stats(driver).expect("driver loaded")
@@ -138,5 +143,73 @@ fn a_thread_short_of_stack_leaves_its_request_to_the_dpc() {
     assert_eq!(after.declined, before.declined + 1);
     assert_eq!(after.inline, before.inline);
     t.close(address);
+    t.unload();
+}
+
+/// Where a completion routine ran: set by [`record_thread`].
+struct Ran(Mutex<Option<ThreadId>>);
+
+/// A completion routine that records the thread it runs on.
+unsafe extern "system" fn record_thread(
+    _: *mut DEVICE_OBJECT,
+    _: *mut IRP,
+    context: *mut c_void,
+) -> NTSTATUS {
+    // SAFETY: `context` is the `Ran` the test keeps alive until the request completes.
+    let ran = unsafe { &*(context as *const Ran) };
+    *ran.0.lock().unwrap() = Some(std::thread::current().id());
+    NtStatus::SUCCESS.raw()
+}
+
+/// Sends `minor` on `handle` with [`record_thread`] as its completion routine, waits, and
+/// returns the thread the routine ran on.
+fn completion_thread(
+    t: &Loaded,
+    handle: tcpip::host::Handle,
+    minor: u8,
+    parameters: IoStackParameters,
+    buffer: &mut [u8],
+) -> ThreadId {
+    let ran = Ran(Mutex::new(None));
+    let extras = Extras {
+        completion: Some((Some(record_thread), &ran as *const Ran as usize)),
+        ..Extras::default()
+    };
+    let pending = start_with(&t.kernel, handle, minor, parameters, Some(buffer), extras);
+    assert_eq!(pending.wait().status, NtStatus::SUCCESS);
+    ran.0.lock().unwrap().expect("the completion routine ran")
+}
+
+/// AFD's completion routines issue the next TDI request as a threaded IRP, which the I/O
+/// manager cancels when its thread exits: a send's completion must not run in an application
+/// thread (in ReactOS, server threads that ended took their next TDI_SEND with them), while a
+/// waited-for request's may.
+#[test]
+fn a_sends_completion_runs_on_a_system_thread_and_a_querys_in_the_caller() {
+    let t = loaded();
+    let pair = connected_pair(&t, local(5713));
+    let here = std::thread::current().id();
+    let mut data = *b"not in the caller's thread";
+    let length = data.len() as u32;
+    let send = completion_thread(&t, pair.client, TDI_SEND, wire::send(length, 0), &mut data);
+    assert_ne!(
+        send, here,
+        "a send's completion routine ran in the sending thread"
+    );
+    // The core idle again, a query's completion runs right here (a timer's DPC could hold
+    // the core now and then: a few tries).
+    let inline = (0..20).any(|_| {
+        let mut out = [0u8; 64];
+        let parameters = wire::query_information(TDI_QUERY_ADDRESS_INFO);
+        completion_thread(&t, pair.client, TDI_QUERY_INFORMATION, parameters, &mut out) == here
+    });
+    assert!(
+        inline,
+        "a query's completion never ran in the caller's thread"
+    );
+    let (received, bytes) = tdi_support::receive(&t, pair.server, 64);
+    assert_eq!(received.status, NtStatus::SUCCESS);
+    assert_eq!(bytes, data);
+    close_pair(&t, pair);
     t.unload();
 }
