@@ -7,7 +7,7 @@ mod afd_support;
 
 use afd_support::{FAKE_TCP, Fake, Misbehave, SERIAL, Seen};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use tcpip::host::afd::status::{STATUS_CONNECTION_ABORTED, STATUS_END_OF_FILE, STATUS_IO_TIMEOUT};
 use tcpip::host::afd::wire::{self, ConnectionInfo};
 use tcpip::host::afd::{Afd, RequestKind, WsaError, translate_nt_status};
@@ -239,12 +239,17 @@ fn echo_over_the_fake_transport_shows_afds_habits() {
         ws.listen(server, 5).unwrap();
         let client = ws.socket().unwrap();
         let ws2 = ws.clone();
+        let (accepted_tx, accepted_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        // The accept thread lives until the test is done with the socket: it built the socket's
+        // pending TDI_RECEIVE, a threaded IRP its end would cancel (IoCancelThreadIo).
         let accepter = kernel.spawn("accept", move || {
             let (s, peer) = ws2.accept(server).unwrap();
             let mut buf = [0u8; 64];
             let n = ws2.recv(s, &mut buf).unwrap();
             ws2.send_all(s, &buf[..n]).unwrap();
-            (s, peer)
+            accepted_tx.send((s, peer)).unwrap();
+            let _ = done_rx.recv();
         });
         ws.connect(client, loopback(7001)).unwrap();
         assert_eq!(
@@ -256,7 +261,7 @@ fn echo_over_the_fake_transport_shows_afds_habits() {
         let mut buf = [0u8; 16];
         assert!(ws.recv_exact(client, &mut buf[..5]).unwrap());
         assert_eq!(&buf[..5], b"hello");
-        let (accepted, peer) = accepter.join().unwrap();
+        let (accepted, peer) = accepted_rx.recv().unwrap();
         assert_eq!(
             peer.port(),
             ws.getsockname(client).unwrap().port(),
@@ -271,6 +276,8 @@ fn echo_over_the_fake_transport_shows_afds_habits() {
             "FIN: success with 0 bytes"
         );
         ws.closesocket(accepted).unwrap();
+        done_tx.send(()).unwrap();
+        accepter.join().unwrap();
         ws.closesocket(server).unwrap();
         let stats = ws.stats();
         assert_eq!(stats.listens_rearmed, 1);

@@ -4,7 +4,7 @@
 
 mod echo_support;
 
-use echo_support::{Env, burst_accept, size};
+use echo_support::{Env, burst_accept, burst_thread_per_connection, size};
 use tcpip::host::{Config, FaultInjection, NONPAGED_POOL_1GIB};
 
 #[test]
@@ -34,5 +34,22 @@ fn a_burst_fits_in_the_non_paged_pool_of_a_small_machine() {
     burst_accept(&env, 5003, n);
     let stats = env.kernel.pool_stats();
     assert_eq!(stats.limit_failures, 0, "{stats:?}");
+    env.finish();
+}
+
+/// The burst with an accept thread and a worker thread per connection that end once they
+/// have done their part (the ReactOS VM's burst scenario). Found in the VM: when the driver
+/// completed sends and receives in the thread that sent them, AFD's completion routines built
+/// the next TDI request (a threaded IRP) in an application thread, which took it with it when
+/// it ended (IoCancelThreadIo): server calls failed with WSA error 995 and clients saw the end
+/// of stream without their echo.
+#[test]
+fn a_burst_served_by_a_thread_per_connection_gets_every_echo() {
+    let env = Env::start(
+        "suite 2 burst, a thread per connection",
+        2,
+        FaultInjection::None,
+    );
+    burst_thread_per_connection(&env, 5004, size(1000, 200));
     env.finish();
 }

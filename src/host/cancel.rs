@@ -7,6 +7,10 @@
 //! `Irp->CancelIrql` and calls it with the lock still held; the routine releases the lock with
 //! `IoReleaseCancelSpinLock(Irp->CancelIrql)`. The AFD contract (§4.0 rule 5) adds that the
 //! routine must have completed the IRP when it returns.
+//!
+//! `IoCancelThreadIo` runs when a thread made by [`KernelHandle::spawn`] ends: every IRP still
+//! queued to it ([`KernelHandle::queue_thread_irp`]) is cancelled, and the thread waits for
+//! them to be finished, as `PspExitThread` does.
 
 use super::context::EntryScope;
 use super::kernel::{KernelHandle, KernelInner};
@@ -16,6 +20,11 @@ use crate::nt::types::{IRP, KIRQL, PDRIVER_CANCEL};
 use std::ffi::c_void;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long an ending thread waits for its cancelled IRPs (NT: 5 minutes, then it
+/// disassociates them from the thread, `IopDisassociateThreadIrp`; the model leaves them).
+const THREAD_IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `IoAcquireCancelSpinLock`: returns the previous IRQL.
 pub(crate) fn acquire(kernel: &KernelInner, site: Site) -> KIRQL {
@@ -103,5 +112,20 @@ impl KernelHandle {
         }
         kernel.irps.release(irp);
         true
+    }
+
+    /// `IoCancelThreadIo` for the calling thread, which is ending: `IoCancelIrp` on each IRP
+    /// queued to it, then a wait (polling, as NT does every 100 ms) until the I/O manager has
+    /// finished with all of them or [`THREAD_IO_TIMEOUT`] has passed. PASSIVE_LEVEL.
+    pub(crate) fn cancel_thread_io(&self) {
+        let thread = std::thread::current().id();
+        for irp in self.0.irps.hold_of_thread(thread) {
+            self.cancel_irp(irp);
+            self.0.irps.release(irp);
+        }
+        let started = Instant::now();
+        while self.0.irps.count_of_thread(thread) > 0 && started.elapsed() < THREAD_IO_TIMEOUT {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }

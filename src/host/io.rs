@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 
 /// The final status and information of an IRP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +123,9 @@ struct IrpRecord {
     /// The lowest stack location dispatched so far: a dispatch routine that passed the IRP
     /// down leaves the pending protocol to the driver below.
     lowest_dispatched: usize,
+    /// The thread the IRP is queued to (`IoQueueThreadIrp`, as `IoBuildDeviceIoControlRequest`
+    /// does): cancelled when that thread ends, if the model spawned it.
+    thread: Option<ThreadId>,
 }
 
 /// The live IRPs of a kernel, by address.
@@ -196,6 +200,28 @@ impl Irps {
     pub(crate) fn is_allocated(&self, irp: *mut IRP) -> bool {
         self.lock().contains_key(&(irp as usize))
     }
+
+    /// Takes a hold on each IRP queued to `thread` that the I/O manager has not finished with
+    /// (the thread's `IrpList`), so that none is freed, and its address reused, before the
+    /// caller releases it.
+    pub(crate) fn hold_of_thread(&self, thread: ThreadId) -> Vec<*mut IRP> {
+        self.lock()
+            .iter_mut()
+            .filter(|(_, r)| r.thread == Some(thread) && !r.free_requested)
+            .map(|(&a, r)| {
+                r.holds += 1;
+                a as *mut IRP
+            })
+            .collect()
+    }
+
+    /// How many IRPs queued to `thread` the I/O manager has not finished with.
+    pub(crate) fn count_of_thread(&self, thread: ThreadId) -> usize {
+        self.lock()
+            .values()
+            .filter(|r| r.thread == Some(thread) && !r.free_requested)
+            .count()
+    }
 }
 
 /// `IoAllocateIrp(stack_size, FALSE)`: a zeroed IRP with `stack_size` locations.
@@ -228,6 +254,7 @@ pub(crate) fn allocate(kernel: &KernelInner, stack_size: i8) -> *mut IRP {
             passive: vec![false; stack_count],
             in_driver: None,
             lowest_dispatched: stack_count,
+            thread: None,
         },
     );
     irp
@@ -582,6 +609,19 @@ impl KernelHandle {
             self.0.irps.request_free(irp),
             "IoFreeIrp: {irp:p} is not a live IRP"
         );
+    }
+
+    /// `IoQueueThreadIrp`: makes a live IRP a threaded one, queued to the calling thread (what
+    /// `IoBuildDeviceIoControlRequest`, and so `TdiBuildInternalDeviceControlIrp`, does). When
+    /// a thread made by [`KernelHandle::spawn`] ends, the I/O manager cancels the IRPs still
+    /// queued to it (`IoCancelThreadIo`). Panics if the IRP is not live. Any IRQL.
+    pub fn queue_thread_irp(&self, irp: *mut IRP) {
+        let _api = self.api();
+        let mut table = self.0.irps.lock();
+        let record = table
+            .get_mut(&(irp as usize))
+            .expect("IoQueueThreadIrp: not a live IRP");
+        record.thread = Some(std::thread::current().id());
     }
 
     /// Whether `irp` is still allocated: not freed by [`KernelHandle::free_irp`] or by the I/O

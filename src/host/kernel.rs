@@ -306,7 +306,8 @@ impl KernelHandle {
 
     /// Runs `f` on a new thread that belongs to this kernel, at PASSIVE_LEVEL. When `f` returns,
     /// the thread must be back at PASSIVE_LEVEL holding no spin lock (checked like a driver
-    /// routine). Any IRQL.
+    /// routine); then, as the thread ends, the I/O manager cancels the IRPs still queued to it
+    /// ([`KernelHandle::queue_thread_irp`]) and waits for them. Any IRQL.
     pub fn spawn<T, F>(&self, name: &str, f: F) -> JoinHandle<T>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -317,11 +318,12 @@ impl KernelHandle {
         std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
-                let _context = KernelContext::install(inner);
+                let _context = KernelContext::install(inner.clone());
                 irql::set(PASSIVE_LEVEL);
                 let frame = RoutineFrame::begin();
                 let result = f();
                 frame.end(Entry::Client, 0);
+                KernelHandle(inner).cancel_thread_io();
                 result
             })
             .expect("spawn a kernel thread")

@@ -8,10 +8,10 @@
 #![allow(dead_code, reason = "each suite uses a different subset")]
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
-use tcpip::host::winsock::{Socket, Winsock, WsaError};
+use tcpip::host::winsock::{Shutdown, Socket, Winsock, WsaError};
 use tcpip::host::{Clock, Config, Driver, FaultInjection, Kernel};
 use tcpip::nt::entry::driver_entry;
 
@@ -228,6 +228,154 @@ pub fn burst_accept(env: &Env, port: u16, n: usize) {
         c.join().expect("burst client");
     }
     ws.closesocket(listener).unwrap();
+}
+
+/// The ReactOS VM's burst scenario (vm/guest `sc_burst`, `server.c`): `n` client threads
+/// connect at once and send their message; an accept thread, started late (once every client
+/// has sent), accepts every connection, hands each to a worker thread of its own and ends once
+/// every worker has received its message. A worker receives the message, echoes it,
+/// half-closes, reads to the client's FIN (once the accept thread has ended, so that every
+/// connection is still open then), closes the socket and ends. Every client must get its full
+/// echo, then the end of stream, and no server call may fail.
+///
+/// The AFD model's TDI IRPs are threaded: a thread that ends takes the TDI requests it built
+/// and that are still pending with it (IoCancelThreadIo), as on NT, including those that AFD's
+/// completion routines built while running in that thread. The accept thread builds each
+/// connection's first `TDI_RECEIVE` (`AfdAccept`), which the message already waiting satisfies
+/// at once. If the driver completed it in the accept thread, AFD's receive completion would
+/// post the next `TDI_RECEIVE` there, and the accept thread, ending while the workers still
+/// serve, would cancel it (the worker's read of the end of stream fails with WSA error 995). So
+/// the driver must complete AFD's asynchronous requests (sends, receives) in no application
+/// thread.
+pub fn burst_thread_per_connection(env: &Env, port: u16, n: usize) {
+    let ws = &env.ws;
+    let listener = ws.socket().unwrap();
+    ws.bind(listener, loopback(port)).unwrap();
+    ws.listen(listener, 200).unwrap();
+    let barrier = Arc::new(Barrier::new(n));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let received = Arc::new(AtomicUsize::new(0));
+    let accept_ended = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..n)
+        .map(|t| {
+            let ws = ws.clone();
+            let barrier = barrier.clone();
+            let sent = sent.clone();
+            env.kernel.spawn("burst-client", move || {
+                let s = ws.socket().unwrap();
+                barrier.wait();
+                let result = (|| {
+                    ws.connect(s, loopback(port))
+                        .map_err(|e| format!("connect: {e}"))?;
+                    let m = message(t, 0);
+                    let sent_all = ws.send_all(s, &m).map_err(|e| format!("send: {e}"));
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    sent_all?;
+                    let mut echo = [0u8; 32];
+                    match ws.recv_exact(s, &mut echo) {
+                        Ok(true) if echo == m => {}
+                        Ok(true) => return Err(format!("echo {echo:?} of {m:?}")),
+                        Ok(false) => return Err("end of stream before the echo".to_owned()),
+                        Err(e) => return Err(format!("recv: {e}")),
+                    }
+                    match ws.recv(s, &mut [0u8; 1]) {
+                        Ok(0) => Ok(()),
+                        Ok(_) => Err("data after the echo".to_owned()),
+                        Err(e) => Err(format!("recv FIN: {e}")),
+                    }
+                })();
+                // Closed on failure too, so that the worker's read of the end of stream ends.
+                ws.closesocket(s).expect("close");
+                if let Err(e) = result {
+                    panic!("burst client {t}: {e}");
+                }
+            })
+        })
+        .collect();
+    let acceptor = {
+        let ws = ws.clone();
+        let kernel = env.kernel.handle();
+        let accept_ended = accept_ended.clone();
+        let received = received.clone();
+        env.kernel.spawn("burst-accept", move || {
+            // The VM's listener starts accepting 2 s late: every message has arrived by then.
+            while sent.load(Ordering::SeqCst) < n {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            // Every connection is accepted before the first worker starts: each accept meets
+            // an idle driver, as the VM's late listener mostly does.
+            let accepted: Vec<Socket> = (0..n)
+                .map(|_| ws.accept(listener).expect("accept").0)
+                .collect();
+            let workers = accepted
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let (ws, received) = (ws.clone(), received.clone());
+                    let accept_ended = accept_ended.clone();
+                    kernel.spawn("burst-worker", move || {
+                        serve_one(&ws, s, i, &received, &accept_ended)
+                    })
+                })
+                .collect::<Vec<_>>();
+            // The first TDI_RECEIVEs, built here, are complete before the thread ends.
+            while received.load(Ordering::SeqCst) < n {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            workers
+        })
+    };
+    let workers = acceptor.join().expect("accept thread");
+    accept_ended.store(true, Ordering::SeqCst);
+    let failed: Vec<String> = clients
+        .into_iter()
+        .chain(workers)
+        .filter_map(|thread| thread.join().err())
+        .map(|panic| {
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| "a thread panicked".to_owned())
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} threads failed:\n  {}",
+        failed.len(),
+        2 * n,
+        failed.join("\n  ")
+    );
+    ws.closesocket(listener).unwrap();
+}
+
+/// The VM server's `serve_one` for connection `i`: receive one message (counted in
+/// `received`), echo it, half-close, read to the end of stream (once `accept_ended`), close.
+fn serve_one(ws: &Winsock, s: Socket, i: usize, received: &AtomicUsize, accept_ended: &AtomicBool) {
+    let result = (|| {
+        let mut m = [0u8; 32];
+        let message = ws.recv_exact(s, &mut m);
+        received.fetch_add(1, Ordering::SeqCst);
+        match message {
+            Ok(true) => {}
+            Ok(false) => return Err("end of stream before the message".to_owned()),
+            Err(e) => return Err(format!("recv: {e}")),
+        }
+        ws.send_all(s, &m).map_err(|e| format!("send: {e}"))?;
+        ws.shutdown(s, Shutdown::Send)
+            .map_err(|e| format!("shutdown: {e}"))?;
+        while !accept_ended.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut rest = [0u8; 32];
+        while ws.recv(s, &mut rest).map_err(|e| format!("drain: {e}"))? > 0 {}
+        Ok(())
+    })();
+    // Closed on failure too, so that the client sees the end of stream.
+    ws.closesocket(s).expect("worker close");
+    if let Err(e) = result {
+        panic!("worker {i}: {e}");
+    }
 }
 
 /// An echo server thread for one accepted connection: echoes until FIN, then closes.

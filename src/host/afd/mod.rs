@@ -1259,7 +1259,10 @@ impl AfdInner {
     }
 
     /// An `IRP_MJ_INTERNAL_DEVICE_CONTROL` IRP for TDI request `minor` on `file`, with `mdl`
-    /// (if not null) as its `MdlAddress`.
+    /// (if not null) as its `MdlAddress`. Threaded, as `TdiBuildInternalDeviceControlIrp`
+    /// (`IoBuildDeviceIoControlRequest`) makes it: queued to the building thread, which
+    /// cancels it if it ends first (the AFD model's completion routines, like AFD's, issue the
+    /// next request in whatever thread runs them).
     fn internal_irp(
         &self,
         file: &ObjectRef,
@@ -1281,6 +1284,7 @@ impl AfdInner {
             // SAFETY: a fresh IRP owned here, not sent yet.
             unsafe { self.kernel.with_irp(irp, |i| i.MdlAddress = mdl) };
         }
+        self.kernel.queue_thread_irp(irp);
         irp
     }
 
