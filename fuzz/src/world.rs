@@ -1,7 +1,9 @@
 //! The driver loaded in the host model with a recording adapter bound under it and
 //! connections in several states, for the `ingress` target: frames are indicated as the
-//! adapter's receive indications, time moves on the model's virtual clock, and teardown closes
-//! everything, unloads the driver and checks the model's verdict.
+//! adapter's receive indications, time moves on the model's virtual clock, DPCs and work items
+//! run inline on the harness's thread (`Config::inline_dpcs`), and teardown closes everything,
+//! unloads the driver and checks the model's verdict. Between inputs that leave it intact the
+//! world is kept (`reset`, `crate::session`).
 //!
 //! What is open when the fuzz frames arrive (the driver at [`OURS`], the peer at [`PEER`]):
 //! - a listener on 0.0.0.0:[`LISTEN_PORT`] with one `TDI_LISTEN` pending;
