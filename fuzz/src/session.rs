@@ -28,17 +28,22 @@ thread_local! {
 }
 
 /// Runs `input` against the kept world (a fresh one if there is none), then keeps the world
-/// or tears it down. Panics (a crash for the fuzzer) on any failed check.
+/// or tears it down and makes a fresh one. Panics (a crash for the fuzzer) on any failed
+/// check.
 pub fn run(input: impl FnOnce(&mut World)) {
     let kept = KEPT.with_borrow_mut(|kept| kept.0.take());
     let mut world = kept.unwrap_or_else(World::load);
     world.begin_input();
     input(&mut world);
-    if world.end_input() && world.inputs() < INPUTS_PER_WORLD {
-        KEPT.with_borrow_mut(|kept| kept.0 = Some(world));
+    // The next world is made here, by the input that changed this one, so that what an input
+    // covers does not depend on the input before it (for libFuzzer's coverage feedback).
+    let world = if world.end_input() && world.inputs() < INPUTS_PER_WORLD {
+        world
     } else {
         world.finish();
-    }
+        World::load()
+    };
+    KEPT.with_borrow_mut(|kept| kept.0 = Some(world));
 }
 
 /// Tears down the kept world, if any, with the checks of unload.
