@@ -2,9 +2,10 @@
 //! what an input may change, and the checks at the end of each input.
 //!
 //! An input leaves the world *intact* when, after it:
-//! - it called nothing that changes the connections or the configuration for good ([`World::taint`]:
-//!   segments aimed at the accepted or the connecting connection, ARP frames, TDI sends,
-//!   receives, disconnects and closes, IOCTLs that set something and succeeded);
+//! - it did nothing that changes the connections or the configuration for good
+//!   ([`World::taint`]: segments aimed at the accepted or the connecting connection, ARP
+//!   frames, TDI sends, receives, disconnects and closes, IOCTLs that set something and
+//!   succeeded);
 //! - the virtual clock has not moved (so no timer of the setup's connections has run);
 //! - every request the input sent has completed;
 //! - the setup's requests are still pending (the UDP and raw receives the input's
