@@ -16,7 +16,7 @@ use super::sync::Dispatcher;
 use super::verifier::{Entry, RoutineFrame, Rule, Verifier, Violation};
 use super::work::Workers;
 use std::ops::Deref;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -239,9 +239,12 @@ impl Kernel {
                 super::work::worker_main(k)
             }));
         }
-        threads.push(model_thread(&inner, "nt-ndis".to_owned(), |k| {
-            k.ndis.run(k)
-        }));
+        if !inner.config.inline_dpcs {
+            inner.ndis.thread_started.store(true, Ordering::Release);
+            threads.push(model_thread(&inner, "nt-ndis".to_owned(), |k| {
+                k.ndis.run(k)
+            }));
+        }
         if inner.config.clock == Clock::Real {
             threads.push(model_thread(&inner, "nt-timer".to_owned(), |k| {
                 super::clock::timer_main(k)
@@ -258,6 +261,12 @@ impl Kernel {
     pub fn handle(&self) -> KernelHandle {
         self.handle.clone()
     }
+}
+
+/// Starts the `nt-ndis` thread late (`Config::inline_dpcs`, at the first deferred NDIS
+/// completion), detached: teardown waits for it as for every model thread.
+pub(crate) fn start_ndis_thread(inner: &Arc<KernelInner>) {
+    drop(model_thread(inner, "nt-ndis".to_owned(), |k| k.ndis.run(k)));
 }
 
 /// Starts one of the model's own threads.
