@@ -72,6 +72,17 @@ fn set_ip_address_validates_its_input() {
             vec![1, 0, 0, 0, 10, 0, 0, 1],
             NtStatus::INVALID_PARAMETER,
         ),
+        // Found by the `control` fuzz target (fuzz/RESULTS.md): smoltcp panicked on it.
+        (
+            "multicast address",
+            ip_set_data(1, Ipv4Addr::new(238, 242, 0, 0), mask),
+            NtStatus::INVALID_PARAMETER,
+        ),
+        (
+            "broadcast address",
+            ip_set_data(1, Ipv4Addr::BROADCAST, mask),
+            NtStatus::INVALID_PARAMETER,
+        ),
     ];
     for (what, input, expected) in cases {
         assert_eq!(set_address(&t, control, &input).0, expected, "{what}");

@@ -95,14 +95,14 @@ impl Ioctl {
     }
 }
 
-/// Runs a sequence of requests against a fresh world and checks the verdict.
+/// Runs a sequence of requests against the world (`crate::session`) and checks the verdict.
 pub fn run(data: &[u8]) {
-    let mut world = World::load();
-    let mut rest = data;
-    let mut count = 0;
-    while !rest.is_empty() && count < 16 {
-        Ioctl::decode(&mut rest).apply(&mut world);
-        count += 1;
-    }
-    world.finish();
+    crate::session::run(|world| {
+        let mut rest = data;
+        let mut count = 0;
+        while !rest.is_empty() && count < 16 {
+            Ioctl::decode(&mut rest).apply(world);
+            count += 1;
+        }
+    });
 }

@@ -5,4 +5,5 @@
 pub mod control;
 pub mod frames;
 pub mod ingress;
+pub mod session;
 pub mod world;

@@ -1,7 +1,9 @@
 //! The driver loaded in the host model with a recording adapter bound under it and
 //! connections in several states, for the `ingress` target: frames are indicated as the
-//! adapter's receive indications, time moves on the model's virtual clock, and teardown closes
-//! everything, unloads the driver and checks the model's verdict.
+//! adapter's receive indications, time moves on the model's virtual clock, DPCs and work items
+//! run inline on the harness's thread (`Config::inline_dpcs`), and teardown closes everything,
+//! unloads the driver and checks the model's verdict. Between inputs that leave it intact the
+//! world is kept (`reset`, `crate::session`).
 //!
 //! What is open when the fuzz frames arrive (the driver at [`OURS`], the peer at [`PEER`]):
 //! - a listener on 0.0.0.0:[`LISTEN_PORT`] with one `TDI_LISTEN` pending;
@@ -21,7 +23,7 @@ use crate::frames::{self, ACK, OUR_MAC, OURS, PEER, PEER_MAC, SYN, Sent};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tcpip::core::stack::Stack;
 use tcpip::driver::Tcpip;
 use tcpip::host::afd::wire;
@@ -32,6 +34,9 @@ use tcpip::link::ethernet::Adapter;
 use tcpip::nt::NtStatus;
 use tcpip::nt::entry::{self, driver_entry};
 use tcpip::nt::types::*;
+
+mod ioctl;
+mod reset;
 
 /// The files the world opens, as indices of its handles (in closing order).
 pub mod file {
@@ -52,6 +57,8 @@ pub const LISTEN_PORT: u16 = 80;
 pub const ACCEPTED_PEER_PORT: u16 = 40_000;
 pub const CONNECT_PORT: u16 = 7;
 pub const UDP_PORT: u16 = 53;
+/// The room of the setup's receives.
+const RECEIVE_ROOM: usize = 4096;
 
 /// An adapter that keeps what the driver transmits.
 #[derive(Default)]
@@ -132,6 +139,8 @@ pub struct World {
     pub connecting: Connection,
     /// (peer port, the driver's next sequence number) of the SYN-ACKs the listener sent.
     pub half_open: Vec<(u16, u32)>,
+    /// What the world is kept between inputs by (`reset`).
+    keep: reset::Baseline,
 }
 
 impl World {
@@ -141,6 +150,7 @@ impl World {
             processors: 1,
             workers: 1,
             clock: Clock::Virtual,
+            inline_dpcs: true,
             debug_lines: 16,
             ..Config::default()
         });
@@ -175,8 +185,10 @@ impl World {
             accepted: unset,
             connecting: unset,
             half_open: Vec::new(),
+            keep: reset::Baseline::default(),
         };
         world.open();
+        world.record_baseline();
         world
     }
 
@@ -216,7 +228,7 @@ impl World {
         .map(Some)
         .to_vec();
 
-        let room = 4096;
+        let room = RECEIVE_ROOM;
         self.start_datagram_receive(udp, room);
         self.start_datagram_receive(raw, room);
 
@@ -268,6 +280,8 @@ impl World {
             "the peer's connection was accepted"
         );
         assert_eq!(listen.status(), NtStatus::SUCCESS);
+        // Done: what stays in `pending` after the setup is what the setup leaves pending.
+        self.pending.pop();
         self.start_receive(accepting, room);
         self.start_kernel_request(waiting, TDI_LISTEN, "listen (waiting)", None);
 
@@ -427,6 +441,7 @@ impl World {
         let Some(handle) = self.handle(file) else {
             return;
         };
+        self.taint();
         let buffer: Box<[u8]> = (0..len).map(|i| i as u8).collect();
         let parameters = wire::send(len as u32, 0);
         let keep = Keep {
@@ -440,6 +455,7 @@ impl World {
     /// A TDI_RECEIVE of up to `room` bytes on connection endpoint `file`.
     pub fn receive(&mut self, file: usize, room: usize) {
         if let Some(handle) = self.handle(file) {
+            self.taint();
             self.start_receive(handle, room.max(1));
         }
     }
@@ -449,6 +465,7 @@ impl World {
         let Some(handle) = self.handle(file) else {
             return;
         };
+        self.taint();
         let mut timeout = timeout.map(Box::new);
         let pointer = timeout
             .as_mut()
@@ -479,60 +496,10 @@ impl World {
         self.settle();
     }
 
-    /// A device I/O control request with `code` and `input` and an output buffer of
-    /// `output_len` bytes, from user mode, on a control channel (`file` `None`) or on `file`.
-    pub fn ioctl(&mut self, file: Option<usize>, code: u32, input: &[u8], output_len: usize) {
-        let handle = match file {
-            Some(file) => match self.handle(file) {
-                Some(handle) => handle,
-                None => return,
-            },
-            None => match self.control {
-                Some(handle) => handle,
-                None => {
-                    let control = self.kernel.create_file("\\Device\\Ip", None, 0);
-                    let control = control.expect("control channel");
-                    self.control = Some(control);
-                    control
-                }
-            },
-        };
-        if !matches!(code, IOCTL_ICMP_ECHO_REQUEST | IOCTL_QUERY_IP_HW_ADDRESS) {
-            let mut output = vec![0u8; output_len];
-            self.kernel
-                .device_io_control(handle, code, input, &mut output);
-            self.settle();
-            return;
-        }
-        // These wait for an answer from the network or their timeout (at most 2 s here, ARP
-        // resolution 1 s): the call runs on a thread of its own while the virtual clock moves
-        // on, 100 ms each time the thread has had 2 ms of real time; not done after 60 s of
-        // virtual time (however late the thread started), the request is stuck in the driver.
-        let kernel = self.kernel.handle();
-        let input = input.to_vec();
-        let call = self.kernel.spawn("ioctl", move || {
-            let mut output = vec![0u8; output_len];
-            kernel
-                .device_io_control(handle, code, &input, &mut output)
-                .0
-        });
-        let (mut steps, mut last) = (0, Instant::now());
-        while !call.is_finished() {
-            if last.elapsed() < Duration::from_millis(2) {
-                std::thread::sleep(Duration::from_micros(200));
-                continue;
-            }
-            assert!(steps < 600, "IOCTL {code:#x} still pending after 60 s");
-            self.advance(Duration::from_millis(100));
-            (steps, last) = (steps + 1, Instant::now());
-        }
-        call.join().expect("the IOCTL's thread");
-        self.settle();
-    }
-
     /// Closes `file` (its pending requests complete as cancelled).
     pub fn close(&mut self, file: usize) {
         if let Some(handle) = self.handles.get_mut(file).and_then(Option::take) {
+            self.taint();
             assert_eq!(self.kernel.close(handle), NtStatus::SUCCESS);
             self.settle();
         }

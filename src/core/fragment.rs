@@ -68,12 +68,29 @@ pub struct FragmentStats {
 }
 
 /// What identifies the fragments of one datagram.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Eq)]
 struct Id {
     src: Ipv4Addr,
     dst: Ipv4Addr,
     protocol: u8,
     ident: u16,
+}
+
+impl Id {
+    /// The fields as one integer, compared at once (every fragment compares its identity
+    /// with each reassembly's, a few times). Any IRQL.
+    fn key(&self) -> u128 {
+        (u128::from(self.src.to_bits()) << 64)
+            | (u128::from(self.dst.to_bits()) << 32)
+            | (u128::from(self.protocol) << 16)
+            | u128::from(self.ident)
+    }
+}
+
+impl PartialEq for Id {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
 }
 
 /// One datagram being reassembled.
@@ -187,28 +204,50 @@ impl Fragments {
         let payload = ip.payload();
         let start = usize::from(ip.frag_offset());
         let end = start + payload.len();
-        if !self.entries.iter().any(|e| e.id == id) {
-            self.open(id, now)?;
-        }
-        let (held, has_header) = self
-            .entries
-            .iter()
-            .find(|e| e.id == id)
-            .map_or((0, false), |e| (e.data.len(), !e.header.is_empty()));
+        let (capacity, has_header) = match self.entries.iter().find(|e| e.id == id) {
+            Some(e) => (e.data.capacity(), !e.header.is_empty()),
+            None => {
+                self.open(id, now)?;
+                (0, false)
+            }
+        };
         // The bound counts the first fragment's header too, kept from when it arrives.
         let header_room = if start == 0 && !has_header {
             header_len
         } else {
             0
         };
-        let room = end.saturating_sub(held).saturating_add(header_room);
-        if end + header_len > MAX_PACKET || !self.make_room(id, room) {
+        if end + header_len > MAX_PACKET {
+            self.fail(id);
+            return None;
+        }
+        // The buffer grows to twice its size (so that a datagram in many small fragments is
+        // not copied once per fragment) when that fits under the bound as it is; else to
+        // exactly `end`, evicting older reassemblies if need be.
+        let doubled = capacity.saturating_mul(2).min(MAX_PACKET).max(end);
+        let growth = doubled.saturating_sub(capacity).saturating_add(header_room);
+        let target = if end <= capacity {
+            capacity
+        } else if self.held_bytes().saturating_add(growth) <= self.config.bytes {
+            doubled
+        } else {
+            end
+        };
+        let room = target.saturating_sub(capacity).saturating_add(header_room);
+        if !self.make_room(id, room) {
             self.fail(id);
             return None;
         }
         let index = self.entries.iter().position(|e| e.id == id)?;
         let entry = self.entries.get_mut(index)?;
-        if !store(entry, packet, header_len, start, payload, ip.more_frags()) {
+        let fragment = Fragment {
+            packet,
+            header_len,
+            start,
+            payload,
+            more: ip.more_frags(),
+        };
+        if !store(entry, &fragment, target) {
             self.fail(id);
             return None;
         }
@@ -284,17 +323,30 @@ impl Fragments {
     }
 }
 
-/// Copies one fragment into its reassembly. Returns `false` if it cannot be stored (no
-/// memory, too many holes, a last fragment that contradicts an earlier one).
-/// IRQL ≤ DISPATCH_LEVEL, under the core lock.
-fn store(
-    entry: &mut Entry,
-    packet: &[u8],
+/// One fragment as [`store`] takes it.
+struct Fragment<'a> {
+    /// The whole packet, header first.
+    packet: &'a [u8],
     header_len: usize,
+    /// The payload's offset in the datagram.
     start: usize,
-    payload: &[u8],
+    payload: &'a [u8],
+    /// MF.
     more: bool,
-) -> bool {
+}
+
+/// Copies one fragment into its reassembly, growing its buffer to `capacity` bytes if it
+/// holds fewer (room was made under the bound for them). Returns `false` if it cannot be
+/// stored (no memory, too many holes, a last fragment that contradicts an earlier one).
+/// IRQL ≤ DISPATCH_LEVEL, under the core lock.
+fn store(entry: &mut Entry, fragment: &Fragment, capacity: usize) -> bool {
+    let Fragment {
+        packet,
+        header_len,
+        start,
+        payload,
+        more,
+    } = *fragment;
     let end = start + payload.len();
     if !more {
         if entry.total.is_some_and(|total| total != end) {
@@ -316,12 +368,18 @@ fn store(
         entry.header.extend_from_slice(header);
     }
     let have = entry.data.len();
-    if have < end {
+    if entry.data.capacity() < capacity.max(end) {
         // Exactly: the bytes held are what the bound counts.
         pool::note_call_site();
-        if entry.data.try_reserve_exact(end - have).is_err() {
+        if entry
+            .data
+            .try_reserve_exact(capacity.max(end) - have)
+            .is_err()
+        {
             return false;
         }
+    }
+    if have < end {
         entry.data.resize(end, 0);
     }
     match entry.data.get_mut(start..end) {
@@ -384,8 +442,9 @@ pub fn split(
             }
             let (head, body) = out.split_at_mut(header_len.min(out.len()));
             head.copy_from_slice(header.get(..head.len()).unwrap_or_default());
-            for (to, from) in body.iter_mut().zip(piece) {
-                *to = *from;
+            let copied = body.len().min(piece.len());
+            if let (Some(to), Some(from)) = (body.get_mut(..copied), piece.get(..copied)) {
+                to.copy_from_slice(from);
             }
             let mut fragment = Ipv4Packet::new_unchecked(out);
             fragment.set_total_len(len as u16);
@@ -454,5 +513,69 @@ mod tests {
         // The older reassembly made room for the new one, header included.
         assert_eq!(fragments.held_bytes(), 500);
         assert_eq!(fragments.stats.reassembly_failures, 1);
+    }
+
+    /// A datagram in many small in-order fragments grows its buffer by doubling (not once
+    /// per fragment), and still reassembles; the bytes held stay within the bound.
+    #[test]
+    fn small_fragments_grow_the_buffer_by_doubling() {
+        let config = FragmentConfig {
+            bytes: 4096,
+            datagrams: 4,
+            timeout: Duration::from_secs(30),
+        };
+        let mut fragments = Fragments::new(config, 1);
+        let now = Instant::from_secs(1);
+        let mut capacities = Vec::new();
+        for index in 0..63u16 {
+            assert!(
+                fragments
+                    .reassemble(&fragment(7, index * 8, 8, true), now)
+                    .is_none()
+            );
+            let held = fragments.held_bytes();
+            assert!(held <= config.bytes);
+            if capacities.last() != Some(&held) {
+                capacities.push(held);
+            }
+        }
+        // 20 header bytes plus 8, 16, 32, 64, 128, 256, 512 payload bytes: 7 sizes for 63
+        // fragments.
+        assert_eq!(capacities, [28, 36, 52, 84, 148, 276, 532]);
+        let whole = fragments.reassemble(&fragment(7, 63 * 8, 8, false), now);
+        let whole = whole.expect("the last fragment completes the datagram");
+        assert_eq!(whole.len(), 20 + 64 * 8);
+        assert_eq!(fragments.held_bytes(), 0);
+    }
+
+    /// Near the bound the buffer grows exactly, evicting nothing for the doubling.
+    #[test]
+    fn near_the_bound_the_buffer_grows_exactly() {
+        let config = FragmentConfig {
+            bytes: 1000,
+            datagrams: 4,
+            timeout: Duration::from_secs(30),
+        };
+        let mut fragments = Fragments::new(config, 1);
+        let now = Instant::from_secs(1);
+        assert!(
+            fragments
+                .reassemble(&fragment(1, 0, 400, true), now)
+                .is_none()
+        );
+        assert!(
+            fragments
+                .reassemble(&fragment(2, 0, 400, true), now)
+                .is_none()
+        );
+        assert_eq!(fragments.held_bytes(), 840);
+        // Doubling datagram 2 would pass the bound; 8 more bytes fit exactly.
+        assert!(
+            fragments
+                .reassemble(&fragment(2, 400, 8, true), now)
+                .is_none()
+        );
+        assert_eq!(fragments.held_bytes(), 848);
+        assert_eq!(fragments.stats.reassembly_failures, 0);
     }
 }

@@ -13,14 +13,14 @@
 //! round-robin order, which makes placement deterministic for tests.
 
 use super::context::EntryScope;
-use super::irql::{self, DISPATCH_LEVEL};
+use super::irql::{self, DISPATCH_LEVEL, PASSIVE_LEVEL};
 use super::kernel::KernelInner;
 use super::verifier::{self, Entry, RoutineFrame, Rule, Site};
 use crate::nt::types::{KDPC, PKDEFERRED_ROUTINE};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,10 @@ pub(crate) struct Processors {
     next: AtomicUsize,
     /// How long each DPC routine call took (see [`DpcDurations`]).
     pub(crate) durations: DpcHistogram,
+    /// DPCs in the queues (the queues' lengths, kept under the lock, read without it).
+    queued: AtomicUsize,
+    /// Set while a thread runs DPCs inline ([`run_inline`]).
+    inline_runner: AtomicBool,
 }
 
 struct DpcState {
@@ -72,6 +76,8 @@ impl Processors {
             markers: vec![0; count].into_boxed_slice(),
             next: AtomicUsize::new(0),
             durations: DpcHistogram::default(),
+            queued: AtomicUsize::new(0),
+            inline_runner: AtomicBool::new(false),
         }
     }
 
@@ -148,9 +154,14 @@ pub(crate) unsafe fn insert(
         dpc: dpc as usize,
         sequence,
     });
+    processors.queued.fetch_add(1, Ordering::AcqRel);
     kernel.activity.begin();
     drop(state);
     processors.changed.notify_all();
+    if kernel.config.inline_dpcs {
+        // A thread waiting for quiescence runs it.
+        kernel.activity.wake();
+    }
     true
 }
 
@@ -167,7 +178,10 @@ pub(crate) unsafe fn remove(kernel: &KernelInner, dpc: *mut KDPC) -> bool {
         return false;
     };
     dpc_ref.DpcData = std::ptr::null_mut();
+    let before = state.queues[processor].len();
     state.queues[processor].retain(|q| q.dpc != dpc as usize);
+    let removed = before - state.queues[processor].len();
+    processors.queued.fetch_sub(removed, Ordering::AcqRel);
     drop(state);
     processors.changed.notify_all();
     kernel.activity.end();
@@ -187,6 +201,7 @@ pub(crate) fn flush(kernel: &KernelInner, site: Site) {
         );
         return;
     }
+    run_inline(kernel);
     let processors = &kernel.processors;
     let state = processors.lock();
     let target = state.sequence;
@@ -198,6 +213,57 @@ pub(crate) fn flush(kernel: &KernelInner, site: Site) {
             queued || running
         })
         .unwrap_or_else(|e| e.into_inner());
+}
+
+/// A DPC taken off a queue to run: its routine and arguments, read under the DPC lock.
+struct Call {
+    dpc: *mut KDPC,
+    routine: PKDEFERRED_ROUTINE,
+    context: *mut c_void,
+    arg1: *mut c_void,
+    arg2: *mut c_void,
+}
+
+/// Takes the DPC at the head of processor `index`'s queue: clears its "inserted" mark (so it
+/// can be queued again while its routine runs) and records it as running on `index`.
+fn take(processors: &Processors, state: &mut DpcState, index: usize) -> Option<Call> {
+    let queued = state.queues[index].pop_front()?;
+    processors.queued.fetch_sub(1, Ordering::AcqRel);
+    let dpc = queued.dpc as *mut KDPC;
+    // SAFETY: a queued DPC stays valid until its routine has run (KeInsertQueueDpc contract);
+    // its fields are only touched under the DPC lock, which the caller holds.
+    let call = unsafe {
+        let d = &mut *dpc;
+        d.DpcData = std::ptr::null_mut();
+        Call {
+            dpc,
+            routine: d.DeferredRoutine,
+            context: d.DeferredContext,
+            arg1: d.SystemArgument1,
+            arg2: d.SystemArgument2,
+        }
+    };
+    state.running[index] = Some(queued.sequence);
+    Some(call)
+}
+
+/// Runs a taken DPC's routine (the calling thread is at DISPATCH_LEVEL, simulating processor
+/// `index`), then marks the processor idle.
+fn run(kernel: &KernelInner, index: usize, call: Call) {
+    let processors = &kernel.processors;
+    if let Some(routine) = call.routine {
+        let _scope = EntryScope::enter(Arc::as_ptr(&kernel.pool), Entry::Dpc);
+        let frame = RoutineFrame::begin();
+        let started = Instant::now();
+        // SAFETY: the driver initialised the DPC with this routine and context, and calls it
+        // at DISPATCH_LEVEL as NT does.
+        unsafe { routine(call.dpc, call.context, call.arg1, call.arg2) };
+        processors.durations.record(started.elapsed());
+        frame.end(Entry::Dpc, routine as usize);
+    }
+    processors.lock().running[index] = None;
+    processors.changed.notify_all();
+    kernel.activity.end();
 }
 
 /// The main loop of processor `index`.
@@ -212,38 +278,61 @@ pub(crate) fn processor_main(kernel: &Arc<KernelInner>, index: usize) {
                 !s.shutdown && s.queues[index].is_empty()
             })
             .unwrap_or_else(|e| e.into_inner());
-        let Some(queued) = state.queues[index].pop_front() else {
+        let Some(call) = take(processors, &mut state, index) else {
             return;
         };
-        let dpc = queued.dpc as *mut KDPC;
-        // SAFETY: a queued DPC stays valid until its routine has run (KeInsertQueueDpc
-        // contract); its fields are only touched under the lock held here.
-        let (routine, context, arg1, arg2) = unsafe {
-            let d = &mut *dpc;
-            d.DpcData = std::ptr::null_mut();
-            (
-                d.DeferredRoutine,
-                d.DeferredContext,
-                d.SystemArgument1,
-                d.SystemArgument2,
-            )
-        };
-        state.running[index] = Some(queued.sequence);
         drop(state);
-        if let Some(routine) = routine {
-            let _scope = EntryScope::enter(Arc::as_ptr(&kernel.pool), Entry::Dpc);
-            let frame = RoutineFrame::begin();
-            let started = Instant::now();
-            // SAFETY: the driver initialised the DPC with this routine and context, and calls
-            // it at DISPATCH_LEVEL as NT does.
-            unsafe { routine(dpc, context, arg1, arg2) };
-            processors.durations.record(started.elapsed());
-            frame.end(Entry::Dpc, routine as usize);
-        }
-        processors.lock().running[index] = None;
-        processors.changed.notify_all();
-        kernel.activity.end();
+        run(kernel, index, call);
     }
+}
+
+/// With [`Config::inline_dpcs`](super::Config::inline_dpcs): runs the queued DPCs of every
+/// processor on the calling thread, raised to DISPATCH_LEVEL as the processor of the queue,
+/// and, at PASSIVE_LEVEL, the queued work items when no DPC is left, until nothing is queued.
+/// Does nothing without that option, at DISPATCH_LEVEL or above (so never inside a DPC or
+/// under a spin lock), or while another thread runs them so. Returns whether it ran any.
+/// Below DISPATCH_LEVEL.
+pub(crate) fn run_inline(kernel: &KernelInner) -> bool {
+    let processors = &kernel.processors;
+    let previous_irql = irql::current_irql();
+    if !kernel.config.inline_dpcs
+        || previous_irql >= DISPATCH_LEVEL
+        || processors.inline_runner.swap(true, Ordering::AcqRel)
+    {
+        return false;
+    }
+    let previous_processor = PROCESSOR.with(Cell::get);
+    let mut ran = false;
+    // Bounded, so that a DPC that queues itself forever is reported by the caller's timeout
+    // (wait_quiescent's) rather than spinning here.
+    for _ in 0..INLINE_BATCH {
+        let mut state = processors.lock();
+        let index = state.queues.iter().position(|q| !q.is_empty());
+        let call = index.and_then(|index| Some((index, take(processors, &mut state, index)?)));
+        drop(state);
+        match call {
+            Some((index, call)) => {
+                PROCESSOR.with(|p| p.set(Some(index)));
+                irql::set(DISPATCH_LEVEL);
+                run(kernel, index, call);
+                irql::set(previous_irql);
+                PROCESSOR.with(|p| p.set(previous_processor));
+            }
+            None if previous_irql == PASSIVE_LEVEL && super::work::run_one_inline(kernel) => {}
+            None => break,
+        }
+        ran = true;
+    }
+    processors.inline_runner.store(false, Ordering::Release);
+    ran
+}
+
+/// DPCs [`run_inline`] runs at most per call.
+const INLINE_BATCH: usize = 10_000;
+
+/// Whether a DPC or a work item waits in a queue (what [`run_inline`] would run). Any IRQL.
+pub(crate) fn any_queued(kernel: &KernelInner) -> bool {
+    kernel.processors.queued.load(Ordering::Acquire) > 0 || super::work::any_queued(kernel)
 }
 
 /// Sub-buckets per power of two in [`DpcHistogram`]: durations are kept to within 1/32

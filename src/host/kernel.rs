@@ -8,7 +8,7 @@ use super::debug::DebugLog;
 use super::device::Drivers;
 use super::dpc::Processors;
 use super::io::Irps;
-use super::irql::{self, PASSIVE_LEVEL};
+use super::irql::{self, DISPATCH_LEVEL, PASSIVE_LEVEL};
 use super::mdl::Mdls;
 use super::object::Objects;
 use super::pool::{FaultInjection, PoolTracker};
@@ -16,7 +16,7 @@ use super::sync::Dispatcher;
 use super::verifier::{Entry, RoutineFrame, Rule, Verifier, Violation};
 use super::work::Workers;
 use std::ops::Deref;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -45,6 +45,15 @@ pub struct Config {
     /// The machine's physical memory, as `ZwQuerySystemInformation(SystemBasicInformation)`
     /// reports it (the driver sizes its socket memory from it). A multiple of 4 KiB pages.
     pub physical_memory: u64,
+    /// DPCs and work items run on the threads that wait for them, not on processor and worker
+    /// threads: at [`KernelHandle::wait_quiescent`] (so also at [`KernelHandle::advance`] and
+    /// unload), in event waits, `KeFlushQueuedDpcs` and `KeDelayExecutionThread` below
+    /// DISPATCH_LEVEL; a DPC raised to DISPATCH_LEVEL as the processor of its queue, a work
+    /// item (at PASSIVE_LEVEL only) when no DPC is queued. No processor or worker thread is
+    /// started: the caller and the driver's routines take turns, without a thread switch per
+    /// DPC, in an order that depends on the calls alone (the fuzz targets' setting). What is
+    /// queued while nobody waits runs at the next wait.
+    pub inline_dpcs: bool,
 }
 
 /// About the non-paged pool of a ReactOS machine with 1 GiB of memory.
@@ -62,6 +71,7 @@ impl Default for Config {
             debug_lines: 1024,
             nonpaged_pool_limit: None,
             physical_memory: PHYSICAL_MEMORY_1GIB,
+            inline_dpcs: false,
         }
     }
 }
@@ -104,12 +114,34 @@ impl Activity {
         *self.busy.lock().unwrap_or_else(|e| e.into_inner()) += 1;
     }
 
+    /// Whether nothing is queued or running.
+    fn is_idle(&self) -> bool {
+        *self.busy.lock().unwrap_or_else(|e| e.into_inner()) == 0
+    }
+
     pub(crate) fn end(&self) {
         let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         *busy -= 1;
         if *busy == 0 {
             self.idle.notify_all();
         }
+    }
+
+    /// Wakes the waiters for zero, so that they look at the DPC queues
+    /// ([`Config::inline_dpcs`]).
+    pub(crate) fn wake(&self) {
+        let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        self.idle.notify_all();
+    }
+
+    /// Waits for zero, or (with `dpcs`) for a DPC to run inline; false on timeout.
+    fn wait_idle_or(&self, timeout: Duration, dpcs: impl Fn() -> bool) -> bool {
+        let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let (_busy, result) = self
+            .idle
+            .wait_timeout_while(busy, timeout, |busy| *busy > 0 && !dpcs())
+            .unwrap_or_else(|e| e.into_inner());
+        !result.timed_out()
     }
 
     /// Waits for zero; false on timeout.
@@ -187,19 +219,32 @@ impl Kernel {
         });
         let context = KernelContext::install(inner.clone());
         let mut threads = Vec::new();
-        for index in 0..inner.config.processors {
+        let processor_threads = if inner.config.inline_dpcs {
+            0
+        } else {
+            inner.config.processors
+        };
+        for index in 0..processor_threads {
             threads.push(model_thread(&inner, format!("nt-cpu{index}"), move |k| {
                 super::dpc::processor_main(k, index)
             }));
         }
-        for index in 0..inner.config.workers {
+        let worker_threads = if inner.config.inline_dpcs {
+            0
+        } else {
+            inner.config.workers
+        };
+        for index in 0..worker_threads {
             threads.push(model_thread(&inner, format!("nt-worker{index}"), |k| {
                 super::work::worker_main(k)
             }));
         }
-        threads.push(model_thread(&inner, "nt-ndis".to_owned(), |k| {
-            k.ndis.run(k)
-        }));
+        if !inner.config.inline_dpcs {
+            inner.ndis.thread_started.store(true, Ordering::Release);
+            threads.push(model_thread(&inner, "nt-ndis".to_owned(), |k| {
+                k.ndis.run(k)
+            }));
+        }
         if inner.config.clock == Clock::Real {
             threads.push(model_thread(&inner, "nt-timer".to_owned(), |k| {
                 super::clock::timer_main(k)
@@ -216,6 +261,12 @@ impl Kernel {
     pub fn handle(&self) -> KernelHandle {
         self.handle.clone()
     }
+}
+
+/// Starts the `nt-ndis` thread late (`Config::inline_dpcs`, at the first deferred NDIS
+/// completion), detached: teardown waits for it as for every model thread.
+pub(crate) fn start_ndis_thread(inner: &Arc<KernelInner>) {
+    drop(model_thread(inner, "nt-ndis".to_owned(), |k| k.ndis.run(k)));
 }
 
 /// Starts one of the model's own threads.
@@ -334,11 +385,28 @@ impl KernelHandle {
     /// forever, or one that never returns. PASSIVE_LEVEL.
     pub fn wait_quiescent(&self) {
         let started = Instant::now();
-        if !self.0.activity.wait_idle(QUIESCENCE_TIMEOUT) {
+        let kernel = &self.0;
+        let quiescent = if kernel.config.inline_dpcs && irql::current_irql() < DISPATCH_LEVEL {
+            // Runs the DPCs here; waits for the rest (work items, DPCs another thread runs).
+            loop {
+                super::dpc::run_inline(kernel);
+                let left = QUIESCENCE_TIMEOUT.saturating_sub(started.elapsed());
+                let queued = || super::dpc::any_queued(kernel);
+                if !kernel.activity.wait_idle_or(left, queued) {
+                    break false;
+                }
+                if !queued() && kernel.activity.is_idle() {
+                    break true;
+                }
+            }
+        } else {
+            kernel.activity.wait_idle(QUIESCENCE_TIMEOUT)
+        };
+        if !quiescent {
             panic!(
                 "NT kernel model: not quiescent after {:?}: {}",
                 started.elapsed(),
-                self.0.processors.describe()
+                kernel.processors.describe()
             );
         }
     }

@@ -16,6 +16,10 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// How long a wait blocks at a time with [`Config::inline_dpcs`](super::Config::inline_dpcs)
+/// before it looks at the DPC queues again.
+const INLINE_SLICE: Duration = Duration::from_millis(1);
+
 /// How many wait queues the dispatcher objects hash to.
 const SHARDS: usize = 64;
 
@@ -48,18 +52,44 @@ impl Dispatcher {
 
     /// Waits until `ready` returns true (checked under the object's queue lock) or the timeout
     /// expires; returns the last result of `ready`.
+    ///
+    /// With [`Config::inline_dpcs`](super::Config::inline_dpcs), below DISPATCH_LEVEL, the
+    /// queued DPCs run here first (one of them may be what signals the object), and the wait
+    /// blocks in slices of [`INLINE_SLICE`], since queueing a DPC does not wake it.
     fn wait_until(
         &self,
+        kernel: &KernelInner,
         object: usize,
         timeout: Option<Duration>,
         mut ready: impl FnMut() -> bool,
     ) -> bool {
         let shard = self.shard(object);
         let deadline = timeout.map(|t| Instant::now() + t);
+        let inline = kernel.config.inline_dpcs && irql::current_irql() < DISPATCH_LEVEL;
         let mut guard = shard.lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if ready() {
                 return true;
+            }
+            if inline {
+                drop(guard);
+                let ran = super::dpc::run_inline(kernel);
+                guard = shard.lock.lock().unwrap_or_else(|e| e.into_inner());
+                if ran {
+                    continue;
+                }
+                let slice = Instant::now() + INLINE_SLICE;
+                let until = deadline.map_or(slice, |d| d.min(slice));
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return false;
+                }
+                guard = shard
+                    .signalled
+                    .wait_timeout(guard, until.saturating_duration_since(now))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
             }
             match deadline {
                 None => {
@@ -206,15 +236,18 @@ impl Event {
         check_wait_irql(timeout, site, "KeWaitForSingleObject on an event");
         let synchronization = self.is_synchronization();
         let object = self.as_ptr() as usize;
-        self.kernel.0.dispatcher.wait_until(object, timeout, || {
-            if synchronization {
-                self.state()
-                    .compare_exchange(1, 0, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            } else {
-                self.is_signaled()
-            }
-        })
+        self.kernel
+            .0
+            .dispatcher
+            .wait_until(&self.kernel.0, object, timeout, || {
+                if synchronization {
+                    self.state()
+                        .compare_exchange(1, 0, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                } else {
+                    self.is_signaled()
+                }
+            })
     }
 }
 
@@ -247,15 +280,18 @@ impl KMutex {
         check_wait_irql(timeout, site, "KeWaitForMutexObject");
         let me = context::thread_token();
         let object = std::ptr::from_ref(self) as usize;
-        self.kernel.0.dispatcher.wait_until(object, timeout, || {
-            let mut state = self.lock();
-            if state.0 == 0 || state.0 == me {
-                *state = (me, state.1 + 1);
-                true
-            } else {
-                false
-            }
-        })
+        self.kernel
+            .0
+            .dispatcher
+            .wait_until(&self.kernel.0, object, timeout, || {
+                let mut state = self.lock();
+                if state.0 == 0 || state.0 == me {
+                    *state = (me, state.1 + 1);
+                    true
+                } else {
+                    false
+                }
+            })
     }
 
     /// `KeReleaseMutex`. Releasing a mutex the thread does not own is a

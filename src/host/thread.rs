@@ -114,6 +114,11 @@ pub(crate) fn delay(interval: i64, site: Site) {
         );
         return;
     }
+    // With inline DPCs the sleeping thread runs the queued ones first: the delay may be a
+    // driver waiting for its DPC.
+    if let Some(kernel) = super::context::try_current() {
+        super::dpc::run_inline(&kernel);
+    }
     std::thread::sleep(Duration::from_nanos(
         interval.unsigned_abs().saturating_mul(100),
     ));

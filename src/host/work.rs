@@ -13,6 +13,7 @@ use super::verifier::{self, Entry, RoutineFrame, Rule, Site};
 use crate::nt::types::{DEVICE_OBJECT, IO_WORKITEM, PIO_WORKITEM_ROUTINE};
 use std::collections::{HashMap, VecDeque};
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// The model's `IO_WORKITEM`.
@@ -34,6 +35,8 @@ enum Job {
 pub(crate) struct Workers {
     state: Mutex<WorkState>,
     changed: Condvar,
+    /// Jobs in the queue (its length, kept under the lock, read without it).
+    queued: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -67,7 +70,11 @@ impl Workers {
     pub(crate) fn queue_model(&self, kernel: &KernelInner, job: Box<dyn FnOnce() + Send>) {
         kernel.activity.begin();
         self.lock().queue.push_back(Job::Model(job));
+        self.queued.fetch_add(1, Ordering::AcqRel);
         self.changed.notify_one();
+        if kernel.config.inline_dpcs {
+            kernel.activity.wake();
+        }
     }
 }
 
@@ -121,9 +128,13 @@ pub(crate) fn queue(
     work.routine = routine;
     work.context = context as usize;
     state.queue.push_back(Job::Item(item as usize));
+    kernel.workers.queued.fetch_add(1, Ordering::AcqRel);
     kernel.activity.begin();
     drop(state);
     kernel.workers.changed.notify_one();
+    if kernel.config.inline_dpcs {
+        kernel.activity.wake();
+    }
 }
 
 /// `IoFreeWorkItem`.
@@ -168,28 +179,55 @@ pub(crate) fn worker_main(kernel: &Arc<KernelInner>) {
         let Some(job) = state.queue.pop_front() else {
             return;
         };
-        match job {
-            Job::Model(job) => {
-                drop(state);
-                let _model = ModelScope::enter();
-                job();
-            }
-            Job::Item(address) => {
-                let found = state.items.get_mut(&address).map(|item| {
-                    item.queued = false;
-                    (item.routine, item.device, item.context)
-                });
-                drop(state);
-                if let Some((Some(routine), device, context)) = found {
-                    let _scope = EntryScope::enter(Arc::as_ptr(&kernel.pool), Entry::WorkItem);
-                    let frame = RoutineFrame::begin();
-                    // SAFETY: the driver queued this routine with this context for this
-                    // device; work item routines run at PASSIVE_LEVEL on a system thread.
-                    unsafe { routine(device as *mut DEVICE_OBJECT, context as *mut c_void) };
-                    frame.end(Entry::WorkItem, routine as usize);
-                }
+        workers.queued.fetch_sub(1, Ordering::AcqRel);
+        run(kernel, state, job);
+    }
+}
+
+/// Runs one job taken off the queue (`state`, released before the job runs) at the calling
+/// thread's PASSIVE_LEVEL.
+fn run(kernel: &KernelInner, mut state: std::sync::MutexGuard<'_, WorkState>, job: Job) {
+    match job {
+        Job::Model(job) => {
+            drop(state);
+            let _model = ModelScope::enter();
+            job();
+        }
+        Job::Item(address) => {
+            let found = state.items.get_mut(&address).map(|item| {
+                item.queued = false;
+                (item.routine, item.device, item.context)
+            });
+            drop(state);
+            if let Some((Some(routine), device, context)) = found {
+                let _scope = EntryScope::enter(Arc::as_ptr(&kernel.pool), Entry::WorkItem);
+                let frame = RoutineFrame::begin();
+                // SAFETY: the driver queued this routine with this context for this device;
+                // work item routines run at PASSIVE_LEVEL on a system thread.
+                unsafe { routine(device as *mut DEVICE_OBJECT, context as *mut c_void) };
+                frame.end(Entry::WorkItem, routine as usize);
             }
         }
-        kernel.activity.end();
     }
+    kernel.activity.end();
+}
+
+/// With [`Config::inline_dpcs`](super::Config::inline_dpcs): runs the job at the head of the
+/// queue on the calling thread (at PASSIVE_LEVEL, as a worker thread would). Returns whether
+/// there was one.
+pub(crate) fn run_one_inline(kernel: &KernelInner) -> bool {
+    let mut state = kernel.workers.lock();
+    match state.queue.pop_front() {
+        Some(job) => {
+            kernel.workers.queued.fetch_sub(1, Ordering::AcqRel);
+            run(kernel, state, job);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether a job waits in the queue (read without the lock). Any IRQL.
+pub(crate) fn any_queued(kernel: &KernelInner) -> bool {
+    kernel.workers.queued.load(Ordering::Acquire) > 0
 }

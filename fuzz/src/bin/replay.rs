@@ -1,4 +1,6 @@
-//! Runs `ingress` (or, for paths naming `control`, `control`) inputs without libFuzzer, with timings, to debug the harness itself:
+//! Runs `ingress` (or, for paths naming `control`, `control`) inputs without libFuzzer, with
+//! timings, to debug the harness itself, one after the other on the kept world as the fuzzer
+//! runs them (`tcpip_fuzz::session`):
 //! `cargo run --manifest-path fuzz/Cargo.toml --bin replay -- FILE...`.
 
 use std::time::Instant;
@@ -17,4 +19,5 @@ fn main() {
             started.elapsed().as_secs_f64() * 1000.0
         );
     }
+    tcpip_fuzz::session::finish();
 }

@@ -161,9 +161,9 @@ impl Core {
 
     /// Gives interface `interface` its address, replacing the one it had. Errors:
     /// `STATUS_DEVICE_DOES_NOT_EXIST` for an interface that does not exist,
-    /// `STATUS_INVALID_PARAMETER` for an unusable address, `STATUS_DUPLICATE_OBJECTID` for an
-    /// address the host has, `STATUS_INSUFFICIENT_RESOURCES` when the loopback interface holds
-    /// no more addresses.
+    /// `STATUS_INVALID_PARAMETER` for an unusable address (unspecified, loopback, broadcast,
+    /// multicast), `STATUS_DUPLICATE_OBJECTID` for an address the host has,
+    /// `STATUS_INSUFFICIENT_RESOURCES` when the loopback interface holds no more addresses.
     pub(super) fn set_ip_address(
         &mut self,
         interface: u32,
@@ -173,7 +173,13 @@ impl Core {
         if self.slot(interface).is_none() {
             return Err(NtStatus::DEVICE_DOES_NOT_EXIST);
         }
-        if ip.is_unspecified() || ip.is_loopback() || ip.is_broadcast() || prefix > 32 {
+        // smoltcp panics (a bugcheck here) on an interface address that is not unicast.
+        if ip.is_unspecified()
+            || ip.is_loopback()
+            || ip.is_broadcast()
+            || ip.is_multicast()
+            || prefix > 32
+        {
             return Err(NtStatus::INVALID_PARAMETER);
         }
         if self.is_local(ip) {

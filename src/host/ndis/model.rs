@@ -11,7 +11,7 @@ use crate::nt::NtStatus;
 use crate::nt::types::*;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// How a model miniport indicates received frames.
@@ -132,6 +132,10 @@ pub(crate) struct NdisState {
     pub(super) deferred: Condvar,
     pub(super) events: Mutex<()>,
     pub(super) signalled: Condvar,
+    /// Whether the `nt-ndis` thread was started (at kernel start, or with
+    /// `Config::inline_dpcs` at the first deferral: a thread left running at the process's
+    /// exit is what LeakSanitizer would count).
+    pub(crate) thread_started: AtomicBool,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -206,6 +210,11 @@ impl NdisState {
     pub(super) fn defer(&self, item: Deferred) {
         lock(&self.deferral).queue.push_back(item);
         self.deferred.notify_all();
+        if !self.thread_started.swap(true, Ordering::AcqRel)
+            && let Some(kernel) = crate::host::context::try_current()
+        {
+            crate::host::kernel::start_ndis_thread(&kernel);
+        }
     }
 
     /// The protocol context published by the driver for its bind handler.
