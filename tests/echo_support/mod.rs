@@ -417,38 +417,40 @@ pub fn bulk(env: &Env, port: u16, total: usize, seed: u64) {
 /// thread reads the echo (full duplex), and checks both directions by hash.
 pub fn stream_and_check(env: &Env, client: Socket, total: usize, seed: u64) {
     let ws = &env.ws;
-    let reader = {
+    // The sender runs on a thread of its own and the caller's thread reads. The sender stays
+    // until the echo is all read: AFD's TDI requests are threaded IRPs, cancelled when the
+    // thread that built them ends (as on ReactOS), and the socket lives on after this.
+    let (read_all, wait_read_all) = std::sync::mpsc::channel::<()>();
+    let sender = {
         let ws = ws.clone();
-        env.kernel.spawn("bulk-reader", move || {
-            let mut hash = Fnv::default();
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut got = 0;
-            while got < total {
-                let n = ws.recv(client, &mut buf).expect("bulk recv");
-                assert!(n > 0, "echo ended early at {got} of {total}");
-                hash.update(&buf[..n]);
-                got += n;
+        env.kernel.spawn("bulk-sender", move || {
+            let mut rng = Rng::new(seed);
+            let mut sent_hash = Fnv::default();
+            let mut chunk = vec![0u8; 64 * 1024];
+            let mut sent = 0;
+            while sent < total {
+                let len = (1 + rng.below(64 * 1024) as usize).min(total - sent);
+                rng.fill(&mut chunk[..len]);
+                sent_hash.update(&chunk[..len]);
+                ws.send_all(client, &chunk[..len]).expect("bulk send");
+                sent += len;
             }
-            hash.value()
+            let _ = wait_read_all.recv();
+            sent_hash.value()
         })
     };
-    let mut rng = Rng::new(seed);
-    let mut sent_hash = Fnv::default();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut sent = 0;
-    while sent < total {
-        let len = (1 + rng.below(64 * 1024) as usize).min(total - sent);
-        rng.fill(&mut chunk[..len]);
-        sent_hash.update(&chunk[..len]);
-        ws.send_all(client, &chunk[..len]).expect("bulk send");
-        sent += len;
+    let mut hash = Fnv::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0;
+    while got < total {
+        let n = ws.recv(client, &mut buf).expect("bulk recv");
+        assert!(n > 0, "echo ended early at {got} of {total}");
+        hash.update(&buf[..n]);
+        got += n;
     }
-    let echoed = reader.join().expect("reader");
-    assert_eq!(
-        echoed,
-        sent_hash.value(),
-        "the echo hashes like what was sent"
-    );
+    let _ = read_all.send(());
+    let sent = sender.join().expect("sender");
+    assert_eq!(hash.value(), sent, "the echo hashes like what was sent");
 }
 
 /// Suite 4: `n` concurrent connections, each echoing `size` bytes (sent in 4 KiB pieces, each
