@@ -131,11 +131,16 @@ fn a_handler_that_returns_an_irp_gets_the_data_in_order() {
     let message = pattern(7, 200_000);
     let ws = env.ws.clone();
     let sent = message.clone();
-    let writer = env
-        .kernel
-        .spawn("writer", move || ws.send_all(s, &sent).expect("send"));
+    // The writer stays until the echo is read: AFD's TDI_SENDs are threaded IRPs, cancelled
+    // if the thread that built them ends first (as on ReactOS).
+    let (read, wait_read) = std::sync::mpsc::channel::<()>();
+    let writer = env.kernel.spawn("writer", move || {
+        ws.send_all(s, &sent).expect("send");
+        let _ = wait_read.recv();
+    });
     let mut echo = vec![0; message.len()];
     assert!(env.ws.recv_exact(s, &mut echo).expect("recv"), "echo");
+    let _ = read.send(());
     writer.join().unwrap();
     assert!(echo == message, "byte-exact through returned receive IRPs");
     assert!(server.stats.irps_returned.load(Ordering::Relaxed) > 0);
@@ -193,16 +198,22 @@ fn cleared_handlers_are_not_called_and_data_waits_for_receives() {
     let env = Env::start("events: clear under traffic", 2, FaultInjection::None);
     let (server, s) = receiver(&env, 7406, Take::All);
     let ws = env.ws.clone();
+    // The writer stays until everything is received (AFD's TDI_SENDs are threaded IRPs,
+    // cancelled if their thread ends first, as on ReactOS).
+    let (received, wait_received) = std::sync::mpsc::channel::<()>();
+    let (written, wait_written) = std::sync::mpsc::channel::<()>();
     let writer = env.kernel.spawn("writer", move || {
         for i in 0..200 {
             ws.send_all(s, &pattern(i, 500)).expect("send");
         }
+        let _ = written.send(());
+        let _ = wait_received.recv();
     });
     server.wait_until(5, |conns| conns[0].received.len() >= 10_000);
     assert_eq!(server.register(TDI_EVENT_RECEIVE, false), NtStatus::SUCCESS);
     let calls = server.stats.receives.load(Ordering::Relaxed);
     let shown = server.received(0).len();
-    writer.join().unwrap();
+    let _ = wait_written.recv();
     // The rest arrives through TDI_RECEIVE only; the handler is never called again.
     let mut rest = Vec::new();
     while shown + rest.len() < 200 * 500 {
@@ -212,6 +223,8 @@ fn cleared_handlers_are_not_called_and_data_waits_for_receives() {
         rest.extend_from_slice(&data);
     }
     assert_eq!(server.stats.receives.load(Ordering::Relaxed), calls);
+    let _ = received.send(());
+    writer.join().unwrap();
     let mut all = server.received(0);
     all.extend_from_slice(&rest);
     let expected: Vec<u8> = (0..200).flat_map(|i| pattern(i, 500)).collect();
