@@ -34,24 +34,45 @@ fn stack_limits() -> (usize, usize) {
     (low, high)
 }
 
-/// The address of a local of the caller's callee: just below the caller's frame.
-#[inline(never)]
+/// The stack pointer, read from the register (the address of a local would not do: a host
+/// build under AddressSanitizer keeps locals in "fake stack" frames on the heap). Any IRQL.
+#[inline(always)]
 fn stack_pointer() -> usize {
-    let marker = 0u8;
-    core::hint::black_box(core::ptr::addr_of!(marker)) as usize
+    let sp: usize;
+    // SAFETY: reading the stack pointer register has no side effects.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    // SAFETY: as above.
+    #[cfg(target_arch = "x86")]
+    unsafe {
+        core::arch::asm!("mov {}, esp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    sp
 }
 
-/// How many bytes of the calling thread's stack are free below the caller's frame. PASSIVE or
-/// APC_LEVEL (see [`stack_limits`]).
+/// The stack pointer if it lies within the thread's stack limits (on a kernel stack it always
+/// does; the check keeps a host thread whose limits pthreads reports oddly from painting
+/// anything).
+fn stack_pointer_within(low: usize, high: usize) -> Option<usize> {
+    let sp = stack_pointer();
+    (low < sp && sp < high).then_some(sp)
+}
+
+/// How many bytes of the calling thread's stack are free below the caller's frame (`usize::MAX`
+/// when the stack pointer cannot be placed in the stack, see [`stack_pointer_within`]). PASSIVE
+/// or APC_LEVEL (see [`stack_limits`]).
 pub fn remaining_stack() -> usize {
-    let (low, _) = stack_limits();
-    stack_pointer().saturating_sub(low)
+    let (low, high) = stack_limits();
+    stack_pointer_within(low, high).map_or(usize::MAX, |sp| sp.saturating_sub(low))
 }
 
 /// The byte that [`StackPaint`] fills the free stack with.
 const PAINT: u8 = 0xA5;
-/// Left unpainted below the painting frame: `write_bytes`' own frame lives there.
-const PAINT_GAP: usize = 512;
+/// Left unpainted below the painting frame: `write_bytes`' own frame lives there (a host
+/// build's sanitizer interceptors included).
+const PAINT_GAP: usize = 2048;
 /// Left unpainted above the stack's low limit.
 const PAINT_FLOOR: usize = 64;
 
@@ -67,8 +88,16 @@ impl StackPaint {
     /// Paints up to `depth` bytes of the free stack below the caller. PASSIVE or APC_LEVEL.
     #[inline(never)]
     pub fn new(depth: usize) -> Self {
-        let (low, _) = stack_limits();
-        let top = stack_pointer().saturating_sub(PAINT_GAP);
+        // Host builds do not paint: the fuzz targets' AddressSanitizer builds keep parts of
+        // the stack for themselves, and the figure that matters is the kernel's.
+        if cfg!(not(kernel)) {
+            return Self { bottom: 0, top: 0 };
+        }
+        let (low, high) = stack_limits();
+        let Some(sp) = stack_pointer_within(low, high) else {
+            return Self { bottom: 0, top: 0 };
+        };
+        let top = sp.saturating_sub(PAINT_GAP);
         let bottom = top
             .saturating_sub(depth)
             .max(low.saturating_add(PAINT_FLOOR));
@@ -96,6 +125,9 @@ impl StackPaint {
                 break;
             }
             at += 1;
+        }
+        if self.top == 0 {
+            return 0;
         }
         self.top.saturating_sub(at).saturating_add(PAINT_GAP)
     }
