@@ -348,16 +348,29 @@ fn scaling<S: Stack>(
     idle: impl FnOnce(),
 ) -> Duration {
     let listener = Arc::new(stack.listen(port));
+    // Threads that used a driver socket stay until the sockets are closed: AFD's TDI requests
+    // are threaded IRPs, cancelled when the thread that built them ends (as on ReactOS).
+    let (done, wait_done) = std::sync::mpsc::channel::<()>();
+    let wait_done = Arc::new(std::sync::Mutex::new(wait_done));
+    let stay = {
+        let wait_done = wait_done.clone();
+        move || {
+            let _ = wait_done.lock().map(|w| w.recv());
+        }
+    };
+    let (accepted, wait_accepted) = std::sync::mpsc::channel();
     let acceptor = {
-        let (stack, listener) = (stack.clone(), listener.clone());
+        let (stack, listener, stay) = (stack.clone(), listener.clone(), stay.clone());
         stack.clone().spawn("scaling-acceptor", move || {
-            (0..n)
+            let servers = (0..n)
                 .map(|_| {
                     let mut s = stack.accept(&listener);
                     stack.set_nodelay(&mut s);
                     s
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            let _ = accepted.send(servers);
+            stay();
         })
     };
     let clients: Vec<_> = (0..n)
@@ -367,7 +380,7 @@ fn scaling<S: Stack>(
             s
         })
         .collect();
-    let servers = acceptor.join().expect("acceptor");
+    let servers = wait_accepted.recv().expect("acceptor");
     idle();
     // Accept order is connect order: the connects were serial.
     let mut pairs: Vec<Vec<(S::Conn, S::Conn)>> = vec![Vec::new(), Vec::new()];
@@ -376,10 +389,11 @@ fn scaling<S: Stack>(
     }
     let rounds = ops.div_ceil(n).max(1);
     let started = Instant::now();
+    let (finished, wait_finished) = std::sync::mpsc::channel();
     let workers: Vec<_> = pairs
         .into_iter()
         .map(|mut mine| {
-            let stack = stack.clone();
+            let (stack, stay, finished) = (stack.clone(), stay.clone(), finished.clone());
             stack.clone().spawn("scaling-worker", move || {
                 let request = [0xa5u8; ECHO];
                 let mut buffer = [0u8; ECHO];
@@ -391,19 +405,28 @@ fn scaling<S: Stack>(
                         stack.recv_exact(client, &mut buffer);
                     }
                 }
-                mine
+                let _ = finished.send(mine);
+                stay();
             })
         })
         .collect();
-    let done: Vec<_> = workers
-        .into_iter()
-        .map(|w| w.join().expect("scaling worker"))
+    let worked: Vec<_> = workers
+        .iter()
+        .map(|_| wait_finished.recv().expect("scaling worker"))
         .collect();
     let per_op = started.elapsed() / u32::try_from(rounds * n).expect("op count");
-    for (client, server) in done.into_iter().flatten() {
+    for (client, server) in worked.into_iter().flatten() {
         stack.close(client);
         stack.close(server);
     }
+    // Every socket closed: the threads may end (each takes one "done").
+    for _ in 0..=workers.len() {
+        let _ = done.send(());
+    }
+    for worker in workers {
+        worker.join().expect("scaling worker");
+    }
+    acceptor.join().expect("acceptor");
     close_shared_listener(stack, listener);
     per_op
 }
