@@ -299,7 +299,6 @@ impl Stack {
             self.counters.declined.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let thread = ThreadId::current();
         let sample = self
             .counters
             .inline
@@ -312,7 +311,7 @@ impl Stack {
             self.run_rounds(&mut core, &completer, ROUND_BUDGET)
         };
         more |= self.claim.release();
-        self.complete_own(thread, file);
+        self.complete(Some(file));
         if more || self.hub.has_due() {
             self.dpc.queue();
         }
@@ -335,23 +334,6 @@ impl Stack {
             }
         }
         true
-    }
-
-    /// Completes the finished requests that `thread` dispatched on `file`. PASSIVE_LEVEL, no
-    /// lock held.
-    fn complete_own(&self, thread: ThreadId, file: usize) {
-        let mut finished = None;
-        loop {
-            let taken = self
-                .outbound
-                .lock()
-                .take_ready_of(thread, finished, Some((thread, file)));
-            let Some((completion, ticket)) = taken else {
-                break;
-            };
-            finish(&self.hub, completion);
-            finished = Some(ticket);
-        }
     }
 
     /// Whether a fast-path run left completions for the work item (and forgets it): the
@@ -518,10 +500,20 @@ impl Stack {
     /// Several runs may overlap: AFD's completion routines re-enter the driver from here and
     /// wait for synchronous requests that another run completes. PASSIVE_LEVEL, no lock held.
     pub fn run_completions(&self) {
+        self.complete(None);
+    }
+
+    /// The completion loop: everything that may be completed now, or with `own_file`, only the
+    /// finished requests the calling thread sent to that file (the fast path's). PASSIVE_LEVEL,
+    /// no lock held.
+    fn complete(&self, own_file: Option<usize>) {
         let thread = ThreadId::current();
         let mut finished = None;
         loop {
-            let taken = self.outbound.lock().take_ready_of(thread, finished, None);
+            let taken = self
+                .outbound
+                .lock()
+                .take_ready_of(thread, finished, own_file);
             let Some((completion, ticket)) = taken else {
                 break;
             };

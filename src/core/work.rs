@@ -294,26 +294,26 @@ impl Outbound {
     /// Removes the mark of `finished` (the run's previous completion, whose `IoCompleteRequest`
     /// has returned), then takes, for `thread`, the oldest completion that can be completed
     /// now: its cancel routine removed, and not a close held back by another thread's
-    /// completion on the same file; with `only = Some((dispatcher, file))`, only one that
-    /// `dispatcher` sent to `file` (the dispatch fast path's). Completions a cancel routine
+    /// completion on the same file; with `own_file = Some(file)`, only a waited-for one that
+    /// `thread` itself sent to `file` (the dispatch fast path's). Completions a cancel routine
     /// has claimed stay queued for it. The taken completion leaves a mark until the run hands
     /// its ticket back.
     pub fn take_ready_of(
         &mut self,
         thread: ThreadId,
         finished: Option<Ticket>,
-        only: Option<(ThreadId, usize)>,
+        own_file: Option<usize>,
     ) -> Option<(Completion, Ticket)> {
         if let Some(ticket) = finished {
             self.retire(ticket);
         }
         let index = (0..self.items.len()).find(|&i| {
-            let wanted = match (only, self.items.get(i)) {
+            let wanted = match (own_file, self.items.get(i)) {
                 (None, _) => true,
-                (Some((dispatcher, file)), Some(Entry::Ready(ready))) => {
+                (Some(file), Some(Entry::Ready(ready))) => {
                     ready.waited_for
                         && ready.file == file
-                        && ready.completion.irp.dispatcher() == dispatcher
+                        && ready.completion.irp.dispatcher() == thread
                 }
                 (Some(_), _) => false,
             };
