@@ -116,6 +116,23 @@ fn routes_are_added_and_deleted_by_administrators_only() {
         set(&t, control, id, holey.as_bytes()),
         NtStatus::INVALID_PARAMETER
     );
+    // A gateway must be one station: smoltcp asserts that a next hop is unicast, so a route
+    // through 0.0.0.0, a broadcast or a multicast group would panic (a bugcheck) at the first
+    // packet sent through it (found by the `control` fuzz target: a static route through
+    // 0.0.0.0, then a ping).
+    for gateway in [[0; 4], [255; 4], [224, 0, 0, 1]] {
+        for add in [
+            route([192, 168, 8, 0], [255, 255, 255, 0], gateway, 4),
+            route([0; 4], [0; 4], gateway, 4),
+        ] {
+            assert_eq!(
+                set(&t, control, id, add.as_bytes()),
+                NtStatus::INVALID_PARAMETER,
+                "a route through {gateway:?}"
+            );
+        }
+    }
+    assert_eq!(routes(&t, control, 1), [subnet], "nothing added");
     // ARP entries need a network card under the interface, but only after the rights check.
     let arp = IPNetToMediaEntry {
         inme_index: 1,

@@ -16,6 +16,14 @@ use smoltcp::wire::{IpAddress, IpCidr, Ipv4Cidr};
 /// default route included).
 pub const MAX_ROUTES: usize = 7;
 
+/// Whether `ip` can be a gateway: a next hop the link resolves to one station, so not
+/// 0.0.0.0, 255.255.255.255 or a multicast group. smoltcp asserts that a next hop is unicast
+/// (its neighbor cache and route lookup), so a route through any other address would panic
+/// — a bugcheck — at the first packet sent through it. Any IRQL.
+pub fn is_gateway(ip: Ipv4Addr) -> bool {
+    !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast())
+}
+
 /// One static route: packets for `destination` go through `gateway` on `interface`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StaticRoute {
@@ -38,9 +46,13 @@ impl StaticRoutes {
         self.routes.iter()
     }
 
-    /// Adds `route`, or replaces the route to the same destination. `STATUS_INSUFFICIENT_RESOURCES`
-    /// when [`MAX_ROUTES`] are installed or the pool is exhausted. Any IRQL ≤ DISPATCH_LEVEL.
+    /// Adds `route`, or replaces the route to the same destination. `STATUS_INVALID_PARAMETER`
+    /// for a gateway that is no [`is_gateway`]; `STATUS_INSUFFICIENT_RESOURCES` when
+    /// [`MAX_ROUTES`] are installed or the pool is exhausted. Any IRQL ≤ DISPATCH_LEVEL.
     pub fn add(&mut self, route: StaticRoute) -> Result<(), NtStatus> {
+        if !is_gateway(route.gateway) {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
         let same =
             |r: &&mut StaticRoute| r.destination == route.destination && r.prefix == route.prefix;
         if let Some(existing) = self.routes.iter_mut().find(same) {

@@ -131,7 +131,14 @@ impl NdisProtocol {
                     Wide(binding.guid())
                 );
             }
-            stack.set_gateway(index, gateway);
+            let status = stack.set_gateway(index, gateway);
+            if !status.is_success() {
+                crate::log!(
+                    Level::Error,
+                    "{}: gateway {gateway:?} refused: {status}",
+                    Wide(binding.guid())
+                );
+            }
         }
         crate::log!(
             Level::Notice,

@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 
 use super::*;
-use crate::core::routes::StaticRoute;
+use crate::core::routes::{self, StaticRoute};
 use alloc::sync::Arc;
 use smoltcp::wire::Ipv4Cidr;
 
@@ -308,8 +308,13 @@ impl Core {
     }
 
     /// Sets the default gateway of interface `index` (reached over its link).
-    /// `STATUS_DEVICE_DOES_NOT_EXIST` for an interface that does not exist.
+    /// `STATUS_DEVICE_DOES_NOT_EXIST` for an interface that does not exist,
+    /// `STATUS_INVALID_PARAMETER` for a gateway that is no [`routes::is_gateway`].
+    /// DISPATCH_LEVEL, under the core lock.
     pub fn set_gateway(&mut self, index: u32, gateway: Option<Ipv4Addr>) -> NtStatus {
+        if gateway.is_some_and(|gateway| !routes::is_gateway(gateway)) {
+            return NtStatus::INVALID_PARAMETER;
+        }
         let Some(slot) = self.slot_mut(index) else {
             return NtStatus::DEVICE_DOES_NOT_EXIST;
         };
