@@ -12,7 +12,9 @@
 //! each connecting, sending, receiving the echo and closing); 4 scaling (10/100/1,000/10,000
 //! open connections doing echo round trips: cost per op, and the driver's pool bytes per idle
 //! connected socket); 5 the durations of the DPC routines the host model ran during 1–4
-//! (`KernelHandle::dpc_durations`), driver only.
+//! (`KernelHandle::dpc_durations`, wall clock) and how long each core pass held the core in
+//! processor time (`core::passes`, read with `host::stats::pass_stats`; a model thread that
+//! Linux deschedules inflates the first, not the second), driver only.
 //!
 //! Workloads 1–3 run in alternating rounds (driver then Linux, then Linux then driver, …; 3
 //! rounds in quick mode, 5 in full): the Linux baseline swings severalfold between runs of a
@@ -29,6 +31,8 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tcpip::core::passes::PassStats;
+use tcpip::host::stats;
 use tcpip::host::winsock::{Socket, Winsock};
 use tcpip::host::{Clock, Config, DpcDurations, Kernel, KernelHandle};
 use tcpip::nt::entry::driver_entry;
@@ -554,6 +558,49 @@ fn fd_limit() -> Option<usize> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
+/// Starts the DPC and core-pass measurements of a workload over.
+fn start_measuring(kernel: &Kernel, driver: &tcpip::host::Driver) {
+    kernel.reset_dpc_durations();
+    let _ = stats::pass_stats(driver, true);
+}
+
+/// The DPC durations (wall clock of the model's DPC calls) and the driver's core passes
+/// (processor time, `core::passes`) since [`start_measuring`].
+fn measured(kernel: &Kernel, driver: &tcpip::host::Driver) -> (DpcDurations, PassStats) {
+    let passes = stats::pass_stats(driver, false).expect("the driver is loaded");
+    (kernel.dpc_durations(), passes)
+}
+
+/// Adds the core pass rows for one workload: how long a pass held the core in processor
+/// time, which a descheduled model thread cannot inflate (the DPC rows' wall clock can).
+fn pass_rows(rows: &mut Vec<Row>, workload: &str, passes: &PassStats) {
+    let micros = |nanos: u64| nanos as f64 / 1000.0;
+    for (name, value, target) in [
+        ("p50 (bound)", micros(passes.percentile_nanos(500)), ""),
+        ("p99 (bound)", micros(passes.percentile_nanos(990)), ""),
+        ("max", micros(passes.longest_nanos), "<= 100 us"),
+    ] {
+        rows.push(Row {
+            workload: format!("5 core pass CPU time {name} during {workload}"),
+            unit: "us",
+            driver: value,
+            linux: None,
+            better: Better::Lower,
+            target,
+            ratios: Vec::new(),
+        });
+    }
+    rows.push(Row {
+        workload: format!("5 core passes over 100 us, {workload}"),
+        unit: "passes",
+        driver: passes.over_budget as f64,
+        linux: None,
+        better: Better::Lower,
+        target: "",
+        ratios: Vec::new(),
+    });
+}
+
 /// Adds the DPC rows for one workload: p50/p99/max of the routine calls, and DPC calls per op.
 fn dpc_rows(rows: &mut Vec<Row>, workload: &str, dpc: &DpcDurations, ops: usize) {
     for (name, value) in [
@@ -610,7 +657,7 @@ fn main() {
     let mib = |bps: f64| bps / (1024.0 * 1024.0);
 
     // 1. Bulk.
-    kernel.reset_dpc_durations();
+    start_measuring(&kernel, &driver_image);
     let rounds = alternate(sizes.rounds, |round, on_driver| {
         let port = round_port(7001, round, on_driver);
         mib(if on_driver {
@@ -619,7 +666,7 @@ fn main() {
             bulk(&linux, port, sizes.bulk_bytes)
         })
     });
-    let dpc = kernel.dpc_durations();
+    let dpc = measured(&kernel, &driver_image);
     rows.push(alternating_row(
         format!("1 bulk, {} MiB in 64 KiB sends", sizes.bulk_bytes >> 20),
         "MiB/s",
@@ -630,7 +677,7 @@ fn main() {
     let mut dpc_all = vec![("bulk", dpc, sizes.rounds * sizes.bulk_bytes / CHUNK)];
 
     // 2. Echo round trip: each round's p50 and p99 on both stacks.
-    kernel.reset_dpc_durations();
+    start_measuring(&kernel, &driver_image);
     let mut per_round = Vec::new();
     let _ = alternate(sizes.rounds, |round, on_driver| {
         let port = round_port(7002, round, on_driver);
@@ -642,7 +689,7 @@ fn main() {
         per_round.push((round, on_driver, times));
         0.0
     });
-    let dpc = kernel.dpc_durations();
+    let dpc = measured(&kernel, &driver_image);
     for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
         let figure = |round: usize, driver_side: bool| {
             per_round
@@ -668,7 +715,7 @@ fn main() {
     ));
 
     // 3. Connection rate.
-    kernel.reset_dpc_durations();
+    start_measuring(&kernel, &driver_image);
     let rounds = alternate(sizes.rounds, |round, on_driver| {
         let port = round_port(7003, round, on_driver);
         if on_driver {
@@ -677,7 +724,7 @@ fn main() {
             connection_rate(&linux, port, sizes.rate_threads, sizes.rate_per_thread)
         }
     });
-    let dpc = kernel.dpc_durations();
+    let dpc = measured(&kernel, &driver_image);
     rows.push(alternating_row(
         format!(
             "3 connection rate, {} threads x {}",
@@ -697,18 +744,18 @@ fn main() {
     // 4. Scaling.
     raise_fd_limit(2 * sizes.scaling.iter().max().unwrap_or(&0) + 1024);
     let fds = fd_limit();
-    let mut scaling_dpc = DpcDurations::default();
+    let mut scaling_dpc = (DpcDurations::default(), PassStats::default());
     let mut scaling_ops = 0;
     let mut first_cost = None;
     for (i, &n) in sizes.scaling.iter().enumerate() {
         let port = 7100 + i as u16;
         let before = kernel.pool_stats().live_bytes;
         let mut idle_bytes = 0;
-        kernel.reset_dpc_durations();
+        start_measuring(&kernel, &driver_image);
         let d = scaling(&driver, port, n, sizes.scaling_ops, || {
             idle_bytes = kernel.pool_stats().live_bytes.saturating_sub(before);
         });
-        scaling_dpc = kernel.dpc_durations();
+        scaling_dpc = measured(&kernel, &driver_image);
         scaling_ops = n * sizes.scaling_ops.div_ceil(n).max(1);
         // Linux needs two descriptors per connection.
         let l = if fds.is_none_or(|limit| 2 * n + 64 <= limit) {
@@ -761,8 +808,9 @@ fn main() {
     }
     // The DPC figures of the scaling workload are those of its largest size.
     dpc_all.push(("scaling (largest size)", scaling_dpc, scaling_ops));
-    for (name, dpc, ops) in &dpc_all {
+    for (name, (dpc, passes), ops) in &dpc_all {
         dpc_rows(&mut rows, name, dpc, *ops);
+        pass_rows(&mut rows, name, passes);
     }
 
     // Teardown: every socket closed, the driver unloads without a leak.

@@ -39,6 +39,7 @@ pub mod ingress;
 pub mod isn;
 pub mod neighbors;
 pub mod oversize;
+pub mod passes;
 pub mod ports;
 pub mod random;
 pub mod raw;

@@ -12,6 +12,7 @@ use crate::core::ethernet::{Link, MAX_INTERFACES};
 use crate::core::events::{self, EventHub};
 use crate::core::fragment::FragmentStats;
 use crate::core::icmp::IcmpStats;
+use crate::core::passes::{self, PassMeter, PassStats};
 use crate::core::raw::RawStats;
 use crate::core::state::{Completer, Core, CoreConfig};
 use crate::core::udp::UdpStats;
@@ -74,6 +75,8 @@ pub struct Stack {
     /// A fast-path run left completions that are not its own (see [`Stack::run_inline`]).
     completions_waiting: AtomicBool,
     counters: InlineCounters,
+    /// How long each pass holds the core.
+    passes: PassMeter,
 }
 
 /// The fast path's counters.
@@ -135,6 +138,7 @@ impl Stack {
             claim: CoreClaim::new(),
             completions_waiting: AtomicBool::new(false),
             counters: InlineCounters::default(),
+            passes: PassMeter::default(),
         })
     }
 
@@ -210,10 +214,7 @@ impl Stack {
             };
         }
         let completer = Completer::new(&self.outbound, &self.hub);
-        let mut more = {
-            let mut core = self.core.lock();
-            self.run_rounds(&mut core, &completer, ROUND_BUDGET)
-        };
+        let mut more = self.pass(&completer);
         more |= self.claim.release();
         // The hand-off: events recorded under the core lock are delivered with no lock held
         // (a handler may call back into the driver's dispatch routines), then their outcomes
@@ -221,7 +222,9 @@ impl Stack {
         let mut due = self.hub.take();
         if !due.is_empty() {
             events::deliver(&self.hub, &self.outbound, &mut due);
+            let started = time::processor_nanos();
             self.core.lock().apply_events(due, cancel, &completer);
+            self.measured(started);
             more = true;
         }
         if more && !self.stopping.load(Ordering::Acquire) {
@@ -230,6 +233,46 @@ impl Stack {
         Pass {
             completions: self.outbound.lock().has_ready(),
         }
+    }
+
+    /// One pass: the core lock taken, [`ROUND_BUDGET`] rounds run, the lock released, and the
+    /// time it was held recorded. Whether work remains. DISPATCH_LEVEL in the DPC, PASSIVE_LEVEL
+    /// on the fast path (the lock raises to DISPATCH_LEVEL), with the core claimed.
+    fn pass(&'static self, completer: &Completer<'_>) -> bool {
+        let started = time::processor_nanos();
+        let more = {
+            let mut core = self.core.lock();
+            self.run_rounds(&mut core, completer, ROUND_BUDGET)
+        };
+        self.measured(started);
+        more
+    }
+
+    /// Records a pass that began at `started` ([`time::processor_nanos`]); the longest one
+    /// over the budget so far gets a line in the log. Any IRQL ≤ DISPATCH_LEVEL.
+    fn measured(&self, started: u64) {
+        let nanos = time::processor_nanos().saturating_sub(started);
+        if self.passes.record(nanos) {
+            let stats = self.passes.stats();
+            crate::log!(
+                Level::Notice,
+                "core pass of {} us, the longest yet; {} of {} passes over {} us",
+                nanos / 1000,
+                stats.over_budget,
+                stats.count,
+                passes::BUDGET_NANOS / 1000
+            );
+        }
+    }
+
+    /// How long the core passes held the core (see [`crate::core::passes`]). Any IRQL.
+    pub fn pass_stats(&self) -> PassStats {
+        self.passes.stats()
+    }
+
+    /// Forgets the passes measured so far (a benchmark's next workload). Any IRQL.
+    pub fn reset_pass_stats(&self) {
+        self.passes.reset();
     }
 
     /// Up to `rounds` rounds of applying queued requests and polling the protocol (fewer once
@@ -306,10 +349,7 @@ impl Stack {
             .is_multiple_of(STACK_SAMPLE);
         let paint = sample.then(|| StackPaint::new(INLINE_STACK));
         let completer = Completer::new(&self.outbound, &self.hub);
-        let mut more = {
-            let mut core = self.core.lock();
-            self.run_rounds(&mut core, &completer, ROUND_BUDGET)
-        };
+        let mut more = self.pass(&completer);
         more |= self.claim.release();
         self.complete(Some(file));
         if more || self.hub.has_due() {

@@ -53,6 +53,7 @@ pub mod sys;
 pub mod tap;
 mod thread;
 pub use file::UserBuffer;
+pub(crate) use thread::cpu_nanos;
 pub use thread::{SYSTEM_PROCESS_ID, as_unprivileged_user, in_process};
 mod user;
 mod verifier;

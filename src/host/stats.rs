@@ -4,6 +4,7 @@
 use super::driver::Driver;
 use crate::core::fragment::FragmentStats;
 use crate::core::icmp::IcmpStats;
+use crate::core::passes::PassStats;
 use crate::core::raw::RawStats;
 use crate::core::stack::InlineStats;
 use crate::core::udp::UdpStats;
@@ -45,4 +46,16 @@ pub fn inline_stats(driver: &Driver) -> Option<InlineStats> {
     let object = NonNull::new(driver.object())?;
     let tcpip = entry::loaded_state::<Tcpip>(object)?;
     Some(tcpip.stack().inline_stats())
+}
+
+/// How long the core passes of a loaded driver held the core, in processor time (`None` if it
+/// is not loaded); with `reset`, the count starts over afterwards. Any IRQL.
+pub fn pass_stats(driver: &Driver, reset: bool) -> Option<PassStats> {
+    let object = NonNull::new(driver.object())?;
+    let tcpip = entry::loaded_state::<Tcpip>(object)?;
+    let stats = tcpip.stack().pass_stats();
+    if reset {
+        tcpip.stack().reset_pass_stats();
+    }
+    Some(stats)
 }

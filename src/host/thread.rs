@@ -70,6 +70,24 @@ pub(crate) fn current() -> *mut c_void {
     ETHREAD.with(|cell| cell.as_ptr().cast())
 }
 
+/// The calling thread's CPU time in nanoseconds (`CLOCK_THREAD_CPUTIME_ID`): what
+/// `nt::time::processor_nanos` measures core passes with on the host. Any IRQL.
+pub(crate) fn cpu_nanos() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid out-pointer; the clock id is one Linux always has.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } == 0;
+    if !ok {
+        return 0;
+    }
+    u64::try_from(now.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(now.tv_nsec).unwrap_or(0))
+}
+
 /// `IoGetStackLimits`: the calling thread's stack, `(low, high)`, from pthreads (a Linux host
 /// thread's stack plays the kernel stack: it is larger, so the driver's depth checks pass where
 /// a 12 KiB x86 kernel stack may not; the numbers are real). Any IRQL.

@@ -13,6 +13,31 @@ pub fn now_micros() -> i64 {
     i64::try_from(interrupt_time() / 10).unwrap_or(i64::MAX)
 }
 
+/// A clock for how long the core is held, in nanoseconds from an arbitrary start: the time
+/// the processor spends on the calling thread. In the kernel that is the performance counter:
+/// a core pass runs at DISPATCH_LEVEL under the core's spin lock, where nothing preempts it
+/// (interrupts aside, which count), so its wall time is its processor time. In the host model
+/// it is the thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so that a model thread that Linux
+/// deschedules mid-pass does not make the pass look long. Any IRQL.
+#[cfg(kernel)]
+pub fn processor_nanos() -> u64 {
+    let mut frequency = 0;
+    // SAFETY: `frequency` is a valid out pointer.
+    let ticks = unsafe { sys::KeQueryPerformanceCounter(&mut frequency) } as u64;
+    let frequency = u64::try_from(frequency).unwrap_or(0).max(1);
+    // Whole seconds and the rest apart: `ticks * 10^9` overflows after a few days' uptime, the
+    // rest (below `frequency`, a few GHz at most) times 10^9 does not.
+    (ticks / frequency)
+        .saturating_mul(1_000_000_000)
+        .saturating_add((ticks % frequency).saturating_mul(1_000_000_000) / frequency)
+}
+
+/// See the kernel version: the host model's thread CPU time. Any IRQL.
+#[cfg(not(kernel))]
+pub fn processor_nanos() -> u64 {
+    crate::host::cpu_nanos()
+}
+
 /// Unpredictable bits gathered from the performance counter, the interrupt time and the time
 /// stamp counter, mixed with SplitMix64. They seed the driver's CSPRNG; they are not random
 /// numbers themselves. Any IRQL.
