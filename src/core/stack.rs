@@ -43,9 +43,11 @@ use smoltcp::time::Instant;
 const WORK_BUDGET: usize = 16;
 /// How many apply-and-poll rounds one DPC runs at most before it re-queues itself.
 const ROUND_BUDGET: usize = 8;
-/// How long a DPC keeps starting rounds: the kernel guideline is 100 µs per DPC, and a round
-/// begun just before this mark still finishes.
-const TIME_BUDGET_MICROS: u64 = 50;
+/// How long a pass keeps starting rounds, in processor time (`time::processor_nanos`): the
+/// kernel guideline is 100 µs per DPC, and a round begun just before this mark still
+/// finishes. (Not the interrupt time smoltcp's clock reads: that moves by clock ticks of 1 to
+/// 15.6 ms on NT, so a budget read from it never ran out within a pass.)
+const TIME_BUDGET_NANOS: u64 = 50_000;
 /// The stack a fast-path run must find free below the dispatch routine's frame: a core round
 /// and the completion routines the run calls. x86 kernel stacks are 12 KiB; the deepest use
 /// measured (`InlineStats::deepest_stack`, logged as it grows) is in ARCHITECTURE.md.
@@ -276,7 +278,7 @@ impl Stack {
     }
 
     /// Up to `rounds` rounds of applying queued requests and polling the protocol (fewer once
-    /// [`TIME_BUDGET_MICROS`] has passed), then the timer re-armed at the core's next deadline.
+    /// [`TIME_BUDGET_NANOS`] has passed), then the timer re-armed at the core's next deadline.
     /// Whether work remains. DISPATCH_LEVEL, with the core lock held (`core`).
     fn run_rounds(
         &'static self,
@@ -284,7 +286,7 @@ impl Stack {
         completer: &Completer<'_>,
         rounds: usize,
     ) -> bool {
-        let started = now();
+        let started = time::processor_nanos();
         let mut more = true;
         for _ in 0..rounds {
             // Requests are applied at the present time (deadlines, round trips), not at the
@@ -299,7 +301,7 @@ impl Stack {
             }
             let frames = core.poll(now(), completer);
             more = frames || !self.inbound.lock().is_empty();
-            if !more || (now() - started).total_micros() > TIME_BUDGET_MICROS {
+            if !more || time::processor_nanos().saturating_sub(started) > TIME_BUDGET_NANOS {
                 break;
             }
         }
