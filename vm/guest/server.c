@@ -122,6 +122,11 @@ static DWORD WINAPI accept_main(void *p)
         }
         serve(sv, s);
     }
+    /* Stay until server_stop: ReactOS's AFD posts an accepted connection's first
+       TDI receive as an IRP of the accepting thread, and the I/O manager cancels a
+       thread's IRPs when it ends; a worker would then get error 995 on its next recv. */
+    while (!sv->stop)
+        Sleep(10);
     return 0;
 }
 
@@ -158,15 +163,14 @@ int server_start(server_t *sv, int port)
 int server_stop(server_t *sv)
 {
     int left = 0;
+    /* The workers first: the accepting thread ends last (see accept_main). */
+    left += threads_join(sv->workers, (int)sv->nworkers, join_bound());
     sv->stop = 1;
     if (sv->thread != NULL)
         left += threads_join(&sv->thread, 1, join_bound());
     if (left == 0) {
-        left += threads_join(sv->workers, (int)sv->nworkers, join_bound());
-        if (left == 0) {
-            free(sv->workers);
-            sv->workers = NULL;
-        }
+        free(sv->workers);
+        sv->workers = NULL;
     }
     if (left != 0)
         report_error("server: %d thread(s) did not end", left);
