@@ -12,6 +12,7 @@ use crate::core::ethernet::{Link, MAX_INTERFACES};
 use crate::core::events::{self, EventHub};
 use crate::core::fragment::FragmentStats;
 use crate::core::icmp::IcmpStats;
+use crate::core::lookaside::LookasideStats;
 use crate::core::raw::RawStats;
 use crate::core::state::{Completer, Core, CoreConfig};
 use crate::core::udp::UdpStats;
@@ -487,6 +488,18 @@ impl Stack {
     /// The ICMP layer's counters. PASSIVE_LEVEL (takes the core lock).
     pub fn icmp_stats(&self) -> IcmpStats {
         self.core.lock().icmp_stats()
+    }
+
+    /// The socket ring lookaside's counters and what it holds (pool the driver keeps for the
+    /// next sockets). PASSIVE_LEVEL (takes the core lock).
+    pub fn lookaside_stats(&self) -> LookasideStats {
+        self.core.lock().lookaside_stats()
+    }
+
+    /// Gives every ring block the lookaside holds back to the pool (as an idle core does by
+    /// itself after `CoreConfig::lookaside_idle`). PASSIVE_LEVEL (takes the core lock).
+    pub fn flush_lookaside(&self) {
+        self.core.lock().flush_lookaside();
     }
 
     /// Sets or clears interface `index`'s default gateway (`STATUS_DEVICE_DOES_NOT_EXIST` for
