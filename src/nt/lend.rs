@@ -83,8 +83,9 @@ impl Drop for Loan {
 }
 
 impl Lent<tcp::Socket<'static>> {
-    /// A TCP socket whose receive ring is `rx` and whose send ring is `tx`.
-    /// Any IRQL ≤ DISPATCH_LEVEL.
+    /// A TCP socket whose receive ring is `rx` and whose send ring is `tx`. (smoltcp panics on
+    /// a receive ring over 1 GiB; the core's come from its configuration, 64 KiB at most by
+    /// default, never from a request.) Any IRQL ≤ DISPATCH_LEVEL.
     pub fn tcp_socket(rx: Box<[u8]>, tx: Box<[u8]>) -> Self {
         let loan = Loan::new([rx, tx]);
         let [rx, tx] = loan.blocks;
