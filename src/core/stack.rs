@@ -36,7 +36,7 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use smoltcp::time::Instant;
 
 /// How many inbound requests one round applies before it polls the protocol.
@@ -53,6 +53,8 @@ const TIME_BUDGET_MICROS: u64 = 50;
 const INLINE_STACK: usize = 8 * 1024;
 #[cfg(target_pointer_width = "64")]
 const INLINE_STACK: usize = 16 * 1024;
+/// [`Stack::armed_at`] when the timer is not set.
+const NOT_ARMED: i64 = i64::MIN;
 /// One fast-path run in this many measures its stack depth.
 const STACK_SAMPLE: usize = 64;
 
@@ -68,6 +70,9 @@ pub struct Stack {
     links: SpinLock<[Option<Arc<Link>>; MAX_INTERFACES]>,
     dpc: Dpc,
     timer: Timer,
+    /// The deadline the timer was last set for (µs), [`NOT_ARMED`] after a cancel. Written
+    /// only by the core's runner (one at a time, see [`CoreClaim`]).
+    armed_at: AtomicI64,
     /// Set at unload: the DPC stops re-arming the timer and re-queueing itself.
     stopping: AtomicBool,
     /// Which of the DPC and a dispatching thread runs the core (see [`CoreClaim`]).
@@ -132,6 +137,7 @@ impl Stack {
             links: SpinLock::new(Default::default()),
             dpc: Dpc::new(),
             timer: Timer::new(),
+            armed_at: AtomicI64::new(NOT_ARMED),
             stopping: AtomicBool::new(false),
             claim: CoreClaim::new(),
             completions_waiting: AtomicBool::new(false),
@@ -262,10 +268,24 @@ impl Stack {
             }
         }
         let now = now();
-        match core
+        let next = core
             .poll_at(now)
-            .filter(|_| !self.stopping.load(Ordering::Acquire))
-        {
+            .filter(|_| !self.stopping.load(Ordering::Acquire));
+        self.arm_timer(next, now);
+        more
+    }
+
+    /// Sets the timer for `at`, or cancels it. A future deadline the timer is already set for
+    /// is left alone: an idle core's deadline (the lookaside's next trim, a socket's timer)
+    /// often stays the same across runs, and re-setting a KTIMER each run is wasted work
+    /// (in the host model it also wakes the timer thread). Once the timer may have fired
+    /// (`at` reached) it is set again. DISPATCH_LEVEL, by the core's runner.
+    fn arm_timer(&'static self, at: Option<Instant>, now: Instant) {
+        let wanted = at.map_or(NOT_ARMED, |at| at.total_micros());
+        if at.is_some_and(|at| at > now) && self.armed_at.load(Ordering::Relaxed) == wanted {
+            return;
+        }
+        match at {
             Some(at) => {
                 let delay = (at - now).total_micros().max(1);
                 self.timer.set_relative(delay.saturating_mul(10), &self.dpc);
@@ -274,7 +294,7 @@ impl Stack {
                 self.timer.cancel();
             }
         }
-        more
+        self.armed_at.store(wanted, Ordering::Relaxed);
     }
 
     /// The dispatch fast path: when the calling thread is at PASSIVE_LEVEL, the core is idle
