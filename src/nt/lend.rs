@@ -23,8 +23,9 @@
 //!
 //! What the types cannot stop, and the core must not do: move the borrower out through the
 //! `&mut` that [`Lent::get_mut`] gives (`core::mem::replace` of the socket or the set,
-//! `SocketSet::remove` of the socket). `core::sockets` is the only holder of lent sockets and
-//! does neither: its `Entry` only calls smoltcp's methods on them and polls the set.
+//! `SocketSet::remove` of the socket). The core does neither: a lent socket lives in its
+//! `core::sockets` entry (and, between `Sockets::new_socket` and `Sockets::add`, in the
+//! function opening it), and is only configured, polled and read through smoltcp's methods.
 //!
 //! A fresh block is zeroed when it is allocated (`pool::try_zeroed_block`), so Rust never
 //! sees uninitialised bytes; a recycled one is lent as it was left, which shows nothing of
@@ -155,6 +156,7 @@ mod tests {
         assert_eq!((tx.as_ptr(), tx.len()), (tx_at, 512));
     }
 
+    /// Under a leak checker or Miri: the blocks are freed once, after the socket.
     #[test]
     fn a_dropped_loan_frees_its_blocks() {
         let socket = Lent::tcp_socket(
