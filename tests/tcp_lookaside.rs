@@ -188,6 +188,8 @@ fn no_room_for_rings(limit: usize) -> Ring {
         let pool = t.kernel.pool_stats();
         let before = stats(&t);
         let connecting = start_connect(&t, connection, silent);
+        // Served by the DPC if the fast path declined it: wait until the core is done.
+        t.kernel.wait_quiescent();
         if !connecting.is_complete() {
             pending.push((address, connection, connecting));
             continue;
@@ -227,6 +229,7 @@ fn no_room_for_rings(limit: usize) -> Ring {
     });
     let (address, connection) = failed;
     let connecting = start_connect(&t, connection, silent);
+    t.kernel.wait_quiescent();
     assert!(
         !connecting.is_complete(),
         "connecting with the cached blocks"
