@@ -18,7 +18,8 @@
 //!   [`counters`]: per-layer counters and the metered device; [`routes`]: static routes;
 //!   [`neighbors`]: the mirror of smoltcp's ARP cache; [`retransmit`]: retransmissions seen.
 //! - [`sockets`]: one smoltcp set per socket, touched sockets and events; [`demux`]: 4-tuple
-//!   → socket; [`timers`]: socket deadlines. [`slab`]: generation-checked tables. [`ports`]:
+//!   → socket; [`timers`]: socket deadlines; [`lookaside`]: the free lists of socket ring
+//!   blocks. [`slab`]: generation-checked tables. [`ports`]:
 //!   the port table. [`segment`]: frame classification before smoltcp. [`random`]: the
 //!   CSPRNG.
 
@@ -37,6 +38,7 @@ pub mod inbox;
 pub mod info;
 pub mod ingress;
 pub mod isn;
+pub mod lookaside;
 pub mod neighbors;
 pub mod oversize;
 pub mod passes;

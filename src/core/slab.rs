@@ -23,7 +23,7 @@
 #![forbid(unsafe_code)]
 
 use crate::nt::NtStatus;
-use crate::nt::pool::try_push;
+use crate::nt::pool::{try_push, try_reserve};
 use alloc::vec::Vec;
 
 /// A handle to a value in a [`Slab`]: the slot index and the slot's generation when the value
@@ -71,6 +71,16 @@ impl<T> Slab<T> {
             free_head: None,
             len: 0,
         }
+    }
+
+    /// Makes room for one more value: the next [`try_insert`](Self::try_insert) then finds a
+    /// vacant slot or grows the slot vector without allocating. Any IRQL ≤ DISPATCH_LEVEL.
+    pub fn reserve_one(&mut self) -> Result<(), NtStatus> {
+        if self.free_head.is_some() || self.slots.len() < self.slots.capacity() {
+            return Ok(());
+        }
+        let more = self.slots.capacity().max(4);
+        try_reserve(&mut self.slots, more)
     }
 
     /// Stores `value` and returns its key. Reuses a vacant slot if there is one, otherwise grows

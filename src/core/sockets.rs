@@ -24,25 +24,34 @@
 //! `SocketSet::get_mut` and `remove` panic on a handle whose slot is empty (smoltcp #501), and
 //! a panic here is a bugcheck. The core therefore never stores a `SocketHandle`: it stores a
 //! [`SocketKey`] into a slab whose entry owns the set and the handle. A stale key finds nothing.
+//!
+//! # Ring blocks
+//!
+//! A socket's rings are blocks of the core's lookaside, lent to smoltcp; `sockets/lifecycle.rs`
+//! makes, adds and removes sockets, and takes and gives back their blocks.
 #![forbid(unsafe_code)]
 
 use crate::core::counters::{Counters, Meter, Metered};
 use crate::core::demux::{Tuple, TupleMap};
 use crate::core::ethernet::{self, Wire};
+use crate::core::lookaside::Lookaside;
 use crate::core::retransmit::{SentHigh, Watch};
 use crate::core::slab::{Key, Slab};
 use crate::core::timers::TimerQueue;
 use crate::nt::NtStatus;
-use crate::nt::pool;
+use crate::nt::lend::Lent;
+
 use crate::nt::process::ProcessOwner;
 use alloc::vec::Vec;
 use core::cell::Cell;
 use core::net::{Ipv4Addr, SocketAddrV4};
-use smoltcp::iface::{Interface, PollResult, SocketHandle, SocketSet, SocketStorage};
+use smoltcp::iface::{Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::phy::Device;
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint};
+
+mod lifecycle;
 
 /// A generation-checked reference to one of the core's TCP sockets.
 pub type SocketKey = Key;
@@ -77,9 +86,17 @@ pub enum Owner {
     Orphan { port: u16 },
 }
 
-struct Entry {
+/// A socket in its own set: the borrower of the socket's ring blocks.
+struct Held {
     set: SocketSet<'static>,
     handle: SocketHandle,
+}
+
+struct Entry {
+    /// The set and its socket, with the blocks they borrow: dropping the entry drops the set
+    /// before freeing the blocks, and `Sockets::remove` gets the blocks back only by ending
+    /// the loan, which drops the set first.
+    held: Lent<Held>,
     owner: Owner,
     /// The process of the address file the socket was made for (an accepted connection's is
     /// its listener's), for the owner-PID tables.
@@ -98,11 +115,18 @@ struct Entry {
 
 impl Entry {
     fn socket(&self) -> &tcp::Socket<'static> {
-        self.set.get(self.handle)
+        let held = self.held.get();
+        held.set.get(held.handle)
     }
 
     fn socket_mut(&mut self) -> &mut tcp::Socket<'static> {
-        self.set.get_mut(self.handle)
+        let held = self.held.get_mut();
+        held.set.get_mut(held.handle)
+    }
+
+    /// The socket's set, for smoltcp's polls.
+    fn set_mut(&mut self) -> &mut SocketSet<'static> {
+        &mut self.held.get_mut().set
     }
 
     /// What an event is raised for: the state, and whether the socket still has a tuple
@@ -133,13 +157,15 @@ pub struct Sockets {
     buffer_bytes: usize,
     /// How long a socket with data to be acknowledged waits for its peer to say anything.
     data_timeout: Duration,
+    /// The free lists the sockets' ring blocks come from and go back to.
+    lookaside: Lookaside,
 }
 
 impl Sockets {
     /// Room for `capacity` sockets; the demultiplexer's hash is keyed with `seed`; a socket
-    /// with data in flight gives up after `data_timeout` without a word from its peer.
-    /// Allocates nothing until sockets are added.
-    pub fn new(capacity: usize, seed: u64, data_timeout: Duration) -> Self {
+    /// with data in flight gives up after `data_timeout` without a word from its peer; ring
+    /// blocks come from `lookaside`. Allocates nothing until sockets are added.
+    pub fn new(capacity: usize, seed: u64, data_timeout: Duration, lookaside: Lookaside) -> Self {
         Self {
             entries: Slab::default(),
             capacity,
@@ -153,6 +179,7 @@ impl Sockets {
             retransmitted: 0,
             buffer_bytes: 0,
             data_timeout,
+            lookaside,
         }
     }
 
@@ -160,52 +187,6 @@ impl Sockets {
     /// the core's state under its lock).
     pub fn buffer_bytes(&self) -> usize {
         self.buffer_bytes
-    }
-
-    /// Adds a socket for `owner` on behalf of `process`, touched (so that its first egress and
-    /// deadline follow).
-    /// `STATUS_INSUFFICIENT_RESOURCES` when the set is full or the pool is exhausted, with
-    /// nothing changed.
-    pub fn add(
-        &mut self,
-        socket: tcp::Socket<'static>,
-        owner: Owner,
-        process: ProcessOwner,
-    ) -> Result<SocketKey, NtStatus> {
-        if self.entries.len() >= self.capacity {
-            return Err(NtStatus::INSUFFICIENT_RESOURCES);
-        }
-        let slots = self.entries.slot_count() as usize + 1;
-        let flags = slots.saturating_sub(self.flags.len());
-        pool::try_reserve(&mut self.flags, flags)?;
-        for list in [&mut self.touched, &mut self.draining, &mut self.events] {
-            let more = slots.saturating_sub(list.len());
-            pool::try_reserve(list, more)?;
-        }
-        self.timers.reserve(2 * slots)?;
-        let mut storage: Vec<SocketStorage<'static>> = pool::try_vec(1)?;
-        storage.push(SocketStorage::EMPTY);
-        let buffer_bytes = socket.recv_capacity() + socket.send_capacity();
-        let mut set = SocketSet::new(storage);
-        let handle = set.add(socket);
-        let key = self.entries.try_insert(Entry {
-            set,
-            handle,
-            owner,
-            process,
-            tuple: None,
-            route: Route::Loopback,
-            deadline: None,
-            sent: SentHigh::default(),
-            buffer_bytes,
-            heard: None,
-        })?;
-        self.buffer_bytes += buffer_bytes;
-        while self.flags.len() < self.entries.slot_count() as usize {
-            self.flags.push(0);
-        }
-        self.mark(key.index, TOUCHED);
-        Ok(key)
     }
 
     /// The socket behind `key`, marked touched.
@@ -301,16 +282,6 @@ impl Sockets {
         same.then_some(key)
     }
 
-    /// Removes the socket behind `key` (no-op for a stale key) and its tuple.
-    pub fn remove(&mut self, key: SocketKey) {
-        if let Some(entry) = self.entries.remove(key) {
-            self.buffer_bytes = self.buffer_bytes.saturating_sub(entry.buffer_bytes);
-            if let Some(tuple) = entry.tuple {
-                self.tuples.remove(&tuple, key);
-            }
-        }
-    }
-
     /// Lets smoltcp take the next received frame from `device` for the socket `target` (or
     /// for nobody), and raises an event for the socket.
     pub fn ingress<D: Device>(
@@ -322,7 +293,7 @@ impl Sockets {
     ) {
         match target.and_then(|key| self.entries.get_mut(key).map(|entry| (key, entry))) {
             Some((key, entry)) => {
-                iface.poll_ingress_single(now, device, &mut entry.set);
+                iface.poll_ingress_single(now, device, entry.set_mut());
                 entry.heard = Some(now);
                 self.mark(key.index, TOUCHED | EVENT);
             }
@@ -515,12 +486,12 @@ fn transmit<D: Device>(
         retransmitted,
     };
     for _ in 0..EGRESS_SEGMENTS {
-        if iface.poll_egress(now, &mut device, &mut entry.set) == PollResult::None {
+        if iface.poll_egress(now, &mut device, &mut entry.held.get_mut().set) == PollResult::None {
             break;
         }
     }
     let moved = entry.progress() != before || matches!(entry.owner, Owner::Orphan { .. });
-    (moved, iface.poll_at(now, &entry.set))
+    (moved, iface.poll_at(now, &entry.held.get().set))
 }
 
 /// Gives a connection smoltcp's timeout while it has data to be acknowledged, and takes it

@@ -12,6 +12,7 @@ use crate::core::ethernet::{Link, MAX_INTERFACES};
 use crate::core::events::{self, EventHub};
 use crate::core::fragment::FragmentStats;
 use crate::core::icmp::IcmpStats;
+use crate::core::lookaside::LookasideStats;
 use crate::core::passes::{self, PassMeter, PassStats};
 use crate::core::raw::RawStats;
 use crate::core::state::{Completer, Core, CoreConfig};
@@ -36,7 +37,7 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use smoltcp::time::Instant;
 
 /// How many inbound requests one round applies before it polls the protocol.
@@ -55,6 +56,8 @@ const TIME_BUDGET_NANOS: u64 = 50_000;
 const INLINE_STACK: usize = 8 * 1024;
 #[cfg(target_pointer_width = "64")]
 const INLINE_STACK: usize = 16 * 1024;
+/// [`Stack::armed_at`] when the timer is not set.
+const NOT_ARMED: i64 = i64::MIN;
 /// One fast-path run in this many measures its stack depth.
 const STACK_SAMPLE: usize = 64;
 
@@ -70,6 +73,9 @@ pub struct Stack {
     links: SpinLock<[Option<Arc<Link>>; MAX_INTERFACES]>,
     dpc: Dpc,
     timer: Timer,
+    /// The deadline the timer was last set for (µs), [`NOT_ARMED`] after a cancel. Written
+    /// only by the core's runner (one at a time, see [`CoreClaim`]).
+    armed_at: AtomicI64,
     /// Set at unload: the DPC stops re-arming the timer and re-queueing itself.
     stopping: AtomicBool,
     /// Which of the DPC and a dispatching thread runs the core (see [`CoreClaim`]).
@@ -136,6 +142,7 @@ impl Stack {
             links: SpinLock::new(Default::default()),
             dpc: Dpc::new(),
             timer: Timer::new(),
+            armed_at: AtomicI64::new(NOT_ARMED),
             stopping: AtomicBool::new(false),
             claim: CoreClaim::new(),
             completions_waiting: AtomicBool::new(false),
@@ -306,10 +313,24 @@ impl Stack {
             }
         }
         let now = now();
-        match core
+        let next = core
             .poll_at(now)
-            .filter(|_| !self.stopping.load(Ordering::Acquire))
-        {
+            .filter(|_| !self.stopping.load(Ordering::Acquire));
+        self.arm_timer(next, now);
+        more
+    }
+
+    /// Sets the timer for `at`, or cancels it. A future deadline the timer is already set for
+    /// is left alone: an idle core's deadline (the lookaside's next trim, a socket's timer)
+    /// often stays the same across runs, and re-setting a KTIMER each run is wasted work
+    /// (in the host model it also wakes the timer thread). Once the timer may have fired
+    /// (`at` reached) it is set again. DISPATCH_LEVEL, by the core's runner.
+    fn arm_timer(&'static self, at: Option<Instant>, now: Instant) {
+        let wanted = at.map_or(NOT_ARMED, |at| at.total_micros());
+        if at.is_some_and(|at| at > now) && self.armed_at.load(Ordering::Relaxed) == wanted {
+            return;
+        }
+        match at {
             Some(at) => {
                 let delay = (at - now).total_micros().max(1);
                 self.timer.set_relative(delay.saturating_mul(10), &self.dpc);
@@ -318,7 +339,7 @@ impl Stack {
                 self.timer.cancel();
             }
         }
-        more
+        self.armed_at.store(wanted, Ordering::Relaxed);
     }
 
     /// The dispatch fast path: when the calling thread is at PASSIVE_LEVEL, the core is idle
@@ -529,6 +550,18 @@ impl Stack {
     /// The ICMP layer's counters. PASSIVE_LEVEL (takes the core lock).
     pub fn icmp_stats(&self) -> IcmpStats {
         self.core.lock().icmp_stats()
+    }
+
+    /// The socket ring lookaside's counters and what it holds (pool the driver keeps for the
+    /// next sockets). PASSIVE_LEVEL (takes the core lock).
+    pub fn lookaside_stats(&self) -> LookasideStats {
+        self.core.lock().lookaside_stats()
+    }
+
+    /// Gives every ring block the lookaside holds back to the pool (as an idle core does by
+    /// itself after `CoreConfig::lookaside_idle`). PASSIVE_LEVEL (takes the core lock).
+    pub fn flush_lookaside(&self) {
+        self.core.lock().flush_lookaside();
     }
 
     /// Sets or clears interface `index`'s default gateway (`STATUS_DEVICE_DOES_NOT_EXIST` for

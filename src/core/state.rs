@@ -18,6 +18,7 @@ use crate::core::fragment::{FragmentConfig, FragmentStats, Fragments};
 use crate::core::icmp::{Icmp, IcmpStats};
 use crate::core::info::Answer;
 use crate::core::isn::{self, IsnKey};
+use crate::core::lookaside::{Lookaside, LookasideStats};
 use crate::core::oversize::Oversize;
 use crate::core::ports::PortTable;
 use crate::core::random::Csprng;
@@ -32,6 +33,7 @@ use crate::core::work::{Completion, Finish, Object, Outbound, Request, Work};
 use crate::link::loopback::Loopback;
 use crate::nt::NtStatus;
 use crate::nt::irp::{IrpId, PendingIrp};
+use crate::nt::lend::Lent;
 use crate::nt::pool;
 use crate::nt::process::ProcessOwner;
 use crate::nt::sync::SpinLock;
@@ -80,6 +82,15 @@ pub struct CoreConfig {
     /// `buffer_pressure` this bounds what connections, idle or not, can take of the
     /// non-paged pool: a machine's worth of them cannot starve the rest of the kernel.
     pub socket_memory_limit: usize,
+    /// Ring blocks the core keeps for reuse per size class (`rx_buffer`, `tx_buffer`,
+    /// `small_buffer`; a TCP socket takes two) when sockets close, beyond which they go back to
+    /// the pool: a new socket then takes its rings from there instead of allocating and
+    /// zeroing them (see [`crate::core::lookaside`]). At most this many blocks of each size
+    /// are held with no socket using them.
+    pub lookaside_depth: usize,
+    /// How long a size class of the lookaside may go unused before its blocks go back to the
+    /// pool (so an idle driver holds none).
+    pub lookaside_idle: Duration,
     /// The most TCP sockets at once (listening, half-open, connected, closing). A limit, not a
     /// reservation: each socket's memory (mostly `rx_buffer + tx_buffer`) is taken from the
     /// pool when it is created.
@@ -149,6 +160,8 @@ impl Default for CoreConfig {
             buffer_pressure: 16 * 1024 * 1024,
             small_buffer: 8 * 1024,
             socket_memory_limit: 64 * 1024 * 1024,
+            lookaside_depth: 32,
+            lookaside_idle: Duration::from_secs(5),
             max_sockets: 64 * 1024,
             backlog: 1024,
             half_open_limit: 256,
@@ -257,7 +270,16 @@ impl Core {
         Ok(Self {
             iface,
             device,
-            sockets: Sockets::new(config.max_sockets, random.next_u64(), config.data_timeout),
+            sockets: Sockets::new(
+                config.max_sockets,
+                random.next_u64(),
+                config.data_timeout,
+                Lookaside::new(
+                    [config.rx_buffer, config.tx_buffer, config.small_buffer],
+                    config.lookaside_depth,
+                    config.lookaside_idle,
+                ),
+            ),
             ports: PortTable::new(random.next_u64()),
             addresses: Slab::default(),
             connections: Slab::default(),
@@ -437,6 +459,18 @@ impl Core {
     /// The ICMP layer's counters. Any IRQL ≤ DISPATCH_LEVEL, under the core lock.
     pub fn icmp_stats(&self) -> IcmpStats {
         self.icmp.stats()
+    }
+
+    /// The socket ring lookaside's counters and what it holds. Any IRQL ≤ DISPATCH_LEVEL,
+    /// under the core lock.
+    pub fn lookaside_stats(&self) -> LookasideStats {
+        self.sockets.lookaside_stats()
+    }
+
+    /// Gives every ring block the lookaside holds back to the pool. Any IRQL
+    /// ≤ DISPATCH_LEVEL, under the core lock.
+    pub fn flush_lookaside(&mut self) {
+        self.sockets.lookaside_mut().flush();
     }
 
     /// Unlinks the pending IRP `id` for its cancel routine. Protocol side effects of the

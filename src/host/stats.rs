@@ -4,6 +4,7 @@
 use super::driver::Driver;
 use crate::core::fragment::FragmentStats;
 use crate::core::icmp::IcmpStats;
+use crate::core::lookaside::LookasideStats;
 use crate::core::passes::PassStats;
 use crate::core::raw::RawStats;
 use crate::core::stack::InlineStats;
@@ -58,4 +59,25 @@ pub fn pass_stats(driver: &Driver, reset: bool) -> Option<PassStats> {
         tcpip.stack().reset_pass_stats();
     }
     Some(stats)
+}
+
+/// The socket ring lookaside's counters of a loaded driver and what it holds (`None` if it is
+/// not loaded). PASSIVE_LEVEL.
+pub fn lookaside_stats(driver: &Driver) -> Option<LookasideStats> {
+    let object = NonNull::new(driver.object())?;
+    let tcpip = entry::loaded_state::<Tcpip>(object)?;
+    Some(tcpip.stack().lookaside_stats())
+}
+
+/// Frees every ring block a loaded driver's lookaside holds, so that its pool can be compared
+/// block for block with an earlier moment (`false` if it is not loaded). PASSIVE_LEVEL.
+pub fn flush_lookaside(driver: &Driver) -> bool {
+    let Some(object) = NonNull::new(driver.object()) else {
+        return false;
+    };
+    let Some(tcpip) = entry::loaded_state::<Tcpip>(object) else {
+        return false;
+    };
+    tcpip.stack().flush_lookaside();
+    true
 }

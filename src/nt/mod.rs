@@ -6,7 +6,8 @@
 //! - Safe wrappers: [`Irp`](irp::Irp) (completed exactly once), [`IoStack`](irp::IoStack),
 //!   [`MdlChain`](mdl::MdlChain), [`SpinLock`](sync::SpinLock) with IRQL-restoring guards,
 //!   [`Dpc`](dpc::Dpc), [`Timer`](timer::Timer), [`WorkItem`](work_item::WorkItem), pool
-//!   allocation, logging, and the [`Driver`](entry::Driver) entry glue.
+//!   allocation, pool blocks lent to smoltcp as socket rings ([`lend`]), logging, and the
+//!   [`Driver`](entry::Driver) entry glue.
 //!
 //! `unsafe` code lives here (and in the host model); the layers above use only safe APIs.
 
@@ -16,6 +17,7 @@ pub mod dpc;
 pub mod entry;
 pub mod irp;
 pub mod irql;
+pub mod lend;
 pub mod log;
 pub mod mdl;
 pub mod ndis;

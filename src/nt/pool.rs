@@ -49,6 +49,21 @@ pub fn try_zeroed(len: usize) -> Result<Vec<u8>, NtStatus> {
     Ok(vec)
 }
 
+/// A block of `len` zero bytes, or `STATUS_INSUFFICIENT_RESOURCES`: a socket ring for the
+/// core's lookaside (`crate::core::lookaside`), lent to smoltcp through [`crate::nt::lend`].
+/// Any IRQL ≤ DISPATCH_LEVEL.
+#[track_caller]
+pub fn try_zeroed_block(len: usize) -> Result<Box<[u8]>, NtStatus> {
+    let mut vec = Vec::new();
+    note_call_site();
+    vec.try_reserve_exact(len)
+        .map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)?;
+    vec.resize(len, 0);
+    // An empty `Vec` reserved exactly holds `len`: `into_boxed_slice` has nothing to shrink,
+    // so it makes no (infallible) reallocation.
+    Ok(vec.into_boxed_slice())
+}
+
 /// `Vec::try_reserve` for `additional` more elements, with the NT status on failure.
 /// Any IRQL ≤ DISPATCH_LEVEL.
 #[track_caller]

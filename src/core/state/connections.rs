@@ -33,10 +33,15 @@ impl Core {
             .ok_or(NtStatus::INVALID_CONNECTION)
     }
 
-    /// A new TCP socket: full-sized buffers, or small ones once the sockets together hold
-    /// [`CoreConfig::buffer_pressure`] bytes; `STATUS_INSUFFICIENT_RESOURCES` past
-    /// [`CoreConfig::socket_memory_limit`]. DISPATCH_LEVEL, core lock held.
-    pub(super) fn new_socket(&self, no_delay: bool) -> Result<tcp::Socket<'static>, NtStatus> {
+    /// A new TCP socket, its rings from the lookaside: full-sized buffers, or small ones once
+    /// the sockets together hold [`CoreConfig::buffer_pressure`] bytes (the lookaside then
+    /// frees its full-sized blocks: no socket takes them while the pressure lasts);
+    /// `STATUS_INSUFFICIENT_RESOURCES` past [`CoreConfig::socket_memory_limit`] or when the
+    /// pool has no block. DISPATCH_LEVEL, core lock held.
+    pub(super) fn new_socket(
+        &mut self,
+        no_delay: bool,
+    ) -> Result<Lent<tcp::Socket<'static>>, NtStatus> {
         let full = self.config.rx_buffer + self.config.tx_buffer;
         let pressed =
             self.sockets.buffer_bytes().saturating_add(full) > self.config.buffer_pressure;
@@ -52,12 +57,16 @@ impl Core {
         if held > self.config.socket_memory_limit {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
-        let rx = pool::try_zeroed(rx_size)?;
-        let tx = pool::try_zeroed(tx_size)?;
-        let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
-        socket.set_nagle_enabled(!no_delay);
         if pressed {
-            socket.set_ack_delay(None);
+            self.sockets
+                .lookaside_mut()
+                .flush_except(self.config.small_buffer);
+        }
+        let mut socket = self.sockets.new_socket(rx_size, tx_size)?;
+        let tcp = socket.get_mut();
+        tcp.set_nagle_enabled(!no_delay);
+        if pressed {
+            tcp.set_ack_delay(None);
         }
         Ok(socket)
     }
@@ -108,9 +117,10 @@ impl Core {
             _ => self.config.connect_timeout,
         };
         let mut socket = self.new_socket(no_delay)?;
-        socket.set_timeout(Some(wait));
+        socket.get_mut().set_timeout(Some(wait));
         self.reseed(local, remote);
-        socket
+        let opened = socket
+            .get_mut()
             .connect(
                 self.iface.context(),
                 IpEndpoint::new(IpAddress::Ipv4(*remote.ip()), remote.port()),
@@ -119,8 +129,12 @@ impl Core {
                     port,
                 },
             )
-            .map_err(|_| NtStatus::INVALID_ADDRESS)?;
-        self.ports.acquire(port)?;
+            .map_err(|_| NtStatus::INVALID_ADDRESS)
+            .and_then(|()| self.ports.acquire(port));
+        if let Err(status) = opened {
+            self.sockets.discard(socket);
+            return Err(status);
+        }
         let socket = match self.sockets.add(socket, Owner::Connection(key), process) {
             Ok(socket) => socket,
             Err(status) => {

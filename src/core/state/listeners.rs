@@ -238,9 +238,14 @@ impl Core {
     ) -> Result<SocketKey, NtStatus> {
         let mut socket = self.new_socket(false)?;
         let addr = (!ip.is_unspecified()).then_some(IpAddress::Ipv4(ip));
-        socket
+        if socket
+            .get_mut()
             .listen(IpListenEndpoint { addr, port })
-            .map_err(|_| NtStatus::INVALID_ADDRESS)?;
+            .is_err()
+        {
+            self.sockets.discard(socket);
+            return Err(NtStatus::INVALID_ADDRESS);
+        }
         let process = self
             .addresses
             .get(address_key)

@@ -31,6 +31,7 @@ impl Core {
             }
         }
         self.sockets.expire(now);
+        self.sockets.lookaside_mut().trim(now);
         for wire in wires.iter_mut().flatten() {
             arp_entries::refresh(wire.port, now);
         }
@@ -103,8 +104,8 @@ impl Core {
         );
     }
 
-    /// When the core next needs a pass if nothing arrives: the earliest socket deadline, or
-    /// UDP's retry of a datagram waiting for its neighbour.
+    /// When the core next needs a pass if nothing arrives: the earliest socket deadline,
+    /// UDP's retry of a datagram waiting for its neighbour, or the lookaside's next trim.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
         let tcp = self.sockets.next_deadline(now);
         [
@@ -117,6 +118,7 @@ impl Core {
                 .min(),
             self.raw.poll_at(),
             self.fragments.poll_at(),
+            self.sockets.lookaside_mut().trim_at(now),
         ]
         .into_iter()
         .fold(tcp, |earliest, next| match (earliest, next) {
