@@ -760,7 +760,7 @@ fn main() {
     let connection_pool = || {
         let cached = tcpip::host::stats::lookaside_stats(&driver_image)
             .map_or(0, |stats| stats.cached_bytes);
-        kernel.pool_stats().live_bytes.saturating_sub(cached)
+        kernel.pool_live_bytes().saturating_sub(cached)
     };
     for (i, &n) in sizes.scaling.iter().enumerate() {
         let port = 7100 + i as u16;
