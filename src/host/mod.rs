@@ -53,7 +53,11 @@ pub mod sys;
 pub mod tap;
 mod thread;
 pub use file::UserBuffer;
-pub(crate) use thread::cpu_nanos;
+/// The calling thread's CPU time less its waits for spin locks held by descheduled threads:
+/// the host model's processor time of a core pass (`nt::time::processor_nanos`). Any IRQL.
+pub(crate) fn pass_nanos() -> u64 {
+    thread::cpu_nanos().saturating_sub(spinlock::spun_nanos())
+}
 pub use thread::{SYSTEM_PROCESS_ID, as_unprivileged_user, in_process};
 mod user;
 mod verifier;

@@ -11,7 +11,7 @@ use super::context;
 use super::irql::{self, DISPATCH_LEVEL};
 use super::verifier::{self, Rule, Site};
 use crate::nt::types::{KIRQL, KSPIN_LOCK};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A lock held by the current thread.
@@ -24,6 +24,9 @@ struct HeldLock {
 
 thread_local! {
     static HELD: RefCell<Vec<HeldLock>> = const { RefCell::new(Vec::new()) };
+    /// The CPU time this thread has spent waiting for spin locks others held (see
+    /// [`spun_nanos`]).
+    static SPUN: Cell<u64> = const { Cell::new(0) };
 }
 
 /// The number of spin locks the current thread holds.
@@ -73,13 +76,28 @@ pub(crate) unsafe fn acquire(lock: *mut KSPIN_LOCK, site: Site) {
         push(lock, site, true);
         return;
     }
-    while word
-        .compare_exchange_weak(0, token, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        std::thread::yield_now();
+    let taken = |word: &AtomicUsize| {
+        word.compare_exchange_weak(0, token, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    };
+    if !taken(word) {
+        let started = super::thread::cpu_nanos();
+        while !taken(word) {
+            std::thread::yield_now();
+        }
+        let spun = super::thread::cpu_nanos().saturating_sub(started);
+        SPUN.with(|total| total.set(total.get().saturating_add(spun)));
     }
     push(lock, site, false);
+}
+
+/// The CPU time the calling thread has spent waiting for spin locks held by other threads.
+/// On NT a spin lock's holder runs at DISPATCH_LEVEL and is never descheduled, so such a wait
+/// is short; in the model the holder is a host thread Linux may deschedule, and the waiter's
+/// `sched_yield` loop then burns CPU for as long as that lasts. `nt::time::processor_nanos`
+/// leaves it out of a core pass's time. Any IRQL.
+pub(crate) fn spun_nanos() -> u64 {
+    SPUN.with(Cell::get)
 }
 
 fn push(lock: *mut KSPIN_LOCK, site: Site, recursive: bool) {

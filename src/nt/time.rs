@@ -17,8 +17,9 @@ pub fn now_micros() -> i64 {
 /// the processor spends on the calling thread. In the kernel that is the performance counter:
 /// a core pass runs at DISPATCH_LEVEL under the core's spin lock, where nothing preempts it
 /// (interrupts aside, which count), so its wall time is its processor time. In the host model
-/// it is the thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so that a model thread that Linux
-/// deschedules mid-pass does not make the pass look long. Any IRQL.
+/// it is the thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`) less its spin-lock waits, so that
+/// a model thread that Linux deschedules mid-pass (or while it holds a lock the pass needs)
+/// does not make the pass look long. Any IRQL.
 #[cfg(kernel)]
 pub fn processor_nanos() -> u64 {
     let mut frequency = 0;
@@ -32,10 +33,11 @@ pub fn processor_nanos() -> u64 {
         .saturating_add((ticks % frequency).saturating_mul(1_000_000_000) / frequency)
 }
 
-/// See the kernel version: the host model's thread CPU time. Any IRQL.
+/// See the kernel version: the host model's thread CPU time, less the time the thread spent
+/// spinning for a lock that a descheduled model thread held (which NT cannot do). Any IRQL.
 #[cfg(not(kernel))]
 pub fn processor_nanos() -> u64 {
-    crate::host::cpu_nanos()
+    crate::host::pass_nanos()
 }
 
 /// Unpredictable bits gathered from the performance counter, the interrupt time and the time
