@@ -249,8 +249,10 @@ impl World {
             changed.mark(Part::Neighbours);
             self.change(Part::Neighbours);
         }
-        // First, so that the resets the aborts send (if it comes to that) find the peer.
-        if changed.neighbours || moved {
+        // First, so that the resets the aborts send (if it comes to that) find the peer. (After
+        // time passed the peer's entry may have expired: the drain answers the driver's ARP
+        // request then, and the caches are renewed after it.)
+        if changed.neighbours {
             self.refresh_neighbours();
         }
         if !changed.connections() && self.is_as_set_up() {
@@ -366,26 +368,28 @@ impl World {
         self.settle();
     }
 
-    /// The peer resets what the input left of the setup's connections (an orphan of an
-    /// endpoint it closed, in FIN-WAIT, TIME-WAIT or LAST-ACK) and the connections it left
-    /// half-open: a RST in the receive window ends either at once. The accepted and the
-    /// connecting connection get one at the sequence number the harness follows and one at
-    /// the number the driver acknowledged last (they differ when the input sent data out of
-    /// order).
+    /// The peer resets what the aborts could not reach: the connection of a setup endpoint the
+    /// input closed (an orphan, in FIN-WAIT, TIME-WAIT or LAST-ACK) and the connections it
+    /// left half-open. A RST in the receive window ends either at once. An orphan gets one at
+    /// the sequence number the harness follows and one at the number the driver acknowledged
+    /// last (they differ when the input sent data out of order).
     fn reset_from_peer(&mut self) {
-        let mut resets = Vec::new();
-        for connection in [self.accepted, self.connecting] {
-            resets.push(reset(
-                connection.remote,
-                connection.local,
-                connection.peer_next,
-            ));
-            if connection.acked != connection.peer_next {
-                resets.push(reset(connection.remote, connection.local, connection.acked));
+        let mut resets = self.half_open_resets();
+        for (connection, endpoint) in [
+            (self.accepted, file::ACCEPTED),
+            (self.connecting, file::CLIENT),
+        ] {
+            if self.handle(endpoint).is_none() {
+                let (src, dst) = (connection.remote, connection.local);
+                resets.push(reset(src, dst, connection.peer_next));
+                if connection.acked != connection.peer_next {
+                    resets.push(reset(src, dst, connection.acked));
+                }
             }
         }
-        resets.extend(self.half_open_resets());
-        self.indicate_packets(resets);
+        if !resets.is_empty() {
+            self.indicate_packets(resets);
+        }
     }
 
     /// The peer's resets of the connections to the listener it has seen a SYN-ACK for (see
