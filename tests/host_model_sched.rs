@@ -484,6 +484,26 @@ fn setting_and_cancelling_report_whether_the_timer_was_set() {
 }
 
 #[test]
+fn timer_dues_lists_the_set_timers_earliest_first() {
+    let kernel = kernel(1);
+    let probe = Arc::new(TimerProbe::default());
+    let (a, b) = (timer_case(&probe, 1), timer_case(&probe, 2));
+    assert!(kernel.timer_dues().is_empty());
+    kernel.advance(Duration::from_millis(5));
+    set_timer(&a, -30 * MS);
+    set_timer(&b, -10 * MS);
+    assert_eq!(kernel.timer_dues(), vec![15 * MS as u64, 35 * MS as u64]);
+    // SAFETY: an initialised timer.
+    unsafe { sys::KeCancelTimer(b.timer.get()) };
+    assert_eq!(kernel.timer_dues(), vec![35 * MS as u64]);
+    kernel.advance(Duration::from_millis(30));
+    assert!(
+        kernel.timer_dues().is_empty(),
+        "an expired timer is no longer set"
+    );
+}
+
+#[test]
 fn an_expired_due_time_fires_at_once() {
     let kernel = kernel(1);
     let probe = Arc::new(TimerProbe::default());

@@ -7,7 +7,7 @@
 //! `IRP_MJ_DEVICE_CONTROL` with a METHOD changed, or a code from the input.
 //! `file % 8`: a control channel on `\Device\Ip`, or the world's file of that index.
 
-use crate::world::{World, file};
+use crate::world::{Warm, World, file};
 use tcpip::info::adapters::IOCTL_IP_INTERFACE_INFO;
 use tcpip::nt::types::*;
 
@@ -97,7 +97,7 @@ impl Ioctl {
 
 /// Runs a sequence of requests against the world (`crate::session`) and checks the verdict.
 pub fn run(data: &[u8]) {
-    crate::session::run(|world| {
+    crate::session::run(Warm::Ioctls, |world| {
         let mut rest = data;
         let mut count = 0;
         while !rest.is_empty() && count < 16 {

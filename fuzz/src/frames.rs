@@ -165,6 +165,28 @@ pub fn arp(reply: bool, mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec
     frame
 }
 
+/// Whether an Ethernet frame carries ARP.
+pub fn is_arp(frame: &[u8]) -> bool {
+    frame.get(12..14) == Some(&[0x08, 0x06])
+}
+
+/// The address an ARP request the driver sent asks for; `None` for any other frame.
+pub fn arp_request_for(frame: &[u8]) -> Option<Ipv4Addr> {
+    let ethernet = EthernetFrame::new_checked(frame).ok()?;
+    if ethernet.ethertype() != EthernetProtocol::Arp {
+        return None;
+    }
+    let packet = ArpPacket::new_checked(ethernet.payload()).ok()?;
+    match ArpRepr::parse(&packet).ok()? {
+        ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            target_protocol_addr,
+            ..
+        } => Some(target_protocol_addr),
+        _ => None,
+    }
+}
+
 /// A TCP segment the driver sent: its ports, sequence and acknowledgment numbers, flags and
 /// payload length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

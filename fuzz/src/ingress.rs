@@ -14,7 +14,7 @@
 //!         4 ICMP message           type:u8 code:u8 len:u16le body
 //!         5 ARP                    op:u8 sender:u8 target:u8 mac:u8
 //!         6 IPv4 fragment (UDP)    ident:u8 offset:u16le(×8) more:u8 len:u16le payload
-//!         7 time                   ms:u16le
+//!         7 time                   ms:u16le(×10; [`MAX_TIME`] per input in all)
 //!         8 corrupt                at:u16le value:u8 (the next frame built; no-op if none)
 //!         9 truncate               len:u16le (the next frame built)
 //!        10 TDI_SEND               conn:u8 len:u16le
@@ -37,15 +37,20 @@
 
 use crate::control::Ioctl;
 use crate::frames::{self, OURS, PEER, PEER_MAC};
-use crate::world::{LISTEN_PORT, UDP_PORT, World, file};
+use crate::world::{LISTEN_PORT, LISTENER_ISN, Part, UDP_PORT, Warm, World, file};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-/// The initial sequence number of the peer's connections to the listener.
-const LISTENER_ISN: u32 = 0x3000_0000;
-
 /// At most this many steps per input (the target is slow per execution).
 pub const MAX_STEPS: usize = 24;
+
+/// The virtual time an input's time steps may let pass in all: past the driver's longest
+/// timeouts and their chains (an ARP entry's 60 s, then the data timeout's 120 s, then
+/// TIME-WAIT's 10 s; the SYN-RECEIVED 75 s, the connect's 21 s, reassembly's 30 s; smoltcp's
+/// longest retransmission interval, 60 s). What follows is repetition (an ARP request a second
+/// for a neighbour that never answers, zero-window probes a minute apart) that cost an input
+/// up to hours of virtual time and thousands of timer DPCs.
+const MAX_TIME: Duration = Duration::from_secs(300);
 
 /// One step.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -442,30 +447,35 @@ fn build(step: &Step, world: &World) -> Option<Vec<u8>> {
     Some(frames::ethernet_ipv4(&packet))
 }
 
-/// Whether a frame step may change the world for good (`crate::world` keeps it between
-/// inputs only if none did): segments built for the accepted or the connecting connection,
-/// and ARP frames (the neighbour cache holds no pool, so the baseline check would not see
-/// them).
-fn taints(step: &Step, frame: &[u8]) -> bool {
+/// The part of the world a frame step may change for good (`crate::world` puts it back
+/// after the input): segments built for the accepted or the connecting connection, and ARP
+/// frames (the neighbour caches hold no pool, so the baseline check would not see them).
+fn changes(step: &Step, frame: &[u8]) -> Option<Part> {
     match step {
-        Step::Tcp { target, .. } => target % 4 < 2,
-        Step::Arp { .. } => true,
-        _ => frame.get(12..14) == Some(&[0x08, 0x06]),
+        Step::Tcp { target, .. } if target % 4 == 0 => Some(Part::Accepted),
+        Step::Tcp { target, .. } if target % 4 == 1 => Some(Part::Connecting),
+        _ if frames::is_arp(frame) => Some(Part::Neighbours),
+        _ => None,
     }
 }
 
 /// Runs the steps against the world (`crate::session`) and checks the verdict.
 pub fn run(data: &[u8]) {
     let steps = decode(data);
-    crate::session::run(|world| run_steps(&steps, world));
+    crate::session::run(Warm::All, |world| run_steps(&steps, world));
 }
 
 /// Runs the steps against `world`.
 fn run_steps(steps: &[Step], world: &mut World) {
     let mut edits: Vec<&Step> = Vec::new();
+    let mut time_left = MAX_TIME;
     for step in steps {
         match step {
-            Step::Time(ms) => world.advance(Duration::from_millis(u64::from(*ms) * 10)),
+            Step::Time(ms) => {
+                let time = Duration::from_millis(u64::from(*ms) * 10).min(time_left);
+                time_left -= time;
+                world.advance(time);
+            }
             Step::Corrupt { .. } | Step::Truncate(_) => edits.push(step),
             Step::Send { conn, len } => world.send(endpoint(*conn), usize::from(*len) % 4096),
             Step::Disconnect {
@@ -507,8 +517,8 @@ fn run_steps(steps: &[Step], world: &mut World) {
                         _ => {}
                     }
                 }
-                if taints(step, &frame) {
-                    world.taint();
+                if let Some(part) = changes(step, &frame) {
+                    world.change(part);
                 }
                 world.indicate(&frame);
                 // In-order data from the peer moves its next sequence number on.

@@ -2,8 +2,8 @@
 //! connections in several states, for the `ingress` target: frames are indicated as the
 //! adapter's receive indications, time moves on the model's virtual clock, DPCs and work items
 //! run inline on the harness's thread (`Config::inline_dpcs`), and teardown closes everything,
-//! unloads the driver and checks the model's verdict. Between inputs that leave it intact the
-//! world is kept (`reset`, `crate::session`).
+//! unloads the driver and checks the model's verdict. Between inputs the world is kept, the
+//! parts an input changed put back as the setup made them (`reset`, `crate::session`).
 //!
 //! What is open when the fuzz frames arrive (the driver at [`OURS`], the peer at [`PEER`]):
 //! - a listener on 0.0.0.0:[`LISTEN_PORT`] with one `TDI_LISTEN` pending;
@@ -15,6 +15,9 @@
 //! - a UDP address file on [`OURS`]:[`UDP_PORT`] with a `TDI_RECEIVE_DATAGRAM` pending;
 //! - a raw IP address file for ICMP (`\Device\RawIp\1`).
 //!
+//! Before the connections are made, the setup warms the driver's tables and queues up
+//! (`warm`), so that an input using them does not grow them past the setup's baseline.
+//!
 //! The verdict after teardown: the driver's unload leaves nothing behind (pool, IRPs, objects:
 //! the model's leak report), the verifier recorded no violation (IRQL, locks, IRPs completed
 //! twice or never...), and every request the harness sent has completed.
@@ -22,7 +25,7 @@
 use crate::frames::{self, ACK, OUR_MAC, OURS, PEER, PEER_MAC, SYN, Sent};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tcpip::core::stack::Stack;
 use tcpip::driver::Tcpip;
@@ -37,6 +40,10 @@ use tcpip::nt::types::*;
 
 mod ioctl;
 mod reset;
+mod warm;
+
+pub use reset::Part;
+pub use warm::Warm;
 
 /// The files the world opens, as indices of its handles (in closing order).
 pub mod file {
@@ -57,8 +64,22 @@ pub const LISTEN_PORT: u16 = 80;
 pub const ACCEPTED_PEER_PORT: u16 = 40_000;
 pub const CONNECT_PORT: u16 = 7;
 pub const UDP_PORT: u16 = 53;
+/// The initial sequence number of the peer's connections to the listener (the fuzz targets'
+/// SYNs; the peer's resets of the half-open ones).
+pub const LISTENER_ISN: u32 = 0x3000_0000;
+/// The initial sequence number of the peer's side of the accepted connection.
+const ACCEPTED_ISN: u32 = 0x1000_0000;
+/// The initial sequence number the peer would answer the connect with.
+const CONNECT_ISN: u32 = 0x2000_0000;
 /// The room of the setup's receives.
 const RECEIVE_ROOM: usize = 4096;
+
+/// Whether `FUZZ_DEBUG` is set: the frames the driver sends and the requests left at
+/// teardown are printed. Read once: it is asked at every step.
+fn debug() -> bool {
+    static DEBUG: OnceLock<bool> = OnceLock::new();
+    *DEBUG.get_or_init(|| std::env::var_os("FUZZ_DEBUG").is_some())
+}
 
 /// An adapter that keeps what the driver transmits.
 #[derive(Default)]
@@ -120,6 +141,9 @@ pub struct Connection {
     pub peer_next: u32,
     /// The next sequence number the driver sends (what the peer acknowledges).
     pub our_next: u32,
+    /// The acknowledgment number of the last segment the driver sent: where a reset from the
+    /// peer lands in its window, whatever the input sent before it.
+    pub acked: u32,
 }
 
 pub struct World {
@@ -127,6 +151,8 @@ pub struct World {
     driver: Option<Driver>,
     stack: &'static Stack,
     recorder: Arc<Recorder>,
+    /// The interface the recorder's link is bound under.
+    link: u32,
     /// TCP segments the driver sent, kept for the setup (at most 64).
     sent: Vec<Sent>,
     /// The files, indexed by [`File`], in the order they are closed (address files before
@@ -139,13 +165,17 @@ pub struct World {
     pub connecting: Connection,
     /// (peer port, the driver's next sequence number) of the SYN-ACKs the listener sent.
     pub half_open: Vec<(u16, u32)>,
+    /// The addresses the driver's ARP requests asked for since they were last answered (at
+    /// most 8; `reset` answers them).
+    asked: Vec<Ipv4Addr>,
     /// What the world is kept between inputs by (`reset`).
     keep: reset::Baseline,
 }
 
 impl World {
-    /// Loads the driver and opens everything listed in the module's documentation.
-    pub fn load() -> World {
+    /// Loads the driver and opens everything listed in the module's documentation, warming up
+    /// what `warm` says the target's inputs use.
+    pub fn load(warm: Warm) -> World {
         let kernel = Kernel::new(Config {
             processors: 1,
             workers: 1,
@@ -166,18 +196,20 @@ impl World {
         assert_eq!(status, NtStatus::SUCCESS);
         assert_eq!(kernel.close(control), NtStatus::SUCCESS);
         let recorder = Arc::new(Recorder::default());
-        stack.attach_link(recorder.clone(), 64).expect("attach");
+        let link = stack.attach_link(recorder.clone(), 64).expect("attach");
         let unset = Connection {
             local: SocketAddrV4::new(OURS, 0),
             remote: SocketAddrV4::new(PEER, 0),
             peer_next: 0,
             our_next: 0,
+            acked: 0,
         };
         let mut world = World {
             kernel,
             driver: Some(driver),
             stack,
             recorder,
+            link,
             sent: Vec::new(),
             handles: Vec::new(),
             pending: Vec::new(),
@@ -185,17 +217,16 @@ impl World {
             accepted: unset,
             connecting: unset,
             half_open: Vec::new(),
+            asked: Vec::new(),
             keep: reset::Baseline::default(),
         };
-        world.open();
+        world.open(warm);
         world.record_baseline();
         world
     }
 
-    fn open(&mut self) {
-        // The peer makes itself known (smoltcp learns its MAC address from the request).
-        self.indicate(&frames::arp(false, PEER_MAC, PEER, OURS));
-
+    fn open(&mut self, warm: Warm) {
+        self.learn_peer();
         let udp = self.create("\\Device\\Udp", Some(SocketAddrV4::new(OURS, UDP_PORT)));
         let raw = self.create("\\Device\\RawIp\\1", Some(SocketAddrV4::new(OURS, 0)));
         let listener = self.create(
@@ -204,10 +235,7 @@ impl World {
         );
         let accepting = self.create("\\Device\\Tcp", None);
         let waiting = self.create("\\Device\\Tcp", None);
-        let client_address = self.create(
-            "\\Device\\Tcp",
-            Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
-        );
+        let client_address = self.create_client_address();
         let client = self.create("\\Device\\Tcp", None);
         for (connection, address) in [
             (accepting, listener),
@@ -228,20 +256,53 @@ impl World {
         .map(Some)
         .to_vec();
 
-        let room = RECEIVE_ROOM;
-        self.start_datagram_receive(udp, room);
-        self.start_datagram_receive(raw, room);
+        self.warm_up(warm);
+        // The warm-up asked for a neighbour, and the peer's entry aged while its timers ran out.
+        self.refresh_neighbours();
+        self.start_datagram_receive(udp, RECEIVE_ROOM);
+        self.start_datagram_receive(raw, RECEIVE_ROOM);
+        self.accept().expect("the peer's connection was accepted");
+        self.listen(waiting);
+        self.connect().expect("the SYN of the connect");
+    }
 
-        // The accepted connection: a handshake from the peer, answered by the harness.
+    /// The peer makes itself known (smoltcp learns its MAC address from the request).
+    fn learn_peer(&mut self) {
+        self.indicate(&frames::arp(false, PEER_MAC, PEER, OURS));
+    }
+
+    /// The address file of the connection the driver opens (any address, an ephemeral port).
+    fn create_client_address(&self) -> Handle {
+        self.create(
+            "\\Device\\Tcp",
+            Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+        )
+    }
+
+    /// The accepted connection: a TDI_LISTEN on the accepting endpoint, the peer's handshake,
+    /// then a TDI_RECEIVE left pending on it (the last request in `pending`). `None` if the
+    /// driver did not accept the connection.
+    fn accept(&mut self) -> Option<()> {
+        let accepting = self.handle(file::ACCEPTED)?;
         self.start_kernel_request(accepting, TDI_LISTEN, "listen (accepted)", None);
+        self.handshake(self.pending.len() - 1)?;
+        self.pending.pop();
+        self.start_receive(accepting, RECEIVE_ROOM);
+        Some(())
+    }
+
+    /// The peer's connection to the listener from [`ACCEPTED_PEER_PORT`]: its SYN, the
+    /// driver's SYN-ACK, its ACK. `None` unless the TDI_LISTEN at `listen` in `pending` took
+    /// it (a listen still pending stays there, for the teardown to complete).
+    fn handshake(&mut self, listen: usize) -> Option<()> {
+        self.sent.clear();
         let remote = SocketAddrV4::new(PEER, ACCEPTED_PEER_PORT);
         let local = SocketAddrV4::new(OURS, LISTEN_PORT);
-        let isn = 0x1000_0000;
         self.indicate_packet(
             &frames::Segment {
                 src: remote,
                 dst: local,
-                seq: isn,
+                seq: ACCEPTED_ISN,
                 ack: 0,
                 flags: SYN,
                 window: 8192,
@@ -253,13 +314,13 @@ impl World {
         let syn_ack = self
             .sent_segments()
             .into_iter()
-            .find(|s| s.src == local && s.dst == remote && s.flags & (SYN | ACK) == SYN | ACK)
-            .expect("SYN-ACK to the peer's SYN");
+            .find(|s| s.src == local && s.dst == remote && s.flags & (SYN | ACK) == SYN | ACK)?;
         self.accepted = Connection {
             local,
             remote,
-            peer_next: isn.wrapping_add(1),
+            peer_next: ACCEPTED_ISN.wrapping_add(1),
             our_next: syn_ack.seq.wrapping_add(1),
+            acked: ACCEPTED_ISN.wrapping_add(1),
         };
         self.indicate_packet(
             &frames::Segment {
@@ -274,36 +335,38 @@ impl World {
             }
             .packet(),
         );
-        let listen = self.pending.last().expect("the listen");
-        assert!(
-            listen.event.is_signaled(),
-            "the peer's connection was accepted"
-        );
-        assert_eq!(listen.status(), NtStatus::SUCCESS);
-        // Done: what stays in `pending` after the setup is what the setup leaves pending.
-        self.pending.pop();
-        self.start_receive(accepting, room);
-        self.start_kernel_request(waiting, TDI_LISTEN, "listen (waiting)", None);
+        let listen = self.pending.get(listen)?;
+        (listen.event.is_signaled() && listen.status() == NtStatus::SUCCESS).then_some(())
+    }
 
-        // The connection the driver opens: its SYN is all that happens.
+    /// A TDI_LISTEN on `waiting`, left pending (the last request in `pending`).
+    fn listen(&mut self, waiting: Handle) {
+        self.start_kernel_request(waiting, TDI_LISTEN, "listen (waiting)", None);
+    }
+
+    /// The connection the driver opens: a TDI_CONNECT to the peer, left pending (the last
+    /// request in `pending`) after its SYN. `None` if no SYN was sent.
+    fn connect(&mut self) -> Option<()> {
+        let client = self.handle(file::CLIENT)?;
+        self.sent.clear();
         self.start_kernel_request(
             client,
             TDI_CONNECT,
             "connect",
             Some(SocketAddrV4::new(PEER, CONNECT_PORT)),
         );
-        self.settle();
         let syn = self
             .sent_segments()
             .into_iter()
-            .find(|s| s.dst == SocketAddrV4::new(PEER, CONNECT_PORT) && s.flags & SYN != 0)
-            .expect("the SYN of the connect");
+            .find(|s| s.dst == SocketAddrV4::new(PEER, CONNECT_PORT) && s.flags & SYN != 0)?;
         self.connecting = Connection {
             local: syn.src,
             remote: syn.dst,
-            peer_next: 0x2000_0000,
+            peer_next: CONNECT_ISN,
             our_next: syn.seq.wrapping_add(1),
+            acked: CONNECT_ISN,
         };
+        Some(())
     }
 
     /// Creates a file on `device`: an address file for `address`, else a connection endpoint.
@@ -367,6 +430,12 @@ impl World {
     }
 
     fn start_datagram_receive(&mut self, address: Handle, room: usize) {
+        self.post_datagram_receive(address, room);
+        self.settle();
+    }
+
+    /// A TDI_RECEIVE_DATAGRAM, sent without waiting for the driver to settle.
+    fn post_datagram_receive(&mut self, address: Handle, room: usize) {
         let mut infos = vec![wire::ConnectionInfo::null()];
         let info = infos[0].as_ptr();
         let parameters = wire::receive_datagram(room as u32, info, info, 0);
@@ -377,7 +446,6 @@ impl World {
             ..Keep::default()
         };
         self.start(address, TDI_RECEIVE_DATAGRAM, parameters, keep, "datagram");
-        self.settle();
     }
 
     /// Sends a TDI request without waiting for it (TdiBuildInternalDeviceControlIrp with an
@@ -441,7 +509,7 @@ impl World {
         let Some(handle) = self.handle(file) else {
             return;
         };
-        self.taint();
+        self.change(reset::part_of(file));
         let buffer: Box<[u8]> = (0..len).map(|i| i as u8).collect();
         let parameters = wire::send(len as u32, 0);
         let keep = Keep {
@@ -455,7 +523,7 @@ impl World {
     /// A TDI_RECEIVE of up to `room` bytes on connection endpoint `file`.
     pub fn receive(&mut self, file: usize, room: usize) {
         if let Some(handle) = self.handle(file) {
-            self.taint();
+            self.change(reset::part_of(file));
             self.start_receive(handle, room.max(1));
         }
     }
@@ -465,7 +533,7 @@ impl World {
         let Some(handle) = self.handle(file) else {
             return;
         };
-        self.taint();
+        self.change(reset::part_of(file));
         let mut timeout = timeout.map(Box::new);
         let pointer = timeout
             .as_mut()
@@ -482,6 +550,12 @@ impl World {
 
     /// A TDI_SEND_DATAGRAM of `len` bytes from the UDP address file to `to`.
     pub fn send_datagram(&mut self, to: SocketAddrV4, len: usize) {
+        self.post_send_datagram(to, len);
+        self.settle();
+    }
+
+    /// [`send_datagram`](Self::send_datagram) without waiting for the driver to settle.
+    fn post_send_datagram(&mut self, to: SocketAddrV4, len: usize) {
         let Some(handle) = self.handle(file::UDP) else {
             return;
         };
@@ -493,13 +567,12 @@ impl World {
             ..Keep::default()
         };
         self.start(handle, TDI_SEND_DATAGRAM, parameters, keep, "send datagram");
-        self.settle();
     }
 
     /// Closes `file` (its pending requests complete as cancelled).
     pub fn close(&mut self, file: usize) {
         if let Some(handle) = self.handles.get_mut(file).and_then(Option::take) {
-            self.taint();
+            self.change(reset::part_of(file));
             assert_eq!(self.kernel.close(handle), NtStatus::SUCCESS);
             self.settle();
         }
@@ -519,7 +592,18 @@ impl World {
     /// Indicates one frame as the adapter's receive indication and lets the driver take it.
     /// A frame the receive queue refuses (empty, or past the link's frame size) is dropped.
     pub fn indicate(&mut self, frame: &[u8]) {
-        self.stack.indicate_receive(1, frame);
+        self.stack.indicate_receive(self.link, frame);
+        self.settle();
+    }
+
+    /// Indicates IPv4 packets from the peer one after the other, then lets the driver take them
+    /// all (in as few passes as it likes). The link's receive queue holds 64 frames; it drops
+    /// the rest.
+    fn indicate_packets(&mut self, packets: impl IntoIterator<Item = Vec<u8>>) {
+        for packet in packets {
+            self.stack
+                .indicate_receive(self.link, &frames::ethernet_ipv4(&packet));
+        }
         self.settle();
     }
 
@@ -541,13 +625,20 @@ impl World {
     }
 
     /// Takes the frames the driver sent (allocated by its DPC, they count against the driver
-    /// until freed), keeps their TCP segments for the setup, and follows the sequence numbers
-    /// of the two connections.
+    /// until freed), keeps their TCP segments for the setup, follows the sequence numbers of
+    /// the two connections, and notes the ARP requests (a neighbour was missing, and smoltcp's
+    /// one-a-second limit started: the neighbour caches changed).
     fn follow(&mut self) {
         let frames = std::mem::take(&mut *self.recorder.sent.lock().unwrap());
-        if std::env::var_os("FUZZ_DEBUG").is_some() {
+        if debug() {
             for f in &frames {
                 eprintln!("sent {:02x?}", &f[..f.len().min(60)]);
+            }
+        }
+        for ip in frames.iter().filter_map(|f| frames::arp_request_for(f)) {
+            self.change(reset::Part::Neighbours);
+            if !self.asked.contains(&ip) && self.asked.len() < 8 {
+                self.asked.push(ip);
             }
         }
         for sent in frames.iter().filter_map(|f| frames::sent_segment(f)) {
@@ -557,6 +648,9 @@ impl World {
                     let end = sent.seq.wrapping_add((sent.len + syn_fin) as u32);
                     if end.wrapping_sub(connection.our_next) as i32 > 0 {
                         connection.our_next = end;
+                    }
+                    if sent.flags & ACK != 0 {
+                        connection.acked = sent.ack;
                     }
                 }
             }
@@ -577,7 +671,7 @@ impl World {
     /// Closes everything, unloads the driver and checks the model's verdict; panics (a crash
     /// for the fuzzer) on any leak, violation or request never completed.
     pub fn finish(mut self) {
-        if std::env::var_os("FUZZ_DEBUG").is_some() {
+        if debug() {
             for p in &self.pending {
                 let done = p.event.is_signaled();
                 eprintln!(

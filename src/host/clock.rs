@@ -13,10 +13,11 @@
 //! signalled and queues its DPC with the expiry time (low and high halves of the system time)
 //! as its system arguments.
 
+use super::AddressMap;
 use super::dpc;
 use super::kernel::{KernelHandle, KernelInner};
 use crate::nt::types::{KDPC, KTIMER, LIST_ENTRY};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -74,7 +75,7 @@ struct TimerQueue {
     /// (due, sequence) → timer address.
     by_due: BTreeMap<(u64, u64), usize>,
     /// Timer address → its key in `by_due`.
-    keys: HashMap<usize, (u64, u64)>,
+    keys: AddressMap<(u64, u64)>,
     sequence: u64,
     shutdown: bool,
 }
@@ -282,6 +283,20 @@ impl KernelHandle {
         }
         kernel.clock.virtual_now.fetch_max(target, Ordering::AcqRel);
         self.wait_quiescent();
+    }
+
+    /// The due times (interrupt time, 100 ns units) of the timers set, earliest first: what a
+    /// harness compares, relative to [`interrupt_time`](Self::interrupt_time), to tell whether
+    /// two worlds wait for the same deadlines. Any IRQL.
+    pub fn timer_dues(&self) -> Vec<u64> {
+        let _api = self.api();
+        self.0
+            .timers
+            .lock()
+            .by_due
+            .keys()
+            .map(|&(due, _)| due)
+            .collect()
     }
 
     /// `KeQueryInterruptTime`: the model's interrupt time in 100 ns units. Any IRQL.

@@ -20,6 +20,7 @@
 //! or with `STATUS_PENDING`, the pending protocol of dispatch routines, and completion at
 //! DISPATCH_LEVEL of IRPs whose completion routine needs PASSIVE_LEVEL.
 
+use super::AddressMap;
 use super::context::{self, EntryScope};
 use super::irql::{self, DISPATCH_LEVEL};
 use super::kernel::{KernelHandle, KernelInner};
@@ -28,7 +29,6 @@ use super::verifier::{self, Entry, RoutineFrame, Rule, Site, major_name};
 use crate::nt::NtStatus;
 use crate::nt::types::*;
 use std::alloc::Layout;
-use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -131,11 +131,11 @@ struct IrpRecord {
 /// The live IRPs of a kernel, by address.
 #[derive(Default)]
 pub(crate) struct Irps {
-    table: Mutex<HashMap<usize, IrpRecord>>,
+    table: Mutex<AddressMap<IrpRecord>>,
 }
 
 impl Irps {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, IrpRecord>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AddressMap<IrpRecord>> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -12,11 +12,11 @@
 //! MDLs chain through `Next`. The I/O manager frees the MDLs of an IRP it completes; the model
 //! does the same for the MDLs it built.
 
+use super::AddressMap;
 use super::kernel::{KernelHandle, KernelInner};
 use super::verifier::{self, Rule, Site};
 use crate::nt::types::{CSHORT, MDL, MDL_MAPPED_TO_SYSTEM_VA, MDL_SOURCE_IS_NONPAGED_POOL};
 use std::alloc::Layout;
-use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Mutex;
 
@@ -43,7 +43,7 @@ pub(crate) struct Mdls {
 #[derive(Default)]
 struct MdlState {
     /// The model's MDLs and their layouts.
-    live: HashMap<usize, Layout>,
+    live: AddressMap<Layout>,
     fail_mappings: bool,
     mappings: u64,
 }

@@ -64,6 +64,11 @@ mod verifier;
 pub mod winsock;
 mod work;
 
+/// The model's tables keyed by an address (pool blocks, IRPs, timers, objects, work items,
+/// MDLs). They are looked up at every allocation, IRP and timer, so they hash with foldhash's
+/// fast hasher rather than SipHash: the model makes the keys itself, no adversary picks them.
+type AddressMap<V> = std::collections::HashMap<usize, V, foldhash::fast::FixedState>;
+
 pub use clock::{BOOT_SYSTEM_TIME, Clock};
 pub use debug::DBGPRINT_ENV;
 pub use device::{STATUS_NO_SUCH_DEVICE, STATUS_OBJECT_NAME_COLLISION};

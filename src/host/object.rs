@@ -12,6 +12,7 @@
 //! The model also counts the references the driver takes and drops, to report the ones it
 //! leaks at unload.
 
+use super::AddressMap;
 use super::context;
 use super::device::DeviceData;
 use super::file::{self, FileData};
@@ -97,9 +98,9 @@ pub(crate) struct Objects {
 
 #[derive(Default)]
 pub(crate) struct ObjectState {
-    handles: HashMap<usize, usize>,
+    handles: AddressMap<usize>,
     last_handle: usize,
-    pub(crate) objects: HashMap<usize, ObjectRecord>,
+    pub(crate) objects: AddressMap<ObjectRecord>,
     /// Device names, lower-cased, to device addresses.
     pub(crate) names: HashMap<String, usize>,
     /// Symbolic links (`IoCreateSymbolicLink`), lower-cased with `\DosDevices` as `\??`, to

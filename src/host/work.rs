@@ -6,12 +6,13 @@
 //! freeing a queued item are verifier violations. The worker threads also run the model's own
 //! deferred work, such as an `IRP_MJ_CLOSE` triggered by a dereference at DISPATCH_LEVEL.
 
+use super::AddressMap;
 use super::context::{EntryScope, ModelScope};
 use super::irql::{self, PASSIVE_LEVEL};
 use super::kernel::KernelInner;
 use super::verifier::{self, Entry, RoutineFrame, Rule, Site};
 use crate::nt::types::{DEVICE_OBJECT, IO_WORKITEM, PIO_WORKITEM_ROUTINE};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -43,7 +44,7 @@ pub(crate) struct Workers {
 struct WorkState {
     queue: VecDeque<Job>,
     /// The live work items, by address.
-    items: HashMap<usize, WorkItem>,
+    items: AddressMap<WorkItem>,
     shutdown: bool,
 }
 

@@ -1,6 +1,6 @@
 //! [`World::ioctl`]: device I/O control requests from user mode.
 
-use super::World;
+use super::{Part, World};
 use std::time::Duration;
 use tcpip::host::{Event, EventType, StackLocation};
 use tcpip::nt::types::*;
@@ -33,14 +33,14 @@ impl World {
             let (status, _) = self
                 .kernel
                 .device_io_control(handle, code, input, &mut output);
-            // A request that may have changed the configuration (addresses, routes, ARP
-            // entries, TCP connection states) ends the world with the input.
-            let changes = matches!(
-                code,
-                IOCTL_TCP_SET_INFORMATION_EX | IOCTL_SET_IP_ADDRESS | IOCTL_DELETE_IP_ADDRESS
-            );
-            if changes && status.is_success() {
-                self.taint();
+            // A request that changed the configuration: the interface's address is given back
+            // after the input; routes, ARP entries and TCP connection states end the world.
+            if status.is_success() {
+                match code {
+                    IOCTL_SET_IP_ADDRESS | IOCTL_DELETE_IP_ADDRESS => self.change(Part::Address),
+                    IOCTL_TCP_SET_INFORMATION_EX => self.change(Part::Whole),
+                    _ => {}
+                }
             }
             self.settle();
             return;
