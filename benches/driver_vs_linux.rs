@@ -464,6 +464,25 @@ struct Row {
 }
 
 impl Row {
+    /// A figure of the driver alone (no Linux counterpart).
+    fn driver_only(
+        workload: String,
+        unit: &'static str,
+        driver: f64,
+        better: Better,
+        target: &'static str,
+    ) -> Row {
+        Row {
+            workload,
+            unit,
+            driver,
+            linux: None,
+            better,
+            target,
+            ratios: Vec::new(),
+        }
+    }
+
     /// The median of the per-round ratios, or driver / linux.
     fn ratio(&self) -> Option<f64> {
         if !self.ratios.is_empty() {
@@ -599,15 +618,13 @@ fn pass_rows(rows: &mut Vec<Row>, workload: &str, passes: &PassStats) {
             ratios: Vec::new(),
         });
     }
-    rows.push(Row {
-        workload: format!("5 core passes over 100 us, {workload}"),
-        unit: "passes",
-        driver: passes.over_budget as f64,
-        linux: None,
-        better: Better::Lower,
-        target: "",
-        ratios: Vec::new(),
-    });
+    rows.push(Row::driver_only(
+        format!("5 core passes over 100 us, {workload}"),
+        "passes",
+        passes.over_budget as f64,
+        Better::Lower,
+        "",
+    ));
 }
 
 /// Adds the DPC rows for one workload: p50/p99/max of the routine calls, and DPC calls per op.
@@ -617,25 +634,21 @@ fn dpc_rows(rows: &mut Vec<Row>, workload: &str, dpc: &DpcDurations, ops: usize)
         ("p99", dpc.percentile(0.99)),
         ("max", dpc.max),
     ] {
-        rows.push(Row {
-            workload: format!("5 DPC {name} during {workload}"),
-            unit: "us",
-            driver: us(value),
-            linux: None,
-            better: Better::Lower,
-            target: if name == "max" { "<= 100 us" } else { "" },
-            ratios: Vec::new(),
-        });
+        rows.push(Row::driver_only(
+            format!("5 DPC {name} during {workload}"),
+            "us",
+            us(value),
+            Better::Lower,
+            if name == "max" { "<= 100 us" } else { "" },
+        ));
     }
-    rows.push(Row {
-        workload: format!("5 DPC calls per op, {workload}"),
-        unit: "calls",
-        driver: dpc.count as f64 / ops.max(1) as f64,
-        linux: None,
-        better: Better::None,
-        target: "",
-        ratios: Vec::new(),
-    });
+    rows.push(Row::driver_only(
+        format!("5 DPC calls per op, {workload}"),
+        "calls",
+        dpc.count as f64 / ops.max(1) as f64,
+        Better::None,
+        "",
+    ));
 }
 
 fn main() {
@@ -818,24 +831,20 @@ fn main() {
                 ratios: Vec::new(),
             });
         }
-        rows.push(Row {
-            workload: format!("4 pool bytes per idle connected socket, {n} connections"),
-            unit: "bytes",
-            driver: idle_bytes as f64 / (2 * n) as f64,
-            linux: None,
-            better: Better::Lower,
-            target: "reported",
-            ratios: Vec::new(),
-        });
-        rows.push(Row {
-            workload: format!("4 peak pool bytes per socket under echo load, {n} connections"),
-            unit: "bytes",
-            driver: loaded_bytes as f64 / (2 * n) as f64,
-            linux: None,
-            better: Better::Lower,
-            target: "reported",
-            ratios: Vec::new(),
-        });
+        rows.push(Row::driver_only(
+            format!("4 pool bytes per idle connected socket, {n} connections"),
+            "bytes",
+            idle_bytes as f64 / (2 * n) as f64,
+            Better::Lower,
+            "reported",
+        ));
+        rows.push(Row::driver_only(
+            format!("4 peak pool bytes per socket under echo load, {n} connections"),
+            "bytes",
+            loaded_bytes as f64 / (2 * n) as f64,
+            Better::Lower,
+            "reported",
+        ));
     }
     // The DPC figures of the scaling workload are those of its largest size.
     dpc_all.push(("scaling (largest size)", scaling_dpc, scaling_ops));

@@ -1,7 +1,9 @@
 //! Host model self-tests of `Config::inline_dpcs` (the fuzz targets' setting): DPCs and work
 //! items run on the thread that waits for them, at their IRQL, and only when it waits.
 
-use std::cell::UnsafeCell;
+mod host_model_support;
+
+use host_model_support::Slot;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::thread::ThreadId;
@@ -9,23 +11,6 @@ use std::time::Duration;
 use tcpip::host::{Config, DISPATCH_LEVEL, Event, EventType, Kernel, PASSIVE_LEVEL, current_irql};
 use tcpip::nt::sys;
 use tcpip::nt::types::*;
-
-/// A zeroed `KDPC`/`KTIMER` the model can write through a shared reference.
-struct Slot<T>(UnsafeCell<T>);
-
-// SAFETY: the kernel structures inside are only touched by the model under its own locks.
-unsafe impl<T> Sync for Slot<T> {}
-
-impl<T> Slot<T> {
-    fn new() -> Slot<T> {
-        // SAFETY: the NT structures used here are plain data, valid when zeroed.
-        Slot(UnsafeCell::new(unsafe { std::mem::zeroed() }))
-    }
-
-    fn get(&self) -> *mut T {
-        self.0.get()
-    }
-}
 
 fn inline_kernel() -> Kernel {
     Kernel::new(Config {

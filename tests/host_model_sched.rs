@@ -3,7 +3,7 @@
 
 mod host_model_support;
 
-use host_model_support::{kernel, spin_until};
+use host_model_support::{Slot, kernel, spin_until};
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -17,24 +17,6 @@ use tcpip::nt::sys;
 use tcpip::nt::types::*;
 
 const MS: i64 = 10_000;
-
-/// A zeroed `KDPC`/`KTIMER`/`KSPIN_LOCK` the model can write through a shared reference.
-struct Slot<T>(UnsafeCell<T>);
-
-// SAFETY: the kernel structures inside are only touched by the model under its own locks (or
-// atomically, for spin locks).
-unsafe impl<T> Sync for Slot<T> {}
-
-impl<T> Slot<T> {
-    fn new() -> Slot<T> {
-        // SAFETY: the NT structures used here are plain data, valid when zeroed.
-        Slot(UnsafeCell::new(unsafe { std::mem::zeroed() }))
-    }
-
-    fn get(&self) -> *mut T {
-        self.0.get()
-    }
-}
 
 #[test]
 fn irql_raise_and_lower() {

@@ -486,17 +486,22 @@ mod tests {
         packet
     }
 
+    /// Reassembly bounded at `bytes`, for four datagrams at once, and its configuration.
+    fn bounded(bytes: usize) -> (FragmentConfig, Fragments) {
+        let config = FragmentConfig {
+            bytes,
+            datagrams: 4,
+            timeout: Duration::from_secs(30),
+        };
+        (config, Fragments::new(config, 1))
+    }
+
     /// Found by the `fragment` fuzz target (fuzz/RESULTS.md): the first fragment's header was
     /// stored after room was made for its payload only, so the bytes held could pass the bound
     /// by up to a header.
     #[test]
     fn the_first_fragments_header_counts_against_the_bound() {
-        let config = FragmentConfig {
-            bytes: 1000,
-            datagrams: 4,
-            timeout: Duration::from_secs(30),
-        };
-        let mut fragments = Fragments::new(config, 1);
+        let (config, mut fragments) = bounded(1000);
         let now = Instant::from_secs(1);
         assert!(
             fragments
@@ -519,12 +524,7 @@ mod tests {
     /// per fragment), and still reassembles; the bytes held stay within the bound.
     #[test]
     fn small_fragments_grow_the_buffer_by_doubling() {
-        let config = FragmentConfig {
-            bytes: 4096,
-            datagrams: 4,
-            timeout: Duration::from_secs(30),
-        };
-        let mut fragments = Fragments::new(config, 1);
+        let (config, mut fragments) = bounded(4096);
         let now = Instant::from_secs(1);
         let mut capacities = Vec::new();
         for index in 0..63u16 {
@@ -551,12 +551,7 @@ mod tests {
     /// Near the bound the buffer grows exactly, evicting nothing for the doubling.
     #[test]
     fn near_the_bound_the_buffer_grows_exactly() {
-        let config = FragmentConfig {
-            bytes: 1000,
-            datagrams: 4,
-            timeout: Duration::from_secs(30),
-        };
-        let mut fragments = Fragments::new(config, 1);
+        let (_, mut fragments) = bounded(1000);
         let now = Instant::from_secs(1);
         assert!(
             fragments

@@ -11,6 +11,7 @@
     reason = "each test crate uses a different subset of these helpers"
 )]
 
+use std::cell::UnsafeCell;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use tcpip::host::{Config, Driver, Kernel, KernelHandle};
@@ -288,4 +289,22 @@ pub fn request(kernel: &KernelHandle, major: u8, minor: u8) -> *mut IRP {
         tcpip::host::StackLocation::new(major, minor, std::ptr::null_mut()),
     );
     irp
+}
+
+/// A zeroed `KDPC`/`KTIMER`/`KSPIN_LOCK` the model can write through a shared reference.
+pub struct Slot<T>(UnsafeCell<T>);
+
+// SAFETY: the kernel structures inside are only touched by the model under its own locks (or
+// atomically, for spin locks).
+unsafe impl<T> Sync for Slot<T> {}
+
+impl<T> Slot<T> {
+    pub fn new() -> Slot<T> {
+        // SAFETY: the NT structures used here are plain data, valid when zeroed.
+        Slot(UnsafeCell::new(unsafe { std::mem::zeroed() }))
+    }
+
+    pub fn get(&self) -> *mut T {
+        self.0.get()
+    }
 }
