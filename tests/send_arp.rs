@@ -11,7 +11,6 @@ mod tdi_support;
 
 use ethernet_support::*;
 use ip_helper_support::start_buffered_ioctl;
-use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 use tcpip::host::Handle;
@@ -37,32 +36,6 @@ fn query(t: &Loaded, ip: Handle, input: &[u8], room: usize) -> (NtStatus, usize,
         t.kernel
             .device_io_control(ip, IOCTL_QUERY_IP_HW_ADDRESS, input, &mut out);
     (status, information, out)
-}
-
-/// The ARP requests the driver sent so far, as (sender IP, target IP).
-fn arp_requests(recorder: &Recorder) -> Vec<(Ipv4Addr, Ipv4Addr)> {
-    let sent = recorder.sent.lock().unwrap();
-    sent.iter()
-        .filter_map(|frame| {
-            let ethernet = EthernetFrame::new_checked(&frame[..]).ok()?;
-            if ethernet.ethertype() != EthernetProtocol::Arp || !ethernet.dst_addr().is_broadcast()
-            {
-                return None;
-            }
-            match ArpRepr::parse(&ArpPacket::new_checked(ethernet.payload()).ok()?).ok()? {
-                ArpRepr::EthernetIpv4 {
-                    operation: ArpOperation::Request,
-                    source_hardware_addr,
-                    source_protocol_addr,
-                    target_protocol_addr,
-                    ..
-                } if source_hardware_addr.0 == OUR_MAC => {
-                    Some((source_protocol_addr, target_protocol_addr))
-                }
-                _ => None,
-            }
-        })
-        .collect()
 }
 
 /// Waits (a few seconds at most) until the driver has sent `n` ARP requests.

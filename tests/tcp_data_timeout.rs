@@ -1,6 +1,11 @@
 //! A connection whose peer goes silent while data waits for its acknowledgment gives up after
 //! `CoreConfig::data_timeout` (its requests then fail with STATUS_LOCAL_DISCONNECT, which
-//! msafd turns into WSAECONNABORTED); an idle connection whose peer is silent lives on. On a virtual clock, with the peer played by hand-built frames.
+//! msafd turns into WSAECONNABORTED); an idle connection whose peer is silent lives on. A
+//! connection its endpoint left behind (an orphan: closing, FIN or RST still to be
+//! acknowledged or sent) goes once its peer has been silent for the data timeout, and an
+//! orphan's RST waits a few seconds at most for the peer's ARP reply: otherwise a peer that
+//! vanished (or never closes) would keep its socket, buffers and ARP requests for ever. On a
+//! virtual clock, with the peer played by hand-built frames.
 
 mod ethernet_support;
 mod ip_helper_support;
@@ -53,6 +58,21 @@ fn established(t: &Loaded) -> usize {
     t.close(control);
     rows.iter().filter(|row| row.0 == ESTABLISHED).count()
 }
+
+/// The state of the connection to `PEER:40000` in the TCP table (`MIB_TCP_STATE`), if it is
+/// listed.
+fn state_of_client(t: &Loaded) -> Option<u32> {
+    let client = SocketAddrV4::new(PEER, 40_000);
+    let control = ip_helper_support::control(t);
+    let rows = ip_helper_support::tcp_table(t, control);
+    t.close(control);
+    rows.iter()
+        .find(|row| row.2 == client)
+        .map(|&(state, _, _)| state)
+}
+
+const FIN_WAIT_1: u32 = 6;
+const FIN_WAIT_2: u32 = 7;
 
 /// Moves the clock on by `seconds`, a second at a time (the retransmission timers fire in
 /// between).
@@ -162,6 +182,138 @@ fn a_kernel_client_sees_an_abort_when_its_connection_times_out() {
         [TDI_DISCONNECT_ABORT]
     );
     peer.close();
+    recorder.forget();
+    t.unload();
+}
+
+#[test]
+fn an_orphan_in_fin_wait_2_whose_peer_never_closes_goes_after_the_data_timeout() {
+    let timeout = CoreConfig::default().data_timeout.secs();
+    let (t, recorder) = bound_virtual();
+    let (address, endpoint, ours) = accepted(&t, &recorder);
+    let server = SocketAddrV4::new(OURS, 80);
+    let client = SocketAddrV4::new(PEER, 40_000);
+    // Nothing unread: closing the endpoint closes the connection gracefully, with a FIN.
+    t.close(endpoint);
+    // The peer acknowledges the FIN, and its application never closes its side.
+    let fin_acked = Some(ours.wrapping_add(1));
+    indicate(
+        &t,
+        &segment(
+            client,
+            server,
+            TcpControl::None,
+            CLIENT_ISN + 1,
+            fin_acked,
+            &[],
+        ),
+    );
+    wait(&t, timeout - 10);
+    assert_eq!(state_of_client(&t), Some(FIN_WAIT_2), "gave up too soon");
+    wait(&t, 20);
+    assert_eq!(
+        state_of_client(&t),
+        None,
+        "an orphan outlived its silent peer"
+    );
+    // The peer's late FIN finds no connection, and is answered with a RST.
+    recorder.forget();
+    indicate(&t, &arp_reply(PEER, PEER_MAC, OURS));
+    indicate(
+        &t,
+        &segment(
+            client,
+            server,
+            TcpControl::Fin,
+            CLIENT_ISN + 1,
+            fin_acked,
+            &[],
+        ),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !reset_sent(&recorder) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no RST for the late FIN"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    t.close(address);
+    recorder.forget();
+    t.unload();
+}
+
+#[test]
+fn an_orphan_whose_peer_vanished_stops_asking_for_it() {
+    let timeout = CoreConfig::default().data_timeout.secs();
+    let (t, recorder) = bound_virtual();
+    let (address, endpoint, _) = accepted(&t, &recorder);
+    // Data, then a graceful close: the data and the FIN wait for an acknowledgment that never
+    // comes, and the peer's ARP entry ages out meanwhile (it answers no ARP request either).
+    assert_eq!(
+        send(&t, endpoint, b"anyone there?").status,
+        NtStatus::SUCCESS
+    );
+    t.close(endpoint);
+    wait(&t, timeout - 10);
+    assert_eq!(state_of_client(&t), Some(FIN_WAIT_1), "gave up too soon");
+    assert!(
+        !arp_requests(&recorder).is_empty(),
+        "the ARP entry did not age out"
+    );
+    wait(&t, 20);
+    assert_eq!(
+        state_of_client(&t),
+        None,
+        "an orphan outlived its silent peer"
+    );
+    let asked = arp_requests(&recorder).len();
+    wait(&t, 60);
+    assert_eq!(
+        arp_requests(&recorder).len(),
+        asked,
+        "still asking for a peer whose connection was given up"
+    );
+    t.close(address);
+    recorder.forget();
+    t.unload();
+}
+
+#[test]
+fn an_aborted_orphan_gives_up_its_reset_when_the_peer_answers_no_arp_request() {
+    let (t, recorder) = bound_virtual();
+    let (address, endpoint, ours) = accepted(&t, &recorder);
+    let server = SocketAddrV4::new(OURS, 80);
+    let client = SocketAddrV4::new(PEER, 40_000);
+    // Data nobody reads, then a minute and more of silence: the peer's ARP entry ages out.
+    indicate(
+        &t,
+        &segment(
+            client,
+            server,
+            TcpControl::Psh,
+            CLIENT_ISN + 1,
+            Some(ours),
+            b"unread",
+        ),
+    );
+    wait(&t, 70);
+    let before = arp_requests(&recorder).len();
+    // Unread data: closing the endpoint aborts the connection, and its RST needs the peer's
+    // hardware address.
+    t.close(endpoint);
+    wait(&t, 60);
+    let asked = arp_requests(&recorder).len() - before;
+    assert!(
+        (1..=4).contains(&asked),
+        "{asked} ARP requests for an aborted connection's RST"
+    );
+    assert_eq!(
+        state_of_client(&t),
+        None,
+        "the aborted orphan is still listed"
+    );
+    t.close(address);
     recorder.forget();
     t.unload();
 }

@@ -2,7 +2,8 @@
 //! (as NDIS will bind a miniport) shows the frames the driver sends, and frames indicated to it
 //! are built here. UDP checksums are generated on the way out and verified on the way in (a
 //! corrupted datagram is dropped and counted, never delivered), and a datagram for another
-//! host on the link is not taken.
+//! host on the link is not taken. A datagram waiting for a neighbour that never answers is
+//! dropped after three seconds of ARP requests, and the wait costs the core a few passes.
 
 mod ethernet_support;
 mod tdi_support;
@@ -15,6 +16,7 @@ use smoltcp::wire::{
     Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
 use tcpip::nt::NtStatus;
 use udp_support::*;
 
@@ -125,5 +127,32 @@ fn a_broadcast_leaves_with_a_valid_checksum() {
     tcpip(&t).stack().detach_link(1);
     // The recorded frames were allocated in the driver's DPC: free them before the leak check.
     drop((udp_frames, sent, recorder));
+    t.unload();
+}
+
+#[test]
+fn a_datagram_for_a_silent_neighbour_is_dropped_after_its_arp_requests_at_little_cost() {
+    let (t, recorder) = bound_virtual();
+    let socket = open_udp(&t, SocketAddrV4::new(OURS, 7000), 0).expect("bind");
+    let silent = SocketAddrV4::new(Ipv4Addr::new(10, 13, 0, 99), 9);
+    let stack = tcpip(&t).stack();
+    stack.reset_pass_stats();
+    let send = start_send(&t.kernel, socket, silent, b"anyone?");
+    // Four seconds in clock ticks of 10 ms: the datagram gives up after three.
+    for _ in 0..400 {
+        t.kernel.advance(Duration::from_millis(10));
+    }
+    assert_eq!(send.wait().status, NtStatus::SUCCESS);
+    assert_eq!(udp_stats(&t).send_dropped, 1);
+    let asked = arp_requests(&recorder)
+        .iter()
+        .filter(|&&(_, target)| target == *silent.ip())
+        .count();
+    assert!((3..=4).contains(&asked), "{asked} ARP requests");
+    // The ARP reply would run a pass of its own: the waiting datagram needs few more.
+    let passes = stack.pass_stats().count;
+    assert!(passes <= 40, "{passes} core passes for one datagram's wait");
+    t.close(socket);
+    recorder.forget();
     t.unload();
 }

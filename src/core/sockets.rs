@@ -60,6 +60,11 @@ pub type SocketKey = Key;
 /// link for a whole pass.
 const EGRESS_SEGMENTS: usize = 8;
 
+/// How long an orphan's RST waits for its peer's hardware address: three ARP requests, a
+/// second apart (as Windows tries an unanswered neighbour). The connection is over whether or
+/// not the RST leaves; the wait only keeps a vanished peer from holding the socket for ever.
+const RESET_WAIT: Duration = Duration::from_secs(3);
+
 /// Flag bits per slot.
 const TOUCHED: u8 = 1;
 const EVENT: u8 = 2;
@@ -82,7 +87,7 @@ pub enum Owner {
     /// half-open or ready for a TDI_LISTEN.
     Listener(Key),
     /// Nobody: closing after its endpoint went, holding a reference on `port` until smoltcp
-    /// has finished with it.
+    /// has finished with it or the core gives it up ([`Sockets::given_up`]).
     Orphan { port: u16 },
 }
 
@@ -111,6 +116,8 @@ struct Entry {
     buffer_bytes: usize,
     /// When a segment for the socket last arrived.
     heard: Option<Instant>,
+    /// When it became an orphan.
+    orphaned: Option<Instant>,
 }
 
 impl Entry {
@@ -127,6 +134,20 @@ impl Entry {
     /// The socket's set, for smoltcp's polls.
     fn set_mut(&mut self) -> &mut SocketSet<'static> {
         &mut self.held.get_mut().set
+    }
+
+    /// When the core gives the socket up, if it is an orphan: once its peer has been silent
+    /// for `data_timeout` since it became one (a FIN or data never acknowledged, a FIN-WAIT-2
+    /// whose peer never closes: smoltcp has no timer for these), or [`RESET_WAIT`] after it
+    /// became one when only its RST is left to send (closed, tuple kept) and cannot leave.
+    fn give_up_at(&self, data_timeout: Duration) -> Option<Instant> {
+        let orphaned = self.orphaned?;
+        let socket = self.socket();
+        if socket.state() == State::Closed {
+            return Some(orphaned + RESET_WAIT);
+        }
+        let heard = self.heard.map_or(orphaned, |heard| heard.max(orphaned));
+        Some(heard + data_timeout)
     }
 
     /// What an event is raised for: the state, and whether the socket still has a tuple
@@ -245,11 +266,30 @@ impl Sockets {
         }
     }
 
-    /// Hands the socket to a new owner.
+    /// Hands the socket to a new owner: a connection or a listener.
     pub fn set_owner(&mut self, key: SocketKey, owner: Owner) {
         if let Some(entry) = self.entries.get_mut(key) {
             entry.owner = owner;
         }
+    }
+
+    /// Makes the socket an orphan from `now`, holding `port`, touched (so that its next egress
+    /// files the deadline at which it is given up).
+    pub fn orphan(&mut self, key: SocketKey, port: u16, now: Instant) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.owner = Owner::Orphan { port };
+            entry.orphaned = Some(now);
+            self.mark(key.index, TOUCHED);
+        }
+    }
+
+    /// Whether the orphan `key` is to be given up at `now` although smoltcp has not finished
+    /// with it (see `Entry::give_up_at`).
+    pub fn given_up(&self, key: SocketKey, now: Instant) -> bool {
+        self.entries
+            .get(key)
+            .and_then(|entry| entry.give_up_at(self.data_timeout))
+            .is_some_and(|at| now >= at)
     }
 
     /// Files the socket's 4-tuple, so that its segments find it, and the link its segments
@@ -385,6 +425,10 @@ impl Sockets {
                 ),
             };
             let (moved, deadline) = outcome;
+            let deadline = match (deadline, entry.give_up_at(timeout)) {
+                (Some(at), Some(give_up)) => Some(at.min(give_up)),
+                (at, give_up) => at.or(give_up),
+            };
             if deadline != entry.deadline {
                 entry.deadline = deadline;
                 if let Some(at) = deadline {

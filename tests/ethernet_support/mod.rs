@@ -5,8 +5,9 @@
 use crate::tdi_support::{Loaded, loaded};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol,
-    Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr,
+    TcpSeqNumber,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ptr::NonNull;
@@ -55,10 +56,6 @@ impl Adapter for Recorder {
 
 /// An ARP reply from `ip` at `mac`, to `to` at [`OUR_MAC`].
 pub fn arp_reply(ip: Ipv4Addr, mac: [u8; 6], to: Ipv4Addr) -> Vec<u8> {
-    use smoltcp::wire::{
-        ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-        EthernetRepr,
-    };
     let arp = ArpRepr::EthernetIpv4 {
         operation: ArpOperation::Reply,
         source_hardware_addr: EthernetAddress(mac),
@@ -195,6 +192,32 @@ pub fn indicate_on(t: &Loaded, index: u32, frame: &[u8]) {
     while !tcpip(t).stack().indicate_receive(index, frame) {
         std::thread::yield_now();
     }
+}
+
+/// The ARP requests the driver sent so far, as (sender IP, target IP).
+pub fn arp_requests(recorder: &Recorder) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+    let sent = recorder.sent.lock().unwrap();
+    sent.iter()
+        .filter_map(|frame| {
+            let ethernet = EthernetFrame::new_checked(&frame[..]).ok()?;
+            if ethernet.ethertype() != EthernetProtocol::Arp || !ethernet.dst_addr().is_broadcast()
+            {
+                return None;
+            }
+            match ArpRepr::parse(&ArpPacket::new_checked(ethernet.payload()).ok()?).ok()? {
+                ArpRepr::EthernetIpv4 {
+                    operation: ArpOperation::Request,
+                    source_hardware_addr,
+                    source_protocol_addr,
+                    target_protocol_addr,
+                    ..
+                } if source_hardware_addr.0 == OUR_MAC => {
+                    Some((source_protocol_addr, target_protocol_addr))
+                }
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// A segment the driver sent to `to`: (flags SYN, ACK, RST; its sequence number).

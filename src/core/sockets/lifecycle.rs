@@ -92,6 +92,7 @@ impl Sockets {
             sent: SentHigh::default(),
             buffer_bytes,
             heard: None,
+            orphaned: None,
         })?;
         self.buffer_bytes += buffer_bytes;
         while self.flags.len() < self.entries.slot_count() as usize {

@@ -249,17 +249,19 @@ impl Core {
                 tcp.close();
             }
         }
-        self.sockets.set_owner(socket, Owner::Orphan { port });
+        self.sockets.orphan(socket, port, self.now);
         self.reap(socket, port);
     }
 
-    /// Removes an orphan once smoltcp has finished with it: closed, with its tuple forgotten
-    /// (after TIME-WAIT, or once the RST of an abort has gone out), and releases its port.
+    /// Removes an orphan once smoltcp has finished with it (closed, with its tuple forgotten:
+    /// after TIME-WAIT, or once the RST of an abort has gone out) or once the core gives it up
+    /// (its peer silent too long, or its RST unable to leave), and releases its port.
     pub(super) fn reap(&mut self, socket: SocketKey, port: u16) {
         let done = self
             .sockets
             .peek(socket)
-            .is_some_and(|tcp| tcp.state() == State::Closed && tcp.local_endpoint().is_none());
+            .is_some_and(|tcp| tcp.state() == State::Closed && tcp.local_endpoint().is_none())
+            || self.sockets.given_up(socket, self.now);
         if done {
             self.sockets.remove(socket);
             self.ports.release(port);

@@ -102,8 +102,8 @@ pub enum Pumped {
     Done,
     /// A datagram waits for the loopback to drain (the same DPC drains it).
     LoopbackFull,
-    /// A datagram waits for the Ethernet link (an address being resolved).
-    EthernetBusy,
+    /// A datagram has waited `since` then for the Ethernet link (an address being resolved).
+    EthernetBusy { since: Instant },
     /// The pass's budget of datagrams for one endpoint is spent; more sends wait.
     Budget,
 }
@@ -316,7 +316,9 @@ impl Endpoint {
                     if links.now - waiting.since <= STUCK_LIMIT {
                         return match waiting.leg {
                             Leg::Loopback => Pumped::LoopbackFull,
-                            Leg::Ethernet(_) => Pumped::EthernetBusy,
+                            Leg::Ethernet(_) => Pumped::EthernetBusy {
+                                since: waiting.since,
+                            },
                         };
                     }
                     self.discard();

@@ -14,8 +14,23 @@ use crate::core::udp::{BROADCAST_FANOUT, Udp};
 use core::net::Ipv4Addr;
 use smoltcp::time::{Duration, Instant};
 
-/// How often a datagram waiting for an Ethernet neighbour is retried.
-const RETRY_INTERVAL: Duration = Duration::from_millis(10);
+/// The first retry of a datagram waiting for an Ethernet neighbour, and the longest interval
+/// between retries. The neighbour's ARP reply runs a pass, which sends the datagram at once;
+/// the retries only let smoltcp ask again (once a second) and the datagram give up after
+/// [`STUCK_LIMIT`](crate::core::udp::STUCK_LIMIT). So they back off: each comes after a quarter
+/// of the time waited so far, between these bounds (a dozen or so passes in all, not hundreds).
+const RETRY_FIRST: Duration = Duration::from_millis(10);
+const RETRY_LONGEST: Duration = Duration::from_millis(250);
+
+/// When a datagram waiting since `since` is next retried, at `now`.
+fn retry_at(since: Instant, now: Instant) -> Instant {
+    let waited = if now > since {
+        now - since
+    } else {
+        Duration::ZERO
+    };
+    now + (waited / 4).clamp(RETRY_FIRST, RETRY_LONGEST)
+}
 
 /// A placeholder in the receivers array.
 const NO_KEY: Key = Key {
@@ -136,8 +151,8 @@ pub fn ingress(
 impl Core {
     /// Moves every listed endpoint's queued sends out, within a budget per endpoint. Endpoints
     /// whose datagram waits for the loopback stay listed (the pass that drains the loopback
-    /// retries them); those waiting for an Ethernet neighbour are retried after
-    /// [`RETRY_INTERVAL`]. Returns whether sends that could go now remain (the budget ran out):
+    /// retries them); those waiting for an Ethernet neighbour are retried when the first of them
+    /// is due (see [`RETRY_FIRST`]). Returns whether sends that could go now remain (the budget ran out):
     /// the caller runs another pass.
     /// DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn udp_egress(
@@ -151,8 +166,9 @@ impl Core {
         }
         let mut sending = core::mem::take(&mut self.udp.sending);
         metered_links!(links = self, wires);
-        let mut retry = false;
+        let mut retry: Option<Instant> = None;
         let mut more = false;
+        let now = self.now;
         let addresses = &mut self.addresses;
         let stats = &mut self.udp.stats;
         sending.retain(|key| {
@@ -169,14 +185,15 @@ impl Core {
                     more = true;
                     true
                 }
-                Pumped::EthernetBusy => {
-                    retry = true;
+                Pumped::EthernetBusy { since } => {
+                    let at = retry_at(since, now);
+                    retry = Some(retry.map_or(at, |earlier| earlier.min(at)));
                     true
                 }
             }
         });
         self.udp.sending = sending;
-        self.udp.retry_at = retry.then(|| self.now + RETRY_INTERVAL);
+        self.udp.retry_at = retry;
         more
     }
 
