@@ -2,10 +2,10 @@
 //! `CoreConfig::data_timeout` (its requests then fail with STATUS_LOCAL_DISCONNECT, which
 //! msafd turns into WSAECONNABORTED); an idle connection whose peer is silent lives on. A
 //! connection its endpoint left behind (an orphan: closing, FIN or RST still to be
-//! acknowledged or sent) goes once its peer has been silent for the data timeout, and an
-//! orphan's RST waits a few seconds at most for the peer's ARP reply: otherwise a peer that
-//! vanished (or never closes) would keep its socket, buffers and ARP requests for ever. On a
-//! virtual clock, with the peer played by hand-built frames.
+//! acknowledged or sent) goes once its peer has been silent for the data timeout, and a RST
+//! (an orphan's or a timed-out connection's) waits a few seconds at most for the peer's ARP
+//! reply: otherwise a peer that vanished (or never closes) would keep the socket, its buffers
+//! and ARP requests for ever. On a virtual clock, with the peer played by hand-built frames.
 
 mod ethernet_support;
 mod ip_helper_support;
@@ -101,6 +101,15 @@ fn data_to_a_silent_peer_gives_up_after_the_data_timeout() {
     assert_eq!(established(&t), 1, "gave up before the timeout");
     wait(&t, 20);
     assert_eq!(established(&t), 0, "still trying after the timeout");
+    // The RST that ends it waits a few seconds for the peer's ARP reply, not for ever, although
+    // the endpoint stays open.
+    let asked = arp_requests(&recorder).len();
+    wait(&t, 30);
+    assert_eq!(
+        arp_requests(&recorder).len(),
+        asked,
+        "still asking for the peer of a connection that timed out"
+    );
     let (status, data) = receive(&t, endpoint, 64);
     assert_eq!((status.status, data.len()), (NtStatus::LOCAL_DISCONNECT, 0));
     assert_eq!(

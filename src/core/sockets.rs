@@ -60,9 +60,13 @@ pub type SocketKey = Key;
 /// link for a whole pass.
 const EGRESS_SEGMENTS: usize = 8;
 
-/// How long an orphan's RST waits for its peer's hardware address: three ARP requests, a
-/// second apart (as Windows tries an unanswered neighbour). The connection is over whether or
-/// not the RST leaves; the wait only keeps a vanished peer from holding the socket for ever.
+/// How long a RST waits for its peer's hardware address: three ARP requests, a second apart
+/// (as Windows tries an unanswered neighbour). smoltcp keeps a closed socket's tuple until its
+/// RST is out and asks for the neighbour once a second for as long as it is not; the connection
+/// is over either way, so after this wait the RST is sent the loopback's way, where no
+/// interface owns its destination and it is dropped like a frame the wire lost, and smoltcp
+/// forgets the connection. An orphan then goes, and an endpoint's timed-out or aborted
+/// connection stops asking for a peer that vanished.
 const RESET_WAIT: Duration = Duration::from_secs(3);
 
 /// Flag bits per slot.
@@ -118,6 +122,8 @@ struct Entry {
     heard: Option<Instant>,
     /// When it became an orphan.
     orphaned: Option<Instant>,
+    /// Since when its RST has waited for the peer's hardware address (closed, tuple kept).
+    reset_waiting: Option<Instant>,
 }
 
 impl Entry {
@@ -138,16 +144,25 @@ impl Entry {
 
     /// When the core gives the socket up, if it is an orphan: once its peer has been silent
     /// for `data_timeout` since it became one (a FIN or data never acknowledged, a FIN-WAIT-2
-    /// whose peer never closes: smoltcp has no timer for these), or [`RESET_WAIT`] after it
-    /// became one when only its RST is left to send (closed, tuple kept) and cannot leave.
+    /// whose peer never closes: smoltcp has no timer for these). A RST left to send is not
+    /// waited for here: it leaves, or is dropped after [`RESET_WAIT`], and smoltcp is done.
     fn give_up_at(&self, data_timeout: Duration) -> Option<Instant> {
         let orphaned = self.orphaned?;
-        let socket = self.socket();
-        if socket.state() == State::Closed {
-            return Some(orphaned + RESET_WAIT);
-        }
         let heard = self.heard.map_or(orphaned, |heard| heard.max(orphaned));
         Some(heard + data_timeout)
+    }
+
+    /// Notes, after a transmission at `now`, whether the socket's RST is still waiting (closed
+    /// with its tuple kept: smoltcp had no hardware address to send it to), and returns whether
+    /// it has waited [`RESET_WAIT`]: then its next transmission takes the loopback.
+    fn reset_waited(&mut self, now: Instant) -> bool {
+        let (state, tuple) = self.progress();
+        if state != State::Closed || !tuple {
+            self.reset_waiting = None;
+            return false;
+        }
+        let since = *self.reset_waiting.get_or_insert(now);
+        now >= since + RESET_WAIT
     }
 
     /// What an event is raised for: the state, and whether the socket still has a tuple
@@ -425,6 +440,9 @@ impl Sockets {
                 ),
             };
             let (moved, deadline) = outcome;
+            if entry.reset_waited(now) {
+                entry.route = Route::Loopback;
+            }
             let deadline = match (deadline, entry.give_up_at(timeout)) {
                 (Some(at), Some(give_up)) => Some(at.min(give_up)),
                 (at, give_up) => at.or(give_up),

@@ -93,6 +93,7 @@ impl Sockets {
             buffer_bytes,
             heard: None,
             orphaned: None,
+            reset_waiting: None,
         })?;
         self.buffer_bytes += buffer_bytes;
         while self.flags.len() < self.entries.slot_count() as usize {
