@@ -18,11 +18,11 @@ use smoltcp::time::{Duration, Instant};
 /// between retries. The neighbour's ARP reply runs a pass, which sends the datagram at once;
 /// the retries only let smoltcp ask again (once a second) and the datagram give up after
 /// [`STUCK_LIMIT`](crate::core::udp::STUCK_LIMIT). So they back off: each comes after a quarter
-/// of the time waited so far, between these bounds (a dozen or so passes in all, not hundreds).
+/// of the time waited so far, between these bounds (about thirty passes in all, not 300).
 const RETRY_FIRST: Duration = Duration::from_millis(10);
 const RETRY_LONGEST: Duration = Duration::from_millis(250);
 
-/// When a datagram waiting since `since` is next retried, at `now`.
+/// When a datagram waiting since `since` is next retried, at `now`. Any IRQL.
 fn retry_at(since: Instant, now: Instant) -> Instant {
     let waited = if now > since {
         now - since
@@ -151,9 +151,9 @@ pub fn ingress(
 impl Core {
     /// Moves every listed endpoint's queued sends out, within a budget per endpoint. Endpoints
     /// whose datagram waits for the loopback stay listed (the pass that drains the loopback
-    /// retries them); those waiting for an Ethernet neighbour are retried when the first of them
-    /// is due (see [`RETRY_FIRST`]). Returns whether sends that could go now remain (the budget ran out):
-    /// the caller runs another pass.
+    /// retries them); those waiting for an Ethernet neighbour are retried when the first of
+    /// them is due (see [`RETRY_FIRST`]). Returns whether sends that could go now remain (the
+    /// budget ran out): the caller runs another pass.
     /// DISPATCH_LEVEL, under the core lock.
     pub(in crate::core) fn udp_egress(
         &mut self,
