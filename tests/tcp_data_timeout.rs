@@ -26,48 +26,61 @@ use tdi_client_support::Peer;
 use tdi_support::*;
 
 const CLIENT_ISN: u32 = 1000;
+/// Our listening address, and the peer's end of the connection to it.
+const SERVER: SocketAddrV4 = SocketAddrV4::new(OURS, 80);
+const CLIENT: SocketAddrV4 = SocketAddrV4::new(PEER, 40_000);
 
 /// An accepted connection from `PEER:40000` to our port 80: (address file, endpoint, our
 /// next sequence number).
 fn accepted(t: &Loaded, recorder: &Recorder) -> (Handle, Handle, u32) {
     indicate(t, &arp_reply(PEER, PEER_MAC, OURS));
-    let server = SocketAddrV4::new(OURS, 80);
-    let address = t.open_address(server, 0).expect("server address");
+    let address = t.open_address(SERVER, 0).expect("server address");
     let endpoint = t.open_connection().expect("endpoint");
     assert_eq!(t.associate(endpoint, address), NtStatus::SUCCESS);
     let listen = start_listen(t, endpoint);
-    let client = SocketAddrV4::new(PEER, 40_000);
-    let ours = handshake(t, recorder, client, server, CLIENT_ISN);
+    let ours = handshake(t, recorder, CLIENT, SERVER, CLIENT_ISN);
     assert_eq!(listen.wait().status, NtStatus::SUCCESS);
     recorder.forget();
     (address, endpoint, ours)
 }
 
+/// The peer's next segment on the accepted connection (its sequence number right after its
+/// SYN), acknowledging `ack`.
+fn from_client(t: &Loaded, control: TcpControl, ack: u32, payload: &[u8]) {
+    indicate(
+        t,
+        &segment(CLIENT, SERVER, control, CLIENT_ISN + 1, Some(ack), payload),
+    );
+}
+
 /// Whether the driver has reset the connection to the peer.
 fn reset_sent(recorder: &Recorder) -> bool {
-    sent_to(recorder, SocketAddrV4::new(PEER, 40_000))
-        .iter()
-        .any(|&(_, _, rst, _)| rst)
+    sent_to(recorder, CLIENT).iter().any(|&(_, _, rst, _)| rst)
+}
+
+/// The TCP table, as netstat reads it: (state, local, remote) per connection.
+fn tcp_table(t: &Loaded) -> Vec<(u32, SocketAddrV4, SocketAddrV4)> {
+    let control = ip_helper_support::control(t);
+    let rows = ip_helper_support::tcp_table(t, control);
+    t.close(control);
+    rows
 }
 
 /// Connections in ESTABLISHED, as netstat shows them.
 fn established(t: &Loaded) -> usize {
     const ESTABLISHED: u32 = 5;
-    let control = ip_helper_support::control(t);
-    let rows = ip_helper_support::tcp_table(t, control);
-    t.close(control);
-    rows.iter().filter(|row| row.0 == ESTABLISHED).count()
+    tcp_table(t)
+        .iter()
+        .filter(|row| row.0 == ESTABLISHED)
+        .count()
 }
 
-/// The state of the connection to `PEER:40000` in the TCP table (`MIB_TCP_STATE`), if it is
+/// The state of the connection to [`CLIENT`] in the TCP table (`MIB_TCP_STATE`), if it is
 /// listed.
 fn state_of_client(t: &Loaded) -> Option<u32> {
-    let client = SocketAddrV4::new(PEER, 40_000);
-    let control = ip_helper_support::control(t);
-    let rows = ip_helper_support::tcp_table(t, control);
-    t.close(control);
-    rows.iter()
-        .find(|row| row.2 == client)
+    tcp_table(t)
+        .iter()
+        .find(|row| row.2 == CLIENT)
         .map(|&(state, _, _)| state)
 }
 
@@ -92,7 +105,7 @@ fn data_to_a_silent_peer_gives_up_after_the_data_timeout() {
     // The peer never acknowledges (nor answers ARP, once its entry has aged out): the data
     // is sent again and again until the timeout.
     wait(&t, timeout - 10);
-    let retransmissions = sent_to(&recorder, SocketAddrV4::new(PEER, 40_000)).len();
+    let retransmissions = sent_to(&recorder, CLIENT).len();
     assert!(
         retransmissions >= 3,
         "{retransmissions} segments before the timeout"
@@ -127,35 +140,13 @@ fn an_idle_connection_outlives_the_data_timeout_and_its_sent_data_clears_it() {
     let timeout = CoreConfig::default().data_timeout.secs();
     let (t, recorder) = bound_virtual();
     let (address, endpoint, ours) = accepted(&t, &recorder);
-    let server = SocketAddrV4::new(OURS, 80);
-    let client = SocketAddrV4::new(PEER, 40_000);
     // Data the peer acknowledges, then a long silence with nothing in flight.
     assert_eq!(send(&t, endpoint, b"hello").status, NtStatus::SUCCESS);
-    indicate(
-        &t,
-        &segment(
-            client,
-            server,
-            TcpControl::None,
-            CLIENT_ISN + 1,
-            Some(ours.wrapping_add(5)),
-            &[],
-        ),
-    );
+    from_client(&t, TcpControl::None, ours.wrapping_add(5), &[]);
     wait(&t, 5 * timeout);
     assert!(!reset_sent(&recorder), "an idle connection was given up");
     // The peer speaks again: the connection is there.
-    indicate(
-        &t,
-        &segment(
-            client,
-            server,
-            TcpControl::Psh,
-            CLIENT_ISN + 1,
-            Some(ours.wrapping_add(5)),
-            b"still here",
-        ),
-    );
+    from_client(&t, TcpControl::Psh, ours.wrapping_add(5), b"still here");
     let (status, data) = receive(&t, endpoint, 64);
     assert_eq!(status.status, NtStatus::SUCCESS);
     assert_eq!(data, b"still here");
@@ -170,18 +161,11 @@ fn a_kernel_client_sees_an_abort_when_its_connection_times_out() {
     let timeout = CoreConfig::default().data_timeout.secs();
     let (t, recorder) = bound_virtual();
     indicate(&t, &arp_reply(PEER, PEER_MAC, OURS));
-    let server = SocketAddrV4::new(OURS, 80);
-    let peer = Peer::open(&t.kernel, "\\Device\\Tcp", server, 1, false);
+    let peer = Peer::open(&t.kernel, "\\Device\\Tcp", SERVER, 1, false);
     for event in [TDI_EVENT_CONNECT, TDI_EVENT_RECEIVE, TDI_EVENT_DISCONNECT] {
         assert_eq!(peer.register(event, true), NtStatus::SUCCESS);
     }
-    handshake(
-        &t,
-        &recorder,
-        SocketAddrV4::new(PEER, 40_000),
-        server,
-        CLIENT_ISN,
-    );
+    handshake(&t, &recorder, CLIENT, SERVER, CLIENT_ISN);
     peer.wait_until(10, |conns| conns[0].accepted.is_some());
     peer.send(0, b"anyone there?");
     wait(&t, timeout + 10);
@@ -200,23 +184,11 @@ fn an_orphan_in_fin_wait_2_whose_peer_never_closes_goes_after_the_data_timeout()
     let timeout = CoreConfig::default().data_timeout.secs();
     let (t, recorder) = bound_virtual();
     let (address, endpoint, ours) = accepted(&t, &recorder);
-    let server = SocketAddrV4::new(OURS, 80);
-    let client = SocketAddrV4::new(PEER, 40_000);
     // Nothing unread: closing the endpoint closes the connection gracefully, with a FIN.
     t.close(endpoint);
     // The peer acknowledges the FIN, and its application never closes its side.
-    let fin_acked = Some(ours.wrapping_add(1));
-    indicate(
-        &t,
-        &segment(
-            client,
-            server,
-            TcpControl::None,
-            CLIENT_ISN + 1,
-            fin_acked,
-            &[],
-        ),
-    );
+    let fin_acked = ours.wrapping_add(1);
+    from_client(&t, TcpControl::None, fin_acked, &[]);
     wait(&t, timeout - 10);
     assert_eq!(state_of_client(&t), Some(FIN_WAIT_2), "gave up too soon");
     wait(&t, 20);
@@ -228,17 +200,7 @@ fn an_orphan_in_fin_wait_2_whose_peer_never_closes_goes_after_the_data_timeout()
     // The peer's late FIN finds no connection, and is answered with a RST.
     recorder.forget();
     indicate(&t, &arp_reply(PEER, PEER_MAC, OURS));
-    indicate(
-        &t,
-        &segment(
-            client,
-            server,
-            TcpControl::Fin,
-            CLIENT_ISN + 1,
-            fin_acked,
-            &[],
-        ),
-    );
+    from_client(&t, TcpControl::Fin, fin_acked, &[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !reset_sent(&recorder) {
         assert!(
@@ -292,20 +254,8 @@ fn an_orphan_whose_peer_vanished_stops_asking_for_it() {
 fn an_aborted_orphan_gives_up_its_reset_when_the_peer_answers_no_arp_request() {
     let (t, recorder) = bound_virtual();
     let (address, endpoint, ours) = accepted(&t, &recorder);
-    let server = SocketAddrV4::new(OURS, 80);
-    let client = SocketAddrV4::new(PEER, 40_000);
     // Data nobody reads, then a minute and more of silence: the peer's ARP entry ages out.
-    indicate(
-        &t,
-        &segment(
-            client,
-            server,
-            TcpControl::Psh,
-            CLIENT_ISN + 1,
-            Some(ours),
-            b"unread",
-        ),
-    );
+    from_client(&t, TcpControl::Psh, ours, b"unread");
     wait(&t, 70);
     let before = arp_requests(&recorder).len();
     // Unread data: closing the endpoint aborts the connection, and its RST needs the peer's

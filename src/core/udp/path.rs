@@ -24,12 +24,7 @@ const RETRY_LONGEST: Duration = Duration::from_millis(250);
 
 /// When a datagram waiting since `since` is next retried, at `now`. Any IRQL.
 fn retry_at(since: Instant, now: Instant) -> Instant {
-    let waited = if now > since {
-        now - since
-    } else {
-        Duration::ZERO
-    };
-    now + (waited / 4).clamp(RETRY_FIRST, RETRY_LONGEST)
+    now + ((now - since) / 4).clamp(RETRY_FIRST, RETRY_LONGEST)
 }
 
 /// A placeholder in the receivers array.
